@@ -1,0 +1,233 @@
+//! The [`Executor`] trait, object-safe, and [`ExecutorExt`], its generic
+//! conveniences.
+//!
+//! The split follows `futures::task::{Spawn, SpawnExt}`: `Executor` has only
+//! non-generic methods, so `Box<dyn Executor>` and `Arc<dyn Executor>` work
+//! and a service can choose threads or processes from its configuration at
+//! run time. `ExecutorExt` is implemented for every `Executor + ?Sized` and
+//! adds the typed calls users make: [`submit`](ExecutorExt::submit),
+//! [`map`](ExecutorExt::map), [`map_unordered`](ExecutorExt::map_unordered).
+//!
+//! # The portable task
+//!
+//! What crosses [`ExecutorExt::submit`] is a *portable task*: a `fn` item (or
+//! a closure that captures nothing) and one argument, both of whose types are
+//! serde-serializable. A thread pool calls it directly, with no
+//! serialization; a process pool sends the argument to a worker process that
+//! runs the very same `fn`. A closure that captures its environment cannot be
+//! sent to another process, so it is rejected at compile time:
+//!
+//! ```compile_fail
+//! use concurrent_futures::{ExecutorExt, ThreadPoolExecutor};
+//! let pool = ThreadPoolExecutor::new(1).unwrap();
+//! let offset = 10u64;
+//! // error: a portable task must be a fn item or a closure that captures nothing
+//! let f = pool.submit(move |x: u64| x + offset, 1);
+//! ```
+//!
+//! Use [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) for
+//! closures that capture.
+
+pub(crate) mod task;
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use self::task::Task;
+use self::task::PortableTask;
+use crate::map::{Map, MapOptions, MapUnordered};
+use crate::{Error, Future};
+
+/// A value that can be a portable task's argument or result: serde both
+/// ways, `Send`, and owning its data. Implemented for every such type.
+pub trait Portable: Serialize + DeserializeOwned + Send + 'static {}
+impl<T: Serialize + DeserializeOwned + Send + 'static> Portable for T {}
+
+/// An executor: something that runs [`Task`]s and completes their futures.
+///
+/// Object-safe: hold one as `Arc<dyn Executor>` and call the
+/// [`ExecutorExt`] methods on it exactly as on a concrete pool.
+///
+/// ```
+/// use std::sync::Arc;
+/// use concurrent_futures::{Executor, ExecutorExt, ThreadPoolExecutor};
+///
+/// fn double(x: i32) -> i32 { x * 2 }
+///
+/// let ex: Arc<dyn Executor> = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+/// let results: Vec<i32> = ex.map(double, 0..5).map(Result::unwrap).collect();
+/// assert_eq!(results, [0, 2, 4, 6, 8]);
+/// ex.shutdown(true, false);
+/// ```
+pub trait Executor: Send + Sync + fmt::Debug {
+    /// Queues `task`. On error (the executor is shut down or broken) the
+    /// task is handed back untouched inside the error's context; callers use
+    /// [`ExecutorExt::submit`], which fails the task's future with it.
+    fn execute(&self, task: Task) -> Result<(), (Task, Error)>;
+
+    /// Stops accepting tasks (S1, S2: idempotent).
+    ///
+    /// With `cancel_futures`, every task not yet started is cancelled (S5).
+    /// With `wait`, blocks until every queued and running task has ended and
+    /// the workers have exited (S3); otherwise returns at once while queued
+    /// work still runs to completion (S4). Every future resolves either way.
+    fn shutdown(&self, wait: bool, cancel_futures: bool);
+
+    /// How many tasks this executor runs at once.
+    fn max_workers(&self) -> usize;
+}
+
+/// The process-pool view of a portable task: its entry point, its encoded
+/// argument, and completion from encoded bytes.
+pub(crate) trait PortableJob: Send + Sync {
+    /// The argument and result type names, for error messages.
+    fn type_names(&self) -> (&'static str, &'static str);
+}
+
+impl<F, A, R> PortableJob for PortableTask<F, A, R>
+where
+    F: Fn(A) -> R + Copy + Send + Sync + 'static,
+    A: Portable,
+    R: Portable + Sync,
+{
+    fn type_names(&self) -> (&'static str, &'static str) {
+        (std::any::type_name::<A>(), std::any::type_name::<R>())
+    }
+}
+
+/// The typed conveniences over any [`Executor`], including `dyn Executor`.
+pub trait ExecutorExt: Executor {
+    /// Submits `func(arg)` and returns its future at once.
+    ///
+    /// `func` is a `fn` item or a closure capturing nothing (see the module
+    /// docs). If the executor refuses the task (shut down, broken), the
+    /// returned future has already failed with that error; use
+    /// [`try_submit`](Self::try_submit) to get the error at the call.
+    fn submit<F, A, R>(&self, func: F, arg: A) -> Future<R>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+    {
+        let (task, future) = PortableTask::new(func, arg);
+        if let Err((task, error)) = self.execute(Task { job: task }) {
+            task.fail(error);
+        }
+        future
+    }
+
+    /// Like [`submit`](Self::submit), but a refused task is an error here
+    /// (CPython's `RuntimeError('cannot schedule new futures after
+    /// shutdown')`, S1).
+    fn try_submit<F, A, R>(&self, func: F, arg: A) -> Result<Future<R>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+    {
+        let (task, future) = PortableTask::new(func, arg);
+        match self.execute(Task { job: task }) {
+            Ok(()) => Ok(future),
+            Err((task, error)) => {
+                task.fail(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// Maps `func` over `inputs`, yielding each result in input order as a
+    /// `Result` at its own position: an error does not end the iteration
+    /// (decision 2). At most `2 × max_workers` tasks are in flight (M13,
+    /// decision 5); see [`map_with`](Self::map_with) for the window, a
+    /// deadline and chunking. Dropping the iterator cancels the tasks not
+    /// yet yielded (M7).
+    fn map<'a, F, A, R, I>(&'a self, func: F, inputs: I) -> Map<'a, R>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        self.map_with(func, inputs, MapOptions::default())
+    }
+
+    /// [`map`](Self::map) with options: the in-flight window, a deadline
+    /// counted from this call (M3), and a chunk size for process pools (M9).
+    fn map_with<'a, F, A, R, I>(&'a self, func: F, inputs: I, options: MapOptions) -> Map<'a, R>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        let window = options.window_for(self.max_workers());
+        let mut inputs = inputs.into_iter();
+        let submit = move || inputs.next().map(|a| self.submit(func, a));
+        Map::new(Box::new(submit), window, options.timeout)
+    }
+
+    /// Maps `func` over `inputs`, yielding `(index, result)` pairs in
+    /// completion order, with the same bounded window as [`map`](Self::map).
+    fn map_unordered<'a, F, A, R, I>(&'a self, func: F, inputs: I) -> MapUnordered<'a, R>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        let window = MapOptions::default().window_for(self.max_workers());
+        let mut inputs = inputs.into_iter();
+        let submit = move || inputs.next().map(|a| self.submit(func, a));
+        MapUnordered::new(Box::new(submit), window)
+    }
+}
+
+impl<E: Executor + ?Sized> ExecutorExt for E {}
+
+impl<E: Executor + ?Sized> Executor for std::sync::Arc<E> {
+    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
+        (**self).execute(task)
+    }
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        (**self).shutdown(wait, cancel_futures)
+    }
+    fn max_workers(&self) -> usize {
+        (**self).max_workers()
+    }
+}
+
+impl<E: Executor + ?Sized> Executor for Box<E> {
+    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
+        (**self).execute(task)
+    }
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        (**self).shutdown(wait, cancel_futures)
+    }
+    fn max_workers(&self) -> usize {
+        (**self).max_workers()
+    }
+}
+
+impl<E: Executor + ?Sized> Executor for &E {
+    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
+        (**self).execute(task)
+    }
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        (**self).shutdown(wait, cancel_futures)
+    }
+    fn max_workers(&self) -> usize {
+        (**self).max_workers()
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_object_safe(_: &dyn Executor) {}
+
+pub(crate) use task::ClosureTask;
+#[allow(unused_imports)]
+pub(crate) use task::Job as JobTrait;

@@ -1,0 +1,225 @@
+//! Tasks: a unit of work and the completing side of its [`Future`], in one
+//! allocation.
+//!
+//! A submitted task is an `Arc` holding both the work (a closure, or a
+//! portable `fn` item and its argument) and the future's [`Core`]. The
+//! executor keeps it as an `Arc<dyn Job>`; the user's [`Future`] keeps it as
+//! an `Arc<dyn Completion<R>>`. One allocation per task, no channel.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::Error;
+use crate::future::core::{Core, Start};
+use crate::future::{Completion, Future};
+use crate::sync::{Arc, Mutex, lock};
+
+/// The executor's side of a task.
+pub(crate) trait Job: Send + Sync {
+    /// Runs the task on this thread, unless it was cancelled while queued,
+    /// and completes its future. A panic becomes the future's error.
+    fn run(self: Arc<Self>);
+    /// Fails the future with `error` unless it already ended (queued work
+    /// of a broken or shut-down executor).
+    fn fail(self: Arc<Self>, error: Error);
+    /// Cancels the task if it has not started; true if it is now cancelled.
+    fn cancel(self: Arc<Self>) -> bool;
+    /// The process-pool view of a portable task (`None` for closures).
+    fn portable(&self) -> Option<&dyn crate::executor::PortableJob> {
+        None
+    }
+}
+
+/// A task an [`Executor`](crate::Executor) has been asked to run.
+///
+/// Executors receive tasks through [`Executor::execute`](crate::Executor::execute).
+/// An executor of your own runs one with [`Task::run`] (on whatever thread
+/// it likes), or fails it with [`Task::fail`]. Dropping a `Task` without
+/// doing either leaves its future pending forever, so don't.
+pub struct Task {
+    pub(crate) job: Arc<dyn Job>,
+}
+
+impl Task {
+    /// Runs the task here and completes its future (unless it was
+    /// cancelled while queued). A panic in the task becomes the future's
+    /// [`Error::Panicked`]; it never unwinds into the caller.
+    pub fn run(self) {
+        self.job.run()
+    }
+
+    /// Completes the task's future with `error` without running it.
+    pub fn fail(self, error: Error) {
+        self.job.fail(error)
+    }
+
+    /// Cancels the task if it has not started; true if it is now cancelled.
+    pub fn cancel(self) -> bool {
+        self.job.cancel()
+    }
+
+    /// Whether this task is a portable `fn`-item task (which a process pool
+    /// can run), rather than a thread-only closure.
+    pub fn is_portable(&self) -> bool {
+        self.job.portable().is_some()
+    }
+}
+
+impl fmt::Debug for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Task")
+            .field("portable", &self.is_portable())
+            .finish()
+    }
+}
+
+/// Runs `work` under `catch_unwind` and completes `this` with its outcome.
+fn run_and_complete<R, S, W>(this: &Arc<S>, core: &Core<R>, work: W)
+where
+    S: Completion<R> + 'static,
+    W: FnOnce() -> R,
+{
+    if core.set_running() == Start::Skip {
+        return;
+    }
+    let outcome = catch_unwind(AssertUnwindSafe(work)).map_err(Error::from_panic);
+    core.complete(outcome, || Future::from_shared(this.clone()));
+}
+
+/// A thread-only task: any `FnOnce() -> R + Send` closure.
+pub(crate) struct ClosureTask<F, R> {
+    core: Core<R>,
+    work: Mutex<Option<F>>,
+}
+
+impl<F, R> ClosureTask<F, R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + Sync + 'static,
+{
+    /// The job for the executor and the future for the user.
+    pub(crate) fn new(work: F) -> (Arc<dyn Job>, Future<R>) {
+        let task = Arc::new(ClosureTask {
+            core: Core::new(),
+            work: Mutex::new(Some(work)),
+        });
+        (task.clone(), Future::from_shared(task))
+    }
+}
+
+impl<F, R> Completion<R> for ClosureTask<F, R>
+where
+    F: Send,
+    R: Send + Sync,
+{
+    fn core(&self) -> &Core<R> {
+        &self.core
+    }
+}
+
+impl<F, R> Job for ClosureTask<F, R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + Sync + 'static,
+{
+    fn run(self: Arc<Self>) {
+        // Taken before running so the closure's captures are dropped as soon
+        // as it returns (C8, S13), even though the Arc lives on.
+        let work = lock(&self.work).take();
+        if let Some(work) = work {
+            run_and_complete(&self, &self.core, work);
+        }
+    }
+
+    fn fail(self: Arc<Self>, error: Error) {
+        drop(lock(&self.work).take());
+        self.core
+            .complete(Err(error), || Future::from_shared(self.clone()));
+    }
+
+    fn cancel(self: Arc<Self>) -> bool {
+        let handle = Future::from_shared(self.clone());
+        let cancelled = self.core.cancel(&handle);
+        if cancelled {
+            drop(lock(&self.work).take());
+        }
+        cancelled
+    }
+}
+
+/// A portable task: a zero-sized `fn` item (or non-capturing closure) and
+/// its serde argument. Threads call it directly; a process pool sends the
+/// argument to a worker that calls the same `fn`.
+pub(crate) struct PortableTask<F, A, R> {
+    core: Core<R>,
+    func: F,
+    arg: Mutex<Option<A>>,
+}
+
+impl<F, A, R> PortableTask<F, A, R>
+where
+    F: Fn(A) -> R + Copy + Send + Sync + 'static,
+    A: crate::Portable,
+    R: crate::Portable + Sync,
+{
+    pub(crate) fn new(func: F, arg: A) -> (Arc<PortableTask<F, A, R>>, Future<R>) {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "a portable task must be a fn item or a closure that captures nothing \
+                 (use ThreadPoolExecutor::spawn for closures that capture)"
+            )
+        };
+        let task = Arc::new(PortableTask {
+            core: Core::new(),
+            func,
+            arg: Mutex::new(Some(arg)),
+        });
+        (task.clone(), Future::from_shared(task))
+    }
+}
+
+impl<F, A, R> Completion<R> for PortableTask<F, A, R>
+where
+    F: Send + Sync,
+    A: Send,
+    R: Send + Sync,
+{
+    fn core(&self) -> &Core<R> {
+        &self.core
+    }
+}
+
+impl<F, A, R> Job for PortableTask<F, A, R>
+where
+    F: Fn(A) -> R + Copy + Send + Sync + 'static,
+    A: crate::Portable,
+    R: crate::Portable + Sync,
+{
+    fn run(self: Arc<Self>) {
+        let arg = lock(&self.arg).take();
+        if let Some(arg) = arg {
+            let func = self.func;
+            run_and_complete(&self, &self.core, move || func(arg));
+        }
+    }
+
+    fn fail(self: Arc<Self>, error: Error) {
+        drop(lock(&self.arg).take());
+        self.core
+            .complete(Err(error), || Future::from_shared(self.clone()));
+    }
+
+    fn cancel(self: Arc<Self>) -> bool {
+        let handle = Future::from_shared(self.clone());
+        let cancelled = self.core.cancel(&handle);
+        if cancelled {
+            drop(lock(&self.arg).take());
+        }
+        cancelled
+    }
+
+    fn portable(&self) -> Option<&dyn crate::executor::PortableJob> {
+        Some(self)
+    }
+}

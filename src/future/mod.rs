@@ -1,0 +1,243 @@
+//! The [`Future`] handle: the result of one task, as in
+//! `concurrent.futures.Future`.
+//!
+//! A `Future<T>` is created by an executor when a task is submitted and
+//! completed by the executor when the task ends. Its owner can block for the
+//! result with a timeout, ask its state, cancel it while it is still queued,
+//! add done-callbacks, or `.await` it from any async runtime.
+//!
+//! The handle is not `Clone`: share it by reference (it is `Sync`), or wrap
+//! it in an `Arc`. That single ownership is what lets
+//! [`into_result`](Future::into_result) and `.await` move the value out
+//! without requiring `T: Clone`, while [`result`](Future::result) lends it
+//! to any number of threads.
+
+pub(crate) mod core;
+mod slot;
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use self::core::{CANCELLED, Core, FINISHED, PENDING, RUNNING};
+use crate::Error;
+use crate::sync::Arc;
+
+/// Gives access to the [`Core`] inside whatever allocation holds it (a
+/// thread-pool task, a portable task, or a bare core), so a task and its
+/// future share one allocation.
+pub(crate) trait Completion<T>: Send + Sync {
+    fn core(&self) -> &Core<T>;
+}
+
+impl<T: Send + Sync> Completion<T> for Core<T> {
+    fn core(&self) -> &Core<T> {
+        self
+    }
+}
+
+/// The handle of one task's result.
+///
+/// ```
+/// use concurrent_futures::{ExecutorExt, ThreadPoolExecutor};
+/// use std::time::Duration;
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// let pool = ThreadPoolExecutor::new(2).unwrap();
+/// let fut = pool.submit(square, 7);
+/// assert_eq!(fut.result(Some(Duration::from_secs(5))), Ok(&49));
+/// assert!(fut.done());
+/// assert_eq!(fut.into_result(), Ok(49));
+/// ```
+pub struct Future<T> {
+    shared: Arc<dyn Completion<T>>,
+}
+
+impl<T> Future<T> {
+    pub(crate) fn from_shared(shared: Arc<dyn Completion<T>>) -> Self {
+        Future { shared }
+    }
+
+    pub(crate) fn core(&self) -> &Core<T> {
+        self.shared.core()
+    }
+
+    /// True once the future finished (value or error) or was cancelled (F1).
+    pub fn done(&self) -> bool {
+        self.core().is_terminal()
+    }
+
+    /// True while a worker is running the task (F2). A process pool marks a
+    /// task running when it sends it to a worker.
+    pub fn running(&self) -> bool {
+        self.core().status() == RUNNING
+    }
+
+    /// True if the future was cancelled (F2).
+    pub fn cancelled(&self) -> bool {
+        self.core().status() == CANCELLED
+    }
+
+    /// Cancels the task if it has not started. Returns true if the future is
+    /// now cancelled (including when it already was), false if it is running
+    /// or finished (X1-X3). Waiters in `result`, `wait`, `as_completed` and
+    /// `.await` are woken at once and callbacks run on this thread.
+    pub fn cancel(&self) -> bool {
+        self.core().cancel(self)
+    }
+
+    /// Waits at most `timeout` (`None`: forever) for the task and lends its
+    /// value.
+    ///
+    /// Errors: the task's own failure ([`Error::Panicked`], or an executor
+    /// error such as [`Error::WorkerDied`]), [`Error::Cancelled`], or
+    /// [`Error::Timeout`] if it is still not done (the task keeps running;
+    /// R1, R2, R5). A zero timeout never blocks. May be called any number of
+    /// times from any number of threads; a failed future gives the same
+    /// error each time (R3). On a thread-pool worker, the wait runs other
+    /// queued tasks of the pool meanwhile, so fork-join code cannot deadlock
+    /// a small pool (T10).
+    pub fn result(&self, timeout: Option<Duration>) -> Result<&T, Error> {
+        self.wait_for(timeout, false)?;
+        match self.core().outcome() {
+            Some(Some(Ok(v))) => Ok(v),
+            Some(Some(Err(e))) => Err(e.clone()),
+            Some(None) => Err(Error::AlreadyTaken),
+            None => Err(Error::Cancelled),
+        }
+    }
+
+    /// Waits like [`result`](Self::result) and returns the task's error, or
+    /// `None` if it produced a value (R3). Cancellation and the timeout are
+    /// the `Err` side (R4).
+    pub fn exception(&self, timeout: Option<Duration>) -> Result<Option<Error>, Error> {
+        self.wait_for(timeout, false)?;
+        match self.core().outcome() {
+            Some(Some(Ok(_))) => Ok(None),
+            Some(Some(Err(e))) => Ok(Some(e.clone())),
+            Some(None) => Err(Error::AlreadyTaken),
+            None => Err(Error::Cancelled),
+        }
+    }
+
+    /// Waits for the task without limit and moves its value out.
+    ///
+    /// To wait with a limit first, call [`result`](Self::result) with a
+    /// timeout, then this.
+    pub fn into_result(self) -> Result<T, Error> {
+        self.core().wait_until(None, true);
+        self.core().take_outcome()
+    }
+
+    /// Adds a callback that receives this future when it ends (C1).
+    ///
+    /// If the future has already ended, the callback runs at once on this
+    /// thread (C2); otherwise it runs on the thread that ends it, after
+    /// earlier callbacks (C3, C4). A panicking callback is caught and logged
+    /// through `log` (target `concurrent_futures`); later callbacks still run
+    /// and the future is unaffected (C5, C6).
+    pub fn add_done_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(&Future<T>) + Send + 'static,
+    {
+        if let Some(cb) = self.core().add_callback(Box::new(callback)) {
+            core::run_callbacks(self, vec![cb]);
+        }
+    }
+
+    fn wait_for(&self, timeout: Option<Duration>, settled: bool) -> Result<(), Error> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        if self.core().wait_until(deadline, settled) {
+            Ok(())
+        } else {
+            Err(Error::Timeout {
+                waited: timeout.unwrap_or_default(),
+            })
+        }
+    }
+
+    /// The address identifying this future (F9).
+    fn addr(&self) -> *const () {
+        Arc::as_ptr(&self.shared) as *const ()
+    }
+}
+
+/// Futures compare by identity, like Python's (F9).
+impl<T> PartialEq for Future<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.addr() == other.addr()
+    }
+}
+impl<T> Eq for Future<T> {}
+impl<T> Hash for Future<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.addr().hash(state)
+    }
+}
+
+/// Shows the state and, once finished, the value's type or the error (F8).
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Future");
+        d.field("at", &self.addr());
+        match self.core().status() {
+            PENDING => d.field("state", &"pending"),
+            RUNNING => d.field("state", &"running"),
+            CANCELLED => d.field("state", &"cancelled"),
+            FINISHED => match self.core().outcome() {
+                Some(Some(Ok(_))) => d
+                    .field("state", &"finished")
+                    .field("returned", &std::any::type_name::<T>()),
+                Some(Some(Err(e))) => d.field("state", &"finished").field("raised", e),
+                _ => d.field("state", &"finished").field("returned", &"<taken>"),
+            },
+            _ => unreachable!("a future status is one of four values"),
+        };
+        d.finish()
+    }
+}
+
+/// `fut.await` gives the owned value, from any async runtime. The waker is
+/// woken exactly once when the future ends.
+impl<T> std::future::Future for Future<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.core().register_waker(cx.waker(), true) {
+            Poll::Ready(self.core().take_outcome())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// `(&fut).await` lends the value, like [`Future::result`].
+impl<'a, T> std::future::IntoFuture for &'a Future<T> {
+    type Output = Result<&'a T, Error>;
+    type IntoFuture = Ref<'a, T>;
+
+    fn into_future(self) -> Ref<'a, T> {
+        Ref { fut: self }
+    }
+}
+
+/// The std future that `(&fut).await` polls: it lends the value.
+#[derive(Debug)]
+pub struct Ref<'a, T> {
+    fut: &'a Future<T>,
+}
+
+impl<'a, T> std::future::Future for Ref<'a, T> {
+    type Output = Result<&'a T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.fut.core().register_waker(cx.waker(), false) {
+            Poll::Ready(self.fut.result(Some(Duration::ZERO)))
+        } else {
+            Poll::Pending
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Python's `concurrent.futures` and `multiprocessing.Pool`, for Rust.
+//!
+//! * [`Future`]: the handle of one task — `result`, `exception`, `done`,
+//!   `cancel`, `add_done_callback`, and `.await`.
+//! * [`Executor`]: one object-safe trait for every pool, with the typed calls
+//!   in [`ExecutorExt`]: `submit`, `map`, `map_unordered`.
+//! * [`ThreadPoolExecutor`]: a work-stealing thread pool.
+//! * [`wait`] and [`as_completed`]: waiting on many futures at once.
+//!
+//! ```
+//! use concurrent_futures::{as_completed, ExecutorExt, ThreadPoolExecutor};
+//!
+//! fn fib(n: u64) -> u64 { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }
+//!
+//! let pool = ThreadPoolExecutor::new(2)?;
+//! let futures: Vec<_> = (20..25).map(|n| pool.submit(fib, n)).collect();
+//! for fut in as_completed(&futures, None) {
+//!     println!("{:?}", fut?.result(None));
+//! }
+//! let ordered: Vec<u64> = pool.map(fib, 0..10).collect::<Result<_, _>>()?;
+//! assert_eq!(ordered, [0, 1, 1, 2, 3, 5, 8, 13, 21, 34]);
+//! # Ok::<(), concurrent_futures::Error>(())
+//! ```
+#![warn(missing_docs, missing_debug_implementations)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod error;
+mod executor;
+mod future;
+mod map;
+pub(crate) mod sync;
+mod thread;
+mod wait;
+
+pub use error::Error;
+pub use executor::{Executor, ExecutorExt, Portable, Task};
+pub use future::{Future, Ref};
+pub use map::{Map, MapOptions, MapUnordered};
+pub use thread::{ThreadPoolBuilder, ThreadPoolExecutor};
+pub use wait::{AsCompleted, DoneAndNotDone, ReturnWhen, Waitable, as_completed, wait};

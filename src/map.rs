@@ -1,0 +1,254 @@
+//! `Executor.map`, bounded: [`Map`] (input order) and [`MapUnordered`]
+//! (completion order).
+//!
+//! CPython's `map` submits every input before yielding anything (M2, PP1),
+//! so mapping a huge or endless iterator exhausts memory. Ours keeps a
+//! window of at most `window` tasks in flight (never `window + 1`: M13,
+//! decision 5) and pulls the next input only after yielding a result. Each
+//! item is a `Result` at its own position, so one failure does not end the
+//! iteration (decision 2), and the map deadline is its own error variant,
+//! distinct from a task's failure (PP12).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::future::Future;
+use crate::wait::Inbox;
+use crate::{Error, sync::Arc};
+
+/// Pulls the next input and submits it; `None` when the inputs are done.
+pub(crate) type Submitter<'a, R> = Box<dyn FnMut() -> Option<Future<R>> + Send + 'a>;
+
+/// Options for [`ExecutorExt::map_with`](crate::ExecutorExt::map_with).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MapOptions {
+    /// The most tasks in flight at once; `None`: twice the executor's
+    /// `max_workers`. Zero is treated as one.
+    pub window: Option<usize>,
+    /// One deadline for the whole map, counted from the call (M3). When it
+    /// passes, the item being waited for yields [`Error::MapDeadline`], the
+    /// rest are cancelled and the iteration ends (M4).
+    pub timeout: Option<Duration>,
+    /// Items per task for process pools (M9); thread pools ignore it.
+    /// `None` or 0: one item per task.
+    pub chunksize: Option<usize>,
+}
+
+impl MapOptions {
+    /// Default options: a window of `2 × max_workers`, no deadline.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the in-flight window.
+    pub fn window(mut self, window: usize) -> Self {
+        self.window = Some(window);
+        self
+    }
+
+    /// Sets the deadline, counted from the `map` call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sets the chunk size (process pools).
+    pub fn chunksize(mut self, chunksize: usize) -> Self {
+        self.chunksize = Some(chunksize);
+        self
+    }
+
+    pub(crate) fn window_for(&self, max_workers: usize) -> usize {
+        self.window
+            .unwrap_or_else(|| max_workers.saturating_mul(2))
+            .max(1)
+    }
+}
+
+/// The ordered results of [`ExecutorExt::map`](crate::ExecutorExt::map).
+///
+/// Dropping it cancels every task not yet yielded (M7); tasks already
+/// running finish on their own.
+pub struct Map<'a, R> {
+    submit: Submitter<'a, R>,
+    in_flight: VecDeque<Future<R>>,
+    window: usize,
+    deadline: Option<(Instant, Duration)>,
+    exhausted: bool,
+}
+
+impl<R> fmt::Debug for Map<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("in_flight", &self.in_flight.len())
+            .field("window", &self.window)
+            .field("exhausted", &self.exhausted)
+            .finish()
+    }
+}
+
+impl<'a, R> Map<'a, R> {
+    pub(crate) fn new(submit: Submitter<'a, R>, window: usize, timeout: Option<Duration>) -> Self {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t).map(|d| (d, t)));
+        let mut map = Map {
+            submit,
+            in_flight: VecDeque::with_capacity(window),
+            window,
+            deadline,
+            exhausted: false,
+        };
+        map.fill();
+        map
+    }
+
+    /// Tasks submitted and not yet yielded; never more than the window.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn fill(&mut self) {
+        while !self.exhausted && self.in_flight.len() < self.window {
+            match (self.submit)() {
+                Some(f) => self.in_flight.push_back(f),
+                None => self.exhausted = true,
+            }
+        }
+    }
+
+    fn cancel_all(&mut self) {
+        for f in self.in_flight.drain(..) {
+            f.cancel();
+        }
+        self.exhausted = true;
+    }
+}
+
+impl<R> Iterator for Map<'_, R> {
+    type Item = Result<R, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let front = self.in_flight.front()?;
+        if let Some((deadline, timeout)) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Err(Error::Timeout { .. }) = front.result(Some(left)) {
+                self.cancel_all();
+                return Some(Err(Error::MapDeadline { timeout }));
+            }
+        }
+        let fut = self.in_flight.pop_front()?;
+        let out = fut.into_result();
+        // Refill after taking a result, so at most `window` are in flight.
+        self.fill();
+        Some(out)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.in_flight.len();
+        if self.exhausted { (n, Some(n)) } else { (n, None) }
+    }
+}
+
+impl<R> Drop for Map<'_, R> {
+    fn drop(&mut self) {
+        self.cancel_all();
+    }
+}
+
+/// The results of [`ExecutorExt::map_unordered`](crate::ExecutorExt::map_unordered):
+/// `(input index, result)` in completion order.
+pub struct MapUnordered<'a, R> {
+    submit: Submitter<'a, R>,
+    /// Slot `key` holds the future registered under that key.
+    slots: Vec<Option<(usize, Future<R>)>>,
+    free: Vec<usize>,
+    inbox: Arc<Inbox>,
+    window: usize,
+    next_index: usize,
+    in_flight: usize,
+    exhausted: bool,
+}
+
+impl<R> fmt::Debug for MapUnordered<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapUnordered")
+            .field("in_flight", &self.in_flight)
+            .field("window", &self.window)
+            .finish()
+    }
+}
+
+impl<'a, R> MapUnordered<'a, R> {
+    pub(crate) fn new(submit: Submitter<'a, R>, window: usize) -> Self {
+        let mut m = MapUnordered {
+            submit,
+            slots: Vec::with_capacity(window),
+            free: Vec::new(),
+            inbox: Inbox::new(),
+            window,
+            next_index: 0,
+            in_flight: 0,
+            exhausted: false,
+        };
+        m.fill();
+        m
+    }
+
+    /// Tasks submitted and not yet yielded; never more than the window.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    fn fill(&mut self) {
+        while !self.exhausted && self.in_flight < self.window {
+            let Some(fut) = (self.submit)() else {
+                self.exhausted = true;
+                break;
+            };
+            let key = self.free.pop().unwrap_or_else(|| {
+                self.slots.push(None);
+                self.slots.len() - 1
+            });
+            let watcher = self.inbox.as_watcher();
+            if fut.core().watch(&watcher, key).is_some() {
+                // Already ended: queue it as if it had notified.
+                crate::future::core::Watcher::notify(
+                    &*self.inbox,
+                    key,
+                    crate::future::core::Ending::Value,
+                );
+            }
+            self.slots[key] = Some((self.next_index, fut));
+            self.next_index += 1;
+            self.in_flight += 1;
+        }
+    }
+}
+
+impl<R> Iterator for MapUnordered<'_, R> {
+    type Item = (usize, Result<R, Error>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.in_flight == 0 {
+            return None;
+        }
+        let (key, _) = self.inbox.recv(None)?;
+        let (index, fut) = self.slots[key].take()?;
+        self.free.push(key);
+        self.in_flight -= 1;
+        let out = fut.into_result();
+        self.fill();
+        Some((index, out))
+    }
+}
+
+impl<R> Drop for MapUnordered<'_, R> {
+    fn drop(&mut self) {
+        let watcher = self.inbox.as_watcher();
+        for (_, f) in self.slots.iter().flatten() {
+            f.core().unwatch(&watcher);
+            f.cancel();
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The synchronisation primitives the modelled code uses.
+//!
+//! Under `--cfg loom` these are loom's checked doubles, so the loom models in
+//! `tests/loom_*.rs` explore every interleaving of the real [`Future`] state
+//! machine and the real worker sleep handshake; otherwise they are std's.
+//!
+//! [`Future`]: crate::Future
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    Arc, Condvar, Mutex, MutexGuard,
+    atomic::{AtomicUsize, Ordering},
+};
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    Arc, Condvar, Mutex, MutexGuard,
+    atomic::{AtomicUsize, Ordering},
+};
+
+/// Locks a mutex, ignoring poisoning.
+///
+/// Every critical section in this crate only moves plain data in and out and
+/// never runs user code while holding the lock, so a poisoned lock still
+/// guards consistent state.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits on a condition variable, ignoring poisoning (see [`lock`]).
+pub(crate) fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    cv.wait(g).unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits on a condition variable for at most `dur`, ignoring poisoning.
+///
+/// Under loom there is no clock: the wait is an untimed wait, which the
+/// models account for by always completing the future they wait on.
+pub(crate) fn wait_timeout<'a, T>(
+    cv: &Condvar,
+    g: MutexGuard<'a, T>,
+    dur: std::time::Duration,
+) -> MutexGuard<'a, T> {
+    #[cfg(loom)]
+    {
+        let _ = dur;
+        wait(cv, g)
+    }
+    #[cfg(not(loom))]
+    {
+        cv.wait_timeout(g, dur).unwrap_or_else(|e| e.into_inner()).0
+    }
+}
+
+/// A sequentially consistent fence (loom's under `--cfg loom`).
+pub(crate) fn fence_seqcst() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+    #[cfg(not(loom))]
+    std::sync::atomic::fence(Ordering::SeqCst);
+}

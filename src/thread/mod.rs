@@ -1,0 +1,271 @@
+//! [`ThreadPoolExecutor`]: a work-stealing pool of threads.
+//!
+//! Workers start when the pool is built and park when idle (no CPU). Each
+//! has its own FIFO deque for tasks submitted from inside a task; tasks from
+//! outside go to a shared injector. Idle workers steal. A task that blocks on
+//! another future of the same pool runs queued work while it waits, so
+//! recursive divide and conquer cannot deadlock a small pool.
+
+mod registry;
+mod sleep;
+mod worker;
+
+use std::fmt;
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+
+use crossbeam_deque::Worker;
+
+use self::registry::{JobRef, Registry};
+use self::worker::WorkerThread;
+pub(crate) use self::worker::help_while_waiting;
+use crate::executor::{ClosureTask, Task};
+use crate::sync::{Arc, Ordering, lock};
+use crate::{Error, Executor, Future};
+
+/// Numbers pools for their default thread names (T5).
+static POOL_COUNTER: StdAtomicUsize = StdAtomicUsize::new(0);
+
+type Initializer = Arc<dyn Fn() + Send + Sync>;
+
+/// A pool of threads that runs tasks, like Python's
+/// `concurrent.futures.ThreadPoolExecutor`, with work stealing.
+///
+/// It runs portable tasks through [`ExecutorExt`](crate::ExecutorExt)
+/// (`submit`, `map`) like every executor, and any `Send` closure through
+/// [`spawn`](Self::spawn).
+///
+/// Dropping the pool never blocks: queued tasks still run, then the workers
+/// exit (decision 6). Call [`Executor::shutdown`] with `wait = true` to join.
+///
+/// ```
+/// use concurrent_futures::{ExecutorExt, ThreadPoolExecutor};
+///
+/// fn fib(n: u64) -> u64 { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } }
+///
+/// let pool = ThreadPoolExecutor::builder()
+///     .max_workers(2)
+///     .thread_name_prefix("calc")
+///     .build()
+///     .unwrap();
+/// let f = pool.submit(fib, 20);
+/// let data = vec![1, 2, 3];
+/// let g = pool.spawn(move || data.len());
+/// assert_eq!(f.result(None), Ok(&6765));
+/// assert_eq!(g.into_result(), Ok(3));
+/// ```
+pub struct ThreadPoolExecutor {
+    registry: Arc<Registry>,
+    max_workers: usize,
+    name: String,
+}
+
+impl fmt::Debug for ThreadPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolExecutor")
+            .field("name", &self.name)
+            .field("max_workers", &self.max_workers)
+            .field("shutdown", &self.registry.is_shutdown())
+            .field("broken", &self.registry.is_broken())
+            .field("parked", &self.registry.sleep.parked())
+            .finish()
+    }
+}
+
+/// Configures a [`ThreadPoolExecutor`].
+#[must_use]
+pub struct ThreadPoolBuilder {
+    max_workers: Option<usize>,
+    prefix: Option<String>,
+    initializer: Option<Initializer>,
+}
+
+impl fmt::Debug for ThreadPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolBuilder")
+            .field("max_workers", &self.max_workers)
+            .field("thread_name_prefix", &self.prefix)
+            .field("initializer", &self.initializer.is_some())
+            .finish()
+    }
+}
+
+impl ThreadPoolBuilder {
+    /// The number of worker threads. Default: the number of CPUs
+    /// (`num_cpus::get()`), since this pool is meant for CPU-bound work;
+    /// CPython's default, `min(32, cpus + 4)`, suits I/O-bound work. Zero is
+    /// refused by [`build`](Self::build) (T2).
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Names the threads `{prefix}_{i}` (T5). Default:
+    /// `ThreadPoolExecutor-{pool number}_{i}`.
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+
+    /// Runs `init` once on each worker thread before its first task (T7).
+    /// If it panics, the pool is broken: queued futures fail with
+    /// [`Error::Broken`] and later submits are refused (T8).
+    pub fn initializer(mut self, init: impl Fn() + Send + Sync + 'static) -> Self {
+        self.initializer = Some(Arc::new(init));
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<ThreadPoolExecutor, Error> {
+        let n = self.max_workers.unwrap_or_else(num_cpus::get);
+        if n == 0 {
+            return Err(Error::InvalidConfig(
+                "max_workers must be greater than 0".into(),
+            ));
+        }
+        let name = self.prefix.unwrap_or_else(|| {
+            format!(
+                "ThreadPoolExecutor-{}",
+                POOL_COUNTER.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let (registry, locals) = Registry::new(n);
+        let pool = ThreadPoolExecutor {
+            registry: registry.clone(),
+            max_workers: n,
+            name: name.clone(),
+        };
+        for (index, local) in locals.into_iter().enumerate() {
+            let spawned = spawn_worker(&registry, index, local, &name, self.initializer.clone());
+            if let Err(e) = spawned {
+                // Workers not started never decrement `live`; account for
+                // them so shutdown(wait) does not wait for ghosts.
+                for _ in index..n {
+                    registry.worker_exited();
+                }
+                registry.shutdown(true);
+                return Err(Error::Io(format!("could not start worker thread: {e}")));
+            }
+        }
+        Ok(pool)
+    }
+}
+
+fn spawn_worker(
+    registry: &Arc<Registry>,
+    index: usize,
+    local: Worker<JobRef>,
+    prefix: &str,
+    init: Option<Initializer>,
+) -> std::io::Result<()> {
+    let registry2 = registry.clone();
+    let handle = std::thread::Builder::new()
+        .name(format!("{prefix}_{index}"))
+        .spawn(move || {
+            let registry = registry2;
+            if let Some(init) = init {
+                if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init())) {
+                    let msg = crate::error::panic_message(payload.as_ref());
+                    log::error!(target: "concurrent_futures", "Exception in initializer: {msg}");
+                    registry.mark_broken(format!(
+                        "a thread initializer panicked ({msg}); the thread pool is not usable anymore"
+                    ));
+                }
+            }
+            let worker = Rc::new(WorkerThread {
+                registry: registry.clone(),
+                index,
+                local,
+            });
+            worker.main_loop();
+            registry.worker_exited();
+        })?;
+    lock(&registry.handles).push(handle);
+    Ok(())
+}
+
+impl ThreadPoolExecutor {
+    /// A pool of `max_workers` threads with default settings.
+    pub fn new(max_workers: usize) -> Result<Self, Error> {
+        Self::builder().max_workers(max_workers).build()
+    }
+
+    /// A builder with the defaults.
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder {
+            max_workers: None,
+            prefix: None,
+            initializer: None,
+        }
+    }
+
+    /// Runs any `Send` closure on the pool (threads only: no serde bounds,
+    /// captures allowed). If the pool is shut down or broken, the future has
+    /// already failed with that error.
+    pub fn spawn<F, R>(&self, f: F) -> Future<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        let (job, future) = ClosureTask::new(f);
+        if let Err((job, e)) = self.inject(job) {
+            job.fail(e);
+        }
+        future
+    }
+
+    fn inject(&self, job: JobRef) -> Result<(), (JobRef, Error)> {
+        match worker::current() {
+            Some(w) if Arc::ptr_eq(&w.registry, &self.registry) => {
+                self.registry.inject(job, Some(&w.local))
+            }
+            _ => self.registry.inject(job, None),
+        }
+    }
+
+    /// The thread-name prefix.
+    pub fn thread_name_prefix(&self) -> &str {
+        &self.name
+    }
+
+    /// Worker threads that have not exited yet.
+    pub fn live_workers(&self) -> usize {
+        self.registry.live_workers()
+    }
+
+    /// Worker threads currently parked (idle, using no CPU).
+    pub fn parked_workers(&self) -> usize {
+        self.registry.sleep.parked()
+    }
+}
+
+impl Executor for ThreadPoolExecutor {
+    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
+        self.inject(task.job).map_err(|(job, e)| (Task { job }, e))
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.registry.shutdown(cancel_futures);
+        if wait {
+            let me = worker::current().filter(|w| Arc::ptr_eq(&w.registry, &self.registry));
+            self.registry.wait_for_exit(usize::from(me.is_some()));
+            if me.is_none() {
+                let handles = std::mem::take(&mut *lock(&self.registry.handles));
+                for h in handles {
+                    let _ = h.join();
+                }
+            }
+        }
+    }
+
+    fn max_workers(&self) -> usize {
+        self.max_workers
+    }
+}
+
+/// Never blocks: queued work still runs, then the workers exit (decision 6).
+impl Drop for ThreadPoolExecutor {
+    fn drop(&mut self) {
+        self.registry.shutdown(false);
+    }
+}

@@ -1,0 +1,176 @@
+//! The shared state of one thread pool: its queues, its sleep state and its
+//! lifecycle.
+//!
+//! Tasks from outside the pool go to the global [`Injector`], in FIFO order
+//! (T9: external submissions start in submission order, give or take the
+//! batches a worker steals). Tasks submitted from inside a task go to that
+//! worker's own FIFO deque, where they are cheap to push and pop and where
+//! idle workers steal them. A worker looks for work in the order the
+//! crossbeam-deque docs give: its own deque, then a batch from the
+//! injector, then its peers (see [`Registry::find_task`]).
+//!
+//! Shutdown must not strand a task that a racing submit is pushing. The
+//! `state` word holds a "shut down" bit and a count of submits in progress:
+//! a submit first increments the count, then checks the bit, so a worker may
+//! only exit once the bit is set, no submit is in progress and the queues are
+//! empty, at which point no task can arrive any more.
+
+use std::thread::JoinHandle;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+
+use super::sleep::Sleep;
+use crate::Error;
+use crate::executor::JobTrait as Job;
+use crate::sync::{Arc, AtomicUsize, Condvar, Mutex, Ordering, lock};
+
+pub(crate) type JobRef = Arc<dyn Job>;
+
+const SHUTDOWN: usize = 1;
+const ONE_SUBMIT: usize = 2;
+
+pub(crate) struct Registry {
+    pub(crate) injector: Injector<JobRef>,
+    pub(crate) stealers: Vec<Stealer<JobRef>>,
+    pub(crate) sleep: Sleep,
+    state: AtomicUsize,
+    /// Why the pool is broken (an initializer panicked), if it is.
+    broken: Mutex<Option<String>>,
+    /// Workers that have not exited yet.
+    live: Mutex<usize>,
+    exited: Condvar,
+    pub(crate) handles: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Registry {
+    /// A registry for `n` workers and the local deques they will own.
+    pub(crate) fn new(n: usize) -> (Arc<Registry>, Vec<Worker<JobRef>>) {
+        let locals: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_fifo()).collect();
+        let registry = Arc::new(Registry {
+            injector: Injector::new(),
+            stealers: locals.iter().map(Worker::stealer).collect(),
+            sleep: Sleep::new(n),
+            state: AtomicUsize::new(0),
+            broken: Mutex::new(None),
+            live: Mutex::new(n),
+            exited: Condvar::new(),
+            handles: Mutex::new(Vec::with_capacity(n)),
+        });
+        (registry, locals)
+    }
+
+    /// Queues a job: on the current worker's own deque when called from a
+    /// task of this pool, otherwise on the injector.
+    pub(crate) fn inject(
+        self: &Arc<Self>,
+        job: JobRef,
+        local: Option<&Worker<JobRef>>,
+    ) -> Result<(), (JobRef, Error)> {
+        let before = self.state.fetch_add(ONE_SUBMIT, Ordering::SeqCst);
+        if before & SHUTDOWN != 0 {
+            self.state.fetch_sub(ONE_SUBMIT, Ordering::SeqCst);
+            return Err((job, self.refusal()));
+        }
+        match local {
+            Some(w) => w.push(job),
+            None => self.injector.push(job),
+        }
+        self.state.fetch_sub(ONE_SUBMIT, Ordering::SeqCst);
+        self.sleep.new_work();
+        Ok(())
+    }
+
+    /// The error a refused submit gets: broken beats shut down.
+    pub(crate) fn refusal(&self) -> Error {
+        match lock(&self.broken).as_ref() {
+            Some(reason) => Error::Broken {
+                executor: "thread pool",
+                reason: reason.clone(),
+            },
+            None => Error::Shutdown,
+        }
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        lock(&self.broken).is_some()
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.state.load(Ordering::SeqCst) & SHUTDOWN != 0
+    }
+
+    /// Whether any queue holds a task.
+    pub(crate) fn has_work(&self) -> bool {
+        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+    }
+
+    /// Whether a worker with nothing to do may exit: shut down, no submit in
+    /// progress, and no task anywhere.
+    pub(crate) fn terminating(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == SHUTDOWN && !self.has_work()
+    }
+
+    /// Steals one task from the injector or any worker's deque (used by
+    /// shutdown to cancel, where there is no local deque to steal into).
+    fn steal_any(&self) -> Option<JobRef> {
+        loop {
+            let mut retry = false;
+            for s in std::iter::once(self.injector.steal())
+                .chain(self.stealers.iter().map(Stealer::steal))
+            {
+                match s {
+                    Steal::Success(job) => return Some(job),
+                    Steal::Retry => retry = true,
+                    Steal::Empty => {}
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    /// Sets the shutdown bit; with `cancel_futures`, cancels every queued
+    /// task (S5). Wakes every worker so idle ones can exit.
+    pub(crate) fn shutdown(&self, cancel_futures: bool) {
+        self.state.fetch_or(SHUTDOWN, Ordering::SeqCst);
+        if cancel_futures {
+            while let Some(job) = self.steal_any() {
+                job.cancel();
+            }
+        }
+        self.sleep.wake_all();
+    }
+
+    /// Marks the pool broken (T8): refuses later submits, and workers fail
+    /// every queued task with the reason instead of running it.
+    pub(crate) fn mark_broken(&self, reason: String) {
+        lock(&self.broken).get_or_insert(reason);
+        self.state.fetch_or(SHUTDOWN, Ordering::SeqCst);
+        let error = self.refusal();
+        while let Some(job) = self.steal_any() {
+            job.fail(error.clone());
+        }
+        self.sleep.wake_all();
+    }
+
+    pub(crate) fn worker_exited(&self) {
+        let mut live = lock(&self.live);
+        *live -= 1;
+        drop(live);
+        self.exited.notify_all();
+    }
+
+    /// Blocks until at most `allowed` workers are alive (1 when the caller is
+    /// itself a worker of this pool, which cannot wait for its own exit).
+    pub(crate) fn wait_for_exit(&self, allowed: usize) {
+        let mut live = lock(&self.live);
+        while *live > allowed {
+            live = crate::sync::wait(&self.exited, live);
+        }
+    }
+
+    pub(crate) fn live_workers(&self) -> usize {
+        *lock(&self.live)
+    }
+}

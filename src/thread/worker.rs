@@ -1,0 +1,131 @@
+//! A worker thread: its loop, and helping while a task waits (fork-join).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use crossbeam_deque::{Steal, Worker};
+
+use super::registry::{JobRef, Registry};
+use crate::future::core::{Core, Ending, Watcher};
+use crate::sync::Arc;
+
+/// The state a worker thread keeps for itself.
+pub(crate) struct WorkerThread {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) index: usize,
+    pub(crate) local: Worker<JobRef>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<WorkerThread>>> = const { RefCell::new(None) };
+}
+
+/// The worker running on this thread, if this is a pool worker.
+pub(crate) fn current() -> Option<Rc<WorkerThread>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+impl WorkerThread {
+    /// The find-task loop of the crossbeam-deque docs: our own deque, then a
+    /// batch from the injector, then one task from each peer in turn
+    /// (starting after ourselves, so peers are not all robbed in the same
+    /// order), repeating while any source asked us to retry.
+    pub(crate) fn find_task(&self) -> Option<JobRef> {
+        if let Some(job) = self.local.pop() {
+            return Some(job);
+        }
+        let r = &*self.registry;
+        let n = r.stealers.len();
+        std::iter::repeat_with(|| {
+            r.injector.steal_batch_and_pop(&self.local).or_else(|| {
+                (1..n)
+                    .map(|k| r.stealers[(self.index + k) % n].steal())
+                    .collect::<Steal<JobRef>>()
+            })
+        })
+        .find(|s| !s.is_retry())
+        .and_then(Steal::success)
+    }
+
+    /// Runs a job, or fails it if the pool is broken (T8).
+    fn execute(&self, job: JobRef) {
+        if self.registry.is_broken() {
+            job.fail(self.registry.refusal());
+        } else {
+            job.run();
+        }
+    }
+
+    /// The worker's main loop. Returns when the pool shuts down and no work
+    /// is left.
+    pub(crate) fn main_loop(self: Rc<Self>) {
+        CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        let sleep = &self.registry.sleep;
+        sleep.start_searching();
+        loop {
+            if let Some(job) = self.find_task() {
+                sleep.found_work();
+                self.execute(job);
+                sleep.start_searching();
+                continue;
+            }
+            if self.registry.terminating() {
+                break;
+            }
+            sleep.sleep(self.index, || {
+                self.registry.has_work() || self.registry.terminating()
+            });
+        }
+        sleep.found_work();
+        CURRENT.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+/// Wakes a parked worker when the future it waits on ends.
+struct WakeWorker {
+    registry: Arc<Registry>,
+    index: usize,
+}
+
+impl Watcher for WakeWorker {
+    fn notify(&self, _key: usize, _ending: Ending) {
+        self.registry.sleep.wake_worker(self.index);
+    }
+}
+
+/// Called by a thread about to block on `core`. On a pool worker, runs queued
+/// tasks of its pool until `core` ends (T10, PP20): with no deadline it parks
+/// between tasks and is woken by new work or by `core` ending; with a
+/// deadline it helps while there is work and then leaves the timed wait to
+/// the caller. Elsewhere it returns at once.
+pub(crate) fn help_while_waiting<T>(core: &Core<T>, deadline: Option<Instant>) {
+    let Some(w) = current() else { return };
+    if deadline.is_some() {
+        while !core.is_terminal() && deadline.is_some_and(|d| Instant::now() < d) {
+            match w.find_task() {
+                Some(job) => w.execute(job),
+                None => return,
+            }
+        }
+        return;
+    }
+    let watcher: Arc<dyn Watcher> = Arc::new(WakeWorker {
+        registry: w.registry.clone(),
+        index: w.index,
+    });
+    if core.watch(&watcher, 0).is_some() {
+        return;
+    }
+    let sleep = &w.registry.sleep;
+    while !core.is_terminal() {
+        if let Some(job) = w.find_task() {
+            w.execute(job);
+            continue;
+        }
+        sleep.start_searching();
+        sleep.sleep(w.index, || core.is_terminal() || w.registry.has_work());
+        sleep.found_work();
+    }
+    core.unwatch(&watcher);
+}
