@@ -28,6 +28,7 @@ mod error;
 mod executor;
 mod future;
 mod map;
+mod process;
 pub(crate) mod sync;
 mod thread;
 mod wait;

@@ -8,14 +8,17 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    Arc, Condvar, Mutex, MutexGuard,
+    Condvar, Mutex, MutexGuard,
     atomic::{AtomicUsize, Ordering},
 };
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    Arc, Condvar, Mutex, MutexGuard,
+    Condvar, Mutex, MutexGuard,
     atomic::{AtomicUsize, Ordering},
 };
+/// Always std's: loom's `Arc` cannot be coerced to `Arc<dyn Trait>` on
+/// stable Rust, and reference counting is not what the models check.
+pub(crate) use std::sync::Arc;
 
 /// Locks a mutex, ignoring poisoning.
 ///

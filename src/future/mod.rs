@@ -241,3 +241,6 @@ impl<'a, T> std::future::Future for Ref<'a, T> {
         }
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests;

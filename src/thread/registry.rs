@@ -174,3 +174,41 @@ impl Registry {
         *lock(&self.live)
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! Shutdown racing a submit: a worker may only see "terminating" when no
+    //! accepted task can still arrive.
+
+    use super::Registry;
+    use crate::executor::ClosureTask;
+    use loom::sync::atomic::{AtomicBool, Ordering};
+    use loom::thread;
+    use std::sync::Arc;
+
+    #[test]
+    fn loom_shutdown_racing_submit_never_strands_an_accepted_task() {
+        loom::model(|| {
+            let (registry, _locals) = Registry::new(1);
+            let exited = Arc::new(AtomicBool::new(false));
+            let (r1, r2) = (registry.clone(), registry.clone());
+            let submitter = thread::spawn(move || {
+                let (job, _fut) = ClosureTask::new(|| 1u8);
+                r1.inject(job, None).is_ok()
+            });
+            let stopper = thread::spawn(move || r2.shutdown(false));
+            let e2 = exited.clone();
+            let r3 = registry.clone();
+            let worker = thread::spawn(move || {
+                if r3.terminating() {
+                    e2.store(true, Ordering::SeqCst);
+                }
+            });
+            let accepted = submitter.join().unwrap();
+            stopper.join().unwrap();
+            worker.join().unwrap();
+            let stranded = accepted && exited.load(Ordering::SeqCst) && registry.has_work();
+            assert!(!stranded, "a worker exited while an accepted task was queued");
+        });
+    }
+}

@@ -158,3 +158,87 @@ impl Sleep {
         lock(&self.parked).asleep.iter().filter(|&&a| a).count()
     }
 }
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    //! The park/notify handshake under every interleaving: a submit racing a
+    //! worker going to sleep never loses the wake-up (loom reports a deadlock
+    //! if a worker parks forever).
+
+    use super::Sleep;
+    use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use loom::thread;
+    use std::sync::Arc;
+
+    /// A one-slot "queue" standing in for the deques.
+    fn worker(sleep: &Sleep, index: usize, queue: &AtomicUsize) {
+        sleep.start_searching();
+        loop {
+            let n = queue.load(Ordering::SeqCst);
+            if n > 0
+                && queue
+                    .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                sleep.found_work();
+                return;
+            }
+            sleep.sleep(index, || queue.load(Ordering::SeqCst) > 0);
+        }
+    }
+
+    #[test]
+    fn loom_submit_racing_sleep_never_loses_the_wakeup() {
+        loom::model(|| {
+            let sleep = Arc::new(Sleep::new(1));
+            let queue = Arc::new(AtomicUsize::new(0));
+            let (s2, q2) = (sleep.clone(), queue.clone());
+            let w = thread::spawn(move || worker(&s2, 0, &q2));
+            queue.fetch_add(1, Ordering::SeqCst);
+            sleep.new_work();
+            w.join().unwrap();
+        });
+    }
+
+    #[test]
+    fn loom_two_submits_two_workers_both_run() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let sleep = Arc::new(Sleep::new(2));
+            let queue = Arc::new(AtomicUsize::new(0));
+            let ws: Vec<_> = (0..2)
+                .map(|i| {
+                    let (s, q) = (sleep.clone(), queue.clone());
+                    thread::spawn(move || worker(&s, i, &q))
+                })
+                .collect();
+            for _ in 0..2 {
+                queue.fetch_add(1, Ordering::SeqCst);
+                sleep.new_work();
+            }
+            for w in ws {
+                w.join().unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn loom_targeted_wake_reaches_a_worker_about_to_park() {
+        loom::model(|| {
+            let sleep = Arc::new(Sleep::new(1));
+            let done = Arc::new(AtomicBool::new(false));
+            let (s2, d2) = (sleep.clone(), done.clone());
+            let w = thread::spawn(move || {
+                s2.start_searching();
+                while !d2.load(Ordering::SeqCst) {
+                    s2.sleep(0, || d2.load(Ordering::SeqCst));
+                }
+                s2.found_work();
+            });
+            done.store(true, Ordering::SeqCst);
+            sleep.wake_worker(0);
+            w.join().unwrap();
+        });
+    }
+}
