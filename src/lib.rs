@@ -28,6 +28,7 @@ mod error;
 mod executor;
 mod future;
 mod map;
+#[cfg(unix)]
 mod process;
 pub(crate) mod sync;
 mod thread;
@@ -37,5 +38,7 @@ pub use error::Error;
 pub use executor::{Executor, ExecutorExt, Portable, Task};
 pub use future::{Future, Ref};
 pub use map::{Map, MapOptions, MapUnordered};
+#[cfg(unix)]
+pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, WORKER_ENV, init};
 pub use thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{AsCompleted, DoneAndNotDone, ReturnWhen, Waitable, as_completed, wait};

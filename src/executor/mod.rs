@@ -36,7 +36,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use self::task::Task;
-use self::task::PortableTask;
+use self::task::{Job, PortableTask};
 use crate::map::{Map, MapOptions, MapUnordered};
 use crate::{Error, Future};
 
@@ -81,9 +81,19 @@ pub trait Executor: Send + Sync + fmt::Debug {
 
 /// The process-pool view of a portable task: its entry point, its encoded
 /// argument, and completion from encoded bytes.
-pub(crate) trait PortableJob: Send + Sync {
-    /// The argument and result type names, for error messages.
-    fn type_names(&self) -> (&'static str, &'static str);
+pub(crate) trait PortableJob: Job {
+    /// The trampoline's entry id (see `process::entry`).
+    fn entry(&self) -> u64;
+    /// The argument, encoded; an error fails only this task (D1).
+    fn encode_arg(&self) -> Result<Vec<u8>, Error>;
+    /// PENDING → RUNNING when the task is sent to a worker (X7); false if it
+    /// was cancelled meanwhile.
+    fn mark_running(&self) -> bool;
+    /// Completes the future from a worker's reply.
+    fn complete_encoded(
+        self: std::sync::Arc<Self>,
+        outcome: Result<Vec<u8>, crate::process::protocol::RemoteError>,
+    );
 }
 
 impl<F, A, R> PortableJob for PortableTask<F, A, R>
@@ -92,8 +102,27 @@ where
     A: Portable,
     R: Portable + Sync,
 {
-    fn type_names(&self) -> (&'static str, &'static str) {
-        (std::any::type_name::<A>(), std::any::type_name::<R>())
+    fn entry(&self) -> u64 {
+        crate::process::entry::entry_of::<F, A, R>()
+    }
+
+    fn encode_arg(&self) -> Result<Vec<u8>, Error> {
+        self.encode_arg_inner()
+    }
+
+    fn mark_running(&self) -> bool {
+        self.mark_running_inner()
+    }
+
+    fn complete_encoded(
+        self: std::sync::Arc<Self>,
+        outcome: Result<Vec<u8>, crate::process::protocol::RemoteError>,
+    ) {
+        let outcome = match outcome {
+            Ok(bytes) => crate::process::codec::decode::<R>(&bytes),
+            Err(remote) => Err(remote.into_error(crate::process::protocol::TaskTypes::of::<A, R>())),
+        };
+        self.complete_inner(outcome);
     }
 }
 

@@ -25,8 +25,12 @@ pub(crate) trait Job: Send + Sync {
     /// Cancels the task if it has not started; true if it is now cancelled.
     fn cancel(self: Arc<Self>) -> bool;
     /// The process-pool view of a portable task (`None` for closures).
-    fn portable(&self) -> Option<&dyn crate::executor::PortableJob> {
+    fn into_portable(self: Arc<Self>) -> Option<Arc<dyn crate::executor::PortableJob>> {
         None
+    }
+    /// Whether [`into_portable`](Self::into_portable) gives `Some`.
+    fn is_portable(&self) -> bool {
+        false
     }
 }
 
@@ -61,7 +65,7 @@ impl Task {
     /// Whether this task is a portable `fn`-item task (which a process pool
     /// can run), rather than a thread-only closure.
     pub fn is_portable(&self) -> bool {
-        self.job.portable().is_some()
+        self.job.is_portable()
     }
 }
 
@@ -179,6 +183,30 @@ where
     }
 }
 
+impl<F, A, R> PortableTask<F, A, R>
+where
+    F: Fn(A) -> R + Copy + Send + Sync + 'static,
+    A: crate::Portable,
+    R: crate::Portable + Sync,
+{
+    pub(crate) fn encode_arg_inner(&self) -> Result<Vec<u8>, Error> {
+        match lock(&self.arg).as_ref() {
+            Some(arg) => crate::process::codec::encode(arg),
+            None => Err(Error::Cancelled),
+        }
+    }
+
+    pub(crate) fn mark_running_inner(&self) -> bool {
+        self.core.set_running() == Start::Run
+    }
+
+    pub(crate) fn complete_inner(self: Arc<Self>, outcome: Result<R, Error>) {
+        drop(lock(&self.arg).take());
+        self.core
+            .complete(outcome, || Future::from_shared(self.clone()));
+    }
+}
+
 impl<F, A, R> Completion<R> for PortableTask<F, A, R>
 where
     F: Send + Sync,
@@ -219,7 +247,11 @@ where
         cancelled
     }
 
-    fn portable(&self) -> Option<&dyn crate::executor::PortableJob> {
+    fn into_portable(self: Arc<Self>) -> Option<Arc<dyn crate::executor::PortableJob>> {
         Some(self)
+    }
+
+    fn is_portable(&self) -> bool {
+        true
     }
 }

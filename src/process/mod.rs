@@ -34,11 +34,51 @@
 //! the task it was running. All `unsafe` of the process pool is in
 //! [`entry`].
 
-// The pool that uses these modules lands separately (issue 3); until then
-// most items are only used by the tests.
-#![allow(dead_code)]
-
 pub(crate) mod codec;
 pub(crate) mod entry;
 pub(crate) mod frame;
+mod link;
+mod os;
+mod pool;
 pub(crate) mod protocol;
+mod state;
+mod worker;
+
+pub use pool::{ProcessPoolBuilder, ProcessPoolExecutor};
+pub use worker::{WORKER_ENV, init};
+
+/// Adds the hidden test that workers of a
+/// [`ProcessPoolBuilder::test_harness`] pool run, to a `cargo test` binary.
+///
+/// Put it once at the top level of each integration-test file (or unit-test
+/// module tree) that builds process pools:
+///
+/// ```ignore
+/// concurrent_futures::process_pool_test_worker!();
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// #[test]
+/// fn squares_in_a_worker_process() {
+///     let pool = concurrent_futures::ProcessPoolExecutor::builder()
+///         .test_harness()
+///         .build()
+///         .unwrap();
+///     use concurrent_futures::ExecutorExt;
+///     assert_eq!(pool.submit(square, 4).into_result(), Ok(16));
+/// }
+/// ```
+///
+/// Workers re-run the test binary as
+/// `<binary> __concurrent_futures_worker --exact --nocapture`; the hidden
+/// test calls [`init`], which serves tasks and exits. In a normal test run
+/// the hidden test passes at once.
+#[macro_export]
+macro_rules! process_pool_test_worker {
+    () => {
+        #[test]
+        fn __concurrent_futures_worker() {
+            $crate::init();
+        }
+    };
+}

@@ -1,0 +1,264 @@
+//! One worker, seen from the parent: its start, handshake, reader and writer.
+//!
+//! Each worker has two threads in the parent. The **writer** owns the pipe
+//! to the worker and writes whatever `dispatch` queued for it, so a large
+//! argument never blocks the thread that submitted it nor the reader. The
+//! **reader** owns the pipe from the worker: it does the handshake, then
+//! reads results and completes futures; when the pipe ends (the worker
+//! exited, crashed or was killed) it reaps the process and decides the fate
+//! of the tasks the worker held: the running one fails with the exit status
+//! or signal, the ones queued behind it go back to the pool's queue
+//! (CONFORMANCE.md decision 3), and the supervisor starts a replacement.
+//! Reading and writing on separate threads is what keeps 100 MB arguments
+//! and results from deadlocking on full pipes.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::process::Child;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::entry::BuildId;
+use super::os::describe_exit;
+use super::pool::Shared;
+use super::protocol::{FromWorker, ToWorker, read_message, write_message};
+use super::state::{Failures, Link};
+use crate::Error;
+use crate::sync::lock;
+
+/// What ended a worker, as the reader saw it.
+enum End {
+    /// End of file: the worker exited (or was killed).
+    Eof,
+    /// The worker broke the protocol; it is killed.
+    Protocol(Error),
+}
+
+/// Runs on the reader thread of a freshly started worker.
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    id: u64,
+    child: Arc<Mutex<Child>>,
+    to_worker: File,
+    from_worker: File,
+) {
+    let mut input = BufReader::with_capacity(64 * 1024, from_worker);
+    let mut output = BufWriter::with_capacity(64 * 1024, to_worker);
+    match handshake(&shared, &mut input, &mut output) {
+        Ok(pid) => serve(shared, id, pid, child, input, output),
+        Err(e) => start_failed(&shared, id, &child, e),
+    }
+}
+
+/// Ready → Welcome → Initialized. Returns the worker's pid.
+fn handshake(
+    shared: &Shared,
+    input: &mut BufReader<File>,
+    output: &mut BufWriter<File>,
+) -> Result<u32, Error> {
+    let max = shared.config.max_frame_bytes;
+    let pid = match read_message::<_, FromWorker>(input, max)? {
+        Some(FromWorker::Ready { pid, build }) => {
+            BuildId::current().check_peer(&build)?;
+            pid
+        }
+        Some(other) => return Err(Error::Protocol(format!("expected Ready, got {other:?}"))),
+        None => {
+            return Err(Error::Io(
+                "the worker exited before its handshake (does main call \
+                 concurrent_futures::init() first?)"
+                    .into(),
+            ));
+        }
+    };
+    let welcome = ToWorker::Welcome {
+        build: BuildId::current(),
+        max_frame_bytes: max as u64,
+        initializer: shared.config.initializer,
+    };
+    write_message(output, &welcome, max)?;
+    output.flush().map_err(|e| Error::Io(e.to_string()))?;
+    match read_message::<_, FromWorker>(input, max)? {
+        Some(FromWorker::Initialized { outcome: Ok(()) }) => Ok(pid),
+        Some(FromWorker::Initialized { outcome: Err(e) }) => {
+            let error = e.into_error(super::protocol::TaskTypes::of::<(), ()>());
+            let reason = format!("a worker initializer failed ({error})");
+            let mut failures = Failures::new();
+            let mut st = lock(&shared.state);
+            st.broken.get_or_insert(reason);
+            let refusal = st.refusal().expect("broken");
+            st.fail_queue(&refusal, &mut failures);
+            st.dispatch(&shared.config.limits, &mut failures);
+            drop(st);
+            shared.finish(failures);
+            Err(refusal)
+        }
+        other => Err(Error::Protocol(format!("expected Initialized, got {other:?}"))),
+    }
+}
+
+fn start_failed(shared: &Shared, id: u64, child: &Mutex<Child>, error: Error) {
+    let status = reap(child);
+    let mut st = lock(&shared.state);
+    st.starting.retain(|s| s.id != id);
+    st.live -= 1;
+    let mut failures = Failures::new();
+    if st.broken.is_none() {
+        st.start_failures += 1;
+        if st.start_failures >= 3 {
+            let reason = format!("worker processes fail to start: {error} ({status})");
+            st.broken = Some(reason);
+            let refusal = st.refusal().expect("broken");
+            st.fail_queue(&refusal, &mut failures);
+        }
+    }
+    log::error!(target: "concurrent_futures", "a process-pool worker failed to start: {error} ({status})");
+    st.dispatch(&shared.config.limits, &mut failures);
+    drop(st);
+    shared.cond.notify_all();
+    shared.finish(failures);
+}
+
+/// Kills (if still running) and reaps a worker; describes how it ended.
+fn reap(child: &Mutex<Child>) -> String {
+    let mut c = lock(child);
+    let _ = c.kill();
+    match c.wait() {
+        Ok(status) => describe_exit(status).0,
+        Err(e) => format!("could not be reaped: {e}"),
+    }
+}
+
+fn serve(
+    shared: Arc<Shared>,
+    id: u64,
+    pid: u32,
+    child: Arc<Mutex<Child>>,
+    mut input: BufReader<File>,
+    output: BufWriter<File>,
+) {
+    let (tx, rx) = mpsc::channel::<ToWorker>();
+    let max = shared.config.max_frame_bytes;
+    let writer = std::thread::Builder::new()
+        .name(format!("cf-process-writer-{pid}"))
+        .spawn(move || write_loop(output, rx, max));
+    if writer.is_err() {
+        start_failed(&shared, id, &child, Error::Io("could not start a writer thread".into()));
+        return;
+    }
+    {
+        let mut failures = Failures::new();
+        let mut st = lock(&shared.state);
+        st.starting.retain(|s| s.id != id);
+        st.start_failures = 0;
+        st.links.push(Link {
+            id,
+            pid,
+            tx,
+            in_flight: VecDeque::new(),
+            head_since: Instant::now(),
+            sent: 0,
+            stopping: false,
+            kill_reason: None,
+            child: child.clone(),
+        });
+        st.dispatch(&shared.config.limits, &mut failures);
+        drop(st);
+        shared.cond.notify_all();
+        shared.finish(failures);
+    }
+    let end = loop {
+        match read_message::<_, FromWorker>(&mut input, max) {
+            Ok(Some(FromWorker::Done { task_id, outcome })) => {
+                let mut failures = Failures::new();
+                let mut st = lock(&shared.state);
+                let link = st.links.iter_mut().find(|l| l.id == id).expect("own link");
+                let head = link.in_flight.pop_front();
+                link.head_since = Instant::now();
+                match head {
+                    Some(p) if p.task_id == task_id => {
+                        st.dispatch(&shared.config.limits, &mut failures);
+                        drop(st);
+                        if !failures.is_empty() {
+                            shared.finish(failures);
+                        }
+                        p.job.complete_encoded(outcome);
+                    }
+                    other => {
+                        if let Some(p) = other {
+                            link.in_flight.push_front(p);
+                        }
+                        break End::Protocol(Error::Protocol(format!(
+                            "worker {pid} answered task {task_id}, which it was not running"
+                        )));
+                    }
+                }
+            }
+            Ok(Some(other)) => {
+                break End::Protocol(Error::Protocol(format!(
+                    "unexpected message from worker {pid}: {other:?}"
+                )));
+            }
+            Ok(None) => break End::Eof,
+            Err(e @ Error::Io(_)) => break End::Protocol(e),
+            Err(e) => break End::Protocol(e),
+        }
+    };
+    worker_gone(&shared, id, pid, &child, end);
+}
+
+fn write_loop(mut out: BufWriter<File>, rx: mpsc::Receiver<ToWorker>, max: usize) {
+    while let Ok(msg) = rx.recv() {
+        let stop = matches!(msg, ToWorker::Shutdown);
+        if write_message(&mut out, &msg, max).is_err() || out.flush().is_err() {
+            break;
+        }
+        drop(msg);
+        if stop {
+            break;
+        }
+    }
+    // Dropping `out` closes the pipe: the worker sees end-of-file and exits.
+}
+
+/// The worker's pipe ended: reap it, fail the task it was running, requeue
+/// the rest, and ask for a replacement.
+fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<Child>, end: End) {
+    let (status, code, signal) = {
+        let mut c = lock(child);
+        let _ = c.kill();
+        match c.wait() {
+            Ok(s) => describe_exit(s),
+            Err(e) => (format!("could not be reaped: {e}"), None, None),
+        }
+    };
+    let mut failures = Failures::new();
+    let mut st = lock(&shared.state);
+    let index = st.links.iter().position(|l| l.id == id).expect("own link");
+    let mut link = st.links.swap_remove(index);
+    st.live -= 1;
+    if let Some(head) = link.in_flight.pop_front() {
+        let error = match (link.kill_reason.take(), end) {
+            (Some(reason), _) => reason,
+            (None, End::Protocol(e)) => e,
+            (None, End::Eof) => Error::WorkerDied {
+                pid,
+                status: status.clone(),
+                code,
+                signal,
+            },
+        };
+        failures.push((head.job, error));
+        // Tasks sent behind the running one never started: send them again.
+        for p in link.in_flight.drain(..).rev() {
+            st.queue.push_front(p);
+        }
+        log::warn!(target: "concurrent_futures", "process-pool worker {pid} died ({status}); replacing it");
+    }
+    st.dispatch(&shared.config.limits, &mut failures);
+    drop(st);
+    shared.cond.notify_all();
+    shared.finish(failures);
+}

@@ -1,0 +1,512 @@
+//! [`ProcessPoolExecutor`]: workers that are real subprocesses.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::state::{Failures, Limits, Pending, Starting, State};
+use super::{entry, link, os, worker};
+use crate::executor::task::PortableTask;
+use crate::executor::task::Job;
+use crate::executor::{Portable, Task};
+use crate::sync::lock;
+use crate::{Error, Executor, Future};
+
+/// What every thread of one pool shares.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) state: Mutex<State>,
+    /// Signalled on every change a waiter may care about: the supervisor
+    /// (workers wanted, deadlines), and `shutdown(wait = true)`.
+    pub(crate) cond: Condvar,
+}
+
+impl Shared {
+    /// Fails tasks collected under the lock, after it was released.
+    pub(crate) fn finish(&self, failures: Failures) {
+        for (job, error) in failures {
+            job.fail(error);
+        }
+    }
+}
+
+pub(crate) struct Config {
+    pub(crate) limits: Limits,
+    pub(crate) max_frame_bytes: usize,
+    pub(crate) initializer: Option<u64>,
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) startup_timeout: Duration,
+    program: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+}
+
+/// A pool of worker processes, like Python's
+/// `concurrent.futures.ProcessPoolExecutor`, that survives its workers'
+/// crashes.
+///
+/// Workers are this executable started again; `main` must begin with
+/// [`concurrent_futures::init()`](crate::init). Tasks are portable: a `fn`
+/// item and a serde argument, through [`ExecutorExt`](crate::ExecutorExt).
+/// What the task prints reaches the parent's stdout and stderr.
+///
+/// A worker that dies (panic=abort, segfault, `exit`, SIGKILL) fails only
+/// the task it was running, with [`Error::WorkerDied`] carrying the exit
+/// code or signal; tasks queued behind it go to other workers and a new
+/// worker starts (CPython breaks the whole pool here).
+///
+/// ```no_run
+/// use concurrent_futures::{ExecutorExt, ProcessPoolExecutor};
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// fn main() -> Result<(), concurrent_futures::Error> {
+///     concurrent_futures::init();
+///     let pool = ProcessPoolExecutor::builder().max_workers(2).build()?;
+///     assert_eq!(pool.submit(square, 12).into_result()?, 144);
+///     Ok(())
+/// }
+/// ```
+pub struct ProcessPoolExecutor {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ProcessPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = lock(&self.shared.state);
+        f.debug_struct("ProcessPoolExecutor")
+            .field("max_workers", &self.shared.config.limits.max_workers)
+            .field("workers", &st.links.len())
+            .field("queued", &st.queue.len())
+            .field("shutdown", &st.shutdown)
+            .field("broken", &st.broken)
+            .finish()
+    }
+}
+
+/// Configures a [`ProcessPoolExecutor`].
+#[must_use]
+pub struct ProcessPoolBuilder {
+    max_workers: Option<usize>,
+    max_tasks_per_child: Option<usize>,
+    max_frame_bytes: usize,
+    prefetch: usize,
+    initializer: Option<u64>,
+    task_timeout: Option<Duration>,
+    startup_timeout: Duration,
+    args: Option<Vec<OsString>>,
+    env: Vec<(OsString, OsString)>,
+    test_harness: bool,
+}
+
+impl fmt::Debug for ProcessPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPoolBuilder")
+            .field("max_workers", &self.max_workers)
+            .field("max_tasks_per_child", &self.max_tasks_per_child)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("task_timeout", &self.task_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The worker arguments that make a libtest binary run only the hidden test
+/// that [`process_pool_test_worker!`](crate::process_pool_test_worker) adds.
+const TEST_HARNESS_ARGS: &[&str] = &[
+    "__concurrent_futures_worker",
+    "--exact",
+    "--nocapture",
+    "--test-threads=1",
+    "--quiet",
+];
+
+impl ProcessPoolBuilder {
+    /// Worker processes. Default: the number of CPUs (P1). Zero is refused.
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Replaces a worker after it has run `n` tasks (P4). Zero is refused.
+    pub fn max_tasks_per_child(mut self, n: usize) -> Self {
+        self.max_tasks_per_child = Some(n);
+        self
+    }
+
+    /// The largest message either side may send (default 1 GiB). A result
+    /// over it fails its task with [`Error::Encode`]; a worker announcing a
+    /// larger frame is treated as broken, and replaced.
+    pub fn max_frame_bytes(mut self, n: usize) -> Self {
+        self.max_frame_bytes = n;
+        self
+    }
+
+    /// Tasks sent ahead to each worker (default 2: one running, one
+    /// waiting in the pipe, which hides the round trip). Queued-ahead tasks
+    /// report `running()` and cannot be cancelled (X7).
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = n.max(1);
+        self
+    }
+
+    /// Runs `init` once in every worker before its first task (P5). If it
+    /// panics, the pool is broken: queued futures fail with
+    /// [`Error::Broken`] and later submits are refused. `init` is a `fn`
+    /// item or a closure capturing nothing.
+    pub fn initializer<F>(mut self, init: F) -> Self
+    where
+        F: Fn() + Copy + Send + Sync + 'static,
+    {
+        fn entry_of_unit<G: Fn(()) + Copy + Send + 'static>(_: G) -> u64 {
+            entry::entry_of::<G, (), ()>()
+        }
+        self.initializer = Some(entry_of_unit(move |()| init()));
+        self
+    }
+
+    /// A time limit for every task, counted from when the worker starts it
+    /// (pebble L8). On expiry the worker is killed and replaced and the task
+    /// fails with [`Error::TaskTimeout`]. See also
+    /// [`ProcessPoolExecutor::submit_with_timeout`].
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.task_timeout = Some(limit);
+        self
+    }
+
+    /// How long a new worker may take to start and finish its handshake
+    /// (default 30 s) before it is killed and counted as a failed start.
+    /// Three failed starts in a row break the pool.
+    pub fn startup_timeout(mut self, limit: Duration) -> Self {
+        self.startup_timeout = limit;
+        self
+    }
+
+    /// Command-line arguments for workers (default: none).
+    pub fn worker_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// An environment variable for workers (they inherit the parent's
+    /// environment otherwise).
+    pub fn worker_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// For pools built inside `cargo test`: workers run the hidden test
+    /// that [`process_pool_test_worker!`](crate::process_pool_test_worker)
+    /// adds to the test binary, and the parent needs no `init()` call.
+    pub fn test_harness(mut self) -> Self {
+        self.test_harness = true;
+        self
+    }
+
+    /// Starts the pool; its workers start in the background.
+    pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
+        if worker::marker_present() && !worker::init_called() {
+            return Err(Error::InvalidConfig(format!(
+                "this process was started as a concurrent-futures worker ({} is set) \
+                 but never called concurrent_futures::init(); call it as the first \
+                 line of main",
+                worker::WORKER_ENV
+            )));
+        }
+        if !self.test_harness && !worker::init_called() {
+            return Err(Error::InvalidConfig(
+                "call concurrent_futures::init() as the first line of main before \
+                 building a ProcessPoolExecutor (workers re-run this program, and \
+                 init() is where they start serving); in tests, see \
+                 ProcessPoolBuilder::test_harness"
+                    .into(),
+            ));
+        }
+        let max_workers = self.max_workers.unwrap_or_else(num_cpus::get);
+        if max_workers == 0 {
+            return Err(Error::InvalidConfig("max_workers must be greater than 0".into()));
+        }
+        if self.max_tasks_per_child == Some(0) {
+            return Err(Error::InvalidConfig("max_tasks_per_child must be >= 1".into()));
+        }
+        let program = if cfg!(target_os = "linux") {
+            PathBuf::from("/proc/self/exe")
+        } else {
+            std::env::current_exe().map_err(|e| Error::Io(e.to_string()))?
+        };
+        let args = match (self.args, self.test_harness) {
+            (Some(a), _) => a,
+            (None, true) => TEST_HARNESS_ARGS.iter().map(OsString::from).collect(),
+            (None, false) => Vec::new(),
+        };
+        let config = Config {
+            limits: Limits {
+                max_workers,
+                prefetch: self.prefetch,
+                max_tasks_per_child: self.max_tasks_per_child,
+            },
+            max_frame_bytes: self.max_frame_bytes,
+            initializer: self.initializer,
+            task_timeout: self.task_timeout,
+            startup_timeout: self.startup_timeout,
+            program,
+            args,
+            env: self.env,
+        };
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(State::default()),
+            cond: Condvar::new(),
+        });
+        lock(&shared.state).top_up(&shared.config.limits);
+        let s2 = shared.clone();
+        std::thread::Builder::new()
+            .name("cf-process-supervisor".into())
+            .spawn(move || supervise(s2))
+            .map_err(|e| Error::Io(format!("could not start the supervisor thread: {e}")))?;
+        Ok(ProcessPoolExecutor { shared })
+    }
+}
+
+impl ProcessPoolExecutor {
+    /// A builder with the defaults.
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder {
+            max_workers: None,
+            max_tasks_per_child: None,
+            max_frame_bytes: 1 << 30,
+            prefetch: 2,
+            initializer: None,
+            task_timeout: None,
+            startup_timeout: Duration::from_secs(30),
+            args: None,
+            env: Vec::new(),
+            test_harness: false,
+        }
+    }
+
+    /// A pool of `max_workers` processes with default settings.
+    pub fn new(max_workers: usize) -> Result<Self, Error> {
+        Self::builder().max_workers(max_workers).build()
+    }
+
+    /// Submits `func(arg)` with a time limit counted from when a worker
+    /// starts it: past it, the worker is killed and replaced and the future
+    /// fails with [`Error::TaskTimeout`] (pebble L8).
+    pub fn submit_with_timeout<F, A, R>(&self, func: F, arg: A, limit: Duration) -> Future<R>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable + Serialize + DeserializeOwned,
+        R: Portable + Sync,
+    {
+        let (task, future) = PortableTask::new(func, arg);
+        let job: Arc<dyn Job> = task;
+        if let Err((task, e)) = self.enqueue(Task { job }, Some(limit)) {
+            task.fail(e);
+        }
+        future
+    }
+
+    /// The pids of the workers currently serving (for diagnostics and tests).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        lock(&self.shared.state).links.iter().map(|l| l.pid).collect()
+    }
+
+    fn enqueue(&self, task: Task, timeout: Option<Duration>) -> Result<(), (Task, Error)> {
+        let Some(job) = task.job.clone().into_portable() else {
+            return Err((
+                task,
+                Error::InvalidConfig(
+                    "a process pool runs only portable tasks (a fn item and a serde \
+                     argument, via ExecutorExt::submit); closures that capture can \
+                     only run on a ThreadPoolExecutor"
+                        .into(),
+                ),
+            ));
+        };
+        if let Some(e) = lock(&self.shared.state).refusal() {
+            return Err((task, e));
+        }
+        // Encoded here, on the submitting thread: an argument that will not
+        // encode fails only its own future (D1, P10).
+        let arg = match job.encode_arg() {
+            Ok(a) => a,
+            Err(e) => return Err((task, e)),
+        };
+        let mut failures = Failures::new();
+        let mut st = lock(&self.shared.state);
+        if let Some(e) = st.refusal() {
+            return Err((task, e));
+        }
+        let task_id = st.next_task;
+        st.next_task += 1;
+        st.queue.push_back(Pending {
+            task_id,
+            job,
+            arg: Some(arg),
+            timeout: timeout.or(self.shared.config.task_timeout),
+            started: false,
+        });
+        st.dispatch(&self.shared.config.limits, &mut failures);
+        drop(st);
+        if timeout.is_some() || self.shared.config.task_timeout.is_some() {
+            self.shared.cond.notify_all();
+        }
+        self.shared.finish(failures);
+        Ok(())
+    }
+}
+
+impl Executor for ProcessPoolExecutor {
+    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
+        self.enqueue(task, None)
+    }
+
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        let mut st = lock(&self.shared.state);
+        st.shutdown = true;
+        let cancelled: VecDeque<_> = if cancel_futures {
+            st.queue.drain(..).collect()
+        } else {
+            VecDeque::new()
+        };
+        let mut failures = Failures::new();
+        st.dispatch(&self.shared.config.limits, &mut failures);
+        drop(st);
+        self.shared.cond.notify_all();
+        self.shared.finish(failures);
+        for p in cancelled {
+            if !p.job.clone().cancel() {
+                // Already running (it was re-queued after a crash): it can't
+                // run any more, so it fails rather than hangs.
+                p.job.fail(Error::Cancelled);
+            }
+        }
+        if wait {
+            let mut st = lock(&self.shared.state);
+            while st.live > 0 || st.want > 0 {
+                st = crate::sync::wait(&self.shared.cond, st);
+            }
+        }
+    }
+
+    fn max_workers(&self) -> usize {
+        self.shared.config.limits.max_workers
+    }
+}
+
+/// Never blocks: queued work still runs, then the workers exit (decision 6).
+impl Drop for ProcessPoolExecutor {
+    fn drop(&mut self) {
+        self.shutdown(false, false);
+    }
+}
+
+/// The supervisor thread: starts workers when asked, enforces task and
+/// startup deadlines, and exits once the pool is shut down and every worker
+/// is reaped. Workers are started from this thread because, on Linux, the
+/// parent-death signal follows the thread that started a child.
+fn supervise(shared: Arc<Shared>) {
+    loop {
+        let mut st = lock(&shared.state);
+        let id = loop {
+            if st.want > 0 {
+                st.want -= 1;
+                st.live += 1;
+                st.next_worker += 1;
+                break st.next_worker;
+            }
+            if st.live == 0 && !st.should_replace() {
+                drop(st);
+                shared.cond.notify_all();
+                return;
+            }
+            let now = Instant::now();
+            enforce_deadlines(&mut st, &shared.config, now);
+            st = match st.next_deadline(shared.config.startup_timeout) {
+                Some(d) if d > now => crate::sync::wait_timeout(&shared.cond, st, d - now),
+                Some(_) => crate::sync::wait_timeout(&shared.cond, st, Duration::from_millis(1)),
+                None => crate::sync::wait(&shared.cond, st),
+            };
+        };
+        drop(st);
+        start_worker(&shared, id);
+    }
+}
+
+/// Kills workers whose running task passed its limit, or whose start takes
+/// too long. Their readers see the end of the pipe and clean up.
+fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) {
+    for l in &mut st.links {
+        let Some(limit) = l.in_flight.front().and_then(|p| p.timeout) else {
+            continue;
+        };
+        if l.kill_reason.is_none() && now >= l.head_since + limit {
+            l.kill_reason = Some(Error::TaskTimeout { limit });
+            let _ = lock(&l.child).kill();
+        }
+    }
+    for s in &st.starting {
+        if now >= s.since + config.startup_timeout {
+            let _ = lock(&s.child).kill();
+        }
+    }
+    // A killed start stays in `starting` until its reader reaps it; move its
+    // clock so it is not killed again every millisecond.
+    for s in &mut st.starting {
+        if now >= s.since + config.startup_timeout {
+            s.since = now;
+        }
+    }
+}
+
+fn start_worker(shared: &Arc<Shared>, id: u64) {
+    let c = &shared.config;
+    let mut cmd = Command::new(&c.program);
+    cmd.args(&c.args)
+        .envs(c.env.iter().map(|(k, v)| (k, v)))
+        .env(worker::WORKER_ENV, format!("v1:{}", std::process::id()));
+    match os::spawn_worker(cmd) {
+        Ok(spawned) => {
+            let child = Arc::new(Mutex::new(spawned.child));
+            lock(&shared.state).starting.push(Starting {
+                id,
+                since: Instant::now(),
+                child: child.clone(),
+            });
+            shared.cond.notify_all();
+            let s2 = shared.clone();
+            let (to, from) = (spawned.to_worker, spawned.from_worker);
+            let reader = std::thread::Builder::new()
+                .name(format!("cf-process-reader-{id}"))
+                .spawn(move || link::run(s2, id, child, to, from));
+            if let Err(e) = reader {
+                log::error!(target: "concurrent_futures", "could not start a reader thread: {e}");
+            }
+        }
+        Err(e) => {
+            let mut st = lock(&shared.state);
+            st.live -= 1;
+            st.start_failures += 1;
+            let mut failures = Failures::new();
+            if st.start_failures >= 3 && st.broken.is_none() {
+                st.broken = Some(format!("could not start worker processes: {e}"));
+                let refusal = st.refusal().expect("broken");
+                st.fail_queue(&refusal, &mut failures);
+            }
+            st.dispatch(&shared.config.limits, &mut failures);
+            drop(st);
+            shared.finish(failures);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The parent's bookkeeping of a process pool, and the one rule that moves
+//! tasks: [`State::dispatch`].
+//!
+//! Everything here is plain data under the pool's lock; the threads in
+//! `pool.rs` (one supervisor, and a reader and a writer per worker) only
+//! ever change it through these methods, then act outside the lock (write
+//! to a pipe, complete a future, start a process).
+
+use std::collections::VecDeque;
+use std::process::Child;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::protocol::ToWorker;
+use crate::Error;
+use crate::executor::PortableJob;
+
+/// A task the parent has accepted and not yet seen finish.
+pub(crate) struct Pending {
+    pub(crate) task_id: u64,
+    pub(crate) job: Arc<dyn PortableJob>,
+    /// The encoded argument until it is sent; re-encoded from the task if a
+    /// dead worker's queued tasks must be sent again.
+    pub(crate) arg: Option<Vec<u8>>,
+    pub(crate) timeout: Option<Duration>,
+    /// Marked running already (when first sent).
+    pub(crate) started: bool,
+}
+
+/// A worker that finished its handshake.
+pub(crate) struct Link {
+    pub(crate) id: u64,
+    pub(crate) pid: u32,
+    pub(crate) tx: Sender<ToWorker>,
+    /// Sent and not yet answered, in order; the head is running.
+    pub(crate) in_flight: VecDeque<Pending>,
+    /// When the head task started (when the previous one finished or the
+    /// head was sent to an idle worker).
+    pub(crate) head_since: Instant,
+    /// Tasks sent to this worker over its life (`max_tasks_per_child`).
+    pub(crate) sent: usize,
+    /// Told to exit (`Shutdown` sent); it gets no more tasks.
+    pub(crate) stopping: bool,
+    /// Why the supervisor killed it, if it did (a task timeout).
+    pub(crate) kill_reason: Option<Error>,
+    pub(crate) child: Arc<Mutex<Child>>,
+}
+
+/// A worker process started and not yet through its handshake.
+pub(crate) struct Starting {
+    pub(crate) id: u64,
+    pub(crate) since: Instant,
+    pub(crate) child: Arc<Mutex<Child>>,
+}
+
+/// Limits that `dispatch` obeys.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    pub(crate) max_workers: usize,
+    pub(crate) prefetch: usize,
+    pub(crate) max_tasks_per_child: Option<usize>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) queue: VecDeque<Pending>,
+    pub(crate) links: Vec<Link>,
+    pub(crate) starting: Vec<Starting>,
+    /// Worker processes started and not yet reaped.
+    pub(crate) live: usize,
+    /// Workers the supervisor should start.
+    pub(crate) want: usize,
+    pub(crate) shutdown: bool,
+    pub(crate) broken: Option<String>,
+    /// Failed starts in a row; three make the pool broken.
+    pub(crate) start_failures: usize,
+    pub(crate) next_task: u64,
+    pub(crate) next_worker: u64,
+}
+
+/// Tasks to fail once the lock is released.
+pub(crate) type Failures = Vec<(Arc<dyn PortableJob>, Error)>;
+
+impl State {
+    /// The error a refused submit gets, if submits are refused.
+    pub(crate) fn refusal(&self) -> Option<Error> {
+        if let Some(reason) = &self.broken {
+            Some(Error::Broken {
+                executor: "process pool",
+                reason: reason.clone(),
+            })
+        } else if self.shutdown {
+            Some(Error::Shutdown)
+        } else {
+            None
+        }
+    }
+
+    /// Whether a worker that went away should be replaced: not when broken,
+    /// and after shutdown only while queued work remains (S4).
+    pub(crate) fn should_replace(&self) -> bool {
+        self.broken.is_none() && (!self.shutdown || !self.queue.is_empty())
+    }
+
+    /// Keeps the number of workers (live or requested) at `max_workers`
+    /// while workers are wanted.
+    pub(crate) fn top_up(&mut self, limits: &Limits) {
+        if self.should_replace() {
+            let have = self.live + self.want;
+            if have < limits.max_workers {
+                self.want += limits.max_workers - have;
+            }
+        }
+    }
+
+    /// Sends queued tasks to workers with room (at most `prefetch` in
+    /// flight each, and never past `max_tasks_per_child`), and tells idle
+    /// workers to exit when nothing is left for them.
+    pub(crate) fn dispatch(&mut self, limits: &Limits, failures: &mut Failures) {
+        while !self.queue.is_empty() {
+            let Some(link) = self
+                .links
+                .iter_mut()
+                .filter(|l| {
+                    !l.stopping
+                        && l.in_flight.len() < limits.prefetch
+                        && limits.max_tasks_per_child.is_none_or(|m| l.sent < m)
+                })
+                .min_by_key(|l| l.in_flight.len())
+            else {
+                break;
+            };
+            let mut p = self.queue.pop_front().expect("queue is not empty");
+            if !p.started {
+                if !p.job.mark_running() {
+                    continue; // cancelled while queued
+                }
+                p.started = true;
+            }
+            let arg = match p.arg.take() {
+                Some(a) => a,
+                None => match p.job.encode_arg() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        failures.push((p.job, e));
+                        continue;
+                    }
+                },
+            };
+            let msg = ToWorker::Run {
+                task_id: p.task_id,
+                entry: p.job.entry(),
+                arg,
+            };
+            if link.tx.send(msg).is_err() {
+                // The writer is gone, so the worker is dying; its reader
+                // will requeue what it holds. Keep this task queued.
+                self.queue.push_front(p);
+                link.stopping = true;
+                continue;
+            }
+            if link.in_flight.is_empty() {
+                link.head_since = Instant::now();
+            }
+            link.sent += 1;
+            link.in_flight.push_back(p);
+        }
+        let nothing_left = self.queue.is_empty() && (self.shutdown || self.broken.is_some());
+        for link in &mut self.links {
+            let retired = limits.max_tasks_per_child.is_some_and(|m| link.sent >= m);
+            if !link.stopping && link.in_flight.is_empty() && (retired || nothing_left) {
+                link.stopping = true;
+                let _ = link.tx.send(ToWorker::Shutdown);
+            }
+        }
+        self.top_up(limits);
+    }
+
+    /// Fails every queued task with `error` (a broken pool).
+    pub(crate) fn fail_queue(&mut self, error: &Error, failures: &mut Failures) {
+        for p in self.queue.drain(..) {
+            failures.push((p.job, error.clone()));
+        }
+    }
+
+    /// The earliest moment the supervisor must act: a running task's
+    /// timeout or a start that takes too long.
+    pub(crate) fn next_deadline(&self, startup_timeout: Duration) -> Option<Instant> {
+        let tasks = self.links.iter().filter_map(|l| {
+            let head = l.in_flight.front()?;
+            Some(l.head_since + head.timeout?)
+        });
+        let starts = self.starting.iter().map(|s| s.since + startup_timeout);
+        tasks.chain(starts).min()
+    }
+}

@@ -1,0 +1,190 @@
+//! The worker side: [`init`](crate::init) and the loop a worker process runs.
+//!
+//! A worker is this same executable started again with the
+//! [`WORKER_ENV`] marker in its environment. Its `main` runs as usual up to
+//! `concurrent_futures::init()`, which notices the marker, serves tasks
+//! until told to stop (or until its parent goes away), and exits without
+//! returning. That is why `init()` must come first in `main`: everything
+//! before it runs in every worker too, exactly like module-level code in a
+//! Python program without an `if __name__ == "__main__":` guard.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::entry::{self, BuildId};
+use super::os;
+use super::protocol::{FromWorker, RemoteError, ToWorker, read_message, write_message};
+
+/// The environment variable that starts a process in worker mode. Its value
+/// is `v1:<parent pid>`.
+pub const WORKER_ENV: &str = "CONCURRENT_FUTURES_WORKER";
+
+/// Exit code of a worker that could not start (bad marker, no pipes, wrong
+/// build). The parent reports it as a failed start.
+pub(crate) const EXIT_BAD_START: i32 = 86;
+
+static INIT_CALLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process called [`init`](crate::init).
+pub(crate) fn init_called() -> bool {
+    INIT_CALLED.load(Ordering::SeqCst)
+}
+
+/// Whether this process was started as a worker (the marker is set).
+pub(crate) fn marker_present() -> bool {
+    std::env::var_os(WORKER_ENV).is_some()
+}
+
+/// Makes this program usable with [`ProcessPoolExecutor`](crate::ProcessPoolExecutor):
+/// call it as the **first line of `main`**.
+///
+/// In a normal run it returns at once. In a process the pool started as a
+/// worker, it serves tasks and then exits the process: it never returns.
+/// It plays the part of Python's `if __name__ == "__main__":` guard, with
+/// the same rule: code before `init()` runs in every worker too.
+///
+/// ```no_run
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// fn main() {
+///     concurrent_futures::init();
+///     // ... build a ProcessPoolExecutor and submit `square` ...
+/// }
+/// ```
+pub fn init() {
+    INIT_CALLED.store(true, Ordering::SeqCst);
+    // Fixes the build fingerprint while the executable is certainly ours.
+    let _ = BuildId::current();
+    if let Some(marker) = std::env::var_os(WORKER_ENV) {
+        let code = match run_worker(&marker.to_string_lossy()) {
+            Ok(()) => 0,
+            Err(message) => {
+                eprintln!("concurrent-futures worker {}: {message}", std::process::id());
+                EXIT_BAD_START
+            }
+        };
+        let _ = std::io::stdout().flush();
+        std::process::exit(code);
+    }
+}
+
+/// Parses `v1:<parent pid>`.
+fn parse_marker(marker: &str) -> Result<u32, String> {
+    marker
+        .strip_prefix("v1:")
+        .and_then(|pid| pid.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "malformed {WORKER_ENV}={marker:?} (expected v1:<parent pid>); \
+                 this variable is set by the process pool for its workers only"
+            )
+        })
+}
+
+fn run_worker(marker: &str) -> Result<(), String> {
+    let parent = parse_marker(marker)?;
+    os::forget_worker_marker(WORKER_ENV);
+    if !os::die_with_parent(parent) {
+        return Err("the parent process is already gone".into());
+    }
+    os::ignore_sigint();
+    entry::install_worker_panic_hook();
+    let (cmd, res) = os::take_protocol_fds().map_err(|e| e.to_string())?;
+    let mut input = BufReader::with_capacity(64 * 1024, cmd);
+    let mut output = BufWriter::with_capacity(64 * 1024, res);
+    // Until the parent says otherwise, the handshake messages are small.
+    let mut max_frame = 1 << 20;
+    let hello = FromWorker::Ready {
+        pid: std::process::id(),
+        build: BuildId::current(),
+    };
+    send(&mut output, &hello, max_frame)?;
+    loop {
+        let msg: Option<ToWorker> =
+            read_message(&mut input, max_frame).map_err(|e| e.to_string())?;
+        match msg {
+            None | Some(ToWorker::Shutdown) => return Ok(()),
+            Some(ToWorker::Welcome {
+                build,
+                max_frame_bytes,
+                initializer,
+            }) => {
+                BuildId::current().check_peer(&build).map_err(|e| e.to_string())?;
+                max_frame = usize::try_from(max_frame_bytes).unwrap_or(usize::MAX);
+                let outcome = match initializer {
+                    Some(entry) => {
+                        // SAFETY: the parent's build was just checked equal
+                        // to ours, and `entry` came from `entry_of` there.
+                        let init = unsafe { entry::resolve(entry) };
+                        init(&[]).map(drop)
+                    }
+                    None => Ok(()),
+                };
+                let failed = outcome.is_err();
+                send(&mut output, &FromWorker::Initialized { outcome }, max_frame)?;
+                if failed {
+                    return Ok(());
+                }
+            }
+            Some(ToWorker::Run {
+                task_id,
+                entry,
+                arg,
+            }) => {
+                // SAFETY: a `Run` only follows a `Welcome` whose build was
+                // checked equal to ours (the parent sends nothing else
+                // first), and `entry` came from `entry_of` in the parent.
+                let tramp = unsafe { entry::resolve(entry) };
+                let outcome = fit(tramp(&arg), max_frame);
+                drop(arg);
+                send(&mut output, &FromWorker::Done { task_id, outcome }, max_frame)?;
+            }
+            Some(other) => return Err(format!("unexpected message {other:?}")),
+        }
+    }
+}
+
+/// A result too large for one frame becomes that task's error instead of a
+/// frame the parent would refuse.
+fn fit(outcome: Result<Vec<u8>, RemoteError>, max_frame: usize) -> Result<Vec<u8>, RemoteError> {
+    match outcome {
+        Ok(bytes) if bytes.len() + 64 > max_frame => Err(RemoteError::Encode {
+            type_name: "task result".into(),
+            message: format!(
+                "the encoded result is {} bytes, more than max_frame_bytes ({max_frame})",
+                bytes.len()
+            ),
+        }),
+        other => other,
+    }
+}
+
+fn send(out: &mut impl Write, msg: &FromWorker, max_frame: usize) -> Result<(), String> {
+    write_message(out, msg, max_frame).map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_parses_version_and_parent_pid() {
+        assert_eq!(parse_marker("v1:1234"), Ok(1234));
+    }
+
+    #[test]
+    fn malformed_marker_is_an_error_naming_the_variable() {
+        for bad in ["", "1234", "v2:1", "v1:", "v1:abc", "v1:-3"] {
+            let e = parse_marker(bad).unwrap_err();
+            assert!(e.contains(WORKER_ENV), "{e}");
+        }
+    }
+
+    #[test]
+    fn oversized_result_becomes_an_encode_error() {
+        let e = fit(Ok(vec![0; 1000]), 512).unwrap_err();
+        assert!(matches!(e, RemoteError::Encode { .. }));
+        assert_eq!(fit(Ok(vec![1; 10]), 512), Ok(vec![1; 10]));
+    }
+}
