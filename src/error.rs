@@ -48,7 +48,9 @@ pub enum Error {
     /// A `map` deadline (counted from the `map` call) passed before this item
     /// was done; this item and every later one were cancelled. Distinct from a
     /// task's own failure (PP12).
-    #[error("the map deadline of {timeout:?} passed before this item finished; it and later items were cancelled")]
+    #[error(
+        "the map deadline of {timeout:?} passed before this item finished; it and later items were cancelled"
+    )]
     MapDeadline {
         /// The timeout given to `map`.
         timeout: Duration,

@@ -24,6 +24,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod config;
 mod error;
 mod executor;
 mod future;
@@ -34,6 +35,7 @@ pub(crate) mod sync;
 mod thread;
 mod wait;
 
+pub use config::{EXECUTOR_ENV, ExecutorConfig, ExecutorKind};
 pub use error::Error;
 pub use executor::{Executor, ExecutorExt, Portable, Task};
 pub use future::{Future, Ref};

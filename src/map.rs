@@ -146,7 +146,11 @@ impl<R> Iterator for Map<'_, R> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = self.in_flight.len();
-        if self.exhausted { (n, Some(n)) } else { (n, None) }
+        if self.exhausted {
+            (n, Some(n))
+        } else {
+            (n, None)
+        }
     }
 }
 

@@ -11,14 +11,14 @@ pub(crate) use loom::sync::{
     Condvar, Mutex, MutexGuard,
     atomic::{AtomicUsize, Ordering},
 };
+/// Always std's: loom's `Arc` cannot be coerced to `Arc<dyn Trait>` on
+/// stable Rust, and reference counting is not what the models check.
+pub(crate) use std::sync::Arc;
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     Condvar, Mutex, MutexGuard,
     atomic::{AtomicUsize, Ordering},
 };
-/// Always std's: loom's `Arc` cannot be coerced to `Arc<dyn Trait>` on
-/// stable Rust, and reference counting is not what the models check.
-pub(crate) use std::sync::Arc;
 
 /// Locks a mutex, ignoring poisoning.
 ///

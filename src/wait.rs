@@ -369,7 +369,10 @@ impl<'a, W: Waitable + ?Sized> Iterator for AsCompleted<'a, W> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         let extra = usize::from(self.pending > 0 && self.deadline.is_some());
-        (self.first.len(), Some(self.first.len() + self.pending + extra))
+        (
+            self.first.len(),
+            Some(self.first.len() + self.pending + extra),
+        )
     }
 }
 

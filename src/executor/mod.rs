@@ -120,7 +120,9 @@ where
     ) {
         let outcome = match outcome {
             Ok(bytes) => crate::process::codec::decode::<R>(&bytes),
-            Err(remote) => Err(remote.into_error(crate::process::protocol::TaskTypes::of::<A, R>())),
+            Err(remote) => {
+                Err(remote.into_error(crate::process::protocol::TaskTypes::of::<A, R>()))
+            }
         };
         self.complete_inner(outcome);
     }
@@ -140,7 +142,7 @@ pub trait ExecutorExt: Executor {
         A: Portable,
         R: Portable + Sync,
     {
-        let (task, future) = PortableTask::new(func, arg);
+        let (task, future) = PortableTask::create(func, arg);
         if let Err((task, error)) = self.execute(Task { job: task }) {
             task.fail(error);
         }
@@ -156,7 +158,7 @@ pub trait ExecutorExt: Executor {
         A: Portable,
         R: Portable + Sync,
     {
-        let (task, future) = PortableTask::new(func, arg);
+        let (task, future) = PortableTask::create(func, arg);
         match self.execute(Task { job: task }) {
             Ok(()) => Ok(future),
             Err((task, error)) => {

@@ -102,7 +102,7 @@ where
     R: Send + Sync + 'static,
 {
     /// The job for the executor and the future for the user.
-    pub(crate) fn new(work: F) -> (Arc<dyn Job>, Future<R>) {
+    pub(crate) fn create(work: F) -> (Arc<dyn Job>, Future<R>) {
         let task = Arc::new(ClosureTask {
             core: Core::new(),
             work: Mutex::new(Some(work)),
@@ -166,7 +166,7 @@ where
     A: crate::Portable,
     R: crate::Portable + Sync,
 {
-    pub(crate) fn new(func: F, arg: A) -> (Arc<PortableTask<F, A, R>>, Future<R>) {
+    pub(crate) fn create(func: F, arg: A) -> (Arc<PortableTask<F, A, R>>, Future<R>) {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,

@@ -37,8 +37,15 @@ fn loom_complete_races_cancel_exactly_one_wins() {
         });
         let cancelled = fut.cancel();
         let completed = t.join().unwrap();
-        assert!(cancelled != completed, "exactly one of cancel and complete wins");
-        assert_eq!(fired.load(Ordering::SeqCst), 1, "the callback runs exactly once");
+        assert!(
+            cancelled != completed,
+            "exactly one of cancel and complete wins"
+        );
+        assert_eq!(
+            fired.load(Ordering::SeqCst),
+            1,
+            "the callback runs exactly once"
+        );
         if cancelled {
             assert_eq!(fut.result(None), Err(Error::Cancelled));
         } else {

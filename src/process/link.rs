@@ -95,7 +95,9 @@ fn handshake(
             shared.finish(failures);
             Err(refusal)
         }
-        other => Err(Error::Protocol(format!("expected Initialized, got {other:?}"))),
+        other => Err(Error::Protocol(format!(
+            "expected Initialized, got {other:?}"
+        ))),
     }
 }
 
@@ -145,7 +147,12 @@ fn serve(
         .name(format!("cf-process-writer-{pid}"))
         .spawn(move || write_loop(output, rx, max));
     if writer.is_err() {
-        start_failed(&shared, id, &child, Error::Io("could not start a writer thread".into()));
+        start_failed(
+            &shared,
+            id,
+            &child,
+            Error::Io("could not start a writer thread".into()),
+        );
         return;
     }
     {

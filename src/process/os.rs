@@ -129,12 +129,18 @@ pub(crate) fn forget_worker_marker(name: &str) {
 }
 
 /// How a worker process ended, in words, with the code or signal.
-pub(crate) fn describe_exit(status: std::process::ExitStatus) -> (String, Option<i32>, Option<i32>) {
+pub(crate) fn describe_exit(
+    status: std::process::ExitStatus,
+) -> (String, Option<i32>, Option<i32>) {
     use std::os::unix::process::ExitStatusExt;
     if let Some(code) = status.code() {
         (format!("exit code {code}"), Some(code), None)
     } else if let Some(sig) = status.signal() {
-        (format!("signal {sig} ({})", signal_name(sig)), None, Some(sig))
+        (
+            format!("signal {sig} ({})", signal_name(sig)),
+            None,
+            Some(sig),
+        )
     } else {
         (format!("{status}"), None, None)
     }

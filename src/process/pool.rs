@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::state::{Failures, Limits, Pending, Starting, State};
 use super::{entry, link, os, worker};
-use crate::executor::task::PortableTask;
 use crate::executor::task::Job;
+use crate::executor::task::PortableTask;
 use crate::executor::{Portable, Task};
 use crate::sync::lock;
 use crate::{Error, Executor, Future};
@@ -234,10 +234,14 @@ impl ProcessPoolBuilder {
         }
         let max_workers = self.max_workers.unwrap_or_else(num_cpus::get);
         if max_workers == 0 {
-            return Err(Error::InvalidConfig("max_workers must be greater than 0".into()));
+            return Err(Error::InvalidConfig(
+                "max_workers must be greater than 0".into(),
+            ));
         }
         if self.max_tasks_per_child == Some(0) {
-            return Err(Error::InvalidConfig("max_tasks_per_child must be >= 1".into()));
+            return Err(Error::InvalidConfig(
+                "max_tasks_per_child must be >= 1".into(),
+            ));
         }
         let program = if cfg!(target_os = "linux") {
             PathBuf::from("/proc/self/exe")
@@ -309,7 +313,7 @@ impl ProcessPoolExecutor {
         A: Portable + Serialize + DeserializeOwned,
         R: Portable + Sync,
     {
-        let (task, future) = PortableTask::new(func, arg);
+        let (task, future) = PortableTask::create(func, arg);
         let job: Arc<dyn Job> = task;
         if let Err((task, e)) = self.enqueue(Task { job }, Some(limit)) {
             task.fail(e);
@@ -319,7 +323,11 @@ impl ProcessPoolExecutor {
 
     /// The pids of the workers currently serving (for diagnostics and tests).
     pub fn worker_pids(&self) -> Vec<u32> {
-        lock(&self.shared.state).links.iter().map(|l| l.pid).collect()
+        lock(&self.shared.state)
+            .links
+            .iter()
+            .map(|l| l.pid)
+            .collect()
     }
 
     fn enqueue(&self, task: Task, timeout: Option<Duration>) -> Result<(), (Task, Error)> {

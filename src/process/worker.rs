@@ -59,7 +59,10 @@ pub fn init() {
         let code = match run_worker(&marker.to_string_lossy()) {
             Ok(()) => 0,
             Err(message) => {
-                eprintln!("concurrent-futures worker {}: {message}", std::process::id());
+                eprintln!(
+                    "concurrent-futures worker {}: {message}",
+                    std::process::id()
+                );
                 EXIT_BAD_START
             }
         };
@@ -109,7 +112,9 @@ fn run_worker(marker: &str) -> Result<(), String> {
                 max_frame_bytes,
                 initializer,
             }) => {
-                BuildId::current().check_peer(&build).map_err(|e| e.to_string())?;
+                BuildId::current()
+                    .check_peer(&build)
+                    .map_err(|e| e.to_string())?;
                 max_frame = usize::try_from(max_frame_bytes).unwrap_or(usize::MAX);
                 let outcome = match initializer {
                     Some(entry) => {
@@ -137,7 +142,11 @@ fn run_worker(marker: &str) -> Result<(), String> {
                 let tramp = unsafe { entry::resolve(entry) };
                 let outcome = fit(tramp(&arg), max_frame);
                 drop(arg);
-                send(&mut output, &FromWorker::Done { task_id, outcome }, max_frame)?;
+                send(
+                    &mut output,
+                    &FromWorker::Done { task_id, outcome },
+                    max_frame,
+                )?;
             }
             Some(other) => return Err(format!("unexpected message {other:?}")),
         }

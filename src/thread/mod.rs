@@ -207,7 +207,7 @@ impl ThreadPoolExecutor {
         F: FnOnce() -> R + Send + 'static,
         R: Send + Sync + 'static,
     {
-        let (job, future) = ClosureTask::new(f);
+        let (job, future) = ClosureTask::create(f);
         if let Err((job, e)) = self.inject(job) {
             job.fail(e);
         }

@@ -4,8 +4,16 @@
 //! Tasks from outside the pool go to the global [`Injector`], in FIFO order
 //! (T9: external submissions start in submission order, give or take the
 //! batches a worker steals). Tasks submitted from inside a task go to that
-//! worker's own FIFO deque, where they are cheap to push and pop and where
-//! idle workers steal them. A worker looks for work in the order the
+//! worker's own deque, where they are cheap to push and pop and where idle
+//! workers steal them, oldest first.
+//!
+//! The owner pops its own deque newest first (LIFO), as rayon does. That is
+//! what bounds the stack in fork-join code: a task waiting on the subtask it
+//! just submitted pops exactly that subtask and runs it inline. With FIFO
+//! popping, the waiting worker would run the *oldest* queued subtask, which
+//! waits in turn, and so on, one stack frame per level across the whole
+//! recursion: recursive `fib(38)` (cutoff 20) overflowed a worker's stack
+//! that way. A worker looks for work in the order the
 //! crossbeam-deque docs give: its own deque, then a batch from the
 //! injector, then its peers (see [`Registry::find_task`]).
 //!
@@ -45,7 +53,7 @@ pub(crate) struct Registry {
 impl Registry {
     /// A registry for `n` workers and the local deques they will own.
     pub(crate) fn new(n: usize) -> (Arc<Registry>, Vec<Worker<JobRef>>) {
-        let locals: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_fifo()).collect();
+        let locals: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let registry = Arc::new(Registry {
             injector: Injector::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
@@ -193,7 +201,7 @@ mod loom_tests {
             let exited = Arc::new(AtomicBool::new(false));
             let (r1, r2) = (registry.clone(), registry.clone());
             let submitter = thread::spawn(move || {
-                let (job, _fut) = ClosureTask::new(|| 1u8);
+                let (job, _fut) = ClosureTask::create(|| 1u8);
                 r1.inject(job, None).is_ok()
             });
             let stopper = thread::spawn(move || r2.shutdown(false));
@@ -208,7 +216,10 @@ mod loom_tests {
             stopper.join().unwrap();
             worker.join().unwrap();
             let stranded = accepted && exited.load(Ordering::SeqCst) && registry.has_work();
-            assert!(!stranded, "a worker exited while an accepted task was queued");
+            assert!(
+                !stranded,
+                "a worker exited while an accepted task was queued"
+            );
         });
     }
 }

@@ -97,7 +97,8 @@ impl Sleep {
     /// announcement: if it finds work (or a reason to stay awake), the worker
     /// does not park. Returns with the worker searching again.
     pub(crate) fn sleep(&self, index: usize, recheck: impl Fn() -> bool) {
-        self.counters.fetch_add(SLEEPY - SEARCHING, Ordering::SeqCst);
+        self.counters
+            .fetch_add(SLEEPY - SEARCHING, Ordering::SeqCst);
         crate::sync::fence_seqcst();
         if !recheck() {
             let mut p = lock(&self.parked);
@@ -114,7 +115,8 @@ impl Sleep {
                 p.woken[index] = false;
             }
         }
-        self.counters.fetch_sub(SLEEPY - SEARCHING, Ordering::SeqCst);
+        self.counters
+            .fetch_sub(SLEEPY - SEARCHING, Ordering::SeqCst);
     }
 
     /// Wakes one parked worker, or leaves a token for one about to park.

@@ -1,0 +1,241 @@
+//! Choosing an executor from configuration: [`ExecutorConfig`].
+//!
+//! A service reads `"thread"`, `"thread:8"`, `"process"` or `"process:4"`
+//! from its config file, command line or the [`EXECUTOR_ENV`] variable and
+//! gets an `Arc<dyn Executor>`; every call site stays the same for both.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Executor, ThreadPoolExecutor};
+
+/// The environment variable [`ExecutorConfig::from_env_or`] reads.
+pub const EXECUTOR_ENV: &str = "CF_EXECUTOR";
+
+/// Which kind of pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// A [`ThreadPoolExecutor`].
+    Thread,
+    /// A [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) (Unix).
+    Process,
+}
+
+/// An executor description: a kind and an optional worker count.
+///
+/// Parses from `"thread"`, `"thread:8"`, `"process"`, `"process:4"`, and
+/// deserializes from that string or from `{ kind = "process", workers = 4 }`.
+///
+/// ```
+/// use concurrent_futures::{ExecutorConfig, ExecutorExt, ExecutorKind};
+///
+/// fn double(x: u32) -> u32 { x * 2 }
+///
+/// let config: ExecutorConfig = "thread:2".parse().unwrap();
+/// assert_eq!(config.kind, ExecutorKind::Thread);
+/// assert_eq!(config.workers, Some(2));
+/// let ex = config.build().unwrap();
+/// assert_eq!(ex.submit(double, 21).into_result(), Ok(42));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "ConfigRepr", into = "String")]
+pub struct ExecutorConfig {
+    /// Threads or processes.
+    pub kind: ExecutorKind,
+    /// Worker count; `None`: the number of CPUs.
+    pub workers: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ConfigRepr {
+    Text(String),
+    Table {
+        kind: ExecutorKind,
+        #[serde(default)]
+        workers: Option<usize>,
+    },
+}
+
+impl TryFrom<ConfigRepr> for ExecutorConfig {
+    type Error = Error;
+    fn try_from(r: ConfigRepr) -> Result<Self, Error> {
+        match r {
+            ConfigRepr::Text(s) => s.parse(),
+            ConfigRepr::Table { kind, workers } => Ok(ExecutorConfig { kind, workers }),
+        }
+    }
+}
+
+impl From<ExecutorConfig> for String {
+    fn from(c: ExecutorConfig) -> String {
+        c.to_string()
+    }
+}
+
+impl fmt::Display for ExecutorConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            ExecutorKind::Thread => "thread",
+            ExecutorKind::Process => "process",
+        };
+        match self.workers {
+            Some(n) => write!(f, "{kind}:{n}"),
+            None => f.write_str(kind),
+        }
+    }
+}
+
+impl FromStr for ExecutorConfig {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || {
+            Error::InvalidConfig(format!(
+                "executor {s:?}: expected \"thread\", \"thread:N\", \"process\" or \"process:N\" with N >= 1"
+            ))
+        };
+        let (kind, workers) = match s.trim().split_once(':') {
+            Some((k, n)) => (k, Some(n.trim().parse::<usize>().map_err(|_| bad())?)),
+            None => (s.trim(), None),
+        };
+        let kind = match kind.trim().to_ascii_lowercase().as_str() {
+            "thread" | "threads" => ExecutorKind::Thread,
+            "process" | "processes" => ExecutorKind::Process,
+            _ => return Err(bad()),
+        };
+        if workers == Some(0) {
+            return Err(bad());
+        }
+        Ok(ExecutorConfig { kind, workers })
+    }
+}
+
+impl ExecutorConfig {
+    /// Reads [`EXECUTOR_ENV`] (`CF_EXECUTOR`), or parses `default` when it
+    /// is unset or empty. A set but invalid value is an error, not a
+    /// silent fallback.
+    pub fn from_env_or(default: &str) -> Result<Self, Error> {
+        match std::env::var(EXECUTOR_ENV) {
+            Ok(v) if !v.trim().is_empty() => v.parse(),
+            _ => default.parse(),
+        }
+    }
+
+    /// Builds the executor. A process pool needs
+    /// [`init()`](crate::init) at the top of `main`.
+    pub fn build(&self) -> Result<Arc<dyn Executor>, Error> {
+        match self.kind {
+            ExecutorKind::Thread => {
+                let mut b = ThreadPoolExecutor::builder();
+                if let Some(n) = self.workers {
+                    b = b.max_workers(n);
+                }
+                Ok(Arc::new(b.build()?))
+            }
+            #[cfg(unix)]
+            ExecutorKind::Process => {
+                let mut b = crate::ProcessPoolExecutor::builder();
+                if let Some(n) = self.workers {
+                    b = b.max_workers(n);
+                }
+                Ok(Arc::new(b.build()?))
+            }
+            #[cfg(not(unix))]
+            ExecutorKind::Process => Err(Error::InvalidConfig(
+                "process pools are only available on Unix".into(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_documented_form() {
+        let t = |s: &str| s.parse::<ExecutorConfig>().unwrap();
+        assert_eq!(
+            t("thread"),
+            ExecutorConfig {
+                kind: ExecutorKind::Thread,
+                workers: None
+            }
+        );
+        assert_eq!(
+            t("thread:8"),
+            ExecutorConfig {
+                kind: ExecutorKind::Thread,
+                workers: Some(8)
+            }
+        );
+        assert_eq!(
+            t("process"),
+            ExecutorConfig {
+                kind: ExecutorKind::Process,
+                workers: None
+            }
+        );
+        assert_eq!(
+            t(" Process:4 "),
+            ExecutorConfig {
+                kind: ExecutorKind::Process,
+                workers: Some(4)
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_kinds_and_zero_or_bad_counts() {
+        for bad in [
+            "",
+            "fiber",
+            "thread:0",
+            "process:-1",
+            "process:x",
+            "thread:",
+        ] {
+            assert!(
+                matches!(bad.parse::<ExecutorConfig>(), Err(Error::InvalidConfig(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for s in ["thread", "thread:3", "process", "process:4"] {
+            assert_eq!(s.parse::<ExecutorConfig>().unwrap().to_string(), s);
+        }
+    }
+
+    #[test]
+    fn deserializes_from_a_string_or_a_table() {
+        let c: ExecutorConfig = serde_json::from_str("\"process:4\"").unwrap();
+        assert_eq!(
+            c,
+            ExecutorConfig {
+                kind: ExecutorKind::Process,
+                workers: Some(4)
+            }
+        );
+        let c: ExecutorConfig =
+            serde_json::from_str(r#"{"kind": "thread", "workers": 2}"#).unwrap();
+        assert_eq!(
+            c,
+            ExecutorConfig {
+                kind: ExecutorKind::Thread,
+                workers: Some(2)
+            }
+        );
+        let c: ExecutorConfig = serde_json::from_str(r#"{"kind": "process"}"#).unwrap();
+        assert_eq!(c.workers, None);
+        assert!(serde_json::from_str::<ExecutorConfig>("\"fiber\"").is_err());
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"process\"");
+    }
+}
