@@ -31,8 +31,8 @@ pub struct MapOptions {
     /// passes, the item being waited for yields [`Error::MapDeadline`], the
     /// rest are cancelled and the iteration ends (M4).
     pub timeout: Option<Duration>,
-    /// Items per task for process pools (M9); thread pools ignore it.
-    /// `None` or 0: one item per task.
+    /// Items per task (M9): worth it for process pools, where a chunk is one
+    /// frame each way. `None`, 0 or 1: one item per task.
     pub chunksize: Option<usize>,
 }
 
@@ -67,45 +67,139 @@ impl MapOptions {
     }
 }
 
+/// A panic of one item inside a chunk, carried back with the chunk so that
+/// each item keeps its own result (decision 2, M10).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ItemPanic {
+    pub(crate) message: String,
+}
+
+/// What a chunk task returns: one result per item, in order.
+pub(crate) type ChunkResult<R> = Vec<Result<R, ItemPanic>>;
+
+/// Pulls the next chunk and submits it; also says how many items it holds.
+pub(crate) type ChunkSubmitter<'a, R> =
+    Box<dyn FnMut() -> Option<(Future<ChunkResult<R>>, usize)> + Send + 'a>;
+
 /// The ordered results of [`ExecutorExt::map`](crate::ExecutorExt::map).
 ///
 /// Dropping it cancels every task not yet yielded (M7); tasks already
 /// running finish on their own.
 pub struct Map<'a, R> {
-    submit: Submitter<'a, R>,
-    in_flight: VecDeque<Future<R>>,
+    inner: Inner<'a, R>,
+}
+
+enum Inner<'a, R> {
+    One(Window<'a, R>),
+    Chunks {
+        window: Window<'a, ChunkResult<R>>,
+        ready: VecDeque<Result<R, Error>>,
+    },
+}
+
+impl<R> fmt::Debug for Map<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (w, chunked) = match &self.inner {
+            Inner::One(w) => (w.in_flight.len(), false),
+            Inner::Chunks { window, .. } => (window.in_flight.len(), true),
+        };
+        f.debug_struct("Map")
+            .field("in_flight", &w)
+            .field("chunked", &chunked)
+            .finish()
+    }
+}
+
+impl<'a, R: 'a> Map<'a, R> {
+    pub(crate) fn new(submit: Submitter<'a, R>, window: usize, timeout: Option<Duration>) -> Self {
+        let mut submit = submit;
+        let submit: CountedSubmitter<'a, R> = Box::new(move || submit().map(|f| (f, 1)));
+        Map {
+            inner: Inner::One(Window::new(submit, window, timeout)),
+        }
+    }
+
+    pub(crate) fn chunked(
+        submit: ChunkSubmitter<'a, R>,
+        window: usize,
+        timeout: Option<Duration>,
+    ) -> Self {
+        Map {
+            inner: Inner::Chunks {
+                window: Window::new(submit, window, timeout),
+                ready: VecDeque::new(),
+            },
+        }
+    }
+
+    /// Tasks submitted and not yet yielded; never more than the window. (A
+    /// chunk counts as one task.)
+    pub fn in_flight(&self) -> usize {
+        match &self.inner {
+            Inner::One(w) => w.in_flight.len(),
+            Inner::Chunks { window, .. } => window.in_flight.len(),
+        }
+    }
+}
+
+impl<R> Iterator for Map<'_, R> {
+    type Item = Result<R, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match &mut self.inner {
+            Inner::One(w) => w.next().map(|(r, _)| r),
+            Inner::Chunks { window, ready } => loop {
+                if let Some(r) = ready.pop_front() {
+                    return Some(r);
+                }
+                match window.next()? {
+                    (Ok(items), _) => ready.extend(items.into_iter().map(|r| {
+                        r.map_err(|p| Error::Panicked {
+                            message: p.message,
+                            backtrace: None,
+                        })
+                    })),
+                    // The map deadline ends the iteration after one error.
+                    (Err(e @ Error::MapDeadline { .. }), _) => return Some(Err(e)),
+                    // A chunk that failed as a whole (its worker died, ...)
+                    // fails each of its items, each at its own position.
+                    (Err(e), n) => ready.extend(std::iter::repeat_n(e, n).map(Err)),
+                }
+            },
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.inner {
+            Inner::One(w) => w.size_hint(),
+            Inner::Chunks { ready, .. } => (ready.len(), None),
+        }
+    }
+}
+
+type CountedSubmitter<'a, T> = Box<dyn FnMut() -> Option<(Future<T>, usize)> + Send + 'a>;
+
+/// The bounded, ordered window of futures behind [`Map`].
+struct Window<'a, T> {
+    submit: CountedSubmitter<'a, T>,
+    in_flight: VecDeque<(Future<T>, usize)>,
     window: usize,
     deadline: Option<(Instant, Duration)>,
     exhausted: bool,
 }
 
-impl<R> fmt::Debug for Map<'_, R> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Map")
-            .field("in_flight", &self.in_flight.len())
-            .field("window", &self.window)
-            .field("exhausted", &self.exhausted)
-            .finish()
-    }
-}
-
-impl<'a, R> Map<'a, R> {
-    pub(crate) fn new(submit: Submitter<'a, R>, window: usize, timeout: Option<Duration>) -> Self {
+impl<'a, T> Window<'a, T> {
+    fn new(submit: CountedSubmitter<'a, T>, window: usize, timeout: Option<Duration>) -> Self {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t).map(|d| (d, t)));
-        let mut map = Map {
+        let mut w = Window {
             submit,
             in_flight: VecDeque::with_capacity(window),
             window,
             deadline,
             exhausted: false,
         };
-        map.fill();
-        map
-    }
-
-    /// Tasks submitted and not yet yielded; never more than the window.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        w.fill();
+        w
     }
 
     fn fill(&mut self) {
@@ -118,30 +212,28 @@ impl<'a, R> Map<'a, R> {
     }
 
     fn cancel_all(&mut self) {
-        for f in self.in_flight.drain(..) {
+        for (f, _) in self.in_flight.drain(..) {
             f.cancel();
         }
         self.exhausted = true;
     }
-}
 
-impl<R> Iterator for Map<'_, R> {
-    type Item = Result<R, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let front = self.in_flight.front()?;
+    /// The next result in order, with the number of items it stands for.
+    fn next(&mut self) -> Option<(Result<T, Error>, usize)> {
+        let (front, n) = self.in_flight.front()?;
+        let n = *n;
         if let Some((deadline, timeout)) = self.deadline {
             let left = deadline.saturating_duration_since(Instant::now());
             if let Err(Error::Timeout { .. }) = front.result(Some(left)) {
                 self.cancel_all();
-                return Some(Err(Error::MapDeadline { timeout }));
+                return Some((Err(Error::MapDeadline { timeout }), n));
             }
         }
-        let fut = self.in_flight.pop_front()?;
+        let (fut, _) = self.in_flight.pop_front()?;
         let out = fut.into_result();
         // Refill after taking a result, so at most `window` are in flight.
         self.fill();
-        Some(out)
+        Some((out, n))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -154,7 +246,7 @@ impl<R> Iterator for Map<'_, R> {
     }
 }
 
-impl<R> Drop for Map<'_, R> {
+impl<T> Drop for Window<'_, T> {
     fn drop(&mut self) {
         self.cancel_all();
     }

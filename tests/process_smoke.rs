@@ -37,3 +37,29 @@ fn process_smoke() {
     eprintln!("20k tiny: {:?}", t.elapsed());
     pool.shutdown(true, false);
 }
+
+fn maybe_boom(n: u32) -> u32 {
+    if n == 7 {
+        panic!("seven");
+    }
+    n * 2
+}
+
+#[test]
+fn chunked_map_keeps_a_result_per_item_on_processes_and_threads() {
+    let procs = ProcessPoolExecutor::builder().max_workers(2).test_harness().build().unwrap();
+    let threads = ThreadPoolExecutor::new(2).unwrap();
+    let exs: [&dyn Executor; 2] = [&procs, &threads];
+    for ex in exs {
+        let out: Vec<Result<u32, Error>> =
+            ex.map_with(maybe_boom, 0..20u32, MapOptions::new().chunksize(3)).collect();
+        assert_eq!(out.len(), 20);
+        for (i, r) in out.iter().enumerate() {
+            if i == 7 {
+                assert!(matches!(r, Err(Error::Panicked { message, .. }) if message == "seven"));
+            } else {
+                assert_eq!(r, &Ok(i as u32 * 2));
+            }
+        }
+    }
+}

@@ -37,7 +37,7 @@ use serde::de::DeserializeOwned;
 
 pub use self::task::Task;
 use self::task::{Job, PortableTask};
-use crate::map::{Map, MapOptions, MapUnordered};
+use crate::map::{ChunkResult, ItemPanic, Map, MapOptions, MapUnordered};
 use crate::{Error, Future};
 
 /// A value that can be a portable task's argument or result: serde both
@@ -186,7 +186,11 @@ pub trait ExecutorExt: Executor {
     }
 
     /// [`map`](Self::map) with options: the in-flight window, a deadline
-    /// counted from this call (M3), and a chunk size for process pools (M9).
+    /// counted from this call (M3), and a chunk size (M9): with
+    /// `chunksize > 1`, each task carries that many items (one frame to a
+    /// process worker instead of one per item), and each item still gets
+    /// its own `Result` (a panic fails only its item, M10). The window then
+    /// counts chunks.
     fn map_with<'a, F, A, R, I>(&'a self, func: F, inputs: I, options: MapOptions) -> Map<'a, R>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,
@@ -197,8 +201,34 @@ pub trait ExecutorExt: Executor {
     {
         let window = options.window_for(self.max_workers());
         let mut inputs = inputs.into_iter();
-        let submit = move || inputs.next().map(|a| self.submit(func, a));
-        Map::new(Box::new(submit), window, options.timeout)
+        match options.chunksize {
+            Some(size) if size > 1 => {
+                // One task per chunk; each item keeps its own result. The
+                // closure captures only the zero-sized `func`, so it is
+                // itself a portable task.
+                let run_chunk = move |items: Vec<A>| -> ChunkResult<R> {
+                    items
+                        .into_iter()
+                        .map(|a| {
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| func(a)))
+                                .map_err(|p| ItemPanic {
+                                    message: crate::error::panic_message(p.as_ref()),
+                                })
+                        })
+                        .collect()
+                };
+                let submit = move || {
+                    let chunk: Vec<A> = inputs.by_ref().take(size).collect();
+                    let n = chunk.len();
+                    (n > 0).then(|| (self.submit(run_chunk, chunk), n))
+                };
+                Map::chunked(Box::new(submit), window, options.timeout)
+            }
+            _ => {
+                let submit = move || inputs.next().map(|a| self.submit(func, a));
+                Map::new(Box::new(submit), window, options.timeout)
+            }
+        }
     }
 
     /// Maps `func` over `inputs`, yielding `(index, result)` pairs in
