@@ -119,6 +119,9 @@ where
     fn core(&self) -> &Core<R> {
         &self.core
     }
+    fn release(&self) {
+        drop(lock(&self.work).take());
+    }
 }
 
 impl<F, R> Job for ClosureTask<F, R>
@@ -215,6 +218,9 @@ where
 {
     fn core(&self) -> &Core<R> {
         &self.core
+    }
+    fn release(&self) {
+        drop(lock(&self.arg).take());
     }
 }
 

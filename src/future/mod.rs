@@ -30,6 +30,9 @@ use crate::sync::Arc;
 /// future share one allocation.
 pub(crate) trait Completion<T>: Send + Sync {
     fn core(&self) -> &Core<T>;
+    /// Drops the task's work (closure, argument) once it can no longer run,
+    /// so a cancelled task releases its captures at once (C8, S13).
+    fn release(&self) {}
 }
 
 impl<T: Send + Sync> Completion<T> for Core<T> {
@@ -86,7 +89,11 @@ impl<T> Future<T> {
     /// or finished (X1-X3). Waiters in `result`, `wait`, `as_completed` and
     /// `.await` are woken at once and callbacks run on this thread.
     pub fn cancel(&self) -> bool {
-        self.core().cancel(self)
+        let cancelled = self.core().cancel(self);
+        if cancelled {
+            self.shared.release();
+        }
+        cancelled
     }
 
     /// Waits at most `timeout` (`None`: forever) for the task and lends its

@@ -12,12 +12,12 @@
 //! Reading and writing on separate threads is what keeps 100 MB arguments
 //! and results from deadlocking on full pipes.
 
+use crate::sync::{Arc, Mutex};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::process::Child;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::entry::BuildId;

@@ -1,11 +1,11 @@
 //! [`ProcessPoolExecutor`]: workers that are real subprocesses.
 
+use crate::sync::{Arc, Condvar, Mutex};
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -428,6 +428,9 @@ fn supervise(shared: Arc<Shared>) {
     loop {
         let mut st = lock(&shared.state);
         let id = loop {
+            if st.want > 0 && !st.should_replace() {
+                st.want = 0; // broken, or shut down with nothing left to run
+            }
             if st.want > 0 {
                 st.want -= 1;
                 st.live += 1;

@@ -6,10 +6,10 @@
 //! ever change it through these methods, then act outside the lock (write
 //! to a pipe, complete a future, start a process).
 
+use crate::sync::{Arc, Mutex};
 use std::collections::VecDeque;
 use std::process::Child;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::protocol::ToWorker;

@@ -76,16 +76,26 @@ impl Registry {
     ) -> Result<(), (JobRef, Error)> {
         let before = self.state.fetch_add(ONE_SUBMIT, Ordering::SeqCst);
         if before & SHUTDOWN != 0 {
-            self.state.fetch_sub(ONE_SUBMIT, Ordering::SeqCst);
+            self.end_submit();
             return Err((job, self.refusal()));
         }
         match local {
             Some(w) => w.push(job),
             None => self.injector.push(job),
         }
-        self.state.fetch_sub(ONE_SUBMIT, Ordering::SeqCst);
+        self.end_submit();
         self.sleep.new_work();
         Ok(())
+    }
+
+    /// Ends a submit. While submits are in progress after shutdown, idle
+    /// workers cannot tell whether a task is still coming, so they park; the
+    /// last submit out wakes them all to re-check.
+    fn end_submit(&self) {
+        let before = self.state.fetch_sub(ONE_SUBMIT, Ordering::SeqCst);
+        if before == SHUTDOWN | ONE_SUBMIT {
+            self.sleep.wake_all();
+        }
     }
 
     /// The error a refused submit gets: broken beats shut down.
@@ -220,6 +230,42 @@ mod loom_tests {
                 !stranded,
                 "a worker exited while an accepted task was queued"
             );
+        });
+    }
+
+    /// An idle worker that sees no work and no "terminating" parks; a
+    /// submit racing shutdown must not leave it parked forever (loom
+    /// reports the deadlock if it does).
+    #[test]
+    fn loom_idle_worker_parked_during_a_racing_submit_is_woken_to_exit() {
+        loom::model(|| {
+            let (registry, _locals) = Registry::new(1);
+            let (r1, r2, r3) = (registry.clone(), registry.clone(), registry.clone());
+            // Created before any thread starts: the deque hands it over with
+            // std atomics, which loom cannot see, so its creation must
+            // happen-before every thread by construction.
+            let (job, _fut) = ClosureTask::create(|| 1u8);
+            let worker = thread::spawn(move || {
+                let sleep = &r3.sleep;
+                loop {
+                    if let Some(job) = r3.steal_any() {
+                        job.cancel();
+                        continue;
+                    }
+                    if r3.terminating() {
+                        return;
+                    }
+                    sleep.start_searching();
+                    sleep.sleep(0, || r3.has_work() || r3.terminating());
+                    sleep.found_work();
+                }
+            });
+            let submitter = thread::spawn(move || {
+                let _ = r1.inject(job, None);
+            });
+            r2.shutdown(false);
+            submitter.join().unwrap();
+            worker.join().unwrap();
         });
     }
 }

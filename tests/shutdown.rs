@@ -1,0 +1,526 @@
+//! Shutdown and drop of the thread pool: CONFORMANCE.md section 1.8
+//! (S1-S13) and decision 6, plus shutdown from inside a task and shutdown
+//! racing concurrent submits (issue 2).
+//!
+//! No test asserts timing. Tasks are held with gates; every blocking wait
+//! (including `shutdown(wait = true)` and drop, run on a helper thread) has a
+//! generous hang guard so a bug fails the test instead of hanging CI.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor};
+
+/// The hang guard of every blocking wait.
+const GUARD: Duration = Duration::from_secs(30);
+
+/// A gate that tasks wait on until the test opens it (giving up after the
+/// hang guard, so a failing test cannot leave workers blocked forever).
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Gate {
+    fn new() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    fn wait(&self) {
+        let open = self.open.lock().unwrap();
+        let (open, _) = self
+            .cond
+            .wait_timeout_while(open, GUARD, |open| !*open)
+            .unwrap();
+        assert!(*open, "hang guard: the gate was never opened");
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cond.notify_all();
+    }
+}
+
+/// Polls `cond` until it holds; panics after the hang guard. Waits for a
+/// state, never measures time.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + GUARD;
+    while !cond() {
+        assert!(Instant::now() < deadline, "hang guard: never saw {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Runs `f` (a call that may block: shutdown(wait), drop) on a helper
+/// thread and waits for it with the hang guard.
+fn guarded<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(GUARD) {
+        Ok(r) => r,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("hang guard: {what} still blocked"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
+}
+
+/// Waits for `f` with the hang guard and returns a copy of its value.
+fn get<T: Clone>(f: &Future<T>) -> Result<T, Error> {
+    match f.result(Some(GUARD)) {
+        Err(Error::Timeout { .. }) => panic!("hang guard: future not done after {GUARD:?}"),
+        r => r.cloned(),
+    }
+}
+
+fn identity(x: u64) -> u64 {
+    x
+}
+
+/// Spawns `n` tasks that each wait on `gate`, and returns once all of them
+/// are running (so every one holds a worker).
+fn hold_workers(pool: &ThreadPoolExecutor, gate: &Arc<Gate>, n: usize) -> Vec<Future<()>> {
+    let started = Arc::new(AtomicUsize::new(0));
+    let held: Vec<_> = (0..n)
+        .map(|_| {
+            let (gate, started) = (gate.clone(), started.clone());
+            pool.spawn(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                gate.wait();
+            })
+        })
+        .collect();
+    wait_until("every worker holding a gated task", || {
+        started.load(Ordering::SeqCst) == n
+    });
+    held
+}
+
+// ---------------------------------------------------------------- S1, S2
+
+#[test]
+fn s1_submit_after_shutdown_is_refused_with_shutdown_error() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    pool.shutdown(true, false);
+
+    let f = pool.submit(identity, 1);
+    assert!(f.done());
+    assert_eq!(f.result(Some(Duration::ZERO)), Err(Error::Shutdown));
+    assert_eq!(f.exception(Some(Duration::ZERO)), Ok(Some(Error::Shutdown)));
+
+    assert_eq!(pool.try_submit(identity, 1).unwrap_err(), Error::Shutdown);
+
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    let g = pool.spawn(move || r.store(true, Ordering::SeqCst));
+    assert_eq!(g.result(Some(Duration::ZERO)), Err(Error::Shutdown));
+    assert!(!ran.load(Ordering::SeqCst));
+
+    // Through the trait object too.
+    let ex: Arc<dyn Executor> = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    ex.shutdown(false, false);
+    assert_eq!(ex.try_submit(identity, 1).unwrap_err(), Error::Shutdown);
+    assert_eq!(get(&ex.submit(identity, 1)), Err(Error::Shutdown));
+    assert!(Error::Shutdown.to_string().contains("after shutdown"));
+}
+
+#[test]
+fn s2_shutdown_is_idempotent() {
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let f = pool.submit(identity, 5);
+    let p = pool.clone();
+    guarded("repeated shutdown", move || {
+        p.shutdown(true, false);
+        p.shutdown(true, false);
+        p.shutdown(false, false);
+        p.shutdown(false, true);
+        p.shutdown(true, true);
+    });
+    assert_eq!(get(&f), Ok(5));
+    assert_eq!(pool.live_workers(), 0);
+    assert_eq!(pool.try_submit(identity, 1).unwrap_err(), Error::Shutdown);
+}
+
+// ---------------------------------------------------------------- S3, S4
+
+#[test]
+fn s3_shutdown_wait_blocks_until_queued_and_running_tasks_finished() {
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let finished = Arc::new(AtomicUsize::new(0));
+    let futures: Vec<_> = (0..50u64)
+        .map(|i| {
+            let finished = finished.clone();
+            pool.spawn(move || {
+                std::thread::sleep(Duration::from_millis(2));
+                finished.fetch_add(1, Ordering::SeqCst);
+                i
+            })
+        })
+        .collect();
+    let p = pool.clone();
+    guarded("shutdown(wait = true)", move || p.shutdown(true, false));
+    // Everything ended before shutdown returned, and the workers exited.
+    assert_eq!(finished.load(Ordering::SeqCst), 50);
+    assert!(futures.iter().all(Future::done));
+    assert_eq!(pool.live_workers(), 0);
+    // Results stay available, any number of times.
+    for (i, f) in (0u64..).zip(&futures) {
+        assert_eq!(f.result(Some(Duration::ZERO)), Ok(&i));
+        assert_eq!(f.result(None), Ok(&i));
+    }
+}
+
+#[test]
+fn s4_shutdown_without_wait_returns_while_queued_work_still_completes() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let gate = Gate::new();
+    let held = hold_workers(&pool, &gate, 2);
+    let queued: Vec<_> = (0..20).map(|i| pool.submit(identity, i)).collect();
+    // Returns although both workers are held and 20 tasks are queued (a
+    // shutdown that waited would block here until the hang guard).
+    pool.shutdown(false, false);
+    assert!(queued.iter().all(|f| !f.done()));
+    assert_eq!(pool.try_submit(identity, 1).unwrap_err(), Error::Shutdown);
+    gate.open();
+    for f in &held {
+        assert_eq!(get(f), Ok(()));
+    }
+    for (i, f) in (0u64..).zip(&queued) {
+        assert_eq!(get(f), Ok(i));
+    }
+    // Then the workers exit.
+    wait_until("the workers exited", || pool.live_workers() == 0);
+}
+
+// ---------------------------------------------------------------- S5
+
+#[test]
+fn s5_cancel_futures_cancels_only_queued_tasks() {
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let gate = Gate::new();
+    let held = hold_workers(&pool, &gate, 2);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let queued: Vec<_> = (0..50u64)
+        .map(|i| {
+            let ran = ran.clone();
+            pool.spawn(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+                i
+            })
+        })
+        .collect();
+    let p = pool.clone();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        p.shutdown(true, true);
+        let _ = tx.send(());
+    });
+    // shutdown(wait = true, cancel_futures = true) cancels the queued tasks
+    // at once, then waits for the two running ones.
+    wait_until("queued futures cancelled", || {
+        queued.iter().filter(|f| f.cancelled()).count() > 20
+    });
+    gate.open();
+    rx.recv_timeout(GUARD)
+        .expect("hang guard: shutdown(wait, cancel_futures) still blocked");
+
+    // The running tasks were untouched and finished normally.
+    for f in &held {
+        assert_eq!(get(f), Ok(()));
+    }
+    // Every queued future resolved: more than 20 cancelled (all 50 here,
+    // since both workers were held), the others done without error.
+    let mut cancelled = 0;
+    for (i, f) in (0u64..).zip(&queued) {
+        assert!(f.done());
+        match get(f) {
+            Err(Error::Cancelled) => {
+                assert!(f.cancelled());
+                cancelled += 1;
+            }
+            Ok(v) => assert_eq!(v, i),
+            Err(e) => panic!("queued task {i}: unexpected error {e:?}"),
+        }
+    }
+    assert!(cancelled > 20, "only {cancelled} cancelled");
+    assert_eq!(ran.load(Ordering::SeqCst), 50 - cancelled);
+    assert_eq!(
+        cancelled, 50,
+        "a queued task ran although both workers were held"
+    );
+}
+
+// ---------------------------------------------------------------- S7
+
+#[test]
+fn s7_submit_then_cancel_right_before_shutdown_wait_does_not_hang() {
+    // Idle pool: the worker may or may not have picked the task yet.
+    for _ in 0..100 {
+        let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+        let f = pool.submit(identity, 3);
+        let cancelled = f.cancel();
+        let p = pool.clone();
+        guarded("shutdown(wait = true) after cancel", move || {
+            p.shutdown(true, false)
+        });
+        if cancelled {
+            assert_eq!(get(&f), Err(Error::Cancelled));
+        } else {
+            assert_eq!(get(&f), Ok(3));
+        }
+    }
+
+    // Busy pool: the cancelled task is certainly still queued.
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let gate = Gate::new();
+    let held = hold_workers(&pool, &gate, 1);
+    let f = pool.submit(identity, 3);
+    assert!(f.cancel());
+    let p = pool.clone();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        p.shutdown(true, false);
+        let _ = tx.send(());
+    });
+    gate.open();
+    rx.recv_timeout(GUARD)
+        .expect("hang guard: shutdown(wait = true) after cancel still blocked");
+    assert_eq!(get(&held[0]), Ok(()));
+    assert_eq!(get(&f), Err(Error::Cancelled));
+}
+
+// ---------------------------------------------------------------- S9 / decision 6
+
+#[test]
+fn s9_drop_never_blocks_and_queued_work_still_completes() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let gate = Gate::new();
+    let held = hold_workers(&pool, &gate, 2);
+    let queued: Vec<_> = (0..20).map(|i| pool.submit(identity, i)).collect();
+    // (CPython's S9 also keeps a `map()` result valid across the GC; here
+    // `Map` borrows the pool, so the compiler rules that case out.)
+    // Dropping while both workers are held and work is queued: must return
+    // (a blocking drop would hit the hang guard).
+    guarded("drop of a busy pool", move || drop(pool));
+    assert!(queued.iter().all(|f| !f.done()));
+    gate.open();
+    for f in &held {
+        assert_eq!(get(f), Ok(()));
+    }
+    for (i, f) in (0u64..).zip(&queued) {
+        assert_eq!(get(f), Ok(i));
+    }
+}
+
+// ---------------------------------------------------------------- S13
+
+#[test]
+fn s13_task_captures_are_dropped_after_the_task_runs() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let data = Arc::new(vec![1u8; 1024]);
+    let captured = data.clone();
+    let f = pool.spawn(move || captured.len());
+    assert_eq!(get(&f), Ok(1024));
+    // The future is alive (and holds the task allocation), but the closure
+    // and its captures are gone.
+    assert_eq!(Arc::strong_count(&data), 1);
+    assert!(f.done());
+    drop(f);
+    pool.shutdown(true, false);
+}
+
+#[test]
+fn s13_cancelled_and_refused_task_captures_are_dropped() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let gate = Gate::new();
+    let held = hold_workers(&pool, &gate, 1);
+    let data = Arc::new(0u8);
+    let captured = data.clone();
+    let f = pool.spawn(move || *captured);
+    assert_eq!(Arc::strong_count(&data), 2);
+    assert!(f.cancel());
+
+    // Refused: the closure is dropped at the call.
+    let closed = ThreadPoolExecutor::new(1).unwrap();
+    closed.shutdown(true, false);
+    let refused_data = Arc::new(0u8);
+    let captured = refused_data.clone();
+    let g = closed.spawn(move || *captured);
+    assert_eq!(g.result(Some(Duration::ZERO)), Err(Error::Shutdown));
+    assert_eq!(
+        Arc::strong_count(&refused_data),
+        1,
+        "a refused task kept its captures"
+    );
+
+    // Cancelled while queued: released at the latest once the pool is done
+    // with the queue (CPython too keeps a cancelled work item queued until a
+    // worker takes it), while the future is still alive.
+    gate.open();
+    let p = pool.clone();
+    guarded("shutdown(wait = true)", move || p.shutdown(true, false));
+    assert_eq!(get(&held[0]), Ok(()));
+    assert_eq!(get(&f), Err(Error::Cancelled));
+    assert_eq!(
+        Arc::strong_count(&data),
+        1,
+        "a cancelled task kept its captures"
+    );
+    drop((f, g));
+}
+
+// ---------------------------------------------------------------- from inside
+
+#[test]
+fn shutdown_wait_from_inside_a_task_of_the_same_pool_does_not_deadlock() {
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let before: Vec<_> = (0..20).map(|i| pool.submit(identity, i)).collect();
+    let p = pool.clone();
+    let inside = pool.spawn(move || {
+        p.shutdown(true, false);
+        "returned"
+    });
+    assert_eq!(get(&inside), Ok("returned"));
+    for (i, f) in (0u64..).zip(&before) {
+        assert_eq!(get(f), Ok(i));
+    }
+    assert_eq!(pool.try_submit(identity, 1).unwrap_err(), Error::Shutdown);
+    let p = pool.clone();
+    guarded("shutdown(wait = true) from outside afterwards", move || {
+        p.shutdown(true, false)
+    });
+    assert_eq!(pool.live_workers(), 0);
+}
+
+// ---------------------------------------------------------------- stress
+
+/// 4 threads submit (alternating `submit` and `spawn`) while the main thread
+/// shuts the pool down: every returned future resolves, as finished, failed
+/// with `Shutdown`, or cancelled, and the counts add up.
+fn shutdown_racing_submits(wait: bool, cancel_futures: bool) {
+    const THREADS: usize = 4;
+    const PER_THREAD: u64 = 5_000;
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let submitted = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(std::sync::Barrier::new(THREADS + 1));
+    let submitters: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (pool, submitted, start) = (pool.clone(), submitted.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut futures = Vec::new();
+                for i in 0..PER_THREAD {
+                    let f = if i % 2 == 0 {
+                        pool.submit(identity, i)
+                    } else {
+                        pool.spawn(move || i)
+                    };
+                    submitted.fetch_add(1, Ordering::SeqCst);
+                    futures.push((i, f));
+                }
+                futures
+            })
+        })
+        .collect();
+    start.wait();
+    wait_until("some submits", || submitted.load(Ordering::SeqCst) >= 2_000);
+    let p = pool.clone();
+    guarded("shutdown racing submits", move || {
+        p.shutdown(wait, cancel_futures)
+    });
+
+    let (mut finished, mut refused, mut cancelled) = (0, 0, 0);
+    for s in submitters {
+        for (i, f) in s.join().expect("a submitter panicked") {
+            match get(&f) {
+                Ok(v) => {
+                    assert_eq!(v, i);
+                    finished += 1;
+                }
+                Err(Error::Shutdown) => refused += 1,
+                Err(Error::Cancelled) => cancelled += 1,
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+    }
+    let total = THREADS * PER_THREAD as usize;
+    assert_eq!(finished + refused + cancelled, total);
+    assert_eq!(submitted.load(Ordering::SeqCst), total);
+    if !cancel_futures {
+        // Nothing is cancelled, so every submit that returned before the
+        // shutdown began (at least 2,000) ran.
+        assert_eq!(cancelled, 0);
+        assert!(finished >= 2_000, "only {finished} ran");
+    }
+    let p = pool.clone();
+    guarded("final shutdown(wait = true)", move || {
+        p.shutdown(true, false)
+    });
+    assert_eq!(pool.live_workers(), 0);
+}
+
+#[test]
+fn stress_shutdown_wait_racing_submits_from_4_threads_resolves_every_future() {
+    shutdown_racing_submits(true, false);
+}
+
+#[test]
+fn stress_shutdown_nowait_racing_submits_from_4_threads_resolves_every_future() {
+    shutdown_racing_submits(false, false);
+}
+
+#[test]
+fn stress_shutdown_cancel_racing_submits_from_4_threads_resolves_every_future() {
+    shutdown_racing_submits(true, true);
+}
+
+/// The deterministic form of the hang the two ignored stress tests hit now
+/// and then: submits that keep arriving (and are refused) while
+/// `shutdown(wait = true)` waits for the workers.
+///
+/// Today one worker stays parked forever (`live_workers() == 1`,
+/// `parked_workers() == 1`, even after the submitters stop) and the shutdown
+/// never returns. A worker that finds no task while a submit is in flight
+/// sees `terminating()` false (the state word is `SHUTDOWN | ONE_SUBMIT`)
+/// and parks (worker.rs:76); the refused submit then decrements the count
+/// (registry.rs:79) and returns without waking anyone, so nothing ever
+/// tells the parked worker that the pool is now terminating.
+#[test]
+fn s3_shutdown_wait_returns_while_refused_submits_keep_arriving() {
+    for _ in 0..50 {
+        let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let submits = Arc::new(AtomicUsize::new(0));
+        let submitters: Vec<_> = (0..4)
+            .map(|_| {
+                let (pool, stop, submits) = (pool.clone(), stop.clone(), submits.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        drop(pool.submit(identity, 1));
+                        submits.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        wait_until("some submits", || submits.load(Ordering::SeqCst) >= 1_000);
+        let p = pool.clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            p.shutdown(true, false);
+            let _ = tx.send(());
+        });
+        let returned = rx.recv_timeout(GUARD);
+        stop.store(true, Ordering::SeqCst);
+        for s in submitters {
+            s.join().unwrap();
+        }
+        assert!(
+            returned.is_ok(),
+            "hang guard: shutdown(wait = true) still blocked: {pool:?}, live workers {}",
+            pool.live_workers()
+        );
+        assert_eq!(pool.live_workers(), 0);
+    }
+}

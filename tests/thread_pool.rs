@@ -1,0 +1,627 @@
+//! The thread pool's own behaviour: CONFORMANCE.md section 1.9 (T1-T10) and
+//! decisions 7 and 10, plus the stress cases of issue 2 (a million tiny
+//! tasks, callbacks on 10,000 futures, recursive fork-join, panic messages,
+//! idle workers parked).
+//!
+//! No test asserts timing. Tasks are held with gates; every blocking wait
+//! has a generous hang guard so a bug fails the test instead of hanging CI.
+
+use std::cell::Cell;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor};
+
+/// The hang guard of every blocking wait.
+const GUARD: Duration = Duration::from_secs(30);
+
+/// A gate that tasks wait on until the test opens it. The wait gives up
+/// after the hang guard so a failing test cannot leave workers blocked
+/// forever.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Gate {
+    fn new() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    fn wait(&self) {
+        let open = self.open.lock().unwrap();
+        let (open, _) = self
+            .cond
+            .wait_timeout_while(open, GUARD, |open| !*open)
+            .unwrap();
+        assert!(*open, "hang guard: the gate was never opened");
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cond.notify_all();
+    }
+}
+
+/// Polls `cond` until it holds; panics after the hang guard. Used to wait
+/// for a state (workers started, parked...), never to measure time.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + GUARD;
+    while !cond() {
+        assert!(Instant::now() < deadline, "hang guard: never saw {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits for `f` with the hang guard and returns a copy of its value.
+fn get<T: Clone>(f: &Future<T>) -> Result<T, Error> {
+    match f.result(Some(GUARD)) {
+        Err(Error::Timeout { .. }) => panic!("hang guard: future not done after {GUARD:?}"),
+        r => r.cloned(),
+    }
+}
+
+fn current_thread_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("<unnamed>")
+        .to_owned()
+}
+
+fn identity(x: u64) -> u64 {
+    x
+}
+
+// ---------------------------------------------------------------- T1, T2
+
+#[test]
+fn t1_default_max_workers_is_the_number_of_cpus() {
+    // The crate documents num_cpus::get() as its default (it departs from
+    // CPython's min(32, cpus + 4), which suits I/O-bound work). num_cpus is
+    // not a dev-dependency, so compare with std's count: both read the
+    // affinity mask / cgroup quota on Linux.
+    let pool = ThreadPoolExecutor::builder().build().unwrap();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(pool.max_workers(), cpus);
+    assert_eq!(
+        ThreadPoolExecutor::builder().build().unwrap().max_workers(),
+        cpus
+    );
+    pool.shutdown(true, false);
+}
+
+#[test]
+fn t2_zero_max_workers_is_invalid_config() {
+    match ThreadPoolExecutor::builder().max_workers(0).build() {
+        Err(Error::InvalidConfig(msg)) => assert!(msg.contains("max_workers"), "{msg}"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    assert!(matches!(
+        ThreadPoolExecutor::new(0),
+        Err(Error::InvalidConfig(_))
+    ));
+}
+
+// ---------------------------------------------------------------- T4 / decision 10
+
+#[test]
+fn t4_saturated_pool_never_runs_more_than_max_workers_tasks_at_once() {
+    const MAX: usize = 3;
+    let pool = ThreadPoolExecutor::new(MAX).unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let threads = Arc::new(Mutex::new(HashSet::new()));
+    let gate = Gate::new();
+    let futures: Vec<_> = (0..15 * MAX)
+        .map(|i| {
+            let (running, peak, threads, gate) =
+                (running.clone(), peak.clone(), threads.clone(), gate.clone());
+            pool.spawn(move || {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                threads.lock().unwrap().insert(std::thread::current().id());
+                gate.wait();
+                running.fetch_sub(1, Ordering::SeqCst);
+                i
+            })
+        })
+        .collect();
+    // Saturated: every worker holds a gated task and 42 more are queued.
+    wait_until("max_workers tasks running", || {
+        running.load(Ordering::SeqCst) == MAX
+    });
+    assert_eq!(peak.load(Ordering::SeqCst), MAX);
+    assert_eq!(futures.iter().filter(|f| f.done()).count(), 0);
+    assert_eq!(pool.live_workers(), MAX);
+    gate.open();
+    for (i, f) in futures.iter().enumerate() {
+        assert_eq!(get(f), Ok(i));
+    }
+    assert!(peak.load(Ordering::SeqCst) <= MAX, "peak {peak:?}");
+    assert_eq!(threads.lock().unwrap().len(), MAX);
+    assert_eq!(pool.live_workers(), MAX);
+    pool.shutdown(true, false);
+}
+
+// ---------------------------------------------------------------- T5
+
+/// Runs `n` tasks that all wait for one another, so each runs on its own
+/// worker, and returns the names of the threads they ran on.
+fn names_of_all_workers(pool: &ThreadPoolExecutor, n: usize) -> HashSet<String> {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let futures: Vec<_> = (0..n)
+        .map(|_| {
+            let arrived = arrived.clone();
+            pool.spawn(move || {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                wait_until("every worker holding a task", || {
+                    arrived.load(Ordering::SeqCst) == n
+                });
+                current_thread_name()
+            })
+        })
+        .collect();
+    futures.iter().map(|f| get(f).unwrap()).collect()
+}
+
+#[test]
+fn t5_thread_names_are_prefix_underscore_index() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(5)
+        .thread_name_prefix("SpecialPool")
+        .build()
+        .unwrap();
+    assert_eq!(pool.thread_name_prefix(), "SpecialPool");
+    let expected: HashSet<String> = (0..5).map(|i| format!("SpecialPool_{i}")).collect();
+    assert_eq!(names_of_all_workers(&pool, 5), expected);
+    pool.shutdown(true, false);
+}
+
+#[test]
+fn t5_default_thread_names_are_threadpoolexecutor_counter_index() {
+    let pool = ThreadPoolExecutor::new(3).unwrap();
+    let prefix = pool.thread_name_prefix().to_owned();
+    let counter = prefix
+        .strip_prefix("ThreadPoolExecutor-")
+        .unwrap_or_else(|| panic!("default prefix {prefix:?}"));
+    assert!(
+        !counter.is_empty() && counter.bytes().all(|b| b.is_ascii_digit()),
+        "default prefix {prefix:?} is not ThreadPoolExecutor-<number>"
+    );
+    let expected: HashSet<String> = (0..3).map(|i| format!("{prefix}_{i}")).collect();
+    assert_eq!(names_of_all_workers(&pool, 3), expected);
+
+    // The counter is global: another pool gets another prefix.
+    let other = ThreadPoolExecutor::new(1).unwrap();
+    assert_ne!(other.thread_name_prefix(), prefix);
+    assert!(
+        other
+            .thread_name_prefix()
+            .starts_with("ThreadPoolExecutor-")
+    );
+    pool.shutdown(true, false);
+    other.shutdown(true, false);
+}
+
+// ---------------------------------------------------------------- T6 / decision 7
+
+fn fail_if_odd(x: u64) -> u64 {
+    if x % 2 == 1 {
+        panic!("odd input {x}");
+    }
+    x
+}
+
+#[test]
+fn t6_panicking_task_is_its_own_error_and_the_worker_lives_on() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let futures: Vec<_> = (0..40).map(|i| pool.submit(fail_if_odd, i)).collect();
+    for (i, f) in (0u64..).zip(&futures) {
+        match get(f) {
+            Ok(v) => {
+                assert_eq!(i % 2, 0);
+                assert_eq!(v, i);
+            }
+            Err(Error::Panicked { message, .. }) => {
+                assert_eq!(i % 2, 1);
+                assert_eq!(message, format!("odd input {i}"));
+            }
+            Err(e) => panic!("task {i}: unexpected error {e:?}"),
+        }
+    }
+    // Every worker is still there and still runs tasks (the pool has only 2
+    // workers and 20 of its tasks panicked).
+    assert_eq!(pool.live_workers(), 2);
+    let names = names_of_all_workers(&pool, 2);
+    assert_eq!(names.len(), 2);
+    let later: Vec<_> = (0..10).map(|i| pool.submit(identity, i)).collect();
+    for (i, f) in (0u64..).zip(&later) {
+        assert_eq!(get(f), Ok(i));
+    }
+    assert_eq!(pool.live_workers(), 2);
+    pool.shutdown(true, false);
+}
+
+#[test]
+fn t6_panic_with_str_and_with_string_both_give_their_message() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let with_str = pool.spawn(|| -> u8 { panic!("a static str payload") });
+    let n = 42;
+    let with_string = pool.spawn(move || -> u8 { panic!("a formatted String payload: {n}") });
+    let with_any_string =
+        pool.spawn(|| -> u8 { std::panic::panic_any(String::from("panic_any with a String")) });
+    let with_any_str = pool.spawn(|| -> u8 { std::panic::panic_any("panic_any with a &str") });
+    let message = |f: &Future<u8>| match get(f) {
+        Err(Error::Panicked { message, .. }) => message,
+        other => panic!("expected a panic error, got {other:?}"),
+    };
+    assert_eq!(message(&with_str), "a static str payload");
+    assert_eq!(message(&with_string), "a formatted String payload: 42");
+    assert_eq!(message(&with_any_string), "panic_any with a String");
+    assert_eq!(message(&with_any_str), "panic_any with a &str");
+    // The error is also what exception() returns, and its Display says it.
+    let e = with_string.exception(Some(GUARD)).unwrap().unwrap();
+    assert!(e.is_panic());
+    assert!(
+        e.to_string().contains("a formatted String payload: 42"),
+        "{e}"
+    );
+    pool.shutdown(true, false);
+}
+
+// ---------------------------------------------------------------- T7
+
+thread_local! {
+    static INIT_RUNS: Cell<usize> = const { Cell::new(0) };
+}
+
+#[test]
+fn t7_initializer_runs_once_per_worker_before_its_first_task() {
+    const N: usize = 3;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let calls2 = calls.clone();
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(N)
+        .thread_name_prefix("init")
+        .initializer(move || {
+            INIT_RUNS.with(|c| c.set(c.get() + 1));
+            calls2.lock().unwrap().push(current_thread_name());
+        })
+        .build()
+        .unwrap();
+    // Every task sees that its thread ran the initializer exactly once.
+    let seen = |_: ()| (INIT_RUNS.with(Cell::get), current_thread_name());
+    let futures: Vec<_> = (0..200).map(|_| pool.spawn(move || seen(()))).collect();
+    for f in &futures {
+        let (runs, name) = get(f).unwrap();
+        assert_eq!(runs, 1, "task on {name} saw {runs} initializer runs");
+    }
+    // Make every worker run a task, then count initializer calls: one per
+    // worker, on that worker.
+    let names = names_of_all_workers(&pool, N);
+    let mut called = calls.lock().unwrap().clone();
+    called.sort();
+    let mut expected: Vec<_> = names.into_iter().collect();
+    expected.sort();
+    assert_eq!(called, expected);
+    pool.shutdown(true, false);
+    assert_eq!(calls.lock().unwrap().len(), N);
+}
+
+// ---------------------------------------------------------------- T8
+
+#[test]
+fn t8_initializer_panic_breaks_the_pool() {
+    let gate = Gate::new();
+    let gate2 = gate.clone();
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(move || {
+            gate2.wait();
+            panic!("initializer failed on purpose");
+        })
+        .build()
+        .unwrap();
+    // Queued while the only worker is still in its initializer.
+    let ran = Arc::new(AtomicUsize::new(0));
+    let queued: Vec<_> = (0..5)
+        .map(|i| {
+            let ran = ran.clone();
+            pool.spawn(move || {
+                ran.fetch_add(1, Ordering::SeqCst);
+                i
+            })
+        })
+        .collect();
+    let queued_portable = pool.submit(identity, 7);
+    gate.open();
+    let is_broken = |e: &Error| matches!(e, Error::Broken { reason, .. } if reason.contains("initializer failed on purpose"));
+    for f in &queued {
+        let e = get(f).unwrap_err();
+        assert!(is_broken(&e), "queued future: {e:?}");
+    }
+    let e = get(&queued_portable).unwrap_err();
+    assert!(is_broken(&e), "queued portable future: {e:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "a task ran on a broken pool");
+
+    // Later submits are refused with the same error, in every form.
+    let e = pool.try_submit(identity, 1).unwrap_err();
+    assert!(is_broken(&e), "try_submit: {e:?}");
+    let e = get(&pool.submit(identity, 1)).unwrap_err();
+    assert!(is_broken(&e), "submit: {e:?}");
+    let e = get(&pool.spawn(|| 1)).unwrap_err();
+    assert!(is_broken(&e), "spawn: {e:?}");
+    pool.shutdown(true, false);
+}
+
+// ---------------------------------------------------------------- T9
+
+#[test]
+fn t9_external_submissions_on_one_worker_start_in_fifo_order() {
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let gate = Gate::new();
+    let g = gate.clone();
+    let blocker = pool.spawn(move || g.wait());
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let futures: Vec<_> = (0..500)
+        .map(|i| {
+            let order = order.clone();
+            pool.spawn(move || order.lock().unwrap().push(i))
+        })
+        .collect();
+    gate.open();
+    get(&blocker).unwrap();
+    for f in &futures {
+        get(f).unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), (0..500).collect::<Vec<_>>());
+    pool.shutdown(true, false);
+}
+
+// ---------------------------------------------------------------- T10 / PP20
+
+static FIB_POOL: OnceLock<ThreadPoolExecutor> = OnceLock::new();
+
+fn fib(n: u64) -> u64 {
+    if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
+}
+
+/// Every call with n >= 2 submits both halves to the same 2-worker pool and
+/// blocks on them: CPython deadlocks here as soon as both workers wait.
+fn nested_fib(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let pool = FIB_POOL.get().unwrap();
+    let a = pool.submit(nested_fib, n - 1);
+    let b = nested_fib(n - 2);
+    a.into_result().unwrap() + b
+}
+
+#[test]
+fn t10_pp20_recursive_fib_by_nested_submit_completes_on_two_workers() {
+    // fib(20) by nested submit: 21,890 tasks, recursion depth 20. Today the
+    // worker's stack overflows (SIGABRT): a worker waiting in `result` runs
+    // the *oldest* task of its FIFO deque, which waits and helps in turn, so
+    // helped tasks nest thousands deep (4,000-6,700 measured with
+    // RUST_MIN_STACK=1GB) instead of about 20.
+    let pool = FIB_POOL.get_or_init(|| ThreadPoolExecutor::new(2).unwrap());
+    let f = pool.submit(nested_fib, 20);
+    assert_eq!(get(&f), Ok(fib(20)));
+}
+
+static SMALL_FIB_POOL: OnceLock<ThreadPoolExecutor> = OnceLock::new();
+
+/// `nested_fib` on its own pool with both halves submitted: a second shape
+/// of fork-join (T10), where every level waits on two futures.
+fn small_nested_fib(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let pool = SMALL_FIB_POOL.get().unwrap();
+    let a = pool.submit(small_nested_fib, n - 1);
+    let b = pool.submit(small_nested_fib, n - 2);
+    let b = *b.result(None).unwrap();
+    a.into_result().unwrap() + b
+}
+
+#[test]
+fn t10_pp20_recursive_fib_10_by_nested_submit_completes_on_two_workers() {
+    let pool = SMALL_FIB_POOL.get_or_init(|| ThreadPoolExecutor::new(2).unwrap());
+    let f = pool.submit(small_nested_fib, 10);
+    assert_eq!(get(&f), Ok(fib(10)));
+}
+
+static DOCS_POOL: OnceLock<ThreadPoolExecutor> = OnceLock::new();
+
+fn pow(args: (u64, u32)) -> u64 {
+    args.0.pow(args.1)
+}
+
+/// The CPython docs' deadlock: "This will never complete because there is
+/// only one worker thread and it is executing this function."
+fn wait_on_future(_: ()) -> u64 {
+    let f = DOCS_POOL.get().unwrap().submit(pow, (5, 2));
+    *f.result(None).unwrap()
+}
+
+#[test]
+fn t10_docs_deadlock_example_completes_on_one_worker() {
+    let pool = DOCS_POOL.get_or_init(|| ThreadPoolExecutor::new(1).unwrap());
+    let f = pool.submit(wait_on_future, ());
+    assert_eq!(get(&f), Ok(25));
+}
+
+#[test]
+fn t10_task_waiting_on_a_later_external_submit_completes_on_one_worker() {
+    // Task a, already running on the only worker, waits on task b, which
+    // was submitted from outside after a (so b sits in the injector).
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let slot: Arc<Mutex<Option<Future<u64>>>> = Arc::new(Mutex::new(None));
+    let started = Arc::new(AtomicUsize::new(0));
+    let (s, st) = (slot.clone(), started.clone());
+    let a = pool.spawn(move || {
+        st.store(1, Ordering::SeqCst);
+        wait_until("b submitted", || s.lock().unwrap().is_some());
+        let b = s.lock().unwrap().take().unwrap();
+        b.into_result().unwrap() + 1
+    });
+    wait_until("a running", || started.load(Ordering::SeqCst) == 1);
+    *slot.lock().unwrap() = Some(pool.submit(identity, 41));
+    assert_eq!(get(&a), Ok(42));
+    pool.shutdown(true, false);
+}
+
+// ---------------------------------------------------------------- stress
+
+#[test]
+fn one_million_tiny_tasks_all_resolve_with_the_right_sum() {
+    // Futures are collected and resolved in batches so at most BATCH are
+    // alive at once. (A million takes about 2 s in a debug build on 2 cores.)
+    const N: u64 = 1_000_000;
+    const BATCH: u64 = 10_000;
+    let n = N;
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let mut sum = 0u64;
+    let mut resolved = 0u64;
+    for start in (0..n).step_by(BATCH as usize) {
+        let batch: Vec<_> = (start..start + BATCH)
+            .map(|i| {
+                if i % 2 == 0 {
+                    pool.spawn(move || i)
+                } else {
+                    pool.submit(identity, i)
+                }
+            })
+            .collect();
+        for f in &batch {
+            sum += get(f).unwrap();
+            resolved += 1;
+        }
+    }
+    assert_eq!(resolved, n);
+    assert_eq!(sum, n * (n - 1) / 2);
+    pool.shutdown(true, false);
+}
+
+#[test]
+fn ten_thousand_futures_with_three_callbacks_each_run_every_callback_once() {
+    const N: usize = 10_000;
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let counts: Arc<Vec<AtomicUsize>> = Arc::new((0..3 * N).map(|_| AtomicUsize::new(0)).collect());
+    // Hold both workers so the first half gets its callbacks while pending;
+    // the second half races completion; the rest are added after it.
+    let gate = Gate::new();
+    let blockers: Vec<_> = (0..2)
+        .map(|_| {
+            let g = gate.clone();
+            pool.spawn(move || g.wait())
+        })
+        .collect();
+    let futures: Vec<_> = (0..N as u64).map(|i| pool.submit(identity, i)).collect();
+    let add_callbacks = |i: usize, f: &Future<u64>, which: std::ops::Range<usize>| {
+        for k in which {
+            let counts = counts.clone();
+            f.add_done_callback(move |fut| {
+                assert_eq!(fut.result(Some(Duration::ZERO)), Ok(&(i as u64)));
+                counts[3 * i + k].fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    };
+    for (i, f) in futures.iter().enumerate().take(N / 2) {
+        add_callbacks(i, f, 0..3);
+    }
+    gate.open();
+    for (i, f) in futures.iter().enumerate().skip(N / 2) {
+        add_callbacks(i, f, 0..2);
+    }
+    for f in blockers.iter() {
+        get(f).unwrap();
+    }
+    for (i, f) in futures.iter().enumerate() {
+        assert_eq!(get(f), Ok(i as u64));
+    }
+    for (i, f) in futures.iter().enumerate().skip(N / 2) {
+        add_callbacks(i, f, 2..3);
+    }
+    // Callbacks run on the completing worker after the future is done;
+    // joining the workers makes sure all of them have returned.
+    pool.shutdown(true, false);
+    let wrong: Vec<_> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.load(Ordering::SeqCst) != 1)
+        .map(|(j, c)| (j / 3, j % 3, c.load(Ordering::SeqCst)))
+        .take(10)
+        .collect();
+    assert!(wrong.is_empty(), "(future, callback, runs): {wrong:?}");
+}
+
+// ---------------------------------------------------------------- parked
+
+/// utime + stime, in clock ticks, of this process's threads whose name
+/// starts with `prefix`, and how many there are.
+fn cpu_ticks_of_threads(prefix: &str) -> (u64, usize) {
+    let mut ticks = 0;
+    let mut threads = 0;
+    for entry in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = entry.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread exited meanwhile
+        };
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ..." : comm may contain spaces, so split after
+        // the last ')'. The next field is field 3; utime and stime are
+        // fields 14 and 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: u64 = fields[14 - 3].parse().unwrap();
+        let stime: u64 = fields[15 - 3].parse().unwrap();
+        ticks += utime + stime;
+        threads += 1;
+    }
+    (ticks, threads)
+}
+
+#[test]
+fn decision10_idle_workers_are_parked_and_use_no_cpu() {
+    const N: usize = 2;
+    // comm holds at most 15 bytes: "idlpark_1" fits whole, and no other
+    // thread of this test binary starts with it.
+    let prefix = "idlpark";
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(N)
+        .thread_name_prefix(prefix)
+        .build()
+        .unwrap();
+    // Some work first, so the workers have been awake and gone idle again.
+    let futures: Vec<_> = (0..1000).map(|i| pool.submit(identity, i)).collect();
+    for f in &futures {
+        get(f).unwrap();
+    }
+    wait_until("every worker parked", || pool.parked_workers() == N);
+    let (before, threads) = cpu_ticks_of_threads(prefix);
+    assert_eq!(threads, N, "worker threads named {prefix}_*");
+    std::thread::sleep(Duration::from_millis(200));
+    let (after, threads) = cpu_ticks_of_threads(prefix);
+    assert_eq!(threads, N);
+    // Parked threads accrue no ticks. Allow 2: a tick that was charged for
+    // the instructions just before parking can show up only after the
+    // first read (accounting is per tick, and one per thread can be in
+    // flight), but a spinning or polling worker would gain ~20 per 200 ms.
+    assert!(
+        after - before <= 2,
+        "idle workers used {} ticks of CPU in 200 ms",
+        after - before
+    );
+    assert_eq!(pool.parked_workers(), N);
+    pool.shutdown(true, false);
+}
