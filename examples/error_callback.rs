@@ -3,7 +3,15 @@
 //! ```text
 //! cargo run --example error_callback
 //! cargo run --example error_callback -- --executor thread --workers 4
+//! cargo run --example error_callback -- --executor process
+//! CF_EXECUTOR=process:2 cargo run --example error_callback
 //! ```
+//!
+//! The executor comes from an [`ExecutorConfig`]: `--executor` (`thread`,
+//! `process`, `process:4`, ...) and `--workers N`, or the `CF_EXECUTOR`
+//! variable when no `--executor` is given. The results are the same on
+//! threads and on processes; only the order in which callbacks print varies
+//! from run to run.
 //!
 //! The Python original:
 //!
@@ -29,15 +37,16 @@
 //! still prints each panic to stderr ("thread 'error_callback_0' panicked
 //! at ...") when it happens: that is std behaviour, not the pool's. Install
 //! your own hook with `std::panic::set_hook` to silence or redirect it.
+//! On a process pool the message comes from the worker process (its stderr
+//! is the parent's), and the error crosses back with the same text.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor, wait};
+use concurrent_futures::{Error, Executor, ExecutorConfig, ExecutorExt, Future, wait};
 
 /// Fails for even `n`, like the Python original's `raise`.
 fn test(n: u64) -> u64 {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         panic!("{n} is even");
     }
     n
@@ -57,17 +66,14 @@ fn report(n: u64, fut: &Future<u64>) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Thread,
-    Process,
-}
-
-const USAGE: &str = "usage: error_callback [--executor thread|process] [--workers N]";
+const USAGE: &str = "usage: error_callback [--executor thread|process|thread:N|process:N] [--workers N]\n\
+     (without --executor: the CF_EXECUTOR variable, else thread)";
 
 /// `--executor thread|process`, `--workers N`, also as `--flag=value`.
-fn parse_args() -> Result<(Kind, Option<usize>), String> {
-    let (mut kind, mut workers) = (Kind::Thread, None);
+/// Without `--executor`: `CF_EXECUTOR`, else a thread pool. `--workers`
+/// overrides the count either way.
+fn parse_args() -> Result<ExecutorConfig, String> {
+    let (mut executor, mut workers) = (None, None);
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -82,50 +88,43 @@ fn parse_args() -> Result<(Kind, Option<usize>), String> {
         };
         match flag.as_str() {
             "--executor" => {
-                kind = match value()?.as_str() {
-                    "thread" => Kind::Thread,
-                    "process" => Kind::Process,
-                    other => return Err(format!("unknown executor {other:?}\n{USAGE}")),
-                }
+                let config: ExecutorConfig =
+                    value()?.parse().map_err(|e| format!("{e}\n{USAGE}"))?;
+                executor = Some(config);
             }
             "--workers" => {
                 let v = value()?;
                 workers = Some(
                     v.parse()
-                        .map_err(|_| format!("--workers wants a positive integer, got {v:?}"))?,
+                        .ok()
+                        .filter(|&n: &usize| n > 0)
+                        .ok_or_else(|| format!("--workers wants a positive integer, got {v:?}"))?,
                 );
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
-    Ok((kind, workers))
-}
-
-/// The one place that depends on `--executor`.
-fn build_executor(kind: Kind, workers: Option<usize>) -> Result<Arc<dyn Executor>, String> {
-    match kind {
-        Kind::Thread => {
-            let mut builder = ThreadPoolExecutor::builder().thread_name_prefix("error_callback");
-            if let Some(n) = workers {
-                builder = builder.max_workers(n);
-            }
-            Ok(Arc::new(builder.build().map_err(|e| e.to_string())?))
-        }
-        // The process pool will plug in here.
-        Kind::Process => Err("the process pool is not available yet; use --executor thread".into()),
+    let mut config = match executor {
+        Some(c) => c,
+        None => ExecutorConfig::from_env_or("thread").map_err(|e| e.to_string())?,
+    };
+    if workers.is_some() {
+        config.workers = workers;
     }
+    Ok(config)
 }
 
 fn main() -> ExitCode {
-    let (kind, workers) = match parse_args() {
-        Ok(a) => a,
+    concurrent_futures::init(); // first: in a process-pool worker this serves tasks and exits
+    let config = match parse_args() {
+        Ok(c) => c,
         Err(msg) => {
             eprintln!("{msg}");
             return ExitCode::from(2);
         }
     };
-    let executor = match build_executor(kind, workers) {
+    let executor = match config.build() {
         Ok(ex) => ex,
         Err(msg) => {
             eprintln!("error_callback: {msg}");
@@ -133,6 +132,7 @@ fn main() -> ExitCode {
         }
     };
 
+    println!("executor: {config} ({} workers)", executor.max_workers());
     let futures: Vec<Future<u64>> = (0..20)
         .map(|n| {
             let fut = executor.submit(test, n);

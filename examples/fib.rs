@@ -3,12 +3,17 @@
 //! ```text
 //! cargo run --release --example fib
 //! cargo run --release --example fib -- --executor thread --workers 4
+//! cargo run --release --example fib -- --executor process
+//! CF_EXECUTOR=process:2 cargo run --release --example fib
 //! ```
 //!
 //! Part 1 maps `fib` over a range of inputs on the pool and times it against
 //! the same loop run sequentially. The executor is held as
-//! `Arc<dyn Executor>`: only its construction depends on `--executor`, every
-//! call after that is the same for a thread pool and a process pool.
+//! `Arc<dyn Executor>` built from an [`ExecutorConfig`]: `--executor`
+//! (`thread`, `process`, or with a count, `process:4`) and `--workers N`
+//! choose it, or the `CF_EXECUTOR` variable when no `--executor` is given.
+//! Every call after that is the same for a thread pool and a process pool,
+//! and so are the results.
 //!
 //! Part 2 is recursive fork-join: a task computing `pfib(n)` submits
 //! `pfib(n - 1)` to the *same* two-worker pool, computes `pfib(n - 2)` itself,
@@ -16,14 +21,17 @@
 //! this deadlocks: both workers end up blocked in `future.result()` waiting
 //! for tasks that sit in the queue behind them, and nobody is left to run
 //! those. Here a worker that blocks on a future of its own pool runs queued
-//! tasks of that pool while it waits, so the recursion completes.
+//! tasks of that pool while it waits, so the recursion completes. Part 2
+//! always uses a thread pool, whatever `--executor` says: a process worker
+//! is a separate program and cannot reach this process's static pool, and
+//! only a thread-pool worker can run the tasks it is waiting for.
 
 use std::hint::black_box;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{Executor, ExecutorExt, ThreadPoolExecutor};
+use concurrent_futures::{Executor, ExecutorConfig, ExecutorExt, ExecutorKind, ThreadPoolExecutor};
 
 /// Deliberately naive: exponential work, a pure CPU-bound task.
 fn fib(n: u64) -> u64 {
@@ -66,33 +74,20 @@ fn pfib(n: u64) -> u64 {
     left + right
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Thread,
-    Process,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Thread => "thread",
-            Kind::Process => "process",
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Args {
-    executor: Kind,
+    /// `--executor`; `None`: `CF_EXECUTOR`, else `thread`.
+    executor: Option<ExecutorConfig>,
     workers: Option<usize>,
 }
 
-const USAGE: &str = "usage: fib [--executor thread|process] [--workers N]";
+const USAGE: &str = "usage: fib [--executor thread|process|thread:N|process:N] [--workers N]\n\
+                     (without --executor: the CF_EXECUTOR variable, else thread)";
 
 /// `--executor thread|process`, `--workers N`, also as `--flag=value`.
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        executor: Kind::Thread,
+        executor: None,
         workers: None,
     };
     let mut it = std::env::args().skip(1);
@@ -109,21 +104,16 @@ fn parse_args() -> Result<Args, String> {
         };
         match flag.as_str() {
             "--executor" => {
-                args.executor = match value()?.as_str() {
-                    "thread" => Kind::Thread,
-                    "process" => Kind::Process,
-                    other => {
-                        return Err(format!(
-                            "unknown executor {other:?}: expected thread or process\n{USAGE}"
-                        ));
-                    }
-                }
+                let config = value()?.parse().map_err(|e| format!("{e}\n{USAGE}"))?;
+                args.executor = Some(config);
             }
             "--workers" => {
                 let v = value()?;
                 let n: usize = v
                     .parse()
-                    .map_err(|_| format!("--workers wants a positive integer, got {v:?}"))?;
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| format!("--workers wants a positive integer, got {v:?}"))?;
                 args.workers = Some(n);
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
@@ -133,19 +123,23 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// The one place that depends on `--executor`.
-fn build_executor(kind: Kind, workers: Option<usize>) -> Result<Arc<dyn Executor>, String> {
-    match kind {
-        Kind::Thread => {
-            let mut builder = ThreadPoolExecutor::builder().thread_name_prefix("fib");
-            if let Some(n) = workers {
-                builder = builder.max_workers(n);
-            }
-            let pool = builder.build().map_err(|e| e.to_string())?;
-            Ok(Arc::new(pool))
-        }
-        // The process pool will plug in here: `Arc::new(ProcessPoolExecutor::...)`.
-        Kind::Process => Err("the process pool is not available yet; use --executor thread".into()),
+/// The one place that depends on `--executor`: flag, else `CF_EXECUTOR`,
+/// else a thread pool; `--workers` overrides the count.
+fn executor_config(args: &Args) -> Result<ExecutorConfig, String> {
+    let mut config = match args.executor {
+        Some(c) => c,
+        None => ExecutorConfig::from_env_or("thread").map_err(|e| e.to_string())?,
+    };
+    if args.workers.is_some() {
+        config.workers = args.workers;
+    }
+    Ok(config)
+}
+
+fn kind_name(config: &ExecutorConfig) -> &'static str {
+    match config.kind {
+        ExecutorKind::Thread => "thread",
+        ExecutorKind::Process => "process",
     }
 }
 
@@ -154,8 +148,7 @@ fn secs(d: Duration) -> String {
 }
 
 fn main() -> ExitCode {
-    // A process pool will need `concurrent_futures::init()` as the first
-    // line of `main` (the worker-mode guard, like Python's `__main__` check).
+    concurrent_futures::init(); // first: in a process-pool worker this serves tasks and exits
     let args = match parse_args() {
         Ok(a) => a,
         Err(msg) => {
@@ -163,7 +156,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let executor = match build_executor(args.executor, args.workers) {
+    let config = match executor_config(&args) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("fib: {msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let executor = match config.build() {
         Ok(ex) => ex,
         Err(msg) => {
             eprintln!("fib: {msg}");
@@ -177,7 +177,7 @@ fn main() -> ExitCode {
         "part 1: fib(n) for n in {}..={} on a {} pool of {} workers",
         RANGE.start(),
         RANGE.end(),
-        args.executor.name(),
+        kind_name(&config),
         executor.max_workers()
     );
 
@@ -209,8 +209,9 @@ fn main() -> ExitCode {
     executor.shutdown(true, false);
 
     // --- Part 2: recursive fork-join on a 2-worker pool ---------------------
-    // Always a thread pool: only a thread-pool worker can help run the tasks
-    // it waits for, and that is what this part shows.
+    // Always a thread pool, even with `--executor process`: a process worker
+    // cannot reach this process's static `POOL`, and only a thread-pool
+    // worker can help run the tasks it waits for, which is what this shows.
     let pool = POOL.get_or_init(|| {
         ThreadPoolExecutor::builder()
             .max_workers(2)
@@ -219,8 +220,9 @@ fn main() -> ExitCode {
             .expect("a 2-worker thread pool")
     });
     println!(
-        "\npart 2: recursive fork-join pfib({FORK_JOIN_N}) on a 2-worker thread pool \
-         (each task submits pfib(n-1) to the same pool and waits for it; cutoff {CUTOFF})"
+        "\npart 2: recursive fork-join pfib({FORK_JOIN_N}) on a 2-worker thread pool, \
+         whatever --executor says (each task submits pfib(n-1) to the same pool and waits \
+         for it; cutoff {CUTOFF})"
     );
     let t = Instant::now();
     let expected = fib(black_box(FORK_JOIN_N));

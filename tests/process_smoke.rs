@@ -19,7 +19,11 @@ fn hello(x: u32) -> u32 {
 
 #[test]
 fn process_smoke() {
-    let pool = ProcessPoolExecutor::builder().max_workers(2).test_harness().build().unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .test_harness()
+        .build()
+        .unwrap();
     let t = std::time::Instant::now();
     let f = pool.submit(fib, 20);
     assert_eq!(f.result(Some(Duration::from_secs(20))), Ok(&6765));
@@ -33,7 +37,9 @@ fn process_smoke() {
     assert_eq!(pool.submit(hello, 5).into_result(), Ok(5));
     let t = std::time::Instant::now();
     let futs: Vec<_> = (0..20000u64).map(|i| pool.submit(fib, i % 5)).collect();
-    for f in futs { f.into_result().unwrap(); }
+    for f in futs {
+        f.into_result().unwrap();
+    }
     eprintln!("20k tiny: {:?}", t.elapsed());
     pool.shutdown(true, false);
 }
@@ -47,12 +53,17 @@ fn maybe_boom(n: u32) -> u32 {
 
 #[test]
 fn chunked_map_keeps_a_result_per_item_on_processes_and_threads() {
-    let procs = ProcessPoolExecutor::builder().max_workers(2).test_harness().build().unwrap();
+    let procs = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .test_harness()
+        .build()
+        .unwrap();
     let threads = ThreadPoolExecutor::new(2).unwrap();
     let exs: [&dyn Executor; 2] = [&procs, &threads];
     for ex in exs {
-        let out: Vec<Result<u32, Error>> =
-            ex.map_with(maybe_boom, 0..20u32, MapOptions::new().chunksize(3)).collect();
+        let out: Vec<Result<u32, Error>> = ex
+            .map_with(maybe_boom, 0..20u32, MapOptions::new().chunksize(3))
+            .collect();
         assert_eq!(out.len(), 20);
         for (i, r) in out.iter().enumerate() {
             if i == 7 {

@@ -27,7 +27,10 @@ fn smoke() {
     let futs: Vec<_> = (0..100).map(|i| pool.submit(fib, i % 20)).collect();
     let n = as_completed(&futs, None).count();
     assert_eq!(n, 100);
-    let s: u64 = (0..100000u64).map(|i| pool.spawn(move || i)).map(|f| f.into_result().unwrap()).sum();
+    let s: u64 = (0..100000u64)
+        .map(|i| pool.spawn(move || i))
+        .map(|f| f.into_result().unwrap())
+        .sum();
     assert_eq!(s, 100000 * 99999 / 2);
     pool.shutdown(true, false);
 }

@@ -70,7 +70,8 @@ pub use worker::{WORKER_ENV, init};
 /// ```
 ///
 /// Workers re-run the test binary as
-/// `<binary> __concurrent_futures_worker --exact --nocapture`; the hidden
+/// `<binary> __concurrent_futures_worker --nocapture` (a name filter, so
+/// the macro may also sit inside a module); the hidden
 /// test calls [`init`], which serves tasks and exits. In a normal test run
 /// the hidden test passes at once.
 #[macro_export]

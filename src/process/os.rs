@@ -29,6 +29,8 @@ use command_fds::{CommandFdExt, FdMapping};
 pub(crate) const CMD_FD: i32 = 3;
 /// The worker writes results to this descriptor.
 pub(crate) const RES_FD: i32 = 4;
+/// In test-harness mode, the parent's stdout waits here until `init()`.
+pub(crate) const STDOUT_FD: i32 = 5;
 
 /// A started worker process and the parent's ends of its pipes.
 pub(crate) struct Spawned {
@@ -39,20 +41,34 @@ pub(crate) struct Spawned {
 
 /// Starts `cmd` as a worker: stdin from /dev/null, stdout and stderr
 /// inherited, the protocol pipes on [`CMD_FD`] and [`RES_FD`].
-pub(crate) fn spawn_worker(mut cmd: Command) -> io::Result<Spawned> {
+///
+/// With `hold_stdout`, the worker's stdout is /dev/null and the parent's
+/// stdout is passed on [`STDOUT_FD`], for the worker to take back in
+/// `init()`: whatever the program prints before `init()` (a test harness's
+/// banner) is dropped, what tasks print still reaches the parent's stdout.
+pub(crate) fn spawn_worker(mut cmd: Command, hold_stdout: bool) -> io::Result<Spawned> {
+    use std::os::fd::AsFd;
     let (cmd_read, cmd_write) = io::pipe()?;
     let (res_read, res_write) = io::pipe()?;
+    let mut mappings = vec![
+        FdMapping {
+            parent_fd: OwnedFd::from(cmd_read),
+            child_fd: CMD_FD,
+        },
+        FdMapping {
+            parent_fd: OwnedFd::from(res_write),
+            child_fd: RES_FD,
+        },
+    ];
+    if hold_stdout {
+        mappings.push(FdMapping {
+            parent_fd: io::stdout().as_fd().try_clone_to_owned()?,
+            child_fd: STDOUT_FD,
+        });
+        cmd.stdout(Stdio::null());
+    }
     cmd.stdin(Stdio::null())
-        .fd_mappings(vec![
-            FdMapping {
-                parent_fd: OwnedFd::from(cmd_read),
-                child_fd: CMD_FD,
-            },
-            FdMapping {
-                parent_fd: OwnedFd::from(res_write),
-                child_fd: RES_FD,
-            },
-        ])
+        .fd_mappings(mappings)
         .map_err(|e| io::Error::other(format!("descriptor mapping: {e}")))?;
     let child = cmd.spawn()?;
     // `cmd` still owns the child's pipe ends; dropping it closes them here,
@@ -115,6 +131,22 @@ pub(crate) fn take_protocol_fds() -> io::Result<(File, File)> {
         }
     }
     Ok((cmd, res))
+}
+
+/// Worker side (test-harness mode): makes the parent's stdout, passed on
+/// [`STDOUT_FD`], this process's stdout again.
+pub(crate) fn restore_stdout() -> io::Result<()> {
+    use std::io::Write;
+    let _ = io::stdout().flush();
+    // SAFETY: dup2 and close on plain integers; STDOUT_FD was placed by the
+    // parent for exactly this, and nothing else in this process uses it.
+    unsafe {
+        if libc::dup2(STDOUT_FD, libc::STDOUT_FILENO) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::close(STDOUT_FD);
+    }
+    Ok(())
 }
 
 /// Worker side: removes the worker-mode marker from this process's

@@ -45,6 +45,8 @@ pub(crate) struct Config {
     pub(crate) startup_timeout: Duration,
     program: PathBuf,
     args: Vec<OsString>,
+    /// Test-harness mode: drop what the harness prints before `init()`.
+    hold_stdout: bool,
     env: Vec<(OsString, OsString)>,
 }
 
@@ -119,9 +121,11 @@ impl fmt::Debug for ProcessPoolBuilder {
 
 /// The worker arguments that make a libtest binary run only the hidden test
 /// that [`process_pool_test_worker!`](crate::process_pool_test_worker) adds.
+///
+/// No `--exact`: the filter also matches the test when the macro was used
+/// inside a module (`tests::__concurrent_futures_worker`).
 const TEST_HARNESS_ARGS: &[&str] = &[
     "__concurrent_futures_worker",
-    "--exact",
     "--nocapture",
     "--test-threads=1",
     "--quiet",
@@ -256,6 +260,7 @@ impl ProcessPoolBuilder {
         let config = Config {
             limits: Limits {
                 max_workers,
+                max_frame_bytes: self.max_frame_bytes,
                 prefetch: self.prefetch,
                 max_tasks_per_child: self.max_tasks_per_child,
             },
@@ -265,6 +270,7 @@ impl ProcessPoolBuilder {
             startup_timeout: self.startup_timeout,
             program,
             args,
+            hold_stdout: self.test_harness,
             env: self.env,
         };
         let shared = Arc::new(Shared {
@@ -321,6 +327,16 @@ impl ProcessPoolExecutor {
         future
     }
 
+    /// [`Executor::shutdown`], callable without importing the trait.
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        Executor::shutdown(self, wait, cancel_futures)
+    }
+
+    /// [`Executor::max_workers`], callable without importing the trait.
+    pub fn max_workers(&self) -> usize {
+        self.shared.config.limits.max_workers
+    }
+
     /// The pids of the workers currently serving (for diagnostics and tests).
     pub fn worker_pids(&self) -> Vec<u32> {
         lock(&self.shared.state)
@@ -351,6 +367,9 @@ impl ProcessPoolExecutor {
             Ok(a) => a,
             Err(e) => return Err((task, e)),
         };
+        if let Err(e) = check_frame_size(&arg, self.shared.config.limits.max_frame_bytes) {
+            return Err((task, e));
+        }
         let mut failures = Failures::new();
         let mut st = lock(&self.shared.state);
         if let Some(e) = st.refusal() {
@@ -411,6 +430,23 @@ impl Executor for ProcessPoolExecutor {
     fn max_workers(&self) -> usize {
         self.shared.config.limits.max_workers
     }
+}
+
+/// An argument must fit in one frame with the message around it; checked
+/// when it is submitted, so it fails only its own task (with the limit in
+/// the message) instead of a worker's pipe.
+pub(crate) fn check_frame_size(arg: &[u8], max_frame_bytes: usize) -> Result<(), Error> {
+    const ENVELOPE: usize = 64;
+    if arg.len().saturating_add(ENVELOPE) > max_frame_bytes {
+        return Err(Error::Encode {
+            type_name: "task argument",
+            message: format!(
+                "the encoded argument is {} bytes, more than max_frame_bytes ({max_frame_bytes})",
+                arg.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Never blocks: queued work still runs, then the workers exit (decision 6).
@@ -486,8 +522,15 @@ fn start_worker(shared: &Arc<Shared>, id: u64) {
     let mut cmd = Command::new(&c.program);
     cmd.args(&c.args)
         .envs(c.env.iter().map(|(k, v)| (k, v)))
-        .env(worker::WORKER_ENV, format!("v1:{}", std::process::id()));
-    match os::spawn_worker(cmd) {
+        .env(
+            worker::WORKER_ENV,
+            format!(
+                "v1:{}{}",
+                std::process::id(),
+                if c.hold_stdout { ":fd" } else { "" }
+            ),
+        );
+    match os::spawn_worker(cmd, c.hold_stdout) {
         Ok(spawned) => {
             let child = Arc::new(Mutex::new(spawned.child));
             lock(&shared.state).starting.push(Starting {

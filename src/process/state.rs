@@ -58,6 +58,7 @@ pub(crate) struct Starting {
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
     pub(crate) max_workers: usize,
+    pub(crate) max_frame_bytes: usize,
     pub(crate) prefetch: usize,
     pub(crate) max_tasks_per_child: Option<usize>,
 }
@@ -147,6 +148,13 @@ impl State {
                         continue;
                     }
                 },
+            };
+            let arg = match super::pool::check_frame_size(&arg, limits.max_frame_bytes) {
+                Ok(()) => arg,
+                Err(e) => {
+                    failures.push((p.job, e));
+                    continue;
+                }
             };
             let msg = ToWorker::Run {
                 task_id: p.task_id,

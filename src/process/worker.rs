@@ -16,7 +16,7 @@ use super::os;
 use super::protocol::{FromWorker, RemoteError, ToWorker, read_message, write_message};
 
 /// The environment variable that starts a process in worker mode. Its value
-/// is `v1:<parent pid>`.
+/// is `v1:<parent pid>` (with `:fd` appended in test-harness mode).
 pub const WORKER_ENV: &str = "CONCURRENT_FUTURES_WORKER";
 
 /// Exit code of a worker that could not start (bad marker, no pipes, wrong
@@ -71,24 +71,46 @@ pub fn init() {
     }
 }
 
-/// Parses `v1:<parent pid>`.
-fn parse_marker(marker: &str) -> Result<u32, String> {
-    marker
-        .strip_prefix("v1:")
-        .and_then(|pid| pid.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "malformed {WORKER_ENV}={marker:?} (expected v1:<parent pid>); \
-                 this variable is set by the process pool for its workers only"
-            )
-        })
+/// What the marker tells a worker.
+#[derive(Debug, PartialEq, Eq)]
+struct Marker {
+    parent: u32,
+    /// The parent kept the real stdout on [`os::STDOUT_FD`] and gave the
+    /// worker /dev/null until `init()` (test harness mode: the harness's own
+    /// banner would otherwise reach the parent's stdout).
+    stdout_on_fd: bool,
+}
+
+/// Parses `v1:<parent pid>` or `v1:<parent pid>:fd`.
+fn parse_marker(marker: &str) -> Result<Marker, String> {
+    let bad = || {
+        format!(
+            "malformed {WORKER_ENV}={marker:?} (expected v1:<parent pid>); \
+             this variable is set by the process pool for its workers only"
+        )
+    };
+    let rest = marker.strip_prefix("v1:").ok_or_else(bad)?;
+    let (pid, stdout_on_fd) = match rest.strip_suffix(":fd") {
+        Some(pid) => (pid, true),
+        None => (rest, false),
+    };
+    let parent = pid.parse().map_err(|_| bad())?;
+    Ok(Marker {
+        parent,
+        stdout_on_fd,
+    })
 }
 
 fn run_worker(marker: &str) -> Result<(), String> {
-    let parent = parse_marker(marker)?;
+    let marker = parse_marker(marker)?;
     os::forget_worker_marker(WORKER_ENV);
-    if !os::die_with_parent(parent) {
-        return Err("the parent process is already gone".into());
+    if !os::die_with_parent(marker.parent) {
+        // The parent exited while this worker was starting: nobody is
+        // waiting for it, so it leaves quietly.
+        return Ok(());
+    }
+    if marker.stdout_on_fd {
+        os::restore_stdout().map_err(|e| e.to_string())?;
     }
     os::ignore_sigint();
     entry::install_worker_panic_hook();
@@ -179,12 +201,34 @@ mod tests {
 
     #[test]
     fn marker_parses_version_and_parent_pid() {
-        assert_eq!(parse_marker("v1:1234"), Ok(1234));
+        assert_eq!(
+            parse_marker("v1:1234"),
+            Ok(Marker {
+                parent: 1234,
+                stdout_on_fd: false
+            })
+        );
+        assert_eq!(
+            parse_marker("v1:99:fd"),
+            Ok(Marker {
+                parent: 99,
+                stdout_on_fd: true
+            })
+        );
     }
 
     #[test]
     fn malformed_marker_is_an_error_naming_the_variable() {
-        for bad in ["", "1234", "v2:1", "v1:", "v1:abc", "v1:-3"] {
+        for bad in [
+            "",
+            "1234",
+            "v2:1",
+            "v1:",
+            "v1:abc",
+            "v1:-3",
+            "v1:1:fd:fd",
+            "v1::fd",
+        ] {
             let e = parse_marker(bad).unwrap_err();
             assert!(e.contains(WORKER_ENV), "{e}");
         }

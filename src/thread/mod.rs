@@ -223,6 +223,16 @@ impl ThreadPoolExecutor {
         }
     }
 
+    /// [`Executor::shutdown`], callable without importing the trait.
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        Executor::shutdown(self, wait, cancel_futures)
+    }
+
+    /// [`Executor::max_workers`], callable without importing the trait.
+    pub fn max_workers(&self) -> usize {
+        self.max_workers
+    }
+
     /// The thread-name prefix.
     pub fn thread_name_prefix(&self) -> &str {
         &self.name
