@@ -43,4 +43,6 @@ pub use map::{Map, MapOptions, MapUnordered};
 #[cfg(unix)]
 pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, WORKER_ENV, init};
 pub use thread::{ThreadPoolBuilder, ThreadPoolExecutor};
-pub use wait::{AsCompleted, DoneAndNotDone, ReturnWhen, Waitable, as_completed, wait};
+pub use wait::{
+    AsCompleted, AsCompletedStream, DoneAndNotDone, ReturnWhen, Waitable, as_completed, wait,
+};

@@ -264,10 +264,9 @@ fn ending_meets(ending: Ending, when: ReturnWhen) -> bool {
 /// `timeout` is one deadline for the whole iteration, counted from this
 /// call (A3): when it passes with futures unfinished, the iterator yields
 /// one [`Error::AsCompletedTimeout`] naming how many, and ends. The
-/// unfinished futures keep running (A5). It is also a
-/// [`futures::Stream`](futures::Stream) (where the deadline is checked each
-/// time it is polled, but does not itself wake the task: combine it with
-/// your runtime's timer).
+/// unfinished futures keep running (A5). For async code,
+/// [`into_stream`](AsCompleted::into_stream) gives the same sequence as a
+/// [`futures::Stream`].
 ///
 /// ```
 /// use concurrent_futures::{as_completed, ExecutorExt, ThreadPoolExecutor};
@@ -376,11 +375,33 @@ impl<'a, W: Waitable + ?Sized> Iterator for AsCompleted<'a, W> {
     }
 }
 
-impl<'a, W: Waitable + ?Sized> futures::Stream for AsCompleted<'a, W> {
+impl<'a, W: Waitable + ?Sized> AsCompleted<'a, W> {
+    /// The same sequence as a [`futures::Stream`], for async code. (A
+    /// separate type, so `StreamExt` and `Iterator` methods never clash.)
+    pub fn into_stream(self) -> AsCompletedStream<'a, W> {
+        AsCompletedStream { inner: self }
+    }
+}
+
+/// [`as_completed`] as a [`futures::Stream`]: see
+/// [`AsCompleted::into_stream`]. The deadline is checked each time the
+/// stream is polled but does not itself wake the task; combine the stream
+/// with your runtime's timer if nothing else will poll it.
+pub struct AsCompletedStream<'a, W: Waitable + ?Sized> {
+    inner: AsCompleted<'a, W>,
+}
+
+impl<W: Waitable + ?Sized> fmt::Debug for AsCompletedStream<'_, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<'a, W: Waitable + ?Sized> futures::Stream for AsCompletedStream<'a, W> {
     type Item = Result<&'a W, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
+        let this = &mut self.get_mut().inner;
         if let Some(key) = this.first.pop_front() {
             return Poll::Ready(this.yield_key(key));
         }

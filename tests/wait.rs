@@ -16,9 +16,9 @@ use concurrent_futures::{
     Error, Executor, ExecutorExt, Future, ReturnWhen, Task, ThreadPoolExecutor, Waitable,
     as_completed, wait,
 };
-// `AsCompleted` is both an `Iterator` and a `Stream`: with `StreamExt` in
-// scope every `next`/`map`/`collect` call on it is ambiguous, so its methods
-// are called by path instead (`futures::StreamExt::next(&mut s)`).
+// The `Stream` form is `as_completed(..).into_stream()`; its methods are
+// called by path (`futures::StreamExt::next(&mut s)`) to keep `StreamExt`
+// out of scope for the `Iterator` tests.
 
 /// Hang guard: long enough never to expire on a working library.
 const HANG: Duration = Duration::from_secs(10);
@@ -672,7 +672,7 @@ fn a_stream_yields_every_future() {
     let (slow, release) = gated(&pool, 100);
     let mut futs: Vec<_> = (0..10).map(|i| pool.submit(ident, i)).collect();
     futs.push(slow);
-    let stream = as_completed(&futs, None);
+    let stream = as_completed(&futs, None).into_stream();
     release_later(release);
     let items: Vec<_> = block_on(futures::StreamExt::collect::<Vec<_>>(stream));
     let mut values: Vec<i32> = items
@@ -692,7 +692,7 @@ fn a_stream_zero_timeout_yields_done_then_error() {
     let pool = ThreadPoolExecutor::new(2).unwrap();
     let a = ready(&pool, 1);
     let (b, _release) = gated(&pool, 2);
-    let mut stream = as_completed([&a, &b, &a], Some(Duration::ZERO));
+    let mut stream = as_completed([&a, &b, &a], Some(Duration::ZERO)).into_stream();
     assert_eq!(
         block_on(futures::StreamExt::next(&mut stream)),
         Some(Ok(&a))
@@ -713,7 +713,7 @@ fn a_stream_zero_timeout_yields_done_then_error() {
 fn a_stream_wakes_on_cancel() {
     let (pool, _release) = pending_pool();
     let fut = pool.spawn(|| 1);
-    let mut stream = as_completed([&fut], None);
+    let mut stream = as_completed([&fut], None).into_stream();
     let (woken, waker) = flag_waker();
     let mut cx = Context::from_waker(&waker);
     let polled = futures::Stream::poll_next(std::pin::Pin::new(&mut stream), &mut cx);
@@ -730,7 +730,7 @@ fn a_stream_wakes_on_cancel() {
 fn a_stream_wakes_on_completion() {
     let pool = ThreadPoolExecutor::new(1).unwrap();
     let (fut, release) = gated(&pool, 1);
-    let mut stream = as_completed([&fut], None);
+    let mut stream = as_completed([&fut], None).into_stream();
     let (woken, waker) = flag_waker();
     let mut cx = Context::from_waker(&waker);
     let polled = futures::Stream::poll_next(std::pin::Pin::new(&mut stream), &mut cx);
@@ -749,7 +749,7 @@ fn a_stream_wakes_on_completion() {
 #[test]
 fn a_stream_empty_input_ends_at_once() {
     let none: Vec<Future<i32>> = Vec::new();
-    let mut stream = as_completed(&none, Some(HANG));
+    let mut stream = as_completed(&none, Some(HANG)).into_stream();
     assert!(block_on(futures::StreamExt::next(&mut stream)).is_none());
 }
 
