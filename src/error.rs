@@ -64,6 +64,11 @@ pub enum Error {
         limit: Duration,
     },
 
+    /// A [`Promise`](crate::Promise) was completed twice, or after its
+    /// future was cancelled; the first outcome is kept (F4).
+    #[error("the future is already {0}; the first outcome is kept")]
+    InvalidState(&'static str),
+
     /// The value was already moved out of this future by
     /// [`Future::into_result`](crate::Future::into_result) or `.await`.
     #[error("the result was already moved out of this future (by into_result or .await)")]

@@ -38,7 +38,7 @@ mod wait;
 pub use config::{EXECUTOR_ENV, ExecutorConfig, ExecutorKind};
 pub use error::Error;
 pub use executor::{Executor, ExecutorExt, Portable, Task};
-pub use future::{Future, Ref};
+pub use future::{Future, Promise, Ref};
 pub use map::{Map, MapOptions, MapUnordered};
 #[cfg(unix)]
 pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, WORKER_ENV, init};

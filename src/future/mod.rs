@@ -13,7 +13,10 @@
 //! to any number of threads.
 
 pub(crate) mod core;
+mod promise;
 mod slot;
+
+pub use promise::Promise;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

@@ -1,0 +1,96 @@
+//! [`Promise`]: the completing side of a [`Future`], for code that is not
+//! an executor of this crate (your own executor, an event loop, tests).
+//!
+//! It is CPython's `Future()` constructor plus the methods its docs reserve
+//! for "executor implementations and tests": `set_running_or_notify_cancel`,
+//! `set_result`, `set_exception`.
+
+use std::fmt;
+
+use super::Future;
+use super::core::{Core, Start};
+use crate::Error;
+use crate::sync::Arc;
+
+/// The completing side of a [`Future`] made by [`Promise::new`].
+///
+/// Dropping a `Promise` without completing it fails its future with
+/// [`Error::Broken`], so the future still resolves.
+///
+/// ```
+/// use concurrent_futures::{Error, Promise};
+///
+/// let (promise, future) = Promise::new();
+/// assert!(promise.set_running_or_notify_cancel());
+/// assert!(future.running());
+/// promise.set_result(42).unwrap();
+/// assert_eq!(future.result(None), Ok(&42));
+/// // The first outcome wins (F4).
+/// assert_eq!(promise.set_result(7), Err(Error::InvalidState("finished")));
+/// ```
+pub struct Promise<T: Send + Sync + 'static> {
+    core: Arc<Core<T>>,
+}
+
+impl<T: Send + Sync + 'static> Promise<T> {
+    /// A pending future and the promise that completes it.
+    pub fn new() -> (Promise<T>, Future<T>) {
+        let core = Arc::new(Core::new());
+        (Promise { core: core.clone() }, Future::from_shared(core))
+    }
+
+    /// PENDING → RUNNING: true, and the future can no longer be cancelled.
+    /// If it was cancelled: false (its waiters were already notified at
+    /// cancel time, decision 1). Otherwise (already running or finished):
+    /// false (F3).
+    pub fn set_running_or_notify_cancel(&self) -> bool {
+        self.core.set_running() == Start::Run
+    }
+
+    /// Completes the future with `value` (F5: allowed from PENDING too).
+    /// [`Error::InvalidState`] if it already finished or was cancelled; the
+    /// first outcome is kept (F4).
+    pub fn set_result(&self, value: T) -> Result<(), Error> {
+        self.complete(Ok(value))
+    }
+
+    /// Fails the future with `error` (F5). [`Error::InvalidState`] if it
+    /// already finished or was cancelled (F4).
+    pub fn set_exception(&self, error: Error) -> Result<(), Error> {
+        self.complete(Err(error))
+    }
+
+    fn complete(&self, outcome: Result<T, Error>) -> Result<(), Error> {
+        let core = self.core.clone();
+        if self
+            .core
+            .complete(outcome, move || Future::from_shared(core))
+        {
+            Ok(())
+        } else {
+            Err(Error::InvalidState(match self.core.status() {
+                super::core::CANCELLED => "cancelled",
+                _ => "finished",
+            }))
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> fmt::Debug for Promise<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promise")
+            .field("done", &self.core.is_terminal())
+            .finish()
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for Promise<T> {
+    fn drop(&mut self) {
+        if !self.core.is_terminal() {
+            let _ = self.set_exception(Error::Broken {
+                executor: "promise",
+                reason: "the Promise was dropped without completing its future".into(),
+            });
+        }
+    }
+}
