@@ -34,23 +34,35 @@ pub(crate) fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, 
     cv.wait(g).unwrap_or_else(|e| e.into_inner())
 }
 
-/// Waits on a condition variable for at most `dur`, ignoring poisoning.
+/// Waits on a condition variable until notified or `deadline` (`None`:
+/// no deadline), ignoring poisoning. `Err` hands the guard back when the
+/// deadline has already passed, without waiting.
 ///
-/// Under loom there is no clock: the wait is an untimed wait, which the
-/// models account for by always completing the future they wait on.
-pub(crate) fn wait_timeout<'a, T>(
+/// Under loom there is no clock: a timed wait is an untimed wait, which the
+/// models account for by always completing what they wait on.
+pub(crate) fn wait_deadline<'a, T>(
     cv: &Condvar,
     g: MutexGuard<'a, T>,
-    dur: std::time::Duration,
-) -> MutexGuard<'a, T> {
+    deadline: Option<std::time::Instant>,
+) -> Result<MutexGuard<'a, T>, MutexGuard<'a, T>> {
+    let Some(deadline) = deadline else {
+        return Ok(wait(cv, g));
+    };
+    let now = std::time::Instant::now();
+    if now >= deadline {
+        return Err(g);
+    }
     #[cfg(loom)]
     {
-        let _ = dur;
-        wait(cv, g)
+        let _ = now;
+        Ok(wait(cv, g))
     }
     #[cfg(not(loom))]
     {
-        cv.wait_timeout(g, dur).unwrap_or_else(|e| e.into_inner()).0
+        Ok(cv
+            .wait_timeout(g, deadline - now)
+            .unwrap_or_else(|e| e.into_inner())
+            .0)
     }
 }
 

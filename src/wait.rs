@@ -117,16 +117,7 @@ impl Inbox {
             if let Some(x) = s.ready.pop_front() {
                 return Some(x);
             }
-            match deadline {
-                None => s = crate::sync::wait(&self.cond, s),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return None;
-                    }
-                    s = crate::sync::wait_timeout(&self.cond, s, d - now);
-                }
-            }
+            s = crate::sync::wait_deadline(&self.cond, s, deadline).ok()?;
         }
     }
 

@@ -250,41 +250,24 @@ pub trait ExecutorExt: Executor {
 
 impl<E: Executor + ?Sized> ExecutorExt for E {}
 
-impl<E: Executor + ?Sized> Executor for std::sync::Arc<E> {
-    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
-        (**self).execute(task)
-    }
-    fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        (**self).shutdown(wait, cancel_futures)
-    }
-    fn max_workers(&self) -> usize {
-        (**self).max_workers()
-    }
+/// `Arc<E>`, `Box<E>` and `&E` are executors when `E` is, `dyn Executor`
+/// included, so generic code can take any of them.
+macro_rules! forward_executor {
+    ($($ty:ty),*) => {$(
+        impl<E: Executor + ?Sized> Executor for $ty {
+            fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
+                (**self).execute(task)
+            }
+            fn shutdown(&self, wait: bool, cancel_futures: bool) {
+                (**self).shutdown(wait, cancel_futures)
+            }
+            fn max_workers(&self) -> usize {
+                (**self).max_workers()
+            }
+        }
+    )*};
 }
-
-impl<E: Executor + ?Sized> Executor for Box<E> {
-    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
-        (**self).execute(task)
-    }
-    fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        (**self).shutdown(wait, cancel_futures)
-    }
-    fn max_workers(&self) -> usize {
-        (**self).max_workers()
-    }
-}
-
-impl<E: Executor + ?Sized> Executor for &E {
-    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
-        (**self).execute(task)
-    }
-    fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        (**self).shutdown(wait, cancel_futures)
-    }
-    fn max_workers(&self) -> usize {
-        (**self).max_workers()
-    }
-}
+forward_executor!(std::sync::Arc<E>, Box<E>, &E);
 
 #[allow(dead_code)]
 fn _assert_object_safe(_: &dyn Executor) {}

@@ -90,6 +90,14 @@ where
     core.complete(outcome, || Future::from_shared(this.clone()));
 }
 
+/// Fails a task's future without running it, dropping its work first.
+fn fail_task<R, S: Completion<R> + 'static>(this: Arc<S>, error: Error) {
+    this.release();
+    let handle = this.clone();
+    this.core()
+        .complete(Err(error), move || Future::from_shared(handle));
+}
+
 /// A thread-only task: any `FnOnce() -> R + Send` closure.
 pub(crate) struct ClosureTask<F, R> {
     core: Core<R>,
@@ -139,18 +147,11 @@ where
     }
 
     fn fail(self: Arc<Self>, error: Error) {
-        drop(lock(&self.work).take());
-        self.core
-            .complete(Err(error), || Future::from_shared(self.clone()));
+        fail_task(self, error)
     }
 
     fn cancel(self: Arc<Self>) -> bool {
-        let handle = Future::from_shared(self.clone());
-        let cancelled = self.core.cancel(&handle);
-        if cancelled {
-            drop(lock(&self.work).take());
-        }
-        cancelled
+        Future::from_shared(self).cancel()
     }
 }
 
@@ -239,18 +240,11 @@ where
     }
 
     fn fail(self: Arc<Self>, error: Error) {
-        drop(lock(&self.arg).take());
-        self.core
-            .complete(Err(error), || Future::from_shared(self.clone()));
+        fail_task(self, error)
     }
 
     fn cancel(self: Arc<Self>) -> bool {
-        let handle = Future::from_shared(self.clone());
-        let cancelled = self.core.cancel(&handle);
-        if cancelled {
-            drop(lock(&self.arg).take());
-        }
-        cancelled
+        Future::from_shared(self).cancel()
     }
 
     fn into_portable(self: Arc<Self>) -> Option<Arc<dyn crate::executor::PortableJob>> {

@@ -262,14 +262,11 @@ impl<T> Core<T> {
             if ready(&w) {
                 break true;
             }
-            match deadline {
-                None => w = crate::sync::wait(&self.cond, w),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break false;
-                    }
-                    w = crate::sync::wait_timeout(&self.cond, w, d - now);
+            match crate::sync::wait_deadline(&self.cond, w, deadline) {
+                Ok(g) => w = g,
+                Err(g) => {
+                    w = g;
+                    break false;
                 }
             }
         };

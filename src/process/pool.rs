@@ -480,10 +480,12 @@ fn supervise(shared: Arc<Shared>) {
             }
             let now = Instant::now();
             enforce_deadlines(&mut st, &shared.config, now);
-            st = match st.next_deadline(shared.config.startup_timeout) {
-                Some(d) if d > now => crate::sync::wait_timeout(&shared.cond, st, d - now),
-                Some(_) => crate::sync::wait_timeout(&shared.cond, st, Duration::from_millis(1)),
-                None => crate::sync::wait(&shared.cond, st),
+            // Deadlines just handled are at least 1 ms away: no busy loop.
+            let deadline = st
+                .next_deadline(shared.config.startup_timeout)
+                .map(|d| d.max(now + Duration::from_millis(1)));
+            st = match crate::sync::wait_deadline(&shared.cond, st, deadline) {
+                Ok(g) | Err(g) => g,
             };
         };
         drop(st);
