@@ -1,12 +1,18 @@
 //! The synchronisation primitives the modelled code uses.
 //!
-//! Under `--cfg loom` these are loom's checked doubles, so the loom models in
-//! `tests/loom_*.rs` explore every interleaving of the real [`Future`] state
-//! machine and the real worker sleep handshake; otherwise they are std's.
+//! Under `--cfg cf_loom` these are loom's checked doubles, so the loom
+//! models (the `loom_tests` modules beside the code they check) explore
+//! every interleaving of the real [`Future`] state machine, the worker sleep
+//! handshake and shutdown racing submit; otherwise they are std's.
+//!
+//! The cfg is named `cf_loom`, not the customary `loom`, because
+//! `RUSTFLAGS` reaches every crate in the build, and some dev-dependencies
+//! (tokio, a benchmark peer) do not build with their own `loom` code paths
+//! switched on.
 //!
 //! [`Future`]: crate::Future
 
-#[cfg(loom)]
+#[cfg(cf_loom)]
 pub(crate) use loom::sync::{
     Condvar, Mutex, MutexGuard,
     atomic::{AtomicUsize, Ordering},
@@ -14,7 +20,7 @@ pub(crate) use loom::sync::{
 /// Always std's: loom's `Arc` cannot be coerced to `Arc<dyn Trait>` on
 /// stable Rust, and reference counting is not what the models check.
 pub(crate) use std::sync::Arc;
-#[cfg(not(loom))]
+#[cfg(not(cf_loom))]
 pub(crate) use std::sync::{
     Condvar, Mutex, MutexGuard,
     atomic::{AtomicUsize, Ordering},
@@ -52,12 +58,12 @@ pub(crate) fn wait_deadline<'a, T>(
     if now >= deadline {
         return Err(g);
     }
-    #[cfg(loom)]
+    #[cfg(cf_loom)]
     {
         let _ = now;
         Ok(wait(cv, g))
     }
-    #[cfg(not(loom))]
+    #[cfg(not(cf_loom))]
     {
         Ok(cv
             .wait_timeout(g, deadline - now)
@@ -68,8 +74,8 @@ pub(crate) fn wait_deadline<'a, T>(
 
 /// A sequentially consistent fence (loom's under `--cfg loom`).
 pub(crate) fn fence_seqcst() {
-    #[cfg(loom)]
+    #[cfg(cf_loom)]
     loom::sync::atomic::fence(Ordering::SeqCst);
-    #[cfg(not(loom))]
+    #[cfg(not(cf_loom))]
     std::sync::atomic::fence(Ordering::SeqCst);
 }

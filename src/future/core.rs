@@ -252,7 +252,7 @@ impl<T> Core<T> {
         if self.is_terminal() && !settled {
             return true;
         }
-        #[cfg(not(loom))]
+        #[cfg(not(cf_loom))]
         if !self.is_terminal() {
             crate::thread::help_while_waiting(self, deadline);
         }

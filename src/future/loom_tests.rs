@@ -1,6 +1,6 @@
 //! Loom models of the future state machine: every interleaving of the
 //! operations that race on one future. Run with
-//! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
+//! `RUSTFLAGS="--cfg cf_loom" cargo test --release --lib loom`.
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;

@@ -252,5 +252,5 @@ impl<'a, T> std::future::Future for Ref<'a, T> {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, cf_loom))]
 mod loom_tests;

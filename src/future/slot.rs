@@ -18,9 +18,9 @@
 //!    done-callbacks (the only other place a temporary handle, and so a
 //!    borrow, can exist). `Future` is not `Clone`, so there is no other handle.
 
-#[cfg(loom)]
+#[cfg(cf_loom)]
 use loom::cell::UnsafeCell;
-#[cfg(not(loom))]
+#[cfg(not(cf_loom))]
 use std::cell::UnsafeCell;
 
 /// See the module docs for the protocol every caller follows.
@@ -49,10 +49,10 @@ impl<T> Slot<T> {
     /// Called at most once, before the status is published as `FINISHED`,
     /// with no concurrent `get` or `take` (rule 1).
     pub(crate) unsafe fn write(&self, v: T) {
-        #[cfg(loom)]
+        #[cfg(cf_loom)]
         // SAFETY: exclusive by the caller's contract (rule 1).
         self.value.with_mut(|p| unsafe { *p = Some(v) });
-        #[cfg(not(loom))]
+        #[cfg(not(cf_loom))]
         // SAFETY: exclusive by the caller's contract (rule 1).
         unsafe {
             *self.value.get() = Some(v)
@@ -65,10 +65,10 @@ impl<T> Slot<T> {
     /// The status was observed `FINISHED` with acquire ordering, and no
     /// `take` can run while the returned borrow lives (rules 2 and 3).
     pub(crate) unsafe fn get(&self) -> Option<&T> {
-        #[cfg(loom)]
+        #[cfg(cf_loom)]
         // SAFETY: no writer exists after publication (rules 1-3).
         return self.value.with(|p| unsafe { (*p).as_ref() });
-        #[cfg(not(loom))]
+        #[cfg(not(cf_loom))]
         // SAFETY: no writer exists after publication (rules 1-3).
         unsafe {
             (*self.value.get()).as_ref()
@@ -81,10 +81,10 @@ impl<T> Slot<T> {
     /// The status was observed `FINISHED` with acquire ordering, callbacks
     /// have finished, and the caller owns the only handle (rule 3).
     pub(crate) unsafe fn take(&self) -> Option<T> {
-        #[cfg(loom)]
+        #[cfg(cf_loom)]
         // SAFETY: no other access can exist (rule 3).
         return self.value.with_mut(|p| unsafe { (*p).take() });
-        #[cfg(not(loom))]
+        #[cfg(not(cf_loom))]
         // SAFETY: no other access can exist (rule 3).
         unsafe {
             (*self.value.get()).take()

@@ -193,7 +193,7 @@ impl Registry {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, cf_loom))]
 mod loom_tests {
     //! Shutdown racing a submit: a worker may only see "terminating" when no
     //! accepted task can still arrive.

@@ -161,7 +161,7 @@ impl Sleep {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, cf_loom))]
 mod loom_tests {
     //! The park/notify handshake under every interleaving: a submit racing a
     //! worker going to sleep never loses the wake-up (loom reports a deadlock
