@@ -129,6 +129,21 @@ impl ExecutorConfig {
     /// Builds the executor. A process pool needs
     /// [`init()`](crate::init) at the top of `main`.
     pub fn build(&self) -> Result<Arc<dyn Executor>, Error> {
+        #[cfg(unix)]
+        return self.build_with(|b| b);
+        #[cfg(not(unix))]
+        return self.build_with();
+    }
+
+    /// Builds the executor, letting `customize` adjust a process pool's
+    /// builder first (for example
+    /// [`test_harness()`](crate::ProcessPoolBuilder::test_harness) inside
+    /// `cargo test`, or a task timeout). Thread pools ignore it.
+    #[cfg(unix)]
+    pub fn build_with(
+        &self,
+        customize: impl FnOnce(crate::ProcessPoolBuilder) -> crate::ProcessPoolBuilder,
+    ) -> Result<Arc<dyn Executor>, Error> {
         match self.kind {
             ExecutorKind::Thread => {
                 let mut b = ThreadPoolExecutor::builder();
@@ -143,9 +158,18 @@ impl ExecutorConfig {
                 if let Some(n) = self.workers {
                     b = b.max_workers(n);
                 }
-                Ok(Arc::new(b.build()?))
+                Ok(Arc::new(customize(b).build()?))
             }
-            #[cfg(not(unix))]
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn build_with(&self) -> Result<Arc<dyn Executor>, Error> {
+        match self.kind {
+            ExecutorKind::Thread => Ok(Arc::new(match self.workers {
+                Some(n) => ThreadPoolExecutor::new(n)?,
+                None => ThreadPoolExecutor::builder().build()?,
+            })),
             ExecutorKind::Process => Err(Error::InvalidConfig(
                 "process pools are only available on Unix".into(),
             )),

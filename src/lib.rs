@@ -41,6 +41,9 @@ pub use executor::{Executor, ExecutorExt, Portable, Task};
 pub use future::{Future, Promise, Ref};
 pub use map::{Map, MapOptions, MapUnordered};
 #[cfg(unix)]
+#[doc(hidden)]
+pub use process::__test_harness_worker;
+#[cfg(unix)]
 pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, WORKER_ENV, init};
 pub use thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{

@@ -86,6 +86,8 @@ pub(crate) trait PortableJob: Job {
     fn entry(&self) -> u64;
     /// The argument, encoded; an error fails only this task (D1).
     fn encode_arg(&self) -> Result<Vec<u8>, Error>;
+    /// The argument's type name, for error messages.
+    fn arg_type_name(&self) -> &'static str;
     /// PENDING → RUNNING when the task is sent to a worker (X7); false if it
     /// was cancelled meanwhile.
     fn mark_running(&self) -> bool;
@@ -108,6 +110,10 @@ where
 
     fn encode_arg(&self) -> Result<Vec<u8>, Error> {
         self.encode_arg_inner()
+    }
+
+    fn arg_type_name(&self) -> &'static str {
+        std::any::type_name::<A>()
     }
 
     fn mark_running(&self) -> bool {

@@ -219,7 +219,12 @@ fn serve(
 fn write_loop(mut out: BufWriter<File>, rx: mpsc::Receiver<ToWorker>, max: usize) {
     while let Ok(msg) = rx.recv() {
         let stop = matches!(msg, ToWorker::Shutdown);
-        if write_message(&mut out, &msg, max).is_err() || out.flush().is_err() {
+        let written = write_message(&mut out, &msg, max)
+            .and_then(|()| out.flush().map_err(|e| Error::Io(e.to_string())));
+        if let Err(e) = written {
+            // Sizes are checked at submit, so this is a closed pipe: the
+            // worker is gone, and its reader reports how it ended.
+            log::debug!(target: "concurrent_futures", "writing to a worker failed: {e}");
             break;
         }
         drop(msg);

@@ -45,6 +45,8 @@ mod state;
 mod worker;
 
 pub use pool::{ProcessPoolBuilder, ProcessPoolExecutor};
+#[doc(hidden)]
+pub use worker::__test_harness_worker;
 pub use worker::{WORKER_ENV, init};
 
 /// Adds the hidden test that workers of a
@@ -79,7 +81,7 @@ macro_rules! process_pool_test_worker {
     () => {
         #[test]
         fn __concurrent_futures_worker() {
-            $crate::init();
+            $crate::__test_harness_worker();
         }
     };
 }

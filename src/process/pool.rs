@@ -367,7 +367,11 @@ impl ProcessPoolExecutor {
             Ok(a) => a,
             Err(e) => return Err((task, e)),
         };
-        if let Err(e) = check_frame_size(&arg, self.shared.config.limits.max_frame_bytes) {
+        if let Err(e) = check_frame_size(
+            &arg,
+            self.shared.config.limits.max_frame_bytes,
+            job.arg_type_name(),
+        ) {
             return Err((task, e));
         }
         let mut failures = Failures::new();
@@ -435,11 +439,15 @@ impl Executor for ProcessPoolExecutor {
 /// An argument must fit in one frame with the message around it; checked
 /// when it is submitted, so it fails only its own task (with the limit in
 /// the message) instead of a worker's pipe.
-pub(crate) fn check_frame_size(arg: &[u8], max_frame_bytes: usize) -> Result<(), Error> {
+pub(crate) fn check_frame_size(
+    arg: &[u8],
+    max_frame_bytes: usize,
+    type_name: &'static str,
+) -> Result<(), Error> {
     const ENVELOPE: usize = 64;
     if arg.len().saturating_add(ENVELOPE) > max_frame_bytes {
         return Err(Error::Encode {
-            type_name: "task argument",
+            type_name,
             message: format!(
                 "the encoded argument is {} bytes, more than max_frame_bytes ({max_frame_bytes})",
                 arg.len()

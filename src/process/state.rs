@@ -149,7 +149,11 @@ impl State {
                     }
                 },
             };
-            let arg = match super::pool::check_frame_size(&arg, limits.max_frame_bytes) {
+            let arg = match super::pool::check_frame_size(
+                &arg,
+                limits.max_frame_bytes,
+                p.job.arg_type_name(),
+            ) {
                 Ok(()) => arg,
                 Err(e) => {
                     failures.push((p.job, e));

@@ -1,0 +1,440 @@
+//! ProcessPoolExecutor lifecycle: shutdown (S1, S3, S5), no child left
+//! behind after drop or shutdown, workers die with their parent (even by SIGKILL), a task's
+//! output reaches the parent's stdout, and the pool refuses to build where
+//! it would start workers recursively (issue 3, parts 3 and 8).
+//!
+//! Several tests run this test binary again as a helper process: the
+//! helper is an `#[ignore]`d test selected with `--exact --ignored`, which
+//! does nothing unless [`HELPER_ENV`] is set (so `cargo test -- --ignored`
+//! stays harmless).
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{
+    Error, Executor, ExecutorConfig, ExecutorExt, Future, ProcessPoolExecutor, WORKER_ENV,
+};
+
+concurrent_futures::process_pool_test_worker!();
+
+/// Longest any single wait may take before the test calls it a hang.
+const HANG: Duration = Duration::from_secs(30);
+
+/// Set in helper processes; helpers do nothing without it.
+const HELPER_ENV: &str = "CF_LIFECYCLE_HELPER";
+
+fn wait<T>(f: Future<T>) -> Result<T, Error> {
+    if let Err(Error::Timeout { .. }) = f.result(Some(HANG)) {
+        panic!("the future did not resolve within {HANG:?}");
+    }
+    f.into_result()
+}
+
+fn pool(workers: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(workers)
+        .test_harness()
+        .build()
+        .expect("a test-harness pool builds")
+}
+
+fn getpid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+fn sleep_ms(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+fn is_helper() -> bool {
+    std::env::var_os(HELPER_ENV).is_some()
+}
+
+/// This test binary, set to run only the ignored test `helper`.
+fn helper_command(helper: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args([
+        helper,
+        "--exact",
+        "--nocapture",
+        "--ignored",
+        "--test-threads=1",
+    ])
+    .env(HELPER_ENV, "1")
+    .env_remove(WORKER_ENV)
+    .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` to completion with captured output; kills it and fails the
+/// test if it (or a worker holding its stdout) is still there after 60 s.
+fn run_helper(mut cmd: Command) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the helper");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => {
+            let out = out.expect("wait for the helper");
+            assert!(
+                out.status.success(),
+                "helper failed ({})\n--- stdout\n{}\n--- stderr\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out
+        }
+        Err(_) => {
+            // SAFETY: kill() takes plain integers; `pid` is our unreaped child
+            // (its waiting thread has not returned).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("the helper (or a worker holding its stdout) hung for 60 s");
+        }
+    }
+}
+
+/// Our children (live or zombie) among `pids`, with their /proc state.
+fn our_children_among(pids: &HashSet<u32>) -> Vec<(u32, char)> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !pids.contains(&pid) {
+            continue;
+        }
+        let Some((state, ppid)) = stat_of(pid) else {
+            continue;
+        };
+        if ppid == me {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// (state, ppid) from /proc/<pid>/stat, or None if there is no such process.
+fn stat_of(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may contain spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Runs tasks until every worker has answered; returns all worker pids seen.
+fn worker_pids_after_some_work(pool: &ProcessPoolExecutor) -> HashSet<u32> {
+    let futures: Vec<_> = (0..10).map(|_| pool.submit(getpid, ())).collect();
+    let mut pids: HashSet<u32> = futures.into_iter().map(|f| wait(f).unwrap()).collect();
+    pids.extend(pool.worker_pids());
+    assert!(!pids.is_empty());
+    pids
+}
+
+// ------------------------------------------------------------ shutdown --
+
+/// S3: shutdown(wait = true) returns only after every queued task ran.
+#[test]
+fn s3_shutdown_wait_waits_for_queued_tasks() {
+    let pool = pool(2);
+    let futures: Vec<_> = (0..10).map(|_| pool.submit(sleep_ms, 50)).collect();
+    pool.shutdown(true, false);
+    for f in futures {
+        assert!(f.done(), "shutdown(wait) returned with a task unfinished");
+        assert!(wait(f).is_ok());
+    }
+}
+
+/// S5: cancel_futures cancels what was queued; what runs finishes.
+#[test]
+fn s5_shutdown_cancel_futures_cancels_queued_tasks() {
+    let pool = pool(1);
+    let running = pool.submit(sleep_ms, 300);
+    let deadline = Instant::now() + HANG;
+    while !running.running() {
+        assert!(Instant::now() < deadline, "the first task never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let queued: Vec<_> = (0..20u64).map(|i| pool.submit(double, i)).collect();
+    pool.shutdown(true, true);
+    assert!(wait(running).is_ok());
+    let mut cancelled = 0;
+    for (i, f) in (0..20u64).zip(queued) {
+        assert!(f.done());
+        match wait(f) {
+            Err(Error::Cancelled) => cancelled += 1,
+            other => assert_eq!(other, Ok(i * 2)),
+        }
+    }
+    // At most `prefetch` (2) tasks were already sent to the worker.
+    assert!(
+        cancelled >= 18,
+        "only {cancelled} of 20 queued tasks cancelled"
+    );
+}
+
+/// S1: submit after shutdown is refused.
+#[test]
+fn s1_submit_after_shutdown_is_refused() {
+    let pool = pool(1);
+    assert_eq!(wait(pool.submit(double, 1)), Ok(2));
+    pool.shutdown(false, false);
+    assert!(matches!(pool.try_submit(double, 1), Err(Error::Shutdown)));
+    assert_eq!(wait(pool.submit(double, 1)), Err(Error::Shutdown));
+    pool.shutdown(true, false); // S2: idempotent
+}
+
+// ------------------------------------------------------- no leftovers --
+
+/// Decision 6 / part 8: drop never blocks, and never leaves a child behind
+/// (not even a zombie) once the workers have exited.
+#[test]
+fn drop_leaves_no_child_process_behind() {
+    let pool = pool(2);
+    let pids = worker_pids_after_some_work(&pool);
+    drop(pool);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = our_children_among(&pids);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "10 s after drop, workers are still our children: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// S3: when shutdown(wait = true) returns, the workers have exited and
+/// been reaped.
+#[test]
+fn shutdown_wait_leaves_no_child_process_behind() {
+    let pool = pool(2);
+    let pids = worker_pids_after_some_work(&pool);
+    pool.shutdown(true, false);
+    let left = our_children_among(&pids);
+    assert!(left.is_empty(), "after shutdown(wait = true): {left:?}");
+    assert!(pool.worker_pids().is_empty(), "{:?}", pool.worker_pids());
+}
+
+// ---------------------------------------------------------- stdout --
+
+const PRINTED: &str = "cf-lifecycle: printed by task";
+
+fn shout(x: u32) -> u32 {
+    println!("{PRINTED} {x} in pid {}", std::process::id());
+    x
+}
+
+#[test]
+#[ignore = "helper, run by printing_from_a_task_reaches_the_parents_stdout"]
+fn helper_print() {
+    if !is_helper() {
+        return;
+    }
+    let pool = pool(1);
+    assert_eq!(wait(pool.submit(shout, 42)), Ok(42));
+    pool.shutdown(true, false);
+}
+
+/// Part 3: the protocol never uses the worker's stdout, which stays the
+/// parent's.
+#[test]
+fn printing_from_a_task_reaches_the_parents_stdout() {
+    let out = run_helper(helper_command("helper_print"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{PRINTED} 42 in pid")),
+        "the task's line is missing from the parent's stdout:\n{stdout}"
+    );
+}
+
+// ------------------------------------------------- parent SIGKILLed --
+
+#[test]
+#[ignore = "helper, run by sigkill_of_the_parent_leaves_no_worker_alive"]
+fn helper_pool_then_sleep() {
+    if !is_helper() {
+        return;
+    }
+    let pool = pool(2);
+    let pids = worker_pids_after_some_work(&pool);
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let mut stdout = std::io::stdout().lock();
+    // On its own line: libtest has already printed "test helper_... ... ".
+    writeln!(stdout, "\nWORKERS {}", list.join(" ")).unwrap();
+    stdout.flush().unwrap();
+    drop(stdout);
+    std::thread::sleep(Duration::from_secs(120)); // killed long before
+}
+
+/// Part 8: PR_SET_PDEATHSIG (and end-of-file on the pipe) take the workers
+/// down with a parent killed by SIGKILL.
+#[test]
+fn sigkill_of_the_parent_leaves_no_worker_alive() {
+    let mut helper = helper_command("helper_pool_then_sleep")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the helper");
+    let stdout = helper.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pids: Vec<u32> = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some((_, list)) = line.split_once("WORKERS ") {
+                    break list.split(' ').map(|p| p.parse().unwrap()).collect();
+                }
+            }
+            Err(e) => {
+                let _ = helper.kill();
+                let _ = helper.wait();
+                panic!("the helper never printed its worker pids ({e})");
+            }
+        }
+    };
+    assert!(!pids.is_empty());
+    for &pid in &pids {
+        assert!(
+            matches!(stat_of(pid), Some((s, _)) if s != 'Z'),
+            "worker {pid} should be alive before the parent is killed"
+        );
+    }
+    helper.kill().expect("SIGKILL the helper");
+    helper.wait().expect("reap the helper");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // Gone, or dead and waiting for its new parent (init) to reap it.
+        let alive: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| matches!(stat_of(pid), Some((s, _)) if s != 'Z' && s != 'X'))
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "5 s after SIGKILL of their parent, workers live on: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ------------------------------------------------------------ refusals --
+
+#[test]
+#[ignore = "helper, run by worker_marker_without_init_refuses_to_build_a_pool"]
+fn helper_marker_without_init() {
+    if !is_helper() {
+        return;
+    }
+    assert!(std::env::var_os(WORKER_ENV).is_some());
+    match ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .test_harness()
+        .build()
+    {
+        Err(Error::InvalidConfig(message)) => {
+            assert!(message.contains("init()"), "{message}");
+            println!("REFUSED: {message}");
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
+/// Part 8: a process with the worker marker that never calls init() must
+/// not start workers recursively; it refuses, naming init().
+#[test]
+fn worker_marker_without_init_refuses_to_build_a_pool() {
+    let mut cmd = helper_command("helper_marker_without_init");
+    cmd.env(WORKER_ENV, format!("v1:{}", std::process::id()));
+    let out = run_helper(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("REFUSED: "), "{stdout}");
+}
+
+#[test]
+#[ignore = "helper, run by build_without_init_or_test_harness_refuses"]
+fn helper_build_without_init() {
+    if !is_helper() {
+        return;
+    }
+    match ProcessPoolExecutor::builder().max_workers(1).build() {
+        Err(Error::InvalidConfig(message)) => {
+            assert!(message.contains("init()"), "{message}");
+            println!("REFUSED builder: {message}");
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    let config: ExecutorConfig = "process:2".parse().unwrap();
+    match config.build() {
+        Err(Error::InvalidConfig(message)) => {
+            assert!(message.contains("init()"), "{message}");
+            println!("REFUSED config: {message}");
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
+/// Without init() (and not in test-harness mode) workers could not serve,
+/// so building is refused. Run in a helper process: in this one the hidden
+/// worker test may already have called init().
+#[test]
+fn build_without_init_or_test_harness_refuses() {
+    let out = run_helper(helper_command("helper_build_without_init"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("REFUSED builder: "), "{stdout}");
+    assert!(stdout.contains("REFUSED config: "), "{stdout}");
+}
+
+fn triple(x: u64) -> u64 {
+    x * 3
+}
+
+/// Part 10 of the process-pool issue: `"process:2"` from configuration
+/// builds a working pool behind `Arc<dyn Executor>`; in a test binary the
+/// process builder is told it runs under the test harness.
+#[test]
+fn executor_config_process_2_builds_a_working_pool_in_a_test_binary() {
+    let config: ExecutorConfig = "process:2".parse().unwrap();
+    let ex = config.build_with(|b| b.test_harness()).unwrap();
+    assert_eq!(ex.max_workers(), 2);
+    let out: Vec<u64> = ex.map(triple, 0..50u64).map(Result::unwrap).collect();
+    assert_eq!(out, (0..50u64).map(|x| x * 3).collect::<Vec<_>>());
+    ex.shutdown(true, false);
+}

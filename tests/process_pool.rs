@@ -1,0 +1,527 @@
+//! ProcessPoolExecutor behaviour: results, crash isolation (CONFORMANCE.md
+//! 1.11 D1-D16, decision 3), timeouts (L8), max_tasks_per_child (P4),
+//! initializers (P5, L16), large and oversized values. Shutdown and
+//! lifecycle tests (some with a helper process) are in
+//! tests/process_lifecycle.rs.
+//!
+//! Every wait has a generous hang guard; no test asserts a duration.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{
+    Error, Executor, ExecutorExt, Future, MapOptions, ProcessPoolExecutor, ThreadPoolExecutor,
+};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+concurrent_futures::process_pool_test_worker!();
+
+/// Longest any single wait may take before the test calls it a hang.
+const HANG: Duration = Duration::from_secs(30);
+
+/// Waits for `f` with the hang guard and moves its outcome out.
+fn wait<T>(f: Future<T>) -> Result<T, Error> {
+    wait_at_most(f, HANG)
+}
+
+fn wait_at_most<T>(f: Future<T>, guard: Duration) -> Result<T, Error> {
+    if let Err(Error::Timeout { .. }) = f.result(Some(guard)) {
+        panic!("the future did not resolve within {guard:?}");
+    }
+    f.into_result()
+}
+
+fn pool(workers: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(workers)
+        .test_harness()
+        .build()
+        .expect("a test-harness pool builds")
+}
+
+// ---------------------------------------------------------------- tasks --
+
+fn fib(n: u64) -> u64 {
+    if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
+}
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+fn getpid(_: ()) -> u32 {
+    std::process::id()
+}
+
+fn sleep_ms(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+fn boom(n: u32) -> u32 {
+    panic!("boom {n}")
+}
+
+fn abort_task(_: ()) -> u32 {
+    std::process::abort()
+}
+
+fn segfault_task(_: ()) -> u32 {
+    // Rust's runtime installs a SIGSEGV handler (stack-overflow detection)
+    // which, for a fault outside a guard page, restores the default action
+    // and returns; for a *raised* signal that return would resume the task.
+    // Restoring the default action first makes the raise fatal, as a real
+    // segfault is.
+    // SAFETY: signal() and raise() take plain integers and touch no memory
+    // of ours; killing this (worker) process is the point of the task.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::raise(libc::SIGSEGV);
+    }
+    unreachable!("SIGSEGV with the default action kills the process")
+}
+
+fn exit_task(code: i32) -> u32 {
+    std::process::exit(code)
+}
+
+// ------------------------------------------------------------- results --
+
+#[test]
+fn map_fib_through_dyn_executor_matches_the_thread_pool() {
+    let procs: Arc<dyn Executor> = Arc::new(pool(2));
+    let threads: Arc<dyn Executor> = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let opts = || MapOptions::new().timeout(Duration::from_secs(60));
+    let from_procs: Vec<Result<u64, Error>> = procs.map_with(fib, 0..30u64, opts()).collect();
+    let from_threads: Vec<Result<u64, Error>> = threads.map_with(fib, 0..30u64, opts()).collect();
+    assert_eq!(from_procs.len(), 30);
+    assert!(from_procs.iter().all(Result::is_ok), "{from_procs:?}");
+    assert_eq!(from_procs, from_threads);
+    assert_eq!(from_procs[29], Ok(514_229));
+    procs.shutdown(true, false);
+    threads.shutdown(true, false);
+}
+
+// ----------------------------------------------------- crash isolation --
+
+/// D7 / decision 7: a panic is the task's error, with its message, and the
+/// worker process survives it.
+#[test]
+fn d7_panicking_task_fails_with_its_message_and_the_worker_survives() {
+    let pool = pool(1);
+    let before = wait(pool.submit(getpid, ())).unwrap();
+    match wait(pool.submit(boom, 3)) {
+        Err(Error::Panicked { message, .. }) => assert_eq!(message, "boom 3"),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    assert_eq!(wait(pool.submit(double, 21)), Ok(42));
+    let after = wait(pool.submit(getpid, ())).unwrap();
+    assert_eq!(before, after, "a panic must not cost the worker process");
+}
+
+/// Submits `crash` among normal tasks; checks only `crash` fails (returning
+/// its error) and that the next 100 tasks succeed.
+fn only_the_crashing_task_fails(crash: impl FnOnce(&ProcessPoolExecutor) -> Future<u32>) -> Error {
+    let pool = pool(2);
+    let before: Vec<_> = (0..20u64).map(|i| pool.submit(double, i)).collect();
+    let crashed = crash(&pool);
+    let behind: Vec<_> = (20..40u64).map(|i| pool.submit(double, i)).collect();
+    for (i, f) in (0..20u64).zip(before).chain((20..40u64).zip(behind)) {
+        assert_eq!(wait(f), Ok(i * 2), "task {i} next to the crash");
+    }
+    let error = wait(crashed).expect_err("the crashing task must fail");
+    let next: Vec<_> = (0..100u64).map(|i| pool.submit(double, i)).collect();
+    for (i, f) in (0..100u64).zip(next) {
+        assert_eq!(wait(f), Ok(i * 2), "task {i} after the crash");
+    }
+    error
+}
+
+#[test]
+fn d5_abort_in_task_fails_only_that_task_with_sigabrt() {
+    let e = only_the_crashing_task_fails(|p| p.submit(abort_task, ()));
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                signal: Some(libc::SIGABRT),
+                code: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn d5_segfault_in_task_fails_only_that_task_with_sigsegv() {
+    let e = only_the_crashing_task_fails(|p| p.submit(segfault_task, ()));
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                signal: Some(libc::SIGSEGV),
+                code: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// D6: `process::exit` in the task (CPython: SystemExit on the future) is
+/// WorkerDied with the code.
+#[test]
+fn d6_exit_in_task_fails_only_that_task_with_its_exit_code() {
+    let e = only_the_crashing_task_fails(|p| p.submit(exit_task, 3));
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                code: Some(3),
+                signal: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("exit code 3"), "{e}");
+}
+
+/// Decision 3 / P7 (CPython breaks the whole pool here): SIGKILL from
+/// outside fails only the task the worker was running.
+#[test]
+fn p7_sigkill_from_outside_fails_only_the_running_task() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    let victim = pool.submit(sleep_ms, 120_000);
+    let deadline = Instant::now() + HANG;
+    while !victim.running() {
+        assert!(Instant::now() < deadline, "the long task never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The only worker holds `victim` (it is running, i.e. sent to it).
+    // SAFETY: kill() takes plain integers; `pid` is our own child (the
+    // pool's worker), not yet reaped since it is still serving.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    match wait(victim) {
+        Err(Error::WorkerDied {
+            pid: died,
+            signal,
+            code,
+            status,
+        }) => {
+            assert_eq!(died, pid);
+            assert_eq!(signal, Some(libc::SIGKILL), "{status}");
+            assert_eq!(code, None);
+        }
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    let next: Vec<_> = (0..100u64).map(|i| pool.submit(double, i)).collect();
+    for (i, f) in (0..100u64).zip(next) {
+        assert_eq!(wait(f), Ok(i * 2), "task {i} after the kill");
+    }
+    assert_ne!(wait(pool.submit(getpid, ())).unwrap(), pid);
+}
+
+/// Decision 3: tasks already sent to a worker behind the task that kills it
+/// are sent again to its replacement, not failed.
+#[test]
+fn tasks_queued_behind_a_crash_on_the_same_worker_are_resent() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(8)
+        .test_harness()
+        .build()
+        .unwrap();
+    let crash = pool.submit(exit_task, 3);
+    let behind: Vec<_> = (0..7).map(|_| pool.submit(getpid, ())).collect();
+    let died = match wait(crash) {
+        Err(Error::WorkerDied {
+            pid, code: Some(3), ..
+        }) => pid,
+        other => panic!("expected WorkerDied with code 3, got {other:?}"),
+    };
+    for f in behind {
+        let pid = wait(f).expect("a task queued behind the crash must run");
+        assert_ne!(pid, died, "it ran after the crash, so in a new worker");
+    }
+}
+
+// ------------------------------------------------------------ timeouts --
+
+/// L8: past its limit the task fails with TaskTimeout, its worker is killed,
+/// and the next task runs in a new process.
+#[test]
+fn l8_submit_with_timeout_kills_and_replaces_the_worker() {
+    let pool = pool(1);
+    let first = wait(pool.submit(getpid, ())).unwrap();
+    let limit = Duration::from_millis(300);
+    let slow = pool.submit_with_timeout(sleep_ms, 120_000, limit);
+    assert_eq!(wait(slow), Err(Error::TaskTimeout { limit }));
+    assert_eq!(wait(pool.submit(double, 5)), Ok(10));
+    let next = wait(pool.submit(getpid, ())).unwrap();
+    assert_ne!(first, next, "the timed-out worker must have been replaced");
+}
+
+#[test]
+fn l8_builder_task_timeout_applies_to_every_task() {
+    let limit = Duration::from_secs(2);
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .task_timeout(limit)
+        .test_harness()
+        .build()
+        .unwrap();
+    let first = wait(pool.submit(getpid, ())).unwrap();
+    assert_eq!(
+        wait(pool.submit(sleep_ms, 120_000)),
+        Err(Error::TaskTimeout { limit })
+    );
+    let next = wait(pool.submit(getpid, ())).unwrap();
+    assert_ne!(first, next, "the timed-out worker must have been replaced");
+    assert_eq!(wait(pool.submit(double, 7)), Ok(14));
+}
+
+// ------------------------------------------------- workers and init --
+
+#[test]
+fn p4_max_tasks_per_child_replaces_workers() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .max_tasks_per_child(2)
+        .test_harness()
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..10).map(|_| pool.submit(getpid, ())).collect();
+    let pids: HashSet<u32> = futures.into_iter().map(|f| wait(f).unwrap()).collect();
+    assert!(pids.len() >= 5, "10 tasks, 2 per child: {pids:?}");
+}
+
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+fn set_initialized() {
+    INITIALIZED.store(true, Ordering::SeqCst);
+}
+
+fn read_initialized(_: ()) -> (u32, bool) {
+    (std::process::id(), INITIALIZED.load(Ordering::SeqCst))
+}
+
+/// P5 (first half): the initializer runs in every worker before its tasks.
+#[test]
+fn p5_initializer_effect_is_visible_in_tasks() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .max_tasks_per_child(3)
+        .initializer(set_initialized)
+        .test_harness()
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..12).map(|_| pool.submit(read_initialized, ())).collect();
+    let mut pids = HashSet::new();
+    for f in futures {
+        let (pid, initialized) = wait(f).unwrap();
+        assert!(
+            initialized,
+            "worker {pid} ran a task before its initializer"
+        );
+        pids.insert(pid);
+    }
+    assert!(pids.len() >= 4, "replacement workers ran it too: {pids:?}");
+    assert!(
+        !INITIALIZED.load(Ordering::SeqCst),
+        "the initializer runs in workers, not in the parent"
+    );
+}
+
+fn failing_initializer() {
+    panic!("initializer fails on purpose")
+}
+
+/// P5 (second half), L16: a panicking initializer breaks the pool; queued
+/// futures fail with Broken and later submits are refused.
+#[test]
+fn p5_l16_panicking_initializer_breaks_the_pool() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .initializer(failing_initializer)
+        .test_harness()
+        .build()
+        .unwrap();
+    let queued: Vec<_> = (0..5u64).map(|i| pool.submit(double, i)).collect();
+    for f in queued {
+        match wait(f) {
+            Err(Error::Broken { reason, .. }) => {
+                assert!(reason.contains("initializer fails on purpose"), "{reason}")
+            }
+            other => panic!("expected Broken, got {other:?}"),
+        }
+    }
+    match pool.try_submit(double, 1) {
+        Err(Error::Broken { .. }) => {}
+        other => panic!("expected the submit to be refused as Broken, got {other:?}"),
+    }
+    assert!(matches!(
+        wait(pool.submit(double, 1)),
+        Err(Error::Broken { .. })
+    ));
+}
+
+// ------------------------------------------------------ large values --
+
+fn checksum(data: &[u8]) -> u64 {
+    // FNV-1a over 8-byte words (fast enough in debug, order-sensitive).
+    data.chunks(8).fold(0xcbf2_9ce4_8422_2325, |h, c| {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn reverse_blob(mut data: Vec<u8>) -> Vec<u8> {
+    data.reverse();
+    data
+}
+
+#[test]
+fn hundred_megabyte_argument_and_result_round_trip() {
+    const LEN: usize = 100 << 20;
+    let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+    let mut expected = data.clone();
+    expected.reverse();
+    let expected_sum = checksum(&expected);
+    drop(expected);
+    let pool = pool(1);
+    // A debug build encodes a Vec<u8> byte by byte (a serde sequence): the
+    // round trip takes seconds, so this wait gets a longer guard.
+    let out = wait_at_most(pool.submit(reverse_blob, data), Duration::from_secs(180))
+        .expect("100 MB round trip");
+    assert_eq!(out.len(), LEN);
+    assert_eq!(checksum(&out), expected_sum);
+    drop(out);
+    assert_eq!(wait(pool.submit(double, 4)), Ok(8));
+}
+
+fn blob(len: usize) -> Vec<u8> {
+    vec![7; len]
+}
+
+fn blob_len(data: Vec<u8>) -> usize {
+    data.len()
+}
+
+#[test]
+fn result_over_max_frame_bytes_fails_only_that_task() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_frame_bytes(1 << 20)
+        .test_harness()
+        .build()
+        .unwrap();
+    let e = wait(pool.submit(blob, 2 << 20)).expect_err("a 2 MiB result over a 1 MiB limit");
+    assert!(
+        matches!(e, Error::Encode { .. } | Error::Protocol(_)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("max_frame_bytes"), "{e}");
+    assert_eq!(wait(pool.submit(blob, 1000)).map(|v| v.len()), Ok(1000));
+    assert_eq!(wait(pool.submit(double, 2)), Ok(4));
+}
+
+#[test]
+fn argument_over_max_frame_bytes_fails_only_that_task() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_frame_bytes(1 << 20)
+        .test_harness()
+        .build()
+        .unwrap();
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    let e = wait(pool.submit(blob_len, vec![1; 2 << 20]))
+        .expect_err("a 2 MiB argument over a 1 MiB limit");
+    assert!(
+        matches!(e, Error::Encode { .. } | Error::Protocol(_)),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("max_frame_bytes"), "{e}");
+    assert_eq!(wait(pool.submit(blob_len, vec![1; 1000])), Ok(1000));
+    assert_eq!(
+        wait(pool.submit(getpid, ())),
+        Ok(pid),
+        "an argument refused in the parent need not cost the worker"
+    );
+}
+
+// ------------------------------------------------ encode and decode --
+
+/// An argument whose `Serialize` always fails.
+#[derive(Debug, Deserialize)]
+struct UnencodableArg;
+
+impl Serialize for UnencodableArg {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to be encoded"))
+    }
+}
+
+fn take_unencodable(_: UnencodableArg) -> u32 {
+    1
+}
+
+/// D1 / P10: only that future fails, with Encode naming the type.
+#[test]
+fn d1_argument_that_fails_to_encode_fails_only_its_future() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    let before = pool.submit(double, 1);
+    let bad = pool.submit(take_unencodable, UnencodableArg);
+    let after = pool.submit(double, 2);
+    match wait(bad) {
+        Err(Error::Encode { type_name, .. }) => {
+            assert!(type_name.contains("UnencodableArg"), "{type_name}")
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+    assert_eq!(wait(before), Ok(2));
+    assert_eq!(wait(after), Ok(4));
+    assert_eq!(wait(pool.submit(getpid, ())), Ok(pid));
+}
+
+/// A result that encodes in the worker but never decodes in the parent.
+#[derive(Debug)]
+struct UndecodableResult;
+
+impl Serialize for UndecodableResult {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for UndecodableResult {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("refuses to be decoded"))
+    }
+}
+
+fn make_undecodable(_: u32) -> UndecodableResult {
+    UndecodableResult
+}
+
+/// D11: Decode for that task only; the worker is not replaced.
+#[test]
+fn d11_result_that_fails_to_decode_in_the_parent_fails_only_its_future() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    match wait(pool.submit(make_undecodable, 1)) {
+        Err(Error::Decode { type_name, .. }) => {
+            assert!(type_name.contains("UndecodableResult"), "{type_name}")
+        }
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    assert_eq!(wait(pool.submit(double, 3)), Ok(6));
+    assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
+}
