@@ -19,44 +19,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
-    Error, Executor, ExecutorExt, Future, ReturnWhen, Task, ThreadPoolExecutor, as_completed, wait,
+    Error, ExecutorExt, Future, ReturnWhen, ThreadPoolExecutor, as_completed, wait,
 };
 
-/// Hang guard: long enough never to expire on a working library.
-const HANG: Duration = Duration::from_secs(10);
-/// A wait that must expire, because the task it waits on is held.
-const SHORT: Duration = Duration::from_millis(50);
+mod common;
+use common::{HANG, Manual, SHORT, block_on, gated, started};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A task on `pool` that returns `value` once the returned sender is used or
-/// dropped. It may be queued or running; see [`started`].
-fn gated<T: Send + Sync + 'static>(pool: &ThreadPoolExecutor, value: T) -> (Future<T>, Sender<()>) {
-    let (release, rx) = mpsc::channel::<()>();
-    let fut = pool.spawn(move || {
-        let _ = rx.recv_timeout(HANG);
-        value
-    });
-    (fut, release)
-}
-
-/// Like [`gated`], but returns only once a worker is running the task.
-fn started<T: Send + Sync + 'static>(
-    pool: &ThreadPoolExecutor,
-    value: T,
-) -> (Future<T>, Sender<()>) {
-    let (release, rx) = mpsc::channel::<()>();
-    let (up_tx, up_rx) = mpsc::channel::<()>();
-    let fut = pool.spawn(move || {
-        up_tx.send(()).unwrap();
-        let _ = rx.recv_timeout(HANG);
-        value
-    });
-    up_rx.recv_timeout(HANG).expect("the task never started");
-    (fut, release)
-}
 
 /// A single-worker pool whose worker is held, so that anything submitted
 /// next stays PENDING until the returned sender is dropped.
@@ -64,31 +35,6 @@ fn busy_pool() -> (ThreadPoolExecutor, Future<()>, Sender<()>) {
     let pool = ThreadPoolExecutor::new(1).unwrap();
     let (blocker, release) = started(&pool, ());
     (pool, blocker, release)
-}
-
-/// An executor that only stores its tasks: the test decides when (and on
-/// which thread) each one runs, fails or is cancelled.
-#[derive(Debug, Default)]
-struct Manual {
-    tasks: Mutex<Vec<Task>>,
-}
-
-impl Executor for Manual {
-    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
-        self.tasks.lock().unwrap().push(task);
-        Ok(())
-    }
-    fn shutdown(&self, _wait: bool, _cancel_futures: bool) {}
-    fn max_workers(&self) -> usize {
-        1
-    }
-}
-
-impl Manual {
-    /// The oldest task not yet taken.
-    fn take(&self) -> Task {
-        self.tasks.lock().unwrap().remove(0)
-    }
 }
 
 fn seven(_: ()) -> i32 {
@@ -133,23 +79,6 @@ fn counting_waker() -> (Arc<CountingWaker>, Waker) {
         wakes: AtomicUsize::new(0),
     });
     (w.clone(), Waker::from(w))
-}
-
-/// A minimal executor for one std future (the `futures` crate is built
-/// without its `executor` feature). Panics instead of hanging.
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    let (_, waker) = counting_waker();
-    let mut cx = Context::from_waker(&waker);
-    let deadline = Instant::now() + HANG;
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        let now = Instant::now();
-        assert!(now < deadline, "block_on: the future never completed");
-        thread::park_timeout(deadline - now);
-    }
 }
 
 // ---------------------------------------------------------------------------

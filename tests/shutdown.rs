@@ -7,51 +7,13 @@
 //! generous hang guard so a bug fails the test instead of hanging CI.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor};
 
-/// The hang guard of every blocking wait.
-const GUARD: Duration = Duration::from_secs(30);
-
-/// A gate that tasks wait on until the test opens it (giving up after the
-/// hang guard, so a failing test cannot leave workers blocked forever).
-#[derive(Default)]
-struct Gate {
-    open: Mutex<bool>,
-    cond: Condvar,
-}
-
-impl Gate {
-    fn new() -> Arc<Gate> {
-        Arc::new(Gate::default())
-    }
-
-    fn wait(&self) {
-        let open = self.open.lock().unwrap();
-        let (open, _) = self
-            .cond
-            .wait_timeout_while(open, GUARD, |open| !*open)
-            .unwrap();
-        assert!(*open, "hang guard: the gate was never opened");
-    }
-
-    fn open(&self) {
-        *self.open.lock().unwrap() = true;
-        self.cond.notify_all();
-    }
-}
-
-/// Polls `cond` until it holds; panics after the hang guard. Waits for a
-/// state, never measures time.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + GUARD;
-    while !cond() {
-        assert!(Instant::now() < deadline, "hang guard: never saw {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
+mod common;
+use common::{Gate, HANG as GUARD, wait_until};
 
 /// Runs `f` (a call that may block: shutdown(wait), drop) on a helper
 /// thread and waits for it with the hang guard.

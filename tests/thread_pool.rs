@@ -9,52 +9,13 @@
 use std::cell::Cell;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor};
 
-/// The hang guard of every blocking wait.
-const GUARD: Duration = Duration::from_secs(30);
-
-/// A gate that tasks wait on until the test opens it. The wait gives up
-/// after the hang guard so a failing test cannot leave workers blocked
-/// forever.
-#[derive(Default)]
-struct Gate {
-    open: Mutex<bool>,
-    cond: Condvar,
-}
-
-impl Gate {
-    fn new() -> Arc<Gate> {
-        Arc::new(Gate::default())
-    }
-
-    fn wait(&self) {
-        let open = self.open.lock().unwrap();
-        let (open, _) = self
-            .cond
-            .wait_timeout_while(open, GUARD, |open| !*open)
-            .unwrap();
-        assert!(*open, "hang guard: the gate was never opened");
-    }
-
-    fn open(&self) {
-        *self.open.lock().unwrap() = true;
-        self.cond.notify_all();
-    }
-}
-
-/// Polls `cond` until it holds; panics after the hang guard. Used to wait
-/// for a state (workers started, parked...), never to measure time.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + GUARD;
-    while !cond() {
-        assert!(Instant::now() < deadline, "hang guard: never saw {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
+mod common;
+use common::{Gate, HANG as GUARD, wait_until};
 
 /// Waits for `f` with the hang guard and returns a copy of its value.
 fn get<T: Clone>(f: &Future<T>) -> Result<T, Error> {

@@ -7,38 +7,24 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
-    Error, Executor, ExecutorExt, Future, ReturnWhen, Task, ThreadPoolExecutor, Waitable,
-    as_completed, wait,
+    Error, ExecutorExt, Future, ReturnWhen, Task, ThreadPoolExecutor, Waitable, as_completed, wait,
 };
 // The `Stream` form is `as_completed(..).into_stream()`; its methods are
 // called by path (`futures::StreamExt::next(&mut s)`) to keep `StreamExt`
 // out of scope for the `Iterator` tests.
 
-/// Hang guard: long enough never to expire on a working library.
-const HANG: Duration = Duration::from_secs(10);
-/// A wait that must expire, because the futures it waits on are held.
-const SHORT: Duration = Duration::from_millis(50);
+mod common;
+use common::{HANG, Manual, SHORT, block_on, gated};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// A task on `pool` that returns `value` once the returned sender is used or
-/// dropped.
-fn gated<T: Send + Sync + 'static>(pool: &ThreadPoolExecutor, value: T) -> (Future<T>, Sender<()>) {
-    let (release, rx) = mpsc::channel::<()>();
-    let fut = pool.spawn(move || {
-        let _ = rx.recv_timeout(HANG);
-        value
-    });
-    (fut, release)
-}
 
 /// A task on `pool` that panics with `msg` once the returned sender is used
 /// or dropped.
@@ -81,43 +67,12 @@ fn release_later(release: Sender<()>) {
     });
 }
 
-/// An executor that only stores its tasks; the test runs them.
-#[derive(Debug, Default)]
-struct Manual {
-    tasks: Mutex<Vec<Task>>,
-}
-
-impl Executor for Manual {
-    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
-        self.tasks.lock().unwrap().push(task);
-        Ok(())
-    }
-    fn shutdown(&self, _wait: bool, _cancel_futures: bool) {}
-    fn max_workers(&self) -> usize {
-        1
-    }
-}
-
-impl Manual {
-    fn take_all(&self) -> Vec<Task> {
-        std::mem::take(&mut *self.tasks.lock().unwrap())
-    }
-}
-
 fn ident(x: i32) -> i32 {
     x
 }
 
 fn boom(_: ()) -> i32 {
     panic!("boom")
-}
-
-struct ThreadWaker(thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark()
-    }
 }
 
 /// A waker that records that it was woken.
@@ -132,23 +87,6 @@ impl Wake for FlagWaker {
 fn flag_waker() -> (Arc<FlagWaker>, Waker) {
     let w = Arc::new(FlagWaker(AtomicBool::new(false)));
     (w.clone(), Waker::from(w))
-}
-
-/// A minimal executor for one std future (the `futures` crate is built
-/// without its `executor` feature). Panics instead of hanging.
-fn block_on<F: std::future::Future>(fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let deadline = Instant::now() + HANG;
-    loop {
-        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
-            return v;
-        }
-        let now = Instant::now();
-        assert!(now < deadline, "block_on: the future never completed");
-        thread::park_timeout(deadline - now);
-    }
 }
 
 /// Whether `set` holds `fut` (by identity).

@@ -1,0 +1,142 @@
+//! Helpers shared by the integration tests: hang guards, gates that hold
+//! tasks until the test releases them, an executor the test drives by hand,
+//! and a minimal `block_on`. Nothing here measures time: every timeout is a
+//! hang guard that turns a bug into a failure instead of a stuck CI run.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{Error, Executor, Future, Task, ThreadPoolExecutor};
+
+/// Hang guard: long enough never to expire on a working library.
+pub const HANG: Duration = Duration::from_secs(30);
+/// A wait that must *expire*, because what it waits on is held.
+pub const SHORT: Duration = Duration::from_millis(50);
+
+/// A gate that tasks wait on until the test opens it (giving up after the
+/// hang guard, so a failing test cannot leave workers blocked forever).
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Gate {
+    pub fn new() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    pub fn wait(&self) {
+        let open = self.open.lock().unwrap();
+        let (open, _) = self
+            .cond
+            .wait_timeout_while(open, HANG, |open| !*open)
+            .unwrap();
+        assert!(*open, "hang guard: the gate was never opened");
+    }
+
+    pub fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cond.notify_all();
+    }
+}
+
+/// Polls `cond` until it holds; panics after the hang guard. Waits for a
+/// state (workers started, parked...), never measures time.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + HANG;
+    while !cond() {
+        assert!(Instant::now() < deadline, "hang guard: never saw {what}");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A task on `pool` that returns `value` once the returned sender is used or
+/// dropped. It may be queued or running; see [`started`].
+pub fn gated<T: Send + Sync + 'static>(
+    pool: &ThreadPoolExecutor,
+    value: T,
+) -> (Future<T>, Sender<()>) {
+    let (release, rx) = mpsc::channel::<()>();
+    let fut = pool.spawn(move || {
+        let _ = rx.recv_timeout(HANG);
+        value
+    });
+    (fut, release)
+}
+
+/// Like [`gated`], but returns only once a worker is running the task.
+pub fn started<T: Send + Sync + 'static>(
+    pool: &ThreadPoolExecutor,
+    value: T,
+) -> (Future<T>, Sender<()>) {
+    let (release, rx) = mpsc::channel::<()>();
+    let (up_tx, up_rx) = mpsc::channel::<()>();
+    let fut = pool.spawn(move || {
+        up_tx.send(()).unwrap();
+        let _ = rx.recv_timeout(HANG);
+        value
+    });
+    up_rx.recv_timeout(HANG).expect("the task never started");
+    (fut, release)
+}
+
+/// An executor that only stores its tasks: the test decides when (and on
+/// which thread) each one runs, fails or is cancelled.
+#[derive(Debug, Default)]
+pub struct Manual {
+    tasks: Mutex<Vec<Task>>,
+}
+
+impl Executor for Manual {
+    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
+        self.tasks.lock().unwrap().push(task);
+        Ok(())
+    }
+    fn shutdown(&self, _wait: bool, _cancel_futures: bool) {}
+    fn max_workers(&self) -> usize {
+        1
+    }
+}
+
+impl Manual {
+    /// The oldest task not yet taken.
+    pub fn take(&self) -> Task {
+        self.tasks.lock().unwrap().remove(0)
+    }
+
+    /// Every task not yet taken, oldest first.
+    pub fn take_all(&self) -> Vec<Task> {
+        std::mem::take(&mut *self.tasks.lock().unwrap())
+    }
+}
+
+struct ThreadWaker(thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark()
+    }
+}
+
+/// A minimal executor for one std future, independent of any runtime.
+/// Panics instead of hanging.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let deadline = Instant::now() + HANG;
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        let now = Instant::now();
+        assert!(now < deadline, "block_on: the future never completed");
+        thread::park_timeout(deadline - now);
+    }
+}
