@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor};
+use concurrent_futures::{Error, ExecutorExt, Future, ThreadPoolExecutor};
 
 mod common;
 use common::{Gate, HANG as GUARD, wait_until};
