@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use concurrent_futures::{Executor, ExecutorExt, ThreadPoolExecutor, as_completed};
+use concurrent_futures::{ExecutorExt, ThreadPoolExecutor, as_completed};
 use indicatif::{ProgressBar, ProgressStyle};
 
 const TASKS: u64 = 200;
