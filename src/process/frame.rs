@@ -147,10 +147,32 @@ pub(crate) fn read_frame<R: Read + ?Sized>(
             });
         }
     };
-    let mut payload = Vec::with_capacity(len);
-    // `take` bounds the read to this frame; `read_to_end` retries on
-    // `Interrupted` and stops at the limit or at end of stream.
-    r.take(len as u64).read_to_end(&mut payload)?;
+    // Reserve what has arrived, not what was announced: a lying header
+    // must not make the parent commit a gigabyte up front. Capacity grows
+    // geometrically (so copying stays linear) but never past `len`.
+    let mut payload: Vec<u8> = Vec::with_capacity(len.min(1 << 16));
+    let mut limited = r.take(len as u64);
+    loop {
+        if payload.len() == payload.capacity() {
+            if payload.len() == len {
+                break;
+            }
+            let target = (payload.capacity() * 2).clamp(1 << 16, len);
+            payload.reserve_exact(target - payload.len());
+        }
+        let start = payload.len();
+        let room = payload.capacity() - start;
+        payload.resize(start + room, 0);
+        match limited.read(&mut payload[start..]) {
+            Ok(0) => {
+                payload.truncate(start);
+                break;
+            }
+            Ok(n) => payload.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => payload.truncate(start),
+            Err(e) => return Err(e.into()),
+        }
+    }
     if payload.len() < len {
         return Err(FrameError::TruncatedPayload {
             expected: len,

@@ -301,6 +301,30 @@ mod bytes {
         Buf::deserialize(d).map(|b| b.0)
     }
 
+    /// Deserializes a sequence without trusting its announced length for
+    /// the initial allocation: serde's own `Vec` impl preallocates from the
+    /// size hint (up to 1 MiB), many times a small frame, before the first
+    /// element is even read. Growth is paid for by bytes that really came.
+    fn capped_seq<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a sequence")
+            }
+            fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut s: S) -> Result<Vec<T>, S::Error> {
+                let mut v = Vec::with_capacity(s.size_hint().unwrap_or(0).min(16));
+                while let Some(x) = s.next_element()? {
+                    v.push(x);
+                }
+                Ok(v)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+
     /// `#[serde(with = "bytes::seq")]` for `Vec<Vec<u8>>`.
     pub(super) mod seq {
         use super::*;
@@ -314,7 +338,7 @@ mod bytes {
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
             d: D,
         ) -> Result<Vec<Vec<u8>>, D::Error> {
-            Ok(Vec::<Buf>::deserialize(d)?
+            Ok(super::capped_seq::<D, Buf>(d)?
                 .into_iter()
                 .map(|b| b.0)
                 .collect())
@@ -359,7 +383,7 @@ mod bytes {
         pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
             d: D,
         ) -> Result<Vec<Result<Vec<u8>, RemoteError>>, D::Error> {
-            let v = Vec::<Result<Buf, RemoteError>>::deserialize(d)?;
+            let v = super::capped_seq::<D, Result<Buf, RemoteError>>(d)?;
             Ok(v.into_iter().map(|r| r.map(|b| b.0)).collect())
         }
     }
@@ -368,3 +392,7 @@ mod bytes {
 #[cfg(test)]
 #[path = "protocol_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "fuzz_tests.rs"]
+mod fuzz_tests;

@@ -44,6 +44,8 @@ pub(crate) struct Registry {
     state: AtomicUsize,
     /// Why the pool is broken (an initializer panicked), if it is.
     broken: Mutex<Option<String>>,
+    /// `broken.is_some()`, readable without the lock on every task.
+    is_broken: std::sync::atomic::AtomicBool,
     /// Workers that have not exited yet.
     live: Mutex<usize>,
     exited: Condvar,
@@ -60,6 +62,7 @@ impl Registry {
             sleep: Sleep::new(n),
             state: AtomicUsize::new(0),
             broken: Mutex::new(None),
+            is_broken: std::sync::atomic::AtomicBool::new(false),
             live: Mutex::new(n),
             exited: Condvar::new(),
             handles: Mutex::new(Vec::with_capacity(n)),
@@ -110,7 +113,7 @@ impl Registry {
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        lock(&self.broken).is_some()
+        self.is_broken.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn is_shutdown(&self) -> bool {
@@ -164,6 +167,8 @@ impl Registry {
     /// every queued task with the reason instead of running it.
     pub(crate) fn mark_broken(&self, reason: String) {
         lock(&self.broken).get_or_insert(reason);
+        self.is_broken
+            .store(true, std::sync::atomic::Ordering::Release);
         self.state.fetch_or(SHUTDOWN, Ordering::SeqCst);
         let error = self.refusal();
         while let Some(job) = self.steal_any() {
@@ -257,7 +262,7 @@ mod loom_tests {
                     }
                     sleep.start_searching();
                     sleep.sleep(0, || r3.has_work() || r3.terminating());
-                    sleep.found_work();
+                    sleep.stop_searching();
                 }
             });
             let submitter = thread::spawn(move || {

@@ -31,8 +31,9 @@
 //! that is about to park, which then does not park.
 //!
 //! When a searching worker finds a task it stops searching; if it was the
-//! last searcher it wakes one more worker, so a burst that nobody was woken
-//! for still spreads over the pool (tokio's "transition from searching").
+//! last searcher and more tasks are queued, it wakes one more worker, so a
+//! burst that nobody was woken for still spreads over the pool (tokio's
+//! "transition from searching").
 //! Parked workers wait on their own condition variable with no timeout:
 //! an idle pool uses no CPU.
 
@@ -74,13 +75,27 @@ impl Sleep {
         self.counters.fetch_add(SEARCHING, Ordering::SeqCst);
     }
 
-    /// A searching worker found a task. If it was the last searcher, another
-    /// worker is woken to look for more (see the module docs).
-    pub(crate) fn found_work(&self) {
+    /// A searching worker found a task. If it was the last searcher and
+    /// `more_work()` says tasks are still queued, another worker is woken to
+    /// take them (see the module docs). Waking one only when there is work
+    /// for it keeps a lone task from bouncing the whole pool awake.
+    ///
+    /// No task is lost by not waking: the check runs after this worker
+    /// stopped counting as searching (`SeqCst`), so a task pushed after the
+    /// check sees no searcher, and its submitter wakes someone itself.
+    pub(crate) fn found_work(&self, more_work: impl FnOnce() -> bool) {
         let before = self.counters.fetch_sub(SEARCHING, Ordering::SeqCst);
         if before & MASK == 1 && before >= SLEEPY {
-            self.wake_one();
+            crate::sync::fence_seqcst();
+            if more_work() {
+                self.wake_one();
+            }
         }
+    }
+
+    /// A searching worker stops searching without having found a task.
+    pub(crate) fn stop_searching(&self) {
+        self.counters.fetch_sub(SEARCHING, Ordering::SeqCst);
     }
 
     /// Called after new work was pushed.
@@ -182,7 +197,7 @@ mod loom_tests {
                     .compare_exchange(n, n - 1, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
             {
-                sleep.found_work();
+                sleep.found_work(|| queue.load(Ordering::SeqCst) > 0);
                 return;
             }
             sleep.sleep(index, || queue.load(Ordering::SeqCst) > 0);
@@ -236,7 +251,7 @@ mod loom_tests {
                 while !d2.load(Ordering::SeqCst) {
                     s2.sleep(0, || d2.load(Ordering::SeqCst));
                 }
-                s2.found_work();
+                s2.stop_searching();
             });
             done.store(true, Ordering::SeqCst);
             sleep.wake_worker(0);

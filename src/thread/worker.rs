@@ -65,7 +65,7 @@ impl WorkerThread {
         sleep.start_searching();
         loop {
             if let Some(job) = self.find_task() {
-                sleep.found_work();
+                sleep.found_work(|| self.registry.has_work());
                 self.execute(job);
                 sleep.start_searching();
                 continue;
@@ -77,7 +77,7 @@ impl WorkerThread {
                 self.registry.has_work() || self.registry.terminating()
             });
         }
-        sleep.found_work();
+        sleep.stop_searching();
         CURRENT.with(|c| *c.borrow_mut() = None);
     }
 }
@@ -125,7 +125,7 @@ pub(crate) fn help_while_waiting<T>(core: &Core<T>, deadline: Option<Instant>) {
         }
         sleep.start_searching();
         sleep.sleep(w.index, || core.is_terminal() || w.registry.has_work());
-        sleep.found_work();
+        sleep.found_work(|| w.registry.has_work());
     }
     core.unwatch(&watcher);
 }
