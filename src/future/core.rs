@@ -30,6 +30,12 @@ pub(crate) const PENDING: usize = 0;
 pub(crate) const RUNNING: usize = 1;
 pub(crate) const FINISHED: usize = 2;
 pub(crate) const CANCELLED: usize = 3;
+/// The low bits of `status` hold one of the four states above.
+const STATE: usize = 3;
+/// Set with FINISHED or CANCELLED while the completing thread still runs
+/// done-callbacks (which borrow the value through a temporary handle); the
+/// owner may move the value out only once it is clear.
+const CALLBACKS_RUNNING: usize = 4;
 
 /// How a future ended, as told to watchers (`wait` needs to tell an
 /// exception from a value for `FirstException`, W3).
@@ -50,17 +56,19 @@ pub(crate) trait Watcher: Send + Sync {
 /// A done-callback, boxed. It receives a handle to its future.
 pub(crate) type Callback<T> = Box<dyn FnOnce(&super::Future<T>) + Send>;
 
+/// One party waiting for the future to end. Kept in one `Vec` (most futures
+/// have none, a few have one), which keeps a task small (issue 4's memory
+/// budget).
+enum Waiter<T> {
+    Callback(Callback<T>),
+    Watcher(Arc<dyn Watcher>, usize),
+    Waker(Waker),
+}
+
 struct Waiters<T> {
-    callbacks: Vec<Callback<T>>,
-    watchers: Vec<(Arc<dyn Watcher>, usize)>,
-    wakers: Vec<Waker>,
+    list: Vec<Waiter<T>>,
     /// Threads blocked on `cond`; `notify_all` is a syscall, skipped when 0.
-    blocked: usize,
-    /// The completing thread is running callbacks with a temporary handle.
-    callbacks_running: bool,
-    /// Whether the finished outcome is an error (for `exception()` fast paths
-    /// and watchers).
-    failed: bool,
+    blocked: u32,
 }
 
 /// The shared completion state of one future.
@@ -68,7 +76,9 @@ pub(crate) struct Core<T> {
     status: crate::sync::AtomicUsize,
     waiters: Mutex<Waiters<T>>,
     cond: Condvar,
-    outcome: Slot<Result<T, Error>>,
+    /// The error is boxed: it is rare, and a 56-byte `Error` inline would
+    /// make every task bigger.
+    outcome: Slot<Result<T, Box<Error>>>,
 }
 
 /// What `set_running` found.
@@ -91,12 +101,8 @@ impl<T> Core<T> {
         Core {
             status: crate::sync::AtomicUsize::new(PENDING),
             waiters: Mutex::new(Waiters {
-                callbacks: Vec::new(),
-                watchers: Vec::new(),
-                wakers: Vec::new(),
+                list: Vec::new(),
                 blocked: 0,
-                callbacks_running: false,
-                failed: false,
             }),
             cond: Condvar::new(),
             outcome: Slot::new(),
@@ -104,7 +110,13 @@ impl<T> Core<T> {
     }
 
     pub(crate) fn status(&self) -> usize {
-        self.status.load(Ordering::Acquire)
+        self.status.load(Ordering::Acquire) & STATE
+    }
+
+    /// Terminal, and no callback is running any more.
+    fn settled(&self) -> bool {
+        let s = self.status.load(Ordering::Acquire);
+        s & STATE >= FINISHED && s & CALLBACKS_RUNNING == 0
     }
 
     pub(crate) fn is_terminal(&self) -> bool {
@@ -132,20 +144,20 @@ impl<T> Core<T> {
         outcome: Result<T, Error>,
         handle: impl FnOnce() -> super::Future<T>,
     ) -> bool {
-        let mut w = lock(&self.waiters);
+        let w = lock(&self.waiters);
         if self.is_terminal() {
             return false;
         }
-        w.failed = outcome.is_err();
-        let ending = if w.failed {
+        let ending = if outcome.is_err() {
             Ending::Failed
         } else {
             Ending::Value
         };
         // SAFETY: we hold the lock and the status is not yet FINISHED, so no
         // reader or other writer exists (slot rule 1).
-        unsafe { self.outcome.write(outcome) };
-        self.status.store(FINISHED, Ordering::Release);
+        unsafe { self.outcome.write(outcome.map_err(Box::new)) };
+        self.status
+            .store(FINISHED | callbacks_flag(&w), Ordering::Release);
         self.finish(w, ending, |cbs| {
             let h = handle();
             run_callbacks(&h, cbs);
@@ -158,51 +170,57 @@ impl<T> Core<T> {
     /// caller's own handle, passed to callbacks.
     pub(crate) fn cancel(&self, handle: &super::Future<T>) -> bool {
         let w = lock(&self.waiters);
+        let to = CANCELLED | callbacks_flag(&w);
         match self
             .status
-            .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {}
-            Err(now) => return now == CANCELLED,
+            Err(now) => return now & STATE == CANCELLED,
         }
         self.finish(w, Ending::Cancelled, |cbs| run_callbacks(handle, cbs));
         true
     }
 
     /// Hands the terminal state to everyone waiting, after releasing the lock.
+    /// The caller set the status (with `CALLBACKS_RUNNING` if there are
+    /// callbacks) under the lock.
     fn finish(
         &self,
         mut w: crate::sync::MutexGuard<'_, Waiters<T>>,
         ending: Ending,
         run: impl FnOnce(Vec<Callback<T>>),
     ) {
-        let callbacks = std::mem::take(&mut w.callbacks);
-        let watchers = std::mem::take(&mut w.watchers);
-        let wakers = std::mem::take(&mut w.wakers);
+        let list = std::mem::take(&mut w.list);
         let blocked = w.blocked > 0;
-        w.callbacks_running = !callbacks.is_empty();
         drop(w);
         if blocked {
             self.cond.notify_all();
         }
-        for (watcher, key) in watchers {
-            watcher.notify(key, ending);
-        }
-        for waker in wakers {
-            waker.wake();
+        let mut callbacks = Vec::new();
+        for waiter in list {
+            match waiter {
+                Waiter::Watcher(watcher, key) => watcher.notify(key, ending),
+                Waiter::Waker(waker) => waker.wake(),
+                Waiter::Callback(cb) => callbacks.push(cb),
+            }
         }
         if !callbacks.is_empty() {
             run(callbacks);
             let mut w = lock(&self.waiters);
-            w.callbacks_running = false;
-            let wakers = std::mem::take(&mut w.wakers);
+            self.status.fetch_and(!CALLBACKS_RUNNING, Ordering::Release);
+            let list = std::mem::take(&mut w.list);
             let blocked = w.blocked > 0;
             drop(w);
             if blocked {
                 self.cond.notify_all();
             }
-            for waker in wakers {
-                waker.wake();
+            // Only wakers can have been added meanwhile (callbacks and
+            // watchers added after the end are run or answered at once).
+            for waiter in list {
+                if let Waiter::Waker(waker) = waiter {
+                    waker.wake();
+                }
             }
         }
     }
@@ -214,31 +232,39 @@ impl<T> Core<T> {
         if self.is_terminal() {
             return Some(cb);
         }
-        w.callbacks.push(cb);
+        w.list.push(Waiter::Callback(cb));
         None
     }
 
     /// Registers a watcher; returns the ending instead if already ended.
     pub(crate) fn watch(&self, watcher: &Arc<dyn Watcher>, key: usize) -> Option<Ending> {
         let mut w = lock(&self.waiters);
-        if let Some(e) = self.ending_locked(&w) {
+        if let Some(e) = self.ending() {
             return Some(e);
         }
-        w.watchers.push((Arc::clone(watcher), key));
+        w.list.push(Waiter::Watcher(Arc::clone(watcher), key));
         None
     }
 
     /// Removes a watcher registered with [`watch`](Self::watch) (A6).
     pub(crate) fn unwatch(&self, watcher: &Arc<dyn Watcher>) {
         let mut w = lock(&self.waiters);
-        w.watchers
-            .retain(|(x, _)| !std::ptr::addr_eq(Arc::as_ptr(x), Arc::as_ptr(watcher)));
+        w.list.retain(|x| match x {
+            Waiter::Watcher(x, _) => !std::ptr::addr_eq(Arc::as_ptr(x), Arc::as_ptr(watcher)),
+            _ => true,
+        });
     }
 
-    fn ending_locked(&self, w: &Waiters<T>) -> Option<Ending> {
+    /// The ending, if ended. Callers hold a `&Future` borrow (slot rule 2).
+    fn ending(&self) -> Option<Ending> {
         match self.status() {
-            FINISHED if w.failed => Some(Ending::Failed),
-            FINISHED => Some(Ending::Value),
+            // SAFETY: FINISHED was observed with Acquire and we hold a
+            // borrow of a handle (the caller's), so no take can run (slot
+            // rules 2 and 3).
+            FINISHED => match unsafe { self.outcome.get() } {
+                Some(Err(_)) => Some(Ending::Failed),
+                _ => Some(Ending::Value),
+            },
             CANCELLED => Some(Ending::Cancelled),
             _ => None,
         }
@@ -248,8 +274,14 @@ impl<T> Core<T> {
     /// callbacks have run too) or the deadline passes. Returns whether it
     /// ended. A pool worker helps run queued tasks while it waits (T10).
     pub(crate) fn wait_until(&self, deadline: Option<Instant>, settled: bool) -> bool {
-        let ready = |w: &Waiters<T>| self.is_terminal() && !(settled && w.callbacks_running);
-        if self.is_terminal() && !settled {
+        let ready = || {
+            if settled {
+                self.settled()
+            } else {
+                self.is_terminal()
+            }
+        };
+        if ready() {
             return true;
         }
         #[cfg(not(cf_loom))]
@@ -259,7 +291,7 @@ impl<T> Core<T> {
         let mut w = lock(&self.waiters);
         w.blocked += 1;
         let ok = loop {
-            if ready(&w) {
+            if ready() {
                 break true;
             }
             match crate::sync::wait_deadline(&self.cond, w, deadline) {
@@ -279,11 +311,15 @@ impl<T> Core<T> {
     /// happened, in which case nothing is registered.
     pub(crate) fn register_waker(&self, waker: &Waker, settled: bool) -> bool {
         let mut w = lock(&self.waiters);
-        if self.is_terminal() && !(settled && w.callbacks_running) {
+        if if settled { self.settled() } else { self.is_terminal() } {
             return true;
         }
-        if !w.wakers.iter().any(|x| x.will_wake(waker)) {
-            w.wakers.push(waker.clone());
+        let known = w.list.iter().any(|x| match x {
+            Waiter::Waker(x) => x.will_wake(waker),
+            _ => false,
+        });
+        if !known {
+            w.list.push(Waiter::Waker(waker.clone()));
         }
         false
     }
@@ -293,7 +329,7 @@ impl<T> Core<T> {
     ///
     /// Call only after the status is terminal; the borrow must be tied to a
     /// `&Future` handle (slot rule 2).
-    pub(crate) fn outcome(&self) -> Option<Option<&Result<T, Error>>> {
+    pub(crate) fn outcome(&self) -> Option<Option<&Result<T, Box<Error>>>> {
         match self.status() {
             // SAFETY: FINISHED was observed with Acquire; the borrow is tied
             // to the caller's `&Future`, so `take` (which needs the handle by
@@ -310,9 +346,22 @@ impl<T> Core<T> {
             // SAFETY: FINISHED was observed with Acquire, callbacks are done
             // (the caller waited with `settled`), and the caller owns the
             // only handle by value, so no borrow exists (slot rule 3).
-            FINISHED => unsafe { self.outcome.take() }.unwrap_or(Err(Error::AlreadyTaken)),
+            FINISHED => match unsafe { self.outcome.take() } {
+                Some(outcome) => outcome.map_err(|e| *e),
+                None => Err(Error::AlreadyTaken),
+            },
             _ => Err(Error::Cancelled),
         }
+    }
+}
+
+/// `CALLBACKS_RUNNING` if callbacks are queued (so the owner waits for them
+/// before moving the value out), else 0.
+fn callbacks_flag<T>(w: &Waiters<T>) -> usize {
+    if w.list.iter().any(|x| matches!(x, Waiter::Callback(_))) {
+        CALLBACKS_RUNNING
+    } else {
+        0
     }
 }
 

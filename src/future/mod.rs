@@ -114,7 +114,7 @@ impl<T> Future<T> {
         self.wait_for(timeout, false)?;
         match self.core().outcome() {
             Some(Some(Ok(v))) => Ok(v),
-            Some(Some(Err(e))) => Err(e.clone()),
+            Some(Some(Err(e))) => Err((**e).clone()),
             Some(None) => Err(Error::AlreadyTaken),
             None => Err(Error::Cancelled),
         }
@@ -127,7 +127,7 @@ impl<T> Future<T> {
         self.wait_for(timeout, false)?;
         match self.core().outcome() {
             Some(Some(Ok(_))) => Ok(None),
-            Some(Some(Err(e))) => Ok(Some(e.clone())),
+            Some(Some(Err(e))) => Ok(Some((**e).clone())),
             Some(None) => Err(Error::AlreadyTaken),
             None => Err(Error::Cancelled),
         }
