@@ -105,11 +105,12 @@ impl From<FrameError> for Error {
     }
 }
 
-/// Writes one frame (header, then `payload`) and flushes `w`.
+/// Writes one frame (header, then `payload`) to `w`.
 ///
 /// Fails with [`FrameError::TooLarge`] without writing anything when the
-/// payload does not fit the `u32` length. Flushing makes the frame visible
-/// to the peer even through a `BufWriter`; on a raw pipe it is free.
+/// payload does not fit the `u32` length. It does not flush: a writer that
+/// has several frames to send flushes once after the last (through a
+/// `BufWriter`, that is one pipe write for all of them).
 pub(crate) fn write_frame<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> Result<(), FrameError> {
     let len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge {
         len: payload.len() as u64,
@@ -117,7 +118,6 @@ pub(crate) fn write_frame<W: Write + ?Sized>(w: &mut W, payload: &[u8]) -> Resul
     })?;
     w.write_all(&len.to_le_bytes())?;
     w.write_all(payload)?;
-    w.flush()?;
     Ok(())
 }
 

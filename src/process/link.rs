@@ -217,21 +217,29 @@ fn serve(
 }
 
 fn write_loop(mut out: BufWriter<File>, rx: mpsc::Receiver<ToWorker>, max: usize) {
-    while let Ok(msg) = rx.recv() {
-        let stop = matches!(msg, ToWorker::Shutdown);
-        let written = write_message(&mut out, &msg, max)
-            .and_then(|()| out.flush().map_err(|e| Error::Io(e.to_string())));
-        if let Err(e) = written {
+    // Everything already queued goes out in one flush: under load that is
+    // one pipe write for many tasks instead of one each.
+    'outer: while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            let stop = matches!(msg, ToWorker::Shutdown);
+            if let Err(e) = write_message(&mut out, &msg, max) {
+                log::debug!(target: "concurrent_futures", "writing to a worker failed: {e}");
+                break 'outer;
+            }
+            if stop {
+                break 'outer;
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Err(e) = out.flush() {
             // Sizes are checked at submit, so this is a closed pipe: the
             // worker is gone, and its reader reports how it ended.
             log::debug!(target: "concurrent_futures", "writing to a worker failed: {e}");
             break;
         }
-        drop(msg);
-        if stop {
-            break;
-        }
     }
+    let _ = out.flush();
     // Dropping `out` closes the pipe: the worker sees end-of-file and exits.
 }
 
