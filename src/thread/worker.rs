@@ -62,12 +62,22 @@ impl WorkerThread {
     pub(crate) fn main_loop(self: Rc<Self>) {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
         let sleep = &self.registry.sleep;
-        sleep.start_searching();
+        // A busy worker goes from task to task without touching the shared
+        // counters; it only counts as searching once its queues look empty,
+        // and then looks once more before parking (see the sleep module).
+        let mut searching = false;
         loop {
             if let Some(job) = self.find_task() {
-                sleep.found_work(|| self.registry.has_work());
+                if searching {
+                    sleep.found_work(|| self.registry.has_work());
+                    searching = false;
+                }
                 self.execute(job);
+                continue;
+            }
+            if !searching {
                 sleep.start_searching();
+                searching = true;
                 continue;
             }
             if self.registry.terminating() {
