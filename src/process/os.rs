@@ -5,9 +5,9 @@
 //! the user's, so `println!` in a task reaches the parent's terminal as in
 //! Python. Instead the parent creates two pipes and maps the child's ends
 //! onto descriptors [`CMD_FD`] (parent → worker) and [`RES_FD`]
-//! (worker → parent) with `command-fds`. Every other descriptor the parent
-//! holds was opened close-on-exec by std, so the worker inherits nothing
-//! else of the parent's.
+//! (worker → parent) with `command-fds`, then closes every descriptor above
+//! them in the child before exec, so the worker inherits nothing else of the
+//! parent's, even descriptors someone left without close-on-exec.
 //!
 //! A worker must not outlive its parent, even one killed by SIGKILL. It asks
 //! the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`, Linux),
@@ -70,6 +70,19 @@ pub(crate) fn spawn_worker(mut cmd: Command, hold_stdout: bool) -> io::Result<Sp
     cmd.stdin(Stdio::null())
         .fd_mappings(mappings)
         .map_err(|e| io::Error::other(format!("descriptor mapping: {e}")))?;
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the child between fork and exec, where
+        // only async-signal-safe calls are allowed: it makes raw `close_range`
+        // / `close` system calls and touches no memory, lock or allocator.
+        // Registered after the mappings above, so 3/4/5 are already in place.
+        unsafe {
+            cmd.pre_exec(|| {
+                close_inherited_above(STDOUT_FD);
+                Ok(())
+            });
+        }
+    }
     let child = cmd.spawn()?;
     // `cmd` still owns the child's pipe ends; dropping it closes them here,
     // so end-of-file on `res_read` means the worker is gone.
@@ -79,6 +92,28 @@ pub(crate) fn spawn_worker(mut cmd: Command, hold_stdout: bool) -> io::Result<Sp
         to_worker: File::from(OwnedFd::from(cmd_write)),
         from_worker: File::from(OwnedFd::from(res_read)),
     })
+}
+
+/// In the child before exec: closes every descriptor above `last`, so the
+/// worker inherits nothing but stdio and its pipes even from a parent (or a
+/// library, or a job runner) that left descriptors without close-on-exec
+/// (Python's `close_fds=True`).
+fn close_inherited_above(last: i32) {
+    let first = (last + 1) as libc::c_uint;
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: close_range on a range of integers; async-signal-safe.
+        let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
+        if r == 0 {
+            return;
+        }
+    }
+    // Older kernels (and other Unixes): close one by one up to a bound
+    // that covers ordinary descriptor limits.
+    for fd in first..65_536 {
+        // SAFETY: close on an integer; EBADF for unused ones is harmless.
+        unsafe { libc::close(fd as i32) };
+    }
 }
 
 /// Worker side: asks to be killed when the parent dies, and checks the
