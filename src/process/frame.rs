@@ -153,25 +153,15 @@ pub(crate) fn read_frame<R: Read + ?Sized>(
     let mut payload: Vec<u8> = Vec::with_capacity(len.min(1 << 16));
     let mut limited = r.take(len as u64);
     loop {
-        if payload.len() == payload.capacity() {
-            if payload.len() == len {
-                break;
-            }
-            let target = (payload.capacity() * 2).clamp(1 << 16, len);
-            payload.reserve_exact(target - payload.len());
+        // Fill exactly the capacity we have (`read_to_end` retries on
+        // `Interrupted` and stops at end of stream), then grow.
+        let want = payload.capacity() - payload.len();
+        let got = (&mut limited).take(want as u64).read_to_end(&mut payload)?;
+        if payload.len() >= len || got < want {
+            break;
         }
-        let start = payload.len();
-        let room = payload.capacity() - start;
-        payload.resize(start + room, 0);
-        match limited.read(&mut payload[start..]) {
-            Ok(0) => {
-                payload.truncate(start);
-                break;
-            }
-            Ok(n) => payload.truncate(start + n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => payload.truncate(start),
-            Err(e) => return Err(e.into()),
-        }
+        let target = (payload.capacity() * 2).clamp(1 << 16, len);
+        payload.reserve_exact(target - payload.len());
     }
     if payload.len() < len {
         return Err(FrameError::TruncatedPayload {
