@@ -311,7 +311,11 @@ impl<T> Core<T> {
     /// happened, in which case nothing is registered.
     pub(crate) fn register_waker(&self, waker: &Waker, settled: bool) -> bool {
         let mut w = lock(&self.waiters);
-        if if settled { self.settled() } else { self.is_terminal() } {
+        if if settled {
+            self.settled()
+        } else {
+            self.is_terminal()
+        } {
             return true;
         }
         let known = w.list.iter().any(|x| match x {
