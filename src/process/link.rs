@@ -166,6 +166,7 @@ fn serve(
             tx,
             in_flight: VecDeque::new(),
             head_since: Instant::now(),
+            depth: shared.config.limits.prefetch,
             sent: 0,
             stopping: false,
             kill_reason: None,
@@ -181,9 +182,12 @@ fn serve(
             Ok(Some(FromWorker::Done { task_id, outcome })) => {
                 let mut failures = Failures::new();
                 let mut st = lock(&shared.state);
+                let limits = &shared.config.limits;
                 let link = st.links.iter_mut().find(|l| l.id == id).expect("own link");
                 let head = link.in_flight.pop_front();
-                link.head_since = Instant::now();
+                let now = Instant::now();
+                link.task_done(now.saturating_duration_since(link.head_since), limits);
+                link.head_since = now;
                 match head {
                     Some(p) if p.task_id == task_id => {
                         st.dispatch(&shared.config.limits, &mut failures);

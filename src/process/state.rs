@@ -40,11 +40,35 @@ pub(crate) struct Link {
     pub(crate) head_since: Instant,
     /// Tasks sent to this worker over its life (`max_tasks_per_child`).
     pub(crate) sent: usize,
+    /// How many tasks may be in flight to this worker now: `prefetch`, or
+    /// more while its tasks are short (see [`Link::task_done`]).
+    pub(crate) depth: usize,
     /// Told to exit (`Shutdown` sent); it gets no more tasks.
     pub(crate) stopping: bool,
     /// Why the supervisor killed it, if it did (a task timeout).
     pub(crate) kill_reason: Option<Error>,
     pub(crate) child: Arc<Mutex<Child>>,
+}
+
+/// Tasks shorter than this count as tiny: the round trip, not the work,
+/// is what limits them.
+const SHORT_TASK: Duration = Duration::from_micros(200);
+/// The deepest a worker's pipeline grows for tiny tasks.
+const MAX_DEPTH: usize = 64;
+
+impl Link {
+    /// Adapts the pipeline depth to the task that just took `ran`: tiny
+    /// tasks double it (up to [`MAX_DEPTH`]), so a stream of them is sent
+    /// and answered in batches instead of one round trip each; any longer
+    /// task brings it back to `prefetch`, so long tasks are not stacked
+    /// behind each other on one worker while another idles.
+    pub(crate) fn task_done(&mut self, ran: Duration, limits: &Limits) {
+        self.depth = if ran < SHORT_TASK {
+            (self.depth * 2).clamp(limits.prefetch, MAX_DEPTH.max(limits.prefetch))
+        } else {
+            limits.prefetch
+        };
+    }
 }
 
 /// A worker process started and not yet through its handshake.
@@ -115,7 +139,7 @@ impl State {
         }
     }
 
-    /// Sends queued tasks to workers with room (at most `prefetch` in
+    /// Sends queued tasks to workers with room (at most `depth` in
     /// flight each, and never past `max_tasks_per_child`), and tells idle
     /// workers to exit when nothing is left for them.
     pub(crate) fn dispatch(&mut self, limits: &Limits, failures: &mut Failures) {
@@ -125,7 +149,7 @@ impl State {
                 .iter_mut()
                 .filter(|l| {
                     !l.stopping
-                        && l.in_flight.len() < limits.prefetch
+                        && l.in_flight.len() < l.depth
                         && limits.max_tasks_per_child.is_none_or(|m| l.sent < m)
                 })
                 .min_by_key(|l| l.in_flight.len())
