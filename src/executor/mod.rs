@@ -73,6 +73,11 @@ pub trait Executor: Send + Sync + fmt::Debug {
     /// With `wait`, blocks until every queued and running task has ended and
     /// the workers have exited (S3); otherwise returns at once while queued
     /// work still runs to completion (S4). Every future resolves either way.
+    ///
+    /// `wait = true` from a thread the pool itself needs is the one call
+    /// that cannot finish: a thread-pool task waits for every worker but its
+    /// own; a done-callback of a process pool (which runs on the pool's
+    /// reader thread) must not wait for that pool.
     fn shutdown(&self, wait: bool, cancel_futures: bool);
 
     /// How many tasks this executor runs at once.
