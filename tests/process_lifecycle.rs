@@ -438,3 +438,60 @@ fn executor_config_process_2_builds_a_working_pool_in_a_test_binary() {
     assert_eq!(out, (0..50u64).map(|x| x * 3).collect::<Vec<_>>());
     ex.shutdown(true, false);
 }
+
+fn sleep_then_return(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// S14 (CPython 3.14 `kill_workers`): running tasks fail with `Broken`,
+/// queued ones are cancelled, nothing is re-sent or replaced, later submits
+/// are refused, and no worker remains.
+#[test]
+fn s14_kill_workers_fails_running_cancels_queued_and_stops_the_pool() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .prefetch(1)
+        .test_harness()
+        .build()
+        .unwrap();
+    let running: Vec<Future<u64>> = (0..2)
+        .map(|_| pool.submit(sleep_then_return, 60_000))
+        .collect();
+    let queued: Vec<Future<u64>> = (0..5).map(|_| pool.submit(sleep_then_return, 1)).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !running.iter().all(Future::running) {
+        assert!(std::time::Instant::now() < deadline, "tasks never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pids = pool.worker_pids();
+    pool.kill_workers();
+    for f in &running {
+        assert!(
+            matches!(
+                f.result(Some(Duration::from_secs(30))),
+                Err(Error::Broken { .. })
+            ),
+            "{f:?}"
+        );
+    }
+    for f in &queued {
+        assert_eq!(
+            f.result(Some(Duration::from_secs(30))),
+            Err(Error::Cancelled)
+        );
+    }
+    assert_eq!(
+        pool.submit(sleep_then_return, 1).into_result(),
+        Err(Error::Shutdown)
+    );
+    pool.shutdown(true, false);
+    assert!(pool.worker_pids().is_empty());
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(
+            stat.is_empty() || stat.contains(") Z "),
+            "worker {pid} still alive: {stat}"
+        );
+    }
+}

@@ -247,6 +247,14 @@ fn write_loop(mut out: BufWriter<File>, rx: mpsc::Receiver<ToWorker>, max: usize
     // Dropping `out` closes the pipe: the worker sees end-of-file and exits.
 }
 
+/// The error of a task whose worker `kill_workers()` stopped.
+pub(crate) fn killed_error() -> Error {
+    Error::Broken {
+        executor: "process pool",
+        reason: "kill_workers() stopped its worker while the task was running".into(),
+    }
+}
+
 /// The worker's pipe ended: reap it, fail the task it was running, requeue
 /// the rest, and ask for a replacement.
 fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<Child>, end: End) {
@@ -263,7 +271,12 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<Child>, end: En
     let index = st.links.iter().position(|l| l.id == id).expect("own link");
     let mut link = st.links.swap_remove(index);
     st.live -= 1;
-    if let Some(head) = link.in_flight.pop_front() {
+    if st.killed {
+        // kill_workers(): every task this worker held fails; none is re-sent.
+        for p in link.in_flight.drain(..) {
+            failures.push((p.job, killed_error()));
+        }
+    } else if let Some(head) = link.in_flight.pop_front() {
         let error = match (link.kill_reason.take(), end) {
             (Some(reason), _) => reason,
             (None, End::Protocol(e)) => e,

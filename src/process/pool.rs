@@ -339,6 +339,35 @@ impl ProcessPoolExecutor {
         self.shared.config.limits.max_workers
     }
 
+    /// Stops the pool now (CPython 3.14's `kill_workers`, S14): shuts it
+    /// down, cancels every queued task, and SIGKILLs every worker. Tasks the
+    /// workers held fail with [`Error::Broken`]; nothing is re-sent and no
+    /// worker is replaced. Later submits are refused with
+    /// [`Error::Shutdown`]. Returns at once; the workers are reaped in the
+    /// background (`shutdown(true, _)` waits for that). Harmless on a pool
+    /// that is already stopped or has no workers yet.
+    pub fn kill_workers(&self) {
+        let mut st = lock(&self.shared.state);
+        st.shutdown = true;
+        st.killed = true;
+        st.want = 0;
+        let cancelled: Vec<_> = st.queue.drain(..).collect();
+        for l in &mut st.links {
+            l.stopping = true;
+            let _ = lock(&l.child).kill();
+        }
+        for s in &st.starting {
+            let _ = lock(&s.child).kill();
+        }
+        drop(st);
+        self.shared.cond.notify_all();
+        for p in cancelled {
+            if !p.job.clone().cancel() {
+                p.job.fail(super::link::killed_error());
+            }
+        }
+    }
+
     /// The pids of the workers currently serving (for diagnostics and tests).
     pub fn worker_pids(&self) -> Vec<u32> {
         lock(&self.shared.state)

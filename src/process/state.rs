@@ -98,6 +98,9 @@ pub(crate) struct State {
     pub(crate) want: usize,
     pub(crate) shutdown: bool,
     pub(crate) broken: Option<String>,
+    /// `kill_workers()` was called: nothing is re-sent or replaced, and
+    /// every task a worker held fails.
+    pub(crate) killed: bool,
     /// Failed starts in a row; three make the pool broken.
     pub(crate) start_failures: usize,
     pub(crate) next_task: u64,
@@ -125,7 +128,7 @@ impl State {
     /// Whether a worker that went away should be replaced: not when broken,
     /// and after shutdown only while queued work remains (S4).
     pub(crate) fn should_replace(&self) -> bool {
-        self.broken.is_none() && (!self.shutdown || !self.queue.is_empty())
+        self.broken.is_none() && !self.killed && (!self.shutdown || !self.queue.is_empty())
     }
 
     /// Keeps the number of workers (live or requested) at `max_workers`
