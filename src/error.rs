@@ -125,6 +125,11 @@ pub enum Error {
     #[error("process worker protocol error: {0}")]
     Protocol(String),
 
+    /// Every sender of a [`pipe`](crate::pipe) or [`Queue`](crate::Queue)
+    /// was dropped and everything sent was received (Python's `EOFError`).
+    #[error("end of stream: every sender of this channel was dropped")]
+    EndOfStream,
+
     /// Starting or talking to a worker process failed at the OS level.
     #[error("process worker I/O error: {0}")]
     Io(String),

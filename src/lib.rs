@@ -30,8 +30,12 @@ mod executor;
 mod future;
 mod map;
 #[cfg(unix)]
+mod mp;
+mod pool;
+#[cfg(unix)]
 mod process;
 pub(crate) mod sync;
+mod sync_prims;
 mod thread;
 mod wait;
 
@@ -41,10 +45,14 @@ pub use executor::{Executor, ExecutorExt, Portable, Task};
 pub use future::{Future, Promise, Ref};
 pub use map::{Map, MapOptions, MapUnordered};
 #[cfg(unix)]
+pub use mp::{Process, Queue, Receiver, Sender, pipe};
+pub use pool::*; // Pool, PoolBuilder (unix), ThreadPool, AsyncResult, Callbacks, ImapUnordered, StarFn
+#[cfg(unix)]
 #[doc(hidden)]
 pub use process::__test_harness_worker;
 #[cfg(unix)]
 pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, WORKER_ENV, init};
+pub use sync_prims::{Event, Semaphore, SemaphoreGuard};
 pub use thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{
     AsCompleted, AsCompletedStream, DoneAndNotDone, ReturnWhen, Waitable, as_completed, wait,

@@ -38,11 +38,11 @@ pub(crate) mod codec;
 pub(crate) mod entry;
 pub(crate) mod frame;
 mod link;
-mod os;
+pub(crate) mod os;
 mod pool;
 pub(crate) mod protocol;
 mod state;
-mod worker;
+pub(crate) mod worker;
 
 pub use pool::{ProcessPoolBuilder, ProcessPoolExecutor};
 #[doc(hidden)]

@@ -31,6 +31,9 @@ pub(crate) const CMD_FD: i32 = 3;
 pub(crate) const RES_FD: i32 = 4;
 /// In test-harness mode, the parent's stdout waits here until `init()`.
 pub(crate) const STDOUT_FD: i32 = 5;
+/// Channel ends passed to a [`Process`](crate::Process) child are mapped
+/// onto descriptors from this one up, in order.
+pub(crate) const PASS_FD_BASE: i32 = 6;
 
 /// A started worker process and the parent's ends of its pipes.
 pub(crate) struct Spawned {
@@ -46,8 +49,24 @@ pub(crate) struct Spawned {
 /// stdout is passed on [`STDOUT_FD`], for the worker to take back in
 /// `init()`: whatever the program prints before `init()` (a test harness's
 /// banner) is dropped, what tasks print still reaches the parent's stdout.
-pub(crate) fn spawn_worker(mut cmd: Command, hold_stdout: bool) -> io::Result<Spawned> {
+pub(crate) fn spawn_worker(cmd: Command, hold_stdout: bool) -> io::Result<Spawned> {
+    spawn_worker_with(cmd, hold_stdout, Vec::new())
+}
+
+/// [`spawn_worker`], also mapping each of `passed` onto
+/// [`PASS_FD_BASE`]` + i` in the child (the channel ends a
+/// [`Process`](crate::Process) argument carries). Descriptors above the
+/// last one are closed in the child as usual. `passed` is consumed: the
+/// parent's copies are closed once the child has started.
+pub(crate) fn spawn_worker_with(
+    mut cmd: Command,
+    hold_stdout: bool,
+    passed: Vec<OwnedFd>,
+) -> io::Result<Spawned> {
     use std::os::fd::AsFd;
+    let last = STDOUT_FD
+        + i32::try_from(passed.len())
+            .map_err(|_| io::Error::other("too many descriptors to pass"))?;
     let (cmd_read, cmd_write) = io::pipe()?;
     let (res_read, res_write) = io::pipe()?;
     let mut mappings = vec![
@@ -67,6 +86,12 @@ pub(crate) fn spawn_worker(mut cmd: Command, hold_stdout: bool) -> io::Result<Sp
         });
         cmd.stdout(Stdio::null());
     }
+    for (fd, child_fd) in passed.into_iter().zip(PASS_FD_BASE..) {
+        mappings.push(FdMapping {
+            parent_fd: fd,
+            child_fd,
+        });
+    }
     cmd.stdin(Stdio::null())
         .fd_mappings(mappings)
         .map_err(|e| io::Error::other(format!("descriptor mapping: {e}")))?;
@@ -75,10 +100,11 @@ pub(crate) fn spawn_worker(mut cmd: Command, hold_stdout: bool) -> io::Result<Sp
         // SAFETY: the closure runs in the child between fork and exec, where
         // only async-signal-safe calls are allowed: it makes raw `close_range`
         // / `close` system calls and touches no memory, lock or allocator.
-        // Registered after the mappings above, so 3/4/5 are already in place.
+        // Registered after the mappings above, so 3/4/5 (and the passed
+        // descriptors 6..=last) are already in place.
         unsafe {
-            cmd.pre_exec(|| {
-                close_inherited_above(STDOUT_FD);
+            cmd.pre_exec(move || {
+                close_inherited_above(last);
                 Ok(())
             });
         }
@@ -166,6 +192,113 @@ pub(crate) fn take_protocol_fds() -> io::Result<(File, File)> {
         }
     }
     Ok((cmd, res))
+}
+
+/// `Process` child side: takes ownership of the `n` channel ends the parent
+/// mapped onto [`PASS_FD_BASE`].. and marks them close-on-exec. Succeeds at
+/// most once per process (a second call is an error), so no descriptor is
+/// ever owned twice.
+pub(crate) fn take_passed_fds(n: usize) -> io::Result<Vec<OwnedFd>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::other(
+            "the passed descriptors were already taken",
+        ));
+    }
+    let mut fds = Vec::with_capacity(n);
+    for fd in (PASS_FD_BASE..).take(n) {
+        // SAFETY: F_GETFD on any integer is harmless; EBADF is reported.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(io::Error::other(format!(
+                "passed descriptor {fd} is not open"
+            )));
+        }
+        // SAFETY: `fd` is open (checked above) and was placed for this
+        // process by the parent that started it as a `Process` child
+        // (`spawn_worker_with`); the `TAKEN` flag makes this the one place,
+        // once, that takes ownership of it.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: F_SETFD with FD_CLOEXEC on a descriptor we own.
+        if unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        fds.push(owned);
+    }
+    Ok(fds)
+}
+
+/// Sends signal `sig` to process `pid`. The caller must know `pid` is its
+/// own unreaped child (so the number cannot have been reused).
+pub(crate) fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    // SAFETY: kill() takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(pid, sig) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Blocks until child `pid` has exited, **without reaping it** (`waitid`
+/// with `WNOWAIT`): the caller reaps it later, under its own lock, so that
+/// nobody signals a reused pid in between.
+pub(crate) fn wait_exited(pid: u32) -> io::Result<()> {
+    let id = libc::id_t::from(pid);
+    loop {
+        // SAFETY: siginfo_t is plain old data; all zeroes is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes into `info`, which we own and which lives
+        // across the call; the other arguments are integers.
+        let r = unsafe { libc::waitid(libc::P_PID, id, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// Waits until `fd` is readable (or at end of file / hung up), for at most
+/// `timeout` (`None`: no limit). Returns whether it is.
+pub(crate) fn poll_readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<bool> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                // Round up, so a short wait is not a busy zero-timeout poll.
+                let ms = left.as_nanos().div_ceil(1_000_000);
+                libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes exactly one `pollfd`, which we own
+        // and which lives across the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            return Ok(true);
+        }
+        if r == 0 {
+            if deadline.is_none_or(|d| std::time::Instant::now() >= d) {
+                return Ok(false);
+            }
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Worker side (test-harness mode): makes the parent's stdout, passed on

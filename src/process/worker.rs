@@ -16,7 +16,9 @@ use super::os;
 use super::protocol::{FromWorker, RemoteError, ToWorker, read_message, write_message};
 
 /// The environment variable that starts a process in worker mode. Its value
-/// is `v1:<parent pid>` (with `:fd` appended in test-harness mode).
+/// is `v1:<parent pid>` for a pool worker, `v1:<parent pid>:proc` or
+/// `v1:<parent pid>:daemon` for a [`Process`](crate::Process) child (with
+/// `:fd` appended in test-harness mode).
 pub const WORKER_ENV: &str = "CONCURRENT_FUTURES_WORKER";
 
 /// Exit code of a worker that could not start (bad marker, no pipes, wrong
@@ -74,7 +76,7 @@ fn serve_if_worker() {
     let _ = BuildId::current();
     if let Some(marker) = std::env::var_os(WORKER_ENV) {
         let code = match run_worker(&marker.to_string_lossy()) {
-            Ok(()) => 0,
+            Ok(code) => code,
             Err(message) => {
                 eprintln!(
                     "concurrent-futures worker {}: {message}",
@@ -88,17 +90,31 @@ fn serve_if_worker() {
     }
 }
 
+/// Which kind of child the marker starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A process-pool worker: serves tasks until told to stop.
+    Pool,
+    /// A [`Process`](crate::Process) child: runs one function and exits.
+    /// A daemon one dies with its parent.
+    Process {
+        /// Whether it dies with its parent (`PR_SET_PDEATHSIG`).
+        daemon: bool,
+    },
+}
+
 /// What the marker tells a worker.
 #[derive(Debug, PartialEq, Eq)]
 struct Marker {
     parent: u32,
+    mode: Mode,
     /// The parent kept the real stdout on [`os::STDOUT_FD`] and gave the
     /// worker /dev/null until `init()` (test harness mode: the harness's own
     /// banner would otherwise reach the parent's stdout).
     stdout_on_fd: bool,
 }
 
-/// Parses `v1:<parent pid>` or `v1:<parent pid>:fd`.
+/// Parses `v1:<parent pid>[:proc|:daemon][:fd]`.
 fn parse_marker(marker: &str) -> Result<Marker, String> {
     let bad = || {
         format!(
@@ -107,31 +123,54 @@ fn parse_marker(marker: &str) -> Result<Marker, String> {
         )
     };
     let rest = marker.strip_prefix("v1:").ok_or_else(bad)?;
-    let (pid, stdout_on_fd) = match rest.strip_suffix(":fd") {
-        Some(pid) => (pid, true),
+    let (rest, stdout_on_fd) = match rest.strip_suffix(":fd") {
+        Some(rest) => (rest, true),
         None => (rest, false),
+    };
+    let (pid, mode) = if let Some(pid) = rest.strip_suffix(":proc") {
+        (pid, Mode::Process { daemon: false })
+    } else if let Some(pid) = rest.strip_suffix(":daemon") {
+        (pid, Mode::Process { daemon: true })
+    } else {
+        (rest, Mode::Pool)
     };
     let parent = pid.parse().map_err(|_| bad())?;
     Ok(Marker {
         parent,
+        mode,
         stdout_on_fd,
     })
 }
 
-fn run_worker(marker: &str) -> Result<(), String> {
+/// Runs the worker the marker asks for; the process exit code on success.
+fn run_worker(marker: &str) -> Result<i32, String> {
     let marker = parse_marker(marker)?;
     os::forget_worker_marker(WORKER_ENV);
-    if !os::die_with_parent(marker.parent) {
+    // A non-daemon `Process` child outlives a parent that dies, as in
+    // Python; pool workers and daemon children do not.
+    let dies_with_parent = marker.mode != Mode::Process { daemon: false };
+    if dies_with_parent && !os::die_with_parent(marker.parent) {
         // The parent exited while this worker was starting: nobody is
         // waiting for it, so it leaves quietly.
-        return Ok(());
+        return Ok(0);
     }
     if marker.stdout_on_fd {
         os::restore_stdout().map_err(|e| e.to_string())?;
     }
-    os::ignore_sigint();
+    if marker.mode == Mode::Pool {
+        os::ignore_sigint();
+    }
     entry::install_worker_panic_hook();
     let (cmd, res) = os::take_protocol_fds().map_err(|e| e.to_string())?;
+    if let Mode::Process { .. } = marker.mode {
+        return crate::mp::serve_child(cmd, res);
+    }
+    serve_pool(cmd, res).map(|()| 0)
+}
+
+/// The pool worker's loop: handshake, then tasks until `Shutdown` or end
+/// of stream.
+fn serve_pool(cmd: std::fs::File, res: std::fs::File) -> Result<(), String> {
     let mut input = BufReader::with_capacity(64 * 1024, cmd);
     let mut output = BufWriter::with_capacity(64 * 1024, res);
     // Until the parent says otherwise, the handshake messages are small.
@@ -222,6 +261,7 @@ mod tests {
             parse_marker("v1:1234"),
             Ok(Marker {
                 parent: 1234,
+                mode: Mode::Pool,
                 stdout_on_fd: false
             })
         );
@@ -229,6 +269,23 @@ mod tests {
             parse_marker("v1:99:fd"),
             Ok(Marker {
                 parent: 99,
+                mode: Mode::Pool,
+                stdout_on_fd: true
+            })
+        );
+        assert_eq!(
+            parse_marker("v1:7:proc"),
+            Ok(Marker {
+                parent: 7,
+                mode: Mode::Process { daemon: false },
+                stdout_on_fd: false
+            })
+        );
+        assert_eq!(
+            parse_marker("v1:8:daemon:fd"),
+            Ok(Marker {
+                parent: 8,
+                mode: Mode::Process { daemon: true },
                 stdout_on_fd: true
             })
         );
@@ -245,6 +302,10 @@ mod tests {
             "v1:-3",
             "v1:1:fd:fd",
             "v1::fd",
+            "v1:proc",
+            "v1:1:fd:proc",
+            "v1:1:proc:daemon",
+            "v1:1:proc:proc",
         ] {
             let e = parse_marker(bad).unwrap_err();
             assert!(e.contains(WORKER_ENV), "{e}");

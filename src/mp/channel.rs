@@ -1,0 +1,625 @@
+//! Typed channels between a parent and its [`Process`](crate::Process)
+//! children: [`pipe`] ([`Sender`] / [`Receiver`]) and [`Queue`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use super::lock;
+use crate::Error;
+use crate::process::{codec, os};
+
+/// Bytes of a chunk written with one `write` call: `PIPE_BUF`, the size up
+/// to which POSIX makes a pipe write atomic.
+const CHUNK_BYTES: usize = libc::PIPE_BUF;
+/// Chunk header: length of the rest (`u32`), writer pid (`u32`), writer
+/// number (`u32`), flags (`u8`). All little-endian.
+const HEADER_BYTES: usize = 13;
+/// Payload bytes per chunk.
+const CHUNK_PAYLOAD: usize = CHUNK_BYTES - HEADER_BYTES;
+/// The chunk starts a value.
+const FIRST: u8 = 1;
+/// The chunk ends a value.
+const LAST: u8 = 2;
+/// Largest value a receiver reassembles (as the pool's default frame
+/// limit).
+const MAX_VALUE_BYTES: usize = 1 << 30;
+
+/// The error of a receive on a channel whose every sender was dropped
+/// (Python's `EOFError`).
+fn end_of_stream() -> Error {
+    Error::EndOfStream
+}
+
+/// A one-way typed channel over an OS pipe (Python's `Pipe(duplex=False)`,
+/// whose two ends come in the other order: `(reader, writer)`).
+///
+/// Either end may be passed to [`Process`](crate::Process) children in
+/// their argument; several processes may send on one pipe. Once every
+/// sender is dropped — the parent's included, and each child's, which
+/// happens when it exits — [`Receiver::recv`] fails with end of stream.
+///
+/// ```
+/// let (tx, rx) = concurrent_futures::pipe::<String>()?;
+/// tx.send("hello".to_string())?;
+/// drop(tx);
+/// assert_eq!(rx.recv(None)?, "hello");
+/// assert!(rx.recv(None).is_err()); // end of stream
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
+pub fn pipe<T>() -> Result<(Sender<T>, Receiver<T>), Error> {
+    let (r, w) = io::pipe().map_err(|e| Error::Io(format!("could not create a pipe: {e}")))?;
+    Ok((
+        Sender::from_fd(OwnedFd::from(w)),
+        Receiver::from_fd(OwnedFd::from(r)),
+    ))
+}
+
+/// The sending end of a [`pipe`] (Python's `Connection.send`).
+///
+/// Clones share one descriptor. A value is written as chunks of at most
+/// `PIPE_BUF` bytes, each one atomic `write`, so senders in several
+/// processes never tear each other's values. `send` blocks while the pipe
+/// is full (64 KiB unread on Linux) until the receiver reads.
+///
+/// Serializable only inside a [`Process`](crate::Process) argument.
+pub struct Sender<T> {
+    inner: Arc<SenderInner>,
+    _type: PhantomData<fn(T)>,
+}
+
+struct SenderInner {
+    pipe: Mutex<File>,
+    /// Tells this sender's chunks from those of other senders of this
+    /// process on the same pipe.
+    writer: u32,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender {
+            inner: self.inner.clone(),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("writer", &self.inner.writer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Sender<T> {
+    fn from_fd(fd: OwnedFd) -> Self {
+        static WRITERS: AtomicU32 = AtomicU32::new(0);
+        Sender {
+            inner: Arc::new(SenderInner {
+                pipe: Mutex::new(File::from(fd)),
+                writer: WRITERS.fetch_add(1, Ordering::Relaxed),
+            }),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: Serialize> Sender<T> {
+    /// Sends `value`. Fails with [`Error::Encode`] if it does not
+    /// serialize (nothing is sent), and with [`Error::Io`] if every
+    /// receiver is gone (Python's `BrokenPipeError`).
+    pub fn send(&self, value: T) -> Result<(), Error> {
+        let payload = codec::encode(&value)?;
+        let pid = std::process::id();
+        let mut pipe = lock(&self.inner.pipe);
+        let mut chunks = payload.chunks(CHUNK_PAYLOAD).peekable();
+        let mut flags = FIRST;
+        let mut buf = Vec::with_capacity(CHUNK_BYTES);
+        loop {
+            let piece = chunks.next().unwrap_or(&[]);
+            if chunks.peek().is_none() {
+                flags |= LAST;
+            }
+            buf.clear();
+            let rest = (HEADER_BYTES - 4 + piece.len()) as u32;
+            buf.extend_from_slice(&rest.to_le_bytes());
+            buf.extend_from_slice(&pid.to_le_bytes());
+            buf.extend_from_slice(&self.inner.writer.to_le_bytes());
+            buf.push(flags);
+            buf.extend_from_slice(piece);
+            write_atomic(&mut pipe, &buf)?;
+            if flags & LAST != 0 {
+                return Ok(());
+            }
+            flags = 0;
+        }
+    }
+}
+
+/// Writes `buf` (at most `PIPE_BUF` bytes) with one `write` call.
+fn write_atomic(pipe: &mut File, buf: &[u8]) -> Result<(), Error> {
+    loop {
+        match pipe.write(buf) {
+            Ok(n) if n == buf.len() => return Ok(()),
+            Ok(n) => {
+                return Err(Error::Io(format!(
+                    "short pipe write ({n} of {} bytes)",
+                    buf.len()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                return Err(Error::Io(
+                    "broken pipe: every receiver of this channel was dropped".into(),
+                ));
+            }
+            Err(e) => return Err(Error::Io(format!("pipe write failed: {e}"))),
+        }
+    }
+}
+
+/// The receiving end of a [`pipe`] (Python's `Connection.recv`).
+///
+/// Use one receiver per pipe: two processes reading one pipe split its
+/// chunks between them (Python's `Connection` has the same rule).
+///
+/// Serializable only inside a [`Process`](crate::Process) argument.
+pub struct Receiver<T> {
+    inner: Mutex<ReceiverState>,
+    _type: PhantomData<fn() -> T>,
+}
+
+struct ReceiverState {
+    pipe: File,
+    /// Values being reassembled, by (writer pid, writer number).
+    partial: HashMap<(u32, u32), Vec<u8>>,
+    ended: bool,
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
+    }
+}
+
+impl<T> Receiver<T> {
+    fn from_fd(fd: OwnedFd) -> Self {
+        Receiver {
+            inner: Mutex::new(ReceiverState {
+                pipe: File::from(fd),
+                partial: HashMap::new(),
+                ended: false,
+            }),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    /// Receives the next value, waiting at most `timeout` (`None`: no
+    /// limit).
+    ///
+    /// Fails with [`Error::Timeout`] when the time is up (call again;
+    /// nothing is lost), with [`Error::EndOfStream`] once
+    /// every sender is dropped and the pipe is drained (Python's
+    /// `EOFError`; it stays that way), with [`Error::Decode`] for a value
+    /// that does not decode as `T` (the next one is still readable).
+    pub fn recv(&self, timeout: Option<Duration>) -> Result<T, Error> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = lock(&self.inner);
+        loop {
+            if st.ended {
+                return Err(end_of_stream());
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let ready = os::poll_readable(st.pipe.as_fd(), left)
+                .map_err(|e| Error::Io(format!("pipe poll failed: {e}")))?;
+            if !ready {
+                return Err(Error::Timeout {
+                    waited: timeout.unwrap_or_default(),
+                });
+            }
+            if let Some(value) = st.read_chunk()? {
+                return codec::decode(&value);
+            }
+        }
+    }
+}
+
+impl ReceiverState {
+    /// Reads one chunk (present whole once any of it is, as it was written
+    /// atomically). Returns a value when the chunk completes one.
+    fn read_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        let mut len = [0u8; 4];
+        match read_full(&mut self.pipe, &mut len)? {
+            0 => {
+                // Every writer is gone; a value some writer left unfinished
+                // (it died mid-send) will never complete.
+                self.ended = true;
+                self.partial.clear();
+                return Err(end_of_stream());
+            }
+            4 => {}
+            n => return Err(truncated(n, 4)),
+        }
+        let rest = u32::from_le_bytes(len) as usize;
+        if !(HEADER_BYTES - 4..=CHUNK_BYTES - 4).contains(&rest) {
+            return Err(Error::Protocol(format!(
+                "a pipe chunk announces {rest} bytes; the stream is corrupt \
+                 (was the pipe written to by something other than a Sender?)"
+            )));
+        }
+        let mut chunk = vec![0u8; rest];
+        let n = read_full(&mut self.pipe, &mut chunk)?;
+        if n != rest {
+            return Err(truncated(n, rest));
+        }
+        let word = |i: usize| u32::from_le_bytes(chunk[i..i + 4].try_into().expect("4 bytes"));
+        let key = (word(0), word(4));
+        let flags = chunk[8];
+        let piece = &chunk[9..];
+        let value = if flags & FIRST != 0 {
+            self.partial.entry(key).or_default().clear();
+            self.partial.get_mut(&key).expect("just inserted")
+        } else {
+            match self.partial.get_mut(&key) {
+                Some(v) => v,
+                None => {
+                    return Err(Error::Protocol(
+                        "a pipe chunk continues a value whose start was not seen \
+                         (two receivers on one pipe?)"
+                            .into(),
+                    ));
+                }
+            }
+        };
+        if value.len() + piece.len() > MAX_VALUE_BYTES {
+            self.partial.remove(&key);
+            return Err(Error::Protocol(format!(
+                "a value on the pipe exceeds {MAX_VALUE_BYTES} bytes"
+            )));
+        }
+        value.extend_from_slice(piece);
+        if flags & LAST != 0 {
+            Ok(self.partial.remove(&key))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn truncated(got: usize, expected: usize) -> Error {
+    Error::Protocol(format!(
+        "the pipe ended inside a chunk ({got} of {expected} bytes)"
+    ))
+}
+
+/// Reads until `buf` is full or end of file; returns the bytes read.
+fn read_full(pipe: &mut File, buf: &mut [u8]) -> Result<usize, Error> {
+    let mut got = 0;
+    while got < buf.len() {
+        match pipe.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::Io(format!("pipe read failed: {e}"))),
+        }
+    }
+    Ok(got)
+}
+
+/// Python's `multiprocessing.Queue`, for many producers and one consumer:
+/// any number of [`Process`](crate::Process) children (and the parent)
+/// [`put`](Queue::put); the process that made the queue
+/// [`get`](Queue::get)s.
+///
+/// Pass [`producer`](Queue::producer) handles to children (a queue always
+/// arrives in a child as a producer only: its `get` fails there).
+///
+/// Unlike Python's, `put` writes to the pipe directly (no feeder thread),
+/// so it blocks while the pipe is full (64 KiB unread on Linux), whoever
+/// filled it. The consumer process must therefore not `put` while children
+/// may have filled the pipe and only it can drain it: that waits forever
+/// (put before starting the producers, or from another thread while this
+/// one `get`s). For the same reason, join producers only after draining
+/// what they put, as CPython's "joining processes that use queues" warns.
+/// A queue has no end of stream: the consumer holds a sender too (use
+/// [`pipe`] for that).
+///
+/// ```
+/// let q = concurrent_futures::Queue::<u32>::new()?;
+/// q.put(1)?;
+/// q.put(2)?;
+/// assert_eq!(q.get(None)?, 1);
+/// assert_eq!(q.get(None)?, 2);
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
+pub struct Queue<T> {
+    tx: Sender<T>,
+    rx: Option<Receiver<T>>,
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("consumer", &self.rx.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Queue<T> {
+    /// A new, empty queue.
+    pub fn new() -> Result<Self, Error> {
+        let (tx, rx) = pipe()?;
+        Ok(Queue { tx, rx: Some(rx) })
+    }
+
+    /// A sender that puts into this queue.
+    pub fn sender(&self) -> Sender<T> {
+        self.tx.clone()
+    }
+
+    /// A producer-only handle of this queue (its `get` fails): the form to
+    /// pass to a child, `Process::new(f, q.producer())`, where Python
+    /// passes `q` itself.
+    pub fn producer(&self) -> Queue<T> {
+        Queue {
+            tx: self.tx.clone(),
+            rx: None,
+        }
+    }
+}
+
+impl<T: Serialize> Queue<T> {
+    /// Puts `value` (Python's `put`; see the type docs for when it
+    /// blocks).
+    pub fn put(&self, value: T) -> Result<(), Error> {
+        self.tx.send(value)
+    }
+}
+
+impl<T: DeserializeOwned> Queue<T> {
+    /// Takes the next value, waiting at most `timeout` (`None`: no limit);
+    /// [`Error::Timeout`] when the time is up (Python's `queue.Empty`).
+    /// Values from one producer come in the order it put them. Only in the
+    /// process that made the queue: elsewhere [`Error::InvalidConfig`].
+    pub fn get(&self, timeout: Option<Duration>) -> Result<T, Error> {
+        match &self.rx {
+            Some(rx) => rx.recv(timeout),
+            None => Err(Error::InvalidConfig(
+                "Queue::get works only in the process that created the queue; \
+                 a queue passed to a child is a producer"
+                    .into(),
+            )),
+        }
+    }
+}
+
+// ------------------------------------------------ passing ends to a child --
+
+#[derive(Default)]
+struct Passing {
+    fds: Vec<OwnedFd>,
+    error: Option<String>,
+}
+
+thread_local! {
+    /// Set while `Process::new` serializes an argument: the channel ends
+    /// met so far.
+    static PASSING: RefCell<Option<Passing>> = const { RefCell::new(None) };
+}
+
+/// In the child: the passed descriptors, until an end claims its own.
+static RECEIVED: Mutex<Vec<Option<OwnedFd>>> = Mutex::new(Vec::new());
+
+/// Serializes a `Process` argument, collecting duplicates of the channel
+/// ends in it; the index an end serializes as is its place in the list.
+pub(crate) fn encode_passing<A: Serialize>(arg: &A) -> (Result<Vec<u8>, Error>, Vec<OwnedFd>) {
+    let outer = PASSING.with(|p| p.borrow_mut().replace(Passing::default()));
+    let encoded = codec::encode(arg);
+    let passing = PASSING
+        .with(|p| std::mem::replace(&mut *p.borrow_mut(), outer))
+        .unwrap_or_default();
+    let encoded = match (encoded, passing.error) {
+        // postcard drops a Serialize impl's own message; put ours back.
+        (Err(Error::Encode { type_name, .. }), Some(message)) => {
+            Err(Error::Encode { type_name, message })
+        }
+        (other, _) => other,
+    };
+    (encoded, passing.fds)
+}
+
+/// Child side: claims the `n` descriptors the parent passed.
+pub(crate) fn receive_passed(n: u32) -> Result<(), String> {
+    if n == 0 {
+        return Ok(());
+    }
+    let fds = os::take_passed_fds(n as usize).map_err(|e| e.to_string())?;
+    *lock(&RECEIVED) = fds.into_iter().map(Some).collect();
+    Ok(())
+}
+
+/// Records a duplicate of `fd` for the child; its index.
+fn pass<S: Serializer>(fd: std::os::fd::BorrowedFd<'_>, s: S) -> Result<S::Ok, S::Error> {
+    let index = PASSING.with(|p| {
+        let mut p = p.borrow_mut();
+        let Some(passing) = p.as_mut() else {
+            return Err(
+                "a channel end can only be serialized as part of a Process argument \
+                 (Process::new), not in a result or a pool task"
+                    .to_owned(),
+            );
+        };
+        match fd.try_clone_to_owned() {
+            Ok(dup) => {
+                passing.fds.push(dup);
+                Ok(passing.fds.len() as u32 - 1)
+            }
+            Err(e) => {
+                let message = format!("could not duplicate a channel end: {e}");
+                passing.error = Some(message.clone());
+                Err(message)
+            }
+        }
+    });
+    match index {
+        Ok(i) => s.serialize_u32(i),
+        Err(message) => Err(serde::ser::Error::custom(message)),
+    }
+}
+
+/// Claims passed descriptor `index` (each at most once).
+fn claim<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Error> {
+    let index = u32::deserialize(d)? as usize;
+    lock(&RECEIVED)
+        .get_mut(index)
+        .and_then(Option::take)
+        .ok_or_else(|| {
+            serde::de::Error::custom(
+                "a channel end that was not passed to this process (or was already claimed)",
+            )
+        })
+}
+
+impl<T> Serialize for Sender<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let pipe = lock(&self.inner.pipe);
+        pass(pipe.as_fd(), s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Sender<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        claim(d).map(Sender::from_fd)
+    }
+}
+
+impl<T> Serialize for Receiver<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let st = lock(&self.inner);
+        pass(st.pipe.as_fd(), s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Receiver<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        claim(d).map(Receiver::from_fd)
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    /// A queue travels as its sender: the child is a producer.
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.tx.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Queue {
+            tx: Sender::deserialize(d)?,
+            rx: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_larger_than_a_chunk_round_trip() {
+        let (tx, rx) = pipe::<Vec<u8>>().unwrap();
+        let big: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        let t = std::thread::spawn(move || {
+            tx.send(big).unwrap();
+            tx.send(Vec::new()).unwrap();
+        });
+        let got = rx.recv(Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(got.len(), 20_000);
+        assert!(got.iter().enumerate().all(|(i, &b)| b == i as u8));
+        assert_eq!(
+            rx.recv(Some(Duration::from_secs(30))).unwrap(),
+            Vec::<u8>::new()
+        );
+        t.join().unwrap();
+        assert!(matches!(rx.recv(None), Err(Error::EndOfStream)));
+    }
+
+    #[test]
+    fn interleaved_chunks_of_two_senders_reassemble() {
+        let (tx, rx) = pipe::<Vec<u8>>().unwrap();
+        // Two senders of this process, each with its own writer number,
+        // on two threads: their chunks interleave on the pipe.
+        let (a, b) = (
+            tx.clone(),
+            Sender::<Vec<u8>>::from_fd(lock(&tx.inner.pipe).as_fd().try_clone_to_owned().unwrap()),
+        );
+        drop(tx);
+        let ta = std::thread::spawn(move || {
+            for _ in 0..20 {
+                a.send(vec![1; 10_000]).unwrap();
+            }
+        });
+        let tb = std::thread::spawn(move || {
+            for _ in 0..20 {
+                b.send(vec![2; 10_000]).unwrap();
+            }
+        });
+        let mut counts = [0; 3];
+        loop {
+            match rx.recv(Some(Duration::from_secs(30))) {
+                Ok(v) => {
+                    assert_eq!(v.len(), 10_000);
+                    assert!(v.iter().all(|&x| x == v[0]));
+                    counts[v[0] as usize] += 1;
+                }
+                Err(Error::EndOfStream) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        ta.join().unwrap();
+        tb.join().unwrap();
+        assert_eq!(counts, [0, 20, 20]);
+    }
+
+    #[test]
+    fn timeout_then_value() {
+        let (tx, rx) = pipe::<u8>().unwrap();
+        assert!(matches!(
+            rx.recv(Some(Duration::from_millis(10))),
+            Err(Error::Timeout { .. })
+        ));
+        tx.send(7).unwrap();
+        assert_eq!(rx.recv(Some(Duration::from_secs(30))).unwrap(), 7);
+    }
+
+    #[test]
+    fn send_after_the_receiver_is_gone_is_broken_pipe() {
+        let (tx, rx) = pipe::<u8>().unwrap();
+        drop(rx);
+        assert!(matches!(tx.send(1), Err(Error::Io(m)) if m.contains("broken pipe")));
+    }
+
+    #[test]
+    fn an_end_outside_a_process_argument_does_not_serialize() {
+        let (tx, _rx) = pipe::<u8>().unwrap();
+        assert!(matches!(codec::encode(&tx), Err(Error::Encode { .. })));
+        let (encoded, fds) = encode_passing(&(1u8, tx.clone(), tx));
+        assert!(encoded.is_ok());
+        assert_eq!(fds.len(), 2);
+    }
+}

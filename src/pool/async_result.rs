@@ -1,0 +1,184 @@
+//! [`AsyncResult`] and [`Callbacks`]: what `apply_async` and `map_async`
+//! hand back, and what they run when the result arrives.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::{Error, Future, Promise};
+
+/// The result of [`Pool::apply_async`](crate::Pool::apply_async) and
+/// [`Pool::map_async`](crate::Pool::map_async), as
+/// `multiprocessing.pool.AsyncResult` (MP5).
+///
+/// It becomes ready on the pool's result-handling thread *after* the
+/// callback or error callback has returned (MP6): once [`get`](Self::get)
+/// returns, the callback has run.
+///
+/// Unlike CPython (MP24), a result never stays pending forever: if the pool
+/// is terminated (or dropped) first, it fails (see
+/// [`Pool::terminate`](crate::Pool::terminate)).
+pub struct AsyncResult<T> {
+    fut: Future<T>,
+}
+
+impl<T: Send + Sync + 'static> AsyncResult<T> {
+    pub(crate) fn new() -> (Promise<T>, AsyncResult<T>) {
+        let (promise, fut) = Promise::new();
+        (promise, AsyncResult { fut })
+    }
+
+    /// Waits at most `timeout` (`None`: forever) and lends the value, or
+    /// gives the task's error. [`Error::Timeout`] if it is still not ready
+    /// (`multiprocessing.TimeoutError`); the task keeps running and `get`
+    /// may be called again. Callable any number of times.
+    ///
+    /// Don't call it from a pool callback for a result of the same pool:
+    /// callbacks run on the thread that makes results ready.
+    pub fn get(&self, timeout: Option<Duration>) -> Result<&T, Error> {
+        self.fut.result(timeout)
+    }
+
+    /// Waits without limit and moves the value out (`get(None)` by value).
+    pub fn into_result(self) -> Result<T, Error> {
+        self.fut.into_result()
+    }
+
+    /// Waits at most `timeout` (`None`: forever) for the result to be
+    /// ready. Never fails (MP5); returns [`ready`](Self::ready).
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        !matches!(self.fut.exception(timeout), Err(Error::Timeout { .. }))
+    }
+
+    /// True once the result (value or error) is available.
+    pub fn ready(&self) -> bool {
+        self.fut.done()
+    }
+
+    /// Whether the call completed without error. Like CPython's
+    /// `ValueError("... not ready")`, asking before it is ready is an error:
+    /// [`Error::InvalidConfig`] whose message says the result is not ready.
+    pub fn successful(&self) -> Result<bool, Error> {
+        if !self.ready() {
+            return Err(Error::InvalidConfig(
+                "AsyncResult.successful(): the result is not ready".into(),
+            ));
+        }
+        Ok(matches!(self.fut.exception(Some(Duration::ZERO)), Ok(None)))
+    }
+}
+
+impl<T> fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("future", &self.fut)
+            .finish()
+    }
+}
+
+type OnValue<T> = Box<dyn FnOnce(&T) + Send>;
+type OnError = Box<dyn FnOnce(&Error) + Send>;
+
+/// The `callback` and `error_callback` of `apply_async` and `map_async`.
+///
+/// Both run in the parent, on the pool's one result-handling thread (MP6),
+/// one at a time, before the [`AsyncResult`] becomes ready; they may capture
+/// anything `Send`. A slow callback delays every later result (MP7), so
+/// keep them short.
+///
+/// A panicking `callback` does not kill that thread (as it does in CPython,
+/// gh-83371): the panic becomes the job's error, an [`Error::Panicked`]
+/// whose message starts with `callback panicked: `. A panicking
+/// `error_callback` is logged (target `concurrent_futures`) and the job
+/// keeps its original error.
+///
+/// ```
+/// use concurrent_futures::Callbacks;
+/// let cbs = Callbacks::<u64>::new()
+///     .callback(|v| println!("got {v}"))
+///     .error_callback(|e| eprintln!("failed: {e}"));
+/// # drop(cbs);
+/// ```
+pub struct Callbacks<T> {
+    pub(crate) on_value: Option<OnValue<T>>,
+    pub(crate) on_error: Option<OnError>,
+}
+
+impl<T> Default for Callbacks<T> {
+    fn default() -> Self {
+        Callbacks {
+            on_value: None,
+            on_error: None,
+        }
+    }
+}
+
+impl<T> Callbacks<T> {
+    /// No callbacks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` with the value when the job succeeds (`callback=`).
+    pub fn callback(mut self, f: impl FnOnce(&T) + Send + 'static) -> Self {
+        self.on_value = Some(Box::new(f));
+        self
+    }
+
+    /// Runs `f` with the error when the job fails (`error_callback=`): a
+    /// task panic arrives as [`Error::Panicked`] with the panic message.
+    pub fn error_callback(mut self, f: impl FnOnce(&Error) + Send + 'static) -> Self {
+        self.on_error = Some(Box::new(f));
+        self
+    }
+}
+
+impl<T> fmt::Debug for Callbacks<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("callback", &self.on_value.is_some())
+            .field("error_callback", &self.on_error.is_some())
+            .finish()
+    }
+}
+
+/// Runs the callbacks for `outcome` (catching panics), then makes the
+/// result ready: the callback has finished when `get` returns (MP6).
+pub(crate) fn settle<T: Send + Sync + 'static>(
+    outcome: Result<T, Error>,
+    callbacks: Callbacks<T>,
+    promise: Promise<T>,
+) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    let outcome = match outcome {
+        Ok(value) => match callbacks.on_value {
+            Some(cb) => match catch_unwind(AssertUnwindSafe(|| cb(&value))) {
+                Ok(()) => Ok(value),
+                Err(payload) => {
+                    let message = crate::error::panic_message(payload.as_ref());
+                    log::error!(target: "concurrent_futures", "a pool callback panicked: {message}");
+                    Err(Error::Panicked {
+                        message: format!("callback panicked: {message}"),
+                        backtrace: None,
+                    })
+                }
+            },
+            None => Ok(value),
+        },
+        Err(error) => {
+            if let Some(cb) = callbacks.on_error {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb(&error))) {
+                    let message = crate::error::panic_message(payload.as_ref());
+                    log::error!(
+                        target: "concurrent_futures",
+                        "a pool error_callback panicked: {message} (the job keeps its error: {error})"
+                    );
+                }
+            }
+            Err(error)
+        }
+    };
+    let _ = match outcome {
+        Ok(v) => promise.set_result(v),
+        Err(e) => promise.set_exception(e),
+    };
+}

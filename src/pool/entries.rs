@@ -1,0 +1,119 @@
+//! What the result handler delivers: one `apply_async` job, or one chunk
+//! of a `map_async` job; and the task that runs a chunk.
+
+use crate::sync::{Arc, Mutex};
+
+use super::async_result::{self, Callbacks};
+use super::handler::Entry;
+use crate::error::panic_message;
+use crate::map::{ChunkResult, ItemPanic};
+use crate::sync::lock;
+use crate::{Error, Future, Portable, Promise};
+
+/// The task that runs one chunk of a map: each item under `catch_unwind`,
+/// so a panic fails only its own item. It captures only the zero-sized
+/// `func`, so it is itself a portable task.
+pub(super) fn chunk_task<F, A, R>(
+    func: F,
+) -> impl Fn(Vec<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static
+where
+    F: Fn(A) -> R + Copy + Send + Sync + 'static,
+    A: Portable,
+    R: Portable + Sync,
+{
+    move |items: Vec<A>| -> ChunkResult<R> {
+        items
+            .into_iter()
+            .map(|a| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| func(a))).map_err(|p| {
+                    ItemPanic {
+                        message: panic_message(p.as_ref()),
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// One `apply_async` job.
+pub(super) struct ApplyEntry<R: Send + Sync + 'static> {
+    pub(super) fut: Future<R>,
+    pub(super) callbacks: Callbacks<R>,
+    pub(super) promise: Promise<R>,
+}
+
+impl<R: Send + Sync + 'static> Entry for ApplyEntry<R> {
+    fn deliver(self: Box<Self>, forced: Option<Error>) {
+        let outcome = match forced {
+            Some(e) => Err(e),
+            None => self.fut.into_result(),
+        };
+        async_result::settle(outcome, self.callbacks, self.promise);
+    }
+}
+
+/// What settles a `map_async` job: its callbacks and its promise.
+pub(super) type Finish<R> = (Callbacks<Vec<R>>, Promise<Vec<R>>);
+
+/// The shared state of one `map_async` job.
+pub(super) struct MapAgg<R: Send + Sync + 'static> {
+    pub(super) slots: Vec<Option<R>>,
+    pub(super) left: usize,
+    pub(super) first_error: Option<Error>,
+    pub(super) finish: Option<Finish<R>>,
+}
+
+/// One chunk of a `map_async` job; the last one to arrive settles the job.
+pub(super) struct ChunkEntry<R: Send + Sync + 'static> {
+    pub(super) fut: Future<ChunkResult<R>>,
+    pub(super) start: usize,
+    pub(super) agg: Arc<Mutex<MapAgg<R>>>,
+}
+
+impl<R: Send + Sync + 'static> Entry for ChunkEntry<R> {
+    fn deliver(self: Box<Self>, forced: Option<Error>) {
+        let outcome = match forced {
+            Some(e) => Err(e),
+            None => self.fut.into_result(),
+        };
+        let mut agg = lock(&self.agg);
+        match outcome {
+            Ok(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    match item {
+                        Ok(v) if agg.first_error.is_none() => agg.slots[self.start + i] = Some(v),
+                        Ok(_) => {}
+                        Err(p) => {
+                            agg.first_error.get_or_insert(Error::Panicked {
+                                message: p.message,
+                                backtrace: None,
+                            });
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                agg.first_error.get_or_insert(e);
+            }
+        }
+        if agg.first_error.is_some() {
+            agg.slots = Vec::new(); // nothing will use the values (MP27)
+        }
+        agg.left = agg.left.saturating_sub(1);
+        if agg.left > 0 {
+            return;
+        }
+        let Some((callbacks, promise)) = agg.finish.take() else {
+            return;
+        };
+        let outcome = match agg.first_error.take() {
+            Some(e) => Err(e),
+            None => Ok(std::mem::take(&mut agg.slots)
+                .into_iter()
+                .map(|v| v.expect("every slot is filled once every chunk succeeded"))
+                .collect()),
+        };
+        drop(agg);
+        async_result::settle(outcome, callbacks, promise);
+    }
+}

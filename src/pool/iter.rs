@@ -1,0 +1,99 @@
+//! [`ImapUnordered`]: `imap_unordered`'s iterator, chunked and bounded.
+
+use crate::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+
+use crate::map::{ChunkResult, MapUnordered};
+use crate::sync::lock;
+use crate::{Error, Executor, ExecutorExt, MapOptions, Portable};
+
+/// The results of [`Pool::imap_unordered`](crate::Pool::imap_unordered):
+/// each item's `Result` in completion order (MP14).
+///
+/// At most `window` tasks (chunks, with a `chunksize`) are in flight; the
+/// input is read only as results are consumed. Items of one chunk come out
+/// together, in their input order. Dropping the iterator cancels the tasks
+/// not yet yielded. For the input index of each result, use
+/// [`ExecutorExt::map_unordered`] on [`Pool::executor`](crate::Pool::executor).
+pub struct ImapUnordered<'a, R> {
+    inner: MapUnordered<'a, ChunkResult<R>>,
+    /// Items per chunk, by chunk index, until the chunk is yielded (a chunk
+    /// that fails as a whole fails each of its items).
+    lens: Arc<Mutex<HashMap<usize, usize>>>,
+    ready: VecDeque<Result<R, Error>>,
+}
+
+impl<R> fmt::Debug for ImapUnordered<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImapUnordered")
+            .field("in_flight", &self.inner.in_flight())
+            .field("ready", &self.ready.len())
+            .finish()
+    }
+}
+
+impl<'a, R: Portable + Sync> ImapUnordered<'a, R> {
+    pub(crate) fn new<C, A, I>(
+        ex: &'a Arc<dyn Executor>,
+        run_chunk: C,
+        inputs: I,
+        options: &MapOptions,
+    ) -> Self
+    where
+        C: Fn(Vec<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static,
+        A: Portable,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        let size = options.chunksize.unwrap_or(1).max(1);
+        let window = options.window_for(ex.max_workers());
+        let lens = Arc::new(Mutex::new(HashMap::new()));
+        let lens2 = lens.clone();
+        let mut inputs = inputs.into_iter();
+        let mut index = 0usize;
+        let submit = move || {
+            let chunk: Vec<A> = inputs.by_ref().take(size).collect();
+            if chunk.is_empty() {
+                return None;
+            }
+            lock(&lens2).insert(index, chunk.len());
+            index += 1;
+            Some(ex.submit(run_chunk, chunk))
+        };
+        ImapUnordered {
+            inner: MapUnordered::new(Box::new(submit), window),
+            lens,
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// Tasks (chunks) submitted and not yet yielded; never more than the
+    /// window.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight()
+    }
+}
+
+impl<R: Portable + Sync> Iterator for ImapUnordered<'_, R> {
+    type Item = Result<R, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(r);
+            }
+            let (index, outcome) = self.inner.next()?;
+            let n = lock(&self.lens).remove(&index).unwrap_or(1);
+            match outcome {
+                Ok(items) => self.ready.extend(items.into_iter().map(|r| {
+                    r.map_err(|p| Error::Panicked {
+                        message: p.message,
+                        backtrace: None,
+                    })
+                })),
+                Err(e) => self.ready.extend(std::iter::repeat_n(e, n).map(Err)),
+            }
+        }
+    }
+}

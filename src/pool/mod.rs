@@ -1,0 +1,615 @@
+//! `multiprocessing.Pool` and `multiprocessing.pool.ThreadPool`: [`Pool`]
+//! and [`ThreadPool`], one facade over any [`Executor`].
+//!
+//! The facade adds what `multiprocessing` has and `concurrent.futures`
+//! lacks: blocking `apply` and `map`, [`AsyncResult`]s with callbacks that
+//! run on one result-handling thread in the parent, `imap` and
+//! `imap_unordered`, `starmap`, and the `close` / `join` / `terminate`
+//! lifecycle. The work itself runs on the executor underneath, a
+//! [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) for [`Pool::new`] or
+//! a [`ThreadPoolExecutor`] for [`ThreadPool::new`]; tasks are portable
+//! tasks (a `fn` item and one serde argument), as for
+//! [`ExecutorExt::submit`].
+//!
+//! Semantics follow CPython's `multiprocessing.pool` (CONFORMANCE.md
+//! section 2, MP1-MP27) except where CPython hangs or loses a task: a
+//! panicking callback becomes the job's error instead of killing the
+//! result handler (MP7), and `terminate()` fails every pending result
+//! instead of leaving it pending forever (MP24).
+
+mod async_result;
+mod builder;
+mod entries;
+mod handler;
+mod iter;
+mod star;
+
+use crate::sync::{Arc, Mutex};
+use std::fmt;
+use std::sync::RwLock;
+use std::sync::mpsc::{self, Sender};
+
+pub use self::async_result::{AsyncResult, Callbacks};
+#[cfg(unix)]
+pub use self::builder::PoolBuilder;
+pub use self::builder::ThreadPool;
+use self::entries::{ApplyEntry, ChunkEntry, MapAgg, chunk_task};
+use self::handler::{Entry, Handler, Msg};
+pub use self::iter::ImapUnordered;
+pub use self::star::StarFn;
+use crate::map::ChunkResult;
+use crate::sync::lock;
+use crate::{Error, Executor, ExecutorExt, Future, Map, MapOptions, Portable, Promise};
+
+/// Where a pool is in its life (MP23-MP25).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lifecycle {
+    Running,
+    Closed,
+    Terminated,
+}
+
+/// A pool of workers with the API of Python's `multiprocessing.Pool`.
+///
+/// [`Pool::new`] and [`Pool::builder`] run tasks in worker *processes*
+/// (a [`ProcessPoolExecutor`](crate::ProcessPoolExecutor); `main` must
+/// call [`init()`](crate::init) first). [`ThreadPool`] is the same facade
+/// over threads, and [`Pool::from_executor`] puts it over any executor.
+///
+/// ```no_run
+/// use concurrent_futures::Pool;
+///
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// fn main() -> Result<(), concurrent_futures::Error> {
+///     concurrent_futures::init();
+///     let pool = Pool::new(4)?;
+///     assert_eq!(pool.apply(square, 7)?, 49);
+///     assert_eq!(pool.map(square, 0..5)?, [0, 1, 4, 9, 16]);
+///     let r = pool.apply_async(square, 9)?;
+///     assert_eq!(r.get(None)?, &81);
+///     pool.close();
+///     pool.join()?;
+///     Ok(())
+/// }
+/// ```
+///
+/// # Lifecycle
+///
+/// [`close`](Self::close) refuses new work and lets queued work finish;
+/// [`join`](Self::join) (only after `close` or `terminate`, MP23) waits for
+/// it; [`terminate`](Self::terminate) stops at once. **Dropping a pool
+/// terminates it**, like leaving Python's `with Pool() as p:` block (MP25):
+/// call `close()` and `join()` first to wait for outstanding work.
+pub struct Pool {
+    ex: Arc<dyn Executor>,
+    #[cfg(unix)]
+    procs: Option<Arc<crate::ProcessPoolExecutor>>,
+    handler: Arc<Handler>,
+    tx: Sender<Msg>,
+    state: RwLock<Lifecycle>,
+    /// Serialises `terminate` (and the drop) with itself.
+    terminating: Mutex<()>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field(
+                "state",
+                &*self.state.read().unwrap_or_else(|e| e.into_inner()),
+            )
+            .field("executor", &self.ex)
+            .field("handler", &self.handler)
+            .finish()
+    }
+}
+
+/// The checks of `Pool(processes=0)` (MP1).
+fn check_processes(n: usize) -> Result<(), Error> {
+    if n == 0 {
+        return Err(Error::InvalidConfig(
+            "Number of processes must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// CPython's default map chunk size: `ceil(len / (4 * workers))` (MP8).
+fn default_chunksize(len: usize, workers: usize) -> usize {
+    len.div_ceil(workers.max(1).saturating_mul(4)).max(1)
+}
+
+impl Pool {
+    /// A pool of `processes` worker processes (`multiprocessing.Pool(n)`).
+    /// Zero is refused: `Number of processes must be at least 1` (MP1).
+    /// `main` must call [`init()`](crate::init) first; in `cargo test`, use
+    /// [`Pool::builder`] with [`PoolBuilder::test_harness`].
+    #[cfg(unix)]
+    pub fn new(processes: usize) -> Result<Pool, Error> {
+        Self::builder().processes(processes).build()
+    }
+
+    /// A builder for a process pool: `processes`, `maxtasksperchild`,
+    /// `initializer`.
+    #[cfg(unix)]
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    /// The facade over any executor (one picked from configuration, your
+    /// own). The pool owns it from now on: `terminate`, `join` and the drop
+    /// shut it down. [`terminate`](Self::terminate) cannot kill tasks
+    /// running on it; only a pool made by [`Pool::new`] or
+    /// [`Pool::builder`] kills its worker processes.
+    pub fn from_executor(ex: Arc<dyn Executor>) -> Result<Pool, Error> {
+        Self::with_parts(
+            ex,
+            #[cfg(unix)]
+            None,
+        )
+    }
+
+    fn with_parts(
+        ex: Arc<dyn Executor>,
+        #[cfg(unix)] procs: Option<Arc<crate::ProcessPoolExecutor>>,
+    ) -> Result<Pool, Error> {
+        let handler = Arc::new(Handler::new());
+        let (tx, rx) = mpsc::channel();
+        let h2 = handler.clone();
+        let thread = std::thread::Builder::new()
+            .name("cf-pool-results".into())
+            .spawn(move || handler::run(h2, rx))
+            .map_err(|e| Error::Io(format!("could not start the result-handler thread: {e}")))?;
+        *lock(&handler.thread) = Some(thread.thread().id());
+        Ok(Pool {
+            ex,
+            #[cfg(unix)]
+            procs,
+            handler,
+            tx,
+            state: RwLock::new(Lifecycle::Running),
+            terminating: Mutex::new(()),
+        })
+    }
+
+    /// The executor underneath.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.ex
+    }
+
+    /// How many workers run tasks at once (`processes`).
+    pub fn processes(&self) -> usize {
+        self.ex.max_workers()
+    }
+
+    fn state(&self) -> Lifecycle {
+        *self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Holds the lifecycle (read) lock while `f` submits, so `terminate`
+    /// cannot slip between the check and the registration. Refuses once the
+    /// pool is closed or terminated (MP23).
+    fn running<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        if *state != Lifecycle::Running {
+            return Err(Error::InvalidConfig("Pool not running".into()));
+        }
+        Ok(f())
+    }
+
+    /// Refuses a blocking call on the result-handling thread, where it
+    /// could never finish.
+    fn not_in_callback(&self, what: &str) -> Result<(), Error> {
+        if self.handler.on_handler_thread() {
+            return Err(Error::InvalidConfig(format!(
+                "{what} from a pool callback would deadlock: callbacks run on the \
+                 thread that makes this pool's results ready"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Registers `fut` (already submitted) with the result handler.
+    fn track<T: Send + Sync + 'static>(
+        &self,
+        fut: Future<T>,
+        make: impl FnOnce(Future<T>) -> Box<dyn Entry>,
+    ) {
+        self.handler.register(|id| {
+            let tx = self.tx.clone();
+            fut.add_done_callback(move |_| {
+                let _ = tx.send(Msg::Ready(id));
+            });
+            make(fut)
+        });
+    }
+
+    // ------------------------------------------------------------ apply --
+
+    /// Runs `func(arg)` on a worker and waits for it (`apply`, MP4). A
+    /// tuple argument is one argument: `fn add((a, b): (i32, i32))`.
+    pub fn apply<F, A, R>(&self, func: F, arg: A) -> Result<R, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+    {
+        self.not_in_callback("apply()")?;
+        self.apply_async(func, arg)?.into_result()
+    }
+
+    /// Submits `func(arg)` and returns its [`AsyncResult`] at once
+    /// (`apply_async`). `Err` only if the pool is not running (MP23).
+    pub fn apply_async<F, A, R>(&self, func: F, arg: A) -> Result<AsyncResult<R>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+    {
+        self.apply_async_with(func, arg, Callbacks::new())
+    }
+
+    /// [`apply_async`](Self::apply_async) with a `callback` and an
+    /// `error_callback`, which run on the pool's result-handling thread
+    /// before the result becomes ready (MP6). A task panic reaches the
+    /// error callback as [`Error::Panicked`] with the panic message.
+    pub fn apply_async_with<F, A, R>(
+        &self,
+        func: F,
+        arg: A,
+        callbacks: Callbacks<R>,
+    ) -> Result<AsyncResult<R>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+    {
+        self.running(|| {
+            let (promise, result) = AsyncResult::new();
+            let fut = self.ex.submit(func, arg);
+            self.track(fut, |fut| {
+                Box::new(ApplyEntry {
+                    fut,
+                    callbacks,
+                    promise,
+                })
+            });
+            result
+        })
+    }
+
+    // -------------------------------------------------------------- map --
+
+    /// Maps `func` over `inputs` and waits for every result (`map`, MP8).
+    ///
+    /// Eager like CPython: the inputs are collected and every chunk is
+    /// submitted at once (use [`imap`](Self::imap) for bounded memory). The
+    /// chunk size is `ceil(len / (4 × processes))`. There is no fail-fast:
+    /// every chunk runs, then the values come back in input order, or the
+    /// first error *in arrival order* (as CPython's `map`). For each item's
+    /// own `Result`, collect [`imap`](Self::imap) instead.
+    pub fn map<F, A, R, I>(&self, func: F, inputs: I) -> Result<Vec<R>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_chunked(func, inputs, None)
+    }
+
+    /// [`map`](Self::map) with an explicit chunk size (`None`: the default
+    /// formula; zero counts as one).
+    pub fn map_chunked<F, A, R, I>(
+        &self,
+        func: F,
+        inputs: I,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+    {
+        self.not_in_callback("map()")?;
+        self.map_async_with(func, inputs, chunksize, Callbacks::new())?
+            .into_result()
+    }
+
+    /// Like [`map`](Self::map), but returns an [`AsyncResult`] of the whole
+    /// ordered list at once (`map_async`).
+    pub fn map_async<F, A, R, I>(&self, func: F, inputs: I) -> Result<AsyncResult<Vec<R>>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_with(func, inputs, None, Callbacks::new())
+    }
+
+    /// [`map_async`](Self::map_async) with a chunk size and callbacks
+    /// (MP9): once every chunk has finished, `callback` gets the whole list
+    /// in input order, or `error_callback` the first error in arrival
+    /// order, exactly once. An empty input gives `[]` at once, and still
+    /// calls `callback` (CPython calls nothing then).
+    pub fn map_async_with<F, A, R, I>(
+        &self,
+        func: F,
+        inputs: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+    {
+        // Outside the lifecycle lock: the inputs are user code.
+        if self.state() != Lifecycle::Running {
+            return Err(Error::InvalidConfig("Pool not running".into()));
+        }
+        let items: Vec<A> = inputs.into_iter().collect();
+        let len = items.len();
+        let size = chunksize
+            .unwrap_or_else(|| default_chunksize(len, self.ex.max_workers()))
+            .max(1);
+        self.running(move || {
+            let (promise, result) = AsyncResult::new();
+            let chunks = len.div_ceil(size);
+            let agg = Arc::new(Mutex::new(MapAgg {
+                slots: std::iter::repeat_with(|| None).take(len).collect(),
+                left: chunks,
+                first_error: None,
+                finish: Some((callbacks, promise)),
+            }));
+            if chunks == 0 {
+                // Delivered on the handler thread like any other result.
+                let (p, done) = Promise::<ChunkResult<R>>::new();
+                let _ = p.set_result(Vec::new());
+                let agg = agg.clone();
+                self.track(done, move |fut| Box::new(ChunkEntry { fut, start: 0, agg }));
+                return result;
+            }
+            let run_chunk = chunk_task(func);
+            let mut items = items.into_iter();
+            let mut start = 0;
+            while start < len {
+                let chunk: Vec<A> = items.by_ref().take(size).collect();
+                let n = chunk.len();
+                let fut = self.ex.submit(run_chunk, chunk);
+                let agg = agg.clone();
+                self.track(fut, move |fut| Box::new(ChunkEntry { fut, start, agg }));
+                start += n;
+            }
+            result
+        })
+    }
+
+    /// `starmap`: `func` takes several arguments, each input is their tuple
+    /// (MP10): `pool.starmap(add, [(1, 2), (3, 4)])` with
+    /// `fn add(a: i32, b: i32) -> i32`. Otherwise [`map`](Self::map).
+    pub fn starmap<F, Args, R, I>(&self, func: F, inputs: I) -> Result<Vec<R>, Error>
+    where
+        F: StarFn<Args, R> + Copy + Send + Sync + 'static,
+        Args: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = Args>,
+    {
+        self.map(move |args: Args| func.call(args), inputs)
+    }
+
+    /// `starmap_async`: [`starmap`](Self::starmap) returning an
+    /// [`AsyncResult`].
+    pub fn starmap_async<F, Args, R, I>(
+        &self,
+        func: F,
+        inputs: I,
+    ) -> Result<AsyncResult<Vec<R>>, Error>
+    where
+        F: StarFn<Args, R> + Copy + Send + Sync + 'static,
+        Args: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = Args>,
+    {
+        self.starmap_async_with(func, inputs, None, Callbacks::new())
+    }
+
+    /// [`starmap_async`](Self::starmap_async) with a chunk size and
+    /// callbacks, as [`map_async_with`](Self::map_async_with).
+    pub fn starmap_async_with<F, Args, R, I>(
+        &self,
+        func: F,
+        inputs: I,
+        chunksize: Option<usize>,
+        callbacks: Callbacks<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>, Error>
+    where
+        F: StarFn<Args, R> + Copy + Send + Sync + 'static,
+        Args: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = Args>,
+    {
+        self.map_async_with(
+            move |args: Args| func.call(args),
+            inputs,
+            chunksize,
+            callbacks,
+        )
+    }
+
+    // ------------------------------------------------------------- imap --
+
+    /// Maps lazily, yielding each item's `Result` in input order (`imap`,
+    /// MP12), with at most `2 × processes` tasks in flight: unlike CPython
+    /// (MP16), a huge or endless input is read only as results are
+    /// consumed. Dropping the iterator cancels what it has not yielded.
+    ///
+    /// The iterator keeps submitting after [`close`](Self::close), as
+    /// CPython's does; after [`join`](Self::join) or
+    /// [`terminate`](Self::terminate), items not yet submitted fail with
+    /// [`Error::Shutdown`].
+    pub fn imap<'a, F, A, R, I>(&'a self, func: F, inputs: I) -> Result<Map<'a, R>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        self.imap_with(func, inputs, MapOptions::new())
+    }
+
+    /// [`imap`](Self::imap) with [`MapOptions`]: `chunksize` (default 1,
+    /// as CPython's `imap`; the window then counts chunks), the in-flight
+    /// `window` and a deadline.
+    pub fn imap_with<'a, F, A, R, I>(
+        &'a self,
+        func: F,
+        inputs: I,
+        options: MapOptions,
+    ) -> Result<Map<'a, R>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        self.running(|| ())?;
+        Ok(self.ex.map_with(func, inputs, options))
+    }
+
+    /// Like [`imap`](Self::imap), but yields in completion order
+    /// (`imap_unordered`, MP14), with the same bounded window.
+    pub fn imap_unordered<'a, F, A, R, I>(
+        &'a self,
+        func: F,
+        inputs: I,
+    ) -> Result<ImapUnordered<'a, R>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        self.imap_unordered_with(func, inputs, MapOptions::new())
+    }
+
+    /// [`imap_unordered`](Self::imap_unordered) with `chunksize` and
+    /// `window` from [`MapOptions`]. A `timeout` is refused
+    /// ([`Error::InvalidConfig`]): completion order has no position at
+    /// which to report it.
+    pub fn imap_unordered_with<'a, F, A, R, I>(
+        &'a self,
+        func: F,
+        inputs: I,
+        options: MapOptions,
+    ) -> Result<ImapUnordered<'a, R>, Error>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: Send + 'a,
+    {
+        if options.timeout.is_some() {
+            return Err(Error::InvalidConfig(
+                "imap_unordered takes no timeout (use imap_with)".into(),
+            ));
+        }
+        self.running(|| ())?;
+        Ok(ImapUnordered::new(
+            &self.ex,
+            chunk_task(func),
+            inputs,
+            &options,
+        ))
+    }
+
+    // -------------------------------------------------------- lifecycle --
+
+    /// Stops accepting work; queued and running tasks still finish (MP23).
+    /// Calling it again, or after `terminate`, does nothing. Every submit
+    /// method then fails with `Pool not running`.
+    pub fn close(&self) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if *state == Lifecycle::Running {
+            *state = Lifecycle::Closed;
+        }
+    }
+
+    /// Waits for the work of a closed pool to finish: every `AsyncResult`
+    /// is ready and its callbacks have run, and the workers have exited.
+    /// After `terminate`, waits for the workers to exit.
+    ///
+    /// Errors ([`Error::InvalidConfig`]): `Pool is still running` if neither
+    /// `close` nor `terminate` was called (MP23); a call from a pool
+    /// callback, which would deadlock.
+    pub fn join(&self) -> Result<(), Error> {
+        let state = self.state();
+        if state == Lifecycle::Running {
+            return Err(Error::InvalidConfig(
+                "Pool is still running: call close() or terminate() before join()".into(),
+            ));
+        }
+        self.not_in_callback("join()")?;
+        self.handler.wait_idle();
+        self.ex.shutdown(true, state == Lifecycle::Terminated);
+        Ok(())
+    }
+
+    /// Stops the pool at once (MP24), and returns without waiting for
+    /// running tasks:
+    ///
+    /// * queued tasks are cancelled: their results fail with
+    ///   [`Error::Cancelled`];
+    /// * every other pending result fails with [`Error::Broken`] (`terminate()
+    ///   ... stopped it before this task finished`), and its error callback
+    ///   runs; when `terminate` returns, every `AsyncResult` of the pool is
+    ///   ready (CPython leaves them pending forever);
+    /// * a process pool ([`Pool::new`], [`Pool::builder`]) kills its worker
+    ///   processes (SIGKILL), so running tasks stop mid-way. Threads cannot
+    ///   be killed: on a [`ThreadPool`], running tasks run to the end and
+    ///   their values are dropped.
+    ///
+    /// Idempotent. Dropping the pool calls it (MP25).
+    pub fn terminate(&self) {
+        let _one = lock(&self.terminating);
+        {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if *state == Lifecycle::Terminated {
+                return;
+            }
+            *state = Lifecycle::Terminated;
+        }
+        // Queued tasks are cancelled here, on this thread: their `Ready`
+        // messages reach the handler before the marker below.
+        self.ex.shutdown(false, true);
+        if self.handler.on_handler_thread() {
+            self.handler.fail_all(&handler::terminated_error());
+        } else {
+            let (ack, done) = mpsc::channel();
+            if self.tx.send(Msg::Terminate(ack)).is_ok() {
+                let _ = done.recv();
+            }
+        }
+        #[cfg(unix)]
+        if let Some(procs) = &self.procs {
+            // SIGKILLs the workers; the tasks they held fail, none is
+            // re-sent and no worker is replaced.
+            procs.kill_workers();
+        }
+    }
+}
+
+/// Dropping a pool terminates it, like leaving `with Pool() as p:` (MP25).
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

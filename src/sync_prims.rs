@@ -1,0 +1,984 @@
+//! [`Semaphore`] and [`Event`]: Python's `threading.Semaphore`,
+//! `threading.BoundedSemaphore` and `threading.Event`, for threads.
+//!
+//! The standard library has `Mutex`, `Condvar` and `Barrier`, but not these
+//! two, and they are the ones Python code reaches for most often:
+//!
+//! * a **semaphore** holds a number of permits. [`acquire`] takes one,
+//!   waiting while there are none; [`release`] gives one back and wakes one
+//!   waiting thread. Use it to bound how many threads do something at once
+//!   (open connections, requests in flight, memory-heavy steps), with
+//!   [`acquire_guard`] so that the permit comes back even when the holder
+//!   returns early or panics.
+//! * an **event** is a flag that threads wait on. [`set`] raises it and wakes
+//!   every waiter; while it is set, [`wait`] returns at once; [`clear`]
+//!   lowers it again. Use it for "go", "stop" or "ready" signals that any
+//!   number of threads watch.
+//!
+//! ```
+//! use concurrent_futures::{Event, Semaphore};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//!
+//! let downloads = Semaphore::new(2); // at most two at a time
+//! let start = Event::new();
+//! let busy = AtomicUsize::new(0);
+//!
+//! std::thread::scope(|s| {
+//!     for _ in 0..6 {
+//!         s.spawn(|| {
+//!             start.wait(None); // every worker waits for the signal
+//!             let _permit = downloads.acquire_guard(None).unwrap();
+//!             let now = busy.fetch_add(1, Ordering::SeqCst) + 1;
+//!             assert!(now <= 2, "never more than two at once");
+//!             busy.fetch_sub(1, Ordering::SeqCst);
+//!             // `_permit` is dropped here: the permit goes back
+//!         });
+//!     }
+//!     start.set(); // wakes all six
+//! });
+//! assert_eq!(downloads.available_permits(), 2);
+//! ```
+//!
+//! # From Python
+//!
+//! | Python `threading` | Rust |
+//! |---|---|
+//! | `Semaphore(value=1)` | [`Semaphore::new(value)`](Semaphore::new), [`Semaphore::default()`](Semaphore::default) |
+//! | `BoundedSemaphore(value=1)` | [`Semaphore::bounded(value)`](Semaphore::bounded) |
+//! | `sem.acquire()` | `sem.acquire(None) -> bool` (always `true`) |
+//! | `sem.acquire(timeout=t)` | `sem.acquire(Some(t)) -> bool` |
+//! | `sem.acquire(blocking=False)` | [`sem.try_acquire()`](Semaphore::try_acquire), or `acquire(Some(Duration::ZERO))` |
+//! | `with sem:` | `let _permit = sem.acquire_guard(None);` (an `Option`, `None` only on timeout) |
+//! | `sem.release()`, `sem.release(n)` | [`sem.release()`](Semaphore::release), [`sem.release_n(n)`](Semaphore::release_n) `-> Result<(), Error>` |
+//! | `ValueError: Semaphore released too many times` | `Err(Error::InvalidConfig(..))` from a bounded semaphore; the count is left unchanged |
+//! | `sem._value` | [`sem.available_permits()`](Semaphore::available_permits) |
+//! | `Event()`, `ev.set()`, `ev.clear()`, `ev.is_set()` | [`Event::new()`](Event::new), [`set`], [`clear`], [`is_set`](Event::is_set) |
+//! | `ev.wait(timeout=None) -> bool` | [`ev.wait(timeout) -> bool`](Event::wait), same meaning |
+//!
+//! The module is private; [`Semaphore`] and [`Event`] are re-exported at
+//! the crate root, and their documentation carries the rest: fairness,
+//! timeouts and panics, and what to use across processes.
+//!
+//! [`acquire`]: Semaphore::acquire
+//! [`try_acquire`]: Semaphore::try_acquire
+//! [`release`]: Semaphore::release
+//! [`acquire_guard`]: Semaphore::acquire_guard
+//! [`set`]: Event::set
+//! [`clear`]: Event::clear
+//! [`wait`]: Event::wait
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::Error;
+use crate::sync::{Condvar, Mutex, lock, wait_deadline};
+
+/// The deadline `timeout` from now; `None` (wait forever) when there is no
+/// timeout or it is too large to represent.
+fn deadline(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// A counting semaphore for threads: Python's `threading.Semaphore`, and
+/// with [`Semaphore::bounded`] its `BoundedSemaphore`.
+///
+/// Share it by reference (scoped threads) or in an `Arc`.
+///
+/// ```
+/// use concurrent_futures::Semaphore;
+/// use std::sync::Arc;
+///
+/// let sem = Arc::new(Semaphore::new(0));
+/// let sem2 = Arc::clone(&sem);
+/// let t = std::thread::spawn(move || sem2.acquire(None)); // waits
+/// sem.release()?;                                        // wakes it
+/// assert!(t.join().unwrap());
+/// assert_eq!(sem.available_permits(), 0);
+/// # Ok::<(), concurrent_futures::Error>(())
+/// ```
+///
+/// # Fairness, timeouts, panics
+///
+/// These notes hold for [`Event`] too.
+///
+/// * **Not FIFO-fair.** A released permit goes to whichever thread takes the
+///   lock first: a thread calling [`acquire`] or [`try_acquire`] right then
+///   may take it before the longest waiter (as CPython's, which also makes
+///   no ordering promise). Under steady contention a waiter can lose several
+///   races in a row; if you need strict arrival order, hand out work through
+///   a queue instead.
+/// * **No lost wake-ups.** Each [`release`] wakes one waiter, [`set`] wakes
+///   all of them, and every waiter re-checks the count or flag under the lock
+///   before it sleeps and after it wakes, so a release or set racing a
+///   waiter is never missed (checked with loom over every interleaving).
+/// * **Timeouts** are `Option<Duration>`: `None` waits as long as it takes,
+///   `Some(Duration::ZERO)` only looks. A timeout too large to represent as a
+///   deadline waits forever. A waiter whose time runs out just as a permit or
+///   the flag arrives still takes it and returns `true`.
+/// * **Panics**: no user code runs inside `Semaphore` or [`Event`], so a panicking thread
+///   never leaves one inconsistent, and there is no poisoning. A
+///   [`SemaphoreGuard`] gives its permit back during unwinding too.
+///
+/// # Across processes
+///
+/// `Semaphore` and [`Event`] work between the threads of one process only. Worker processes and
+/// [`Process`] children do not share memory with the parent: they are fresh
+/// executions of this program (re-exec'd, never forked), so a semaphore or
+/// event in the parent is simply not there in a child. Between processes,
+/// communicate instead of sharing:
+///
+/// * to signal a child (an event), pass it a [`Receiver`] from [`pipe()`] in
+///   its argument; its `recv(timeout)` is the `wait`, and the parent's
+///   `send` is the `set`;
+/// * to collect from children, or to let them report "ready", give them
+///   [`Queue::producer`] ends and `get` in the parent;
+/// * to bound how many processes work at once (a semaphore), let a
+///   [`Pool`] or [`ProcessPoolExecutor`] with that many workers run the
+///   work, and wait on its results.
+///
+/// Shared-memory locks (Python's `multiprocessing.Semaphore`, `Lock`,
+/// `Event`) are not offered yet: since our processes share no memory, a
+/// cross-process semaphore would need a named POSIX semaphore (`sem_open`)
+/// or a futex in a shared mapping set up for both sides, plus an answer for
+/// a process that dies while holding a permit. We do not provide that yet.
+///
+/// [`acquire`]: Semaphore::acquire
+/// [`try_acquire`]: Semaphore::try_acquire
+/// [`release`]: Semaphore::release
+/// [`set`]: Event::set
+/// [`Process`]: crate::Process
+/// [`Receiver`]: crate::Receiver
+/// [`pipe()`]: crate::pipe
+/// [`Queue::producer`]: crate::Queue::producer
+/// [`Pool`]: crate::Pool
+/// [`ProcessPoolExecutor`]: crate::ProcessPoolExecutor
+pub struct Semaphore {
+    /// The number of available permits.
+    permits: Mutex<usize>,
+    /// Signalled once per released permit.
+    available: Condvar,
+    /// The permit count a release may not exceed ([`Semaphore::bounded`]).
+    bound: Option<usize>,
+}
+
+impl Semaphore {
+    /// A semaphore with `permits` available permits (Python's
+    /// `Semaphore(value)`). Zero is allowed: every `acquire` then waits for
+    /// a `release`.
+    ///
+    /// Releasing more than was acquired is allowed and raises the count, as
+    /// in Python; use [`Semaphore::bounded`] to catch it as an error.
+    ///
+    /// ```
+    /// use concurrent_futures::Semaphore;
+    ///
+    /// let sem = Semaphore::new(3);
+    /// assert_eq!(sem.available_permits(), 3);
+    /// ```
+    pub fn new(permits: usize) -> Semaphore {
+        Semaphore {
+            permits: Mutex::new(permits),
+            available: Condvar::new(),
+            bound: None,
+        }
+    }
+
+    /// A bounded semaphore (Python's `BoundedSemaphore(value)`): starts with
+    /// `permits` permits, and a release that would raise the count above
+    /// `permits` fails with [`Error::InvalidConfig`] and changes nothing.
+    /// It catches the bug of releasing a permit twice.
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Semaphore};
+    ///
+    /// let sem = Semaphore::bounded(1);
+    /// assert!(sem.try_acquire());
+    /// sem.release()?;
+    /// assert!(matches!(sem.release(), Err(Error::InvalidConfig(_))));
+    /// assert_eq!(sem.available_permits(), 1);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn bounded(permits: usize) -> Semaphore {
+        Semaphore {
+            bound: Some(permits),
+            ..Semaphore::new(permits)
+        }
+    }
+
+    /// Takes one permit, waiting up to `timeout` (`None`: as long as it
+    /// takes) for one to be released. Returns whether a permit was taken,
+    /// as Python's `acquire(timeout=...)`; with `None` it always returns
+    /// `true`.
+    ///
+    /// The permit is yours to give back with [`release`](Self::release);
+    /// prefer [`acquire_guard`](Self::acquire_guard), which gives it back
+    /// on drop.
+    ///
+    /// ```
+    /// use concurrent_futures::Semaphore;
+    /// use std::time::Duration;
+    ///
+    /// let sem = Semaphore::new(1);
+    /// assert!(sem.acquire(None));
+    /// // Nobody will release: the timeout runs out.
+    /// assert!(!sem.acquire(Some(Duration::from_millis(10))));
+    /// sem.release()?;
+    /// assert!(sem.acquire(Some(Duration::from_millis(10))));
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn acquire(&self, timeout: Option<Duration>) -> bool {
+        let deadline = deadline(timeout);
+        let mut permits = lock(&self.permits);
+        loop {
+            if *permits > 0 {
+                *permits -= 1;
+                return true;
+            }
+            permits = match wait_deadline(&self.available, permits, deadline) {
+                Ok(g) => g,
+                // The deadline passed and the count, checked under this same
+                // lock just above, is zero.
+                Err(_) => return false,
+            };
+        }
+    }
+
+    /// Takes one permit if one is available, without waiting (Python's
+    /// `acquire(blocking=False)`).
+    ///
+    /// ```
+    /// use concurrent_futures::Semaphore;
+    ///
+    /// let sem = Semaphore::new(1);
+    /// assert!(sem.try_acquire());
+    /// assert!(!sem.try_acquire());
+    /// ```
+    pub fn try_acquire(&self) -> bool {
+        let mut permits = lock(&self.permits);
+        if *permits > 0 {
+            *permits -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes one permit as [`acquire`](Self::acquire) does and returns a
+    /// guard that gives it back when dropped (Python's `with sem:`), or
+    /// `None` if `timeout` ran out first.
+    ///
+    /// ```
+    /// use concurrent_futures::Semaphore;
+    /// use std::time::Duration;
+    ///
+    /// let sem = Semaphore::new(1);
+    /// {
+    ///     let _permit = sem.acquire_guard(None).expect("no timeout");
+    ///     assert_eq!(sem.available_permits(), 0);
+    ///     assert!(sem.acquire_guard(Some(Duration::ZERO)).is_none());
+    /// } // dropped: released
+    /// assert_eq!(sem.available_permits(), 1);
+    /// ```
+    pub fn acquire_guard(&self, timeout: Option<Duration>) -> Option<SemaphoreGuard<'_>> {
+        // Not `then_some`: a guard built eagerly would be dropped on timeout
+        // and release a permit that was never taken.
+        self.acquire(timeout)
+            .then(|| SemaphoreGuard { semaphore: self })
+    }
+
+    /// Gives one permit back and wakes one waiting thread, if any (Python's
+    /// `release()`).
+    ///
+    /// Fails with [`Error::InvalidConfig`], changing nothing, when a
+    /// [bounded](Self::bounded) semaphore would go above its bound
+    /// (Python's `ValueError: Semaphore released too many times`), or when
+    /// the count would overflow `usize`. On a semaphore made by
+    /// [`new`](Self::new) it otherwise always succeeds, also without a
+    /// matching `acquire` (raising the count, as in Python).
+    ///
+    /// ```
+    /// use concurrent_futures::Semaphore;
+    ///
+    /// let sem = Semaphore::new(0);
+    /// sem.release()?;
+    /// sem.release()?;
+    /// assert_eq!(sem.available_permits(), 2);
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn release(&self) -> Result<(), Error> {
+        self.release_n(1)
+    }
+
+    /// Gives `n` permits back at once and wakes up to `n` waiting threads
+    /// (Python's `release(n)`). All or nothing: when the bound (or `usize`)
+    /// would be exceeded, no permit is released and the error is
+    /// [`Error::InvalidConfig`]; so is `n == 0`, as Python's
+    /// `ValueError: n must be one or more`.
+    ///
+    /// ```
+    /// use concurrent_futures::Semaphore;
+    ///
+    /// let sem = Semaphore::bounded(3);
+    /// for _ in 0..3 {
+    ///     assert!(sem.try_acquire());
+    /// }
+    /// assert!(sem.release_n(4).is_err()); // would make 4 > 3
+    /// assert_eq!(sem.available_permits(), 0);
+    /// sem.release_n(3)?;
+    /// assert_eq!(sem.available_permits(), 3);
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn release_n(&self, n: usize) -> Result<(), Error> {
+        if n == 0 {
+            return Err(Error::InvalidConfig(
+                "Semaphore::release_n: n must be one or more".to_owned(),
+            ));
+        }
+        let mut permits = lock(&self.permits);
+        let raised = permits.checked_add(n).filter(|&v| match self.bound {
+            Some(bound) => v <= bound,
+            None => true,
+        });
+        let Some(raised) = raised else {
+            return Err(Error::InvalidConfig(match self.bound {
+                Some(bound) => format!(
+                    "Semaphore released too many times: {} available + {n} released > bound {bound}",
+                    *permits
+                ),
+                None => format!(
+                    "Semaphore released too many times: {} available + {n} overflows usize",
+                    *permits
+                ),
+            }));
+        };
+        *permits = raised;
+        drop(permits);
+        // Woken waiters re-check the count under the lock, so notifying after
+        // unlocking cannot lose a permit; it only spares them waking into a
+        // held lock.
+        if n == 1 {
+            self.available.notify_one();
+        } else {
+            self.available.notify_all();
+        }
+        Ok(())
+    }
+
+    /// The number of permits available right now (Python's `_value`). Only
+    /// a snapshot: other threads may take or release permits the moment
+    /// after.
+    ///
+    /// ```
+    /// use concurrent_futures::Semaphore;
+    ///
+    /// let sem = Semaphore::new(2);
+    /// let _a = sem.acquire_guard(None);
+    /// assert_eq!(sem.available_permits(), 1);
+    /// ```
+    pub fn available_permits(&self) -> usize {
+        *lock(&self.permits)
+    }
+}
+
+impl Default for Semaphore {
+    /// A semaphore with one permit, as Python's `Semaphore()`.
+    fn default() -> Semaphore {
+        Semaphore::new(1)
+    }
+}
+
+impl fmt::Debug for Semaphore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Semaphore")
+            .field("available_permits", &self.available_permits())
+            .field("bound", &self.bound)
+            .finish()
+    }
+}
+
+/// One permit of a [`Semaphore`], given back when dropped (also while
+/// unwinding from a panic). Made by [`Semaphore::acquire_guard`].
+///
+/// The drop cannot fail: on a [bounded](Semaphore::bounded) semaphore that
+/// someone else already released above its bound, the guard's release is
+/// refused like any other over-release and the count stays at the bound.
+///
+/// ```
+/// use concurrent_futures::Semaphore;
+///
+/// let sem = Semaphore::new(1);
+/// let result = std::panic::catch_unwind(|| {
+///     let _permit = sem.acquire_guard(None);
+///     panic!("the holder fails");
+/// });
+/// assert!(result.is_err());
+/// assert_eq!(sem.available_permits(), 1, "given back while unwinding");
+/// ```
+#[must_use = "dropping the guard releases the permit at once"]
+pub struct SemaphoreGuard<'a> {
+    semaphore: &'a Semaphore,
+}
+
+impl Drop for SemaphoreGuard<'_> {
+    fn drop(&mut self) {
+        // Only a bounded semaphore over-released by someone else refuses
+        // this; the count is then already at its bound.
+        let _ = self.semaphore.release();
+    }
+}
+
+impl fmt::Debug for SemaphoreGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SemaphoreGuard")
+            .field("semaphore", self.semaphore)
+            .finish()
+    }
+}
+
+/// What an [`Event`] guards.
+#[derive(Debug)]
+struct EventState {
+    /// The flag.
+    set: bool,
+    /// Counts `set` calls that raised the flag, so that a waiter woken by
+    /// one returns `true` even when the flag was cleared again before it
+    /// ran (Python's semantics).
+    generation: u64,
+}
+
+/// A flag that threads wait on: Python's `threading.Event`.
+///
+/// [`set`](Self::set) raises it and wakes every waiter; while it is set,
+/// [`wait`](Self::wait) returns `true` at once; [`clear`](Self::clear)
+/// lowers it again. Share it by reference (scoped threads) or in an `Arc`.
+///
+/// Like [`Semaphore`]: no lost wake-ups, no poisoning, and threads of one
+/// process only; see [`Semaphore`'s notes](Semaphore#fairness-timeouts-panics)
+/// and [what to use across processes](Semaphore#across-processes) (to
+/// signal a child process, send on a [`pipe()`](crate::pipe) whose
+/// receiving end is in the child's argument).
+///
+/// ```
+/// use concurrent_futures::Event;
+/// use std::sync::Arc;
+///
+/// let ready = Arc::new(Event::new());
+/// let r = Arc::clone(&ready);
+/// let worker = std::thread::spawn(move || {
+///     // ... set up ...
+///     r.set();
+/// });
+/// assert!(ready.wait(None));
+/// worker.join().unwrap();
+/// ```
+pub struct Event {
+    state: Mutex<EventState>,
+    /// Notified (all waiters) when the flag is raised.
+    raised: Condvar,
+}
+
+impl Event {
+    /// A new event, not set.
+    ///
+    /// ```
+    /// use concurrent_futures::Event;
+    ///
+    /// assert!(!Event::new().is_set());
+    /// ```
+    pub fn new() -> Event {
+        Event {
+            state: Mutex::new(EventState {
+                set: false,
+                generation: 0,
+            }),
+            raised: Condvar::new(),
+        }
+    }
+
+    /// Raises the flag and wakes every thread waiting in
+    /// [`wait`](Self::wait). Setting a set event does nothing.
+    ///
+    /// ```
+    /// use concurrent_futures::Event;
+    ///
+    /// let ev = Event::new();
+    /// std::thread::scope(|s| {
+    ///     let waiters: Vec<_> = (0..3).map(|_| s.spawn(|| ev.wait(None))).collect();
+    ///     ev.set(); // one set wakes all three
+    ///     for w in waiters {
+    ///         assert!(w.join().unwrap());
+    ///     }
+    /// });
+    /// ```
+    pub fn set(&self) {
+        let mut state = lock(&self.state);
+        if state.set {
+            // No thread sleeps while the flag is up.
+            return;
+        }
+        state.set = true;
+        state.generation = state.generation.wrapping_add(1);
+        drop(state);
+        self.raised.notify_all();
+    }
+
+    /// Lowers the flag: later [`wait`](Self::wait) calls wait again until
+    /// the next [`set`](Self::set). Threads already woken by a `set` still
+    /// return `true`.
+    ///
+    /// ```
+    /// use concurrent_futures::Event;
+    /// use std::time::Duration;
+    ///
+    /// let ev = Event::new();
+    /// ev.set();
+    /// ev.clear();
+    /// assert!(!ev.is_set());
+    /// assert!(!ev.wait(Some(Duration::ZERO)));
+    /// ```
+    pub fn clear(&self) {
+        lock(&self.state).set = false;
+    }
+
+    /// Whether the flag is up right now (a snapshot).
+    ///
+    /// ```
+    /// use concurrent_futures::Event;
+    ///
+    /// let ev = Event::new();
+    /// ev.set();
+    /// assert!(ev.is_set());
+    /// ```
+    pub fn is_set(&self) -> bool {
+        lock(&self.state).set
+    }
+
+    /// Waits until the flag is set, at most `timeout` (`None`: as long as it
+    /// takes), and returns the flag as Python's `Event.wait` does: `true` at
+    /// once if it is already set, `true` if a [`set`](Self::set) happened
+    /// during the wait (even if the flag was [cleared](Self::clear) again
+    /// before this thread ran), `false` only when the timeout ran out with
+    /// the flag down. With `None` it always returns `true`.
+    ///
+    /// ```
+    /// use concurrent_futures::Event;
+    /// use std::time::Duration;
+    ///
+    /// let ev = Event::new();
+    /// assert!(!ev.wait(Some(Duration::from_millis(10)))); // nobody sets it
+    /// ev.set();
+    /// assert!(ev.wait(Some(Duration::ZERO)));
+    /// assert!(ev.wait(None));
+    /// ```
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let deadline = deadline(timeout);
+        let state = lock(&self.state);
+        let seen = state.generation;
+        self.wait_since(state, seen, deadline)
+    }
+
+    /// The waiting part of [`wait`](Self::wait): returns `true` as soon as
+    /// the flag is up or a `set` after generation `seen` happened.
+    fn wait_since(
+        &self,
+        mut state: crate::sync::MutexGuard<'_, EventState>,
+        seen: u64,
+        deadline: Option<Instant>,
+    ) -> bool {
+        loop {
+            if state.set || state.generation != seen {
+                return true;
+            }
+            state = match wait_deadline(&self.raised, state, deadline) {
+                Ok(g) => g,
+                // The deadline passed with the flag down and no set since
+                // `seen`, checked under this same lock just above.
+                Err(_) => return false,
+            };
+        }
+    }
+
+    /// The current generation, for tests that start a wait "before" a set.
+    #[cfg(test)]
+    fn generation(&self) -> u64 {
+        lock(&self.state).generation
+    }
+}
+
+impl Default for Event {
+    /// A new event, not set.
+    fn default() -> Event {
+        Event::new()
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("is_set", &self.is_set())
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(cf_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
+
+    #[test]
+    fn semaphore_counts_permits() {
+        let sem = Semaphore::new(2);
+        assert_eq!(sem.available_permits(), 2);
+        assert!(sem.try_acquire());
+        assert!(sem.acquire(None));
+        assert_eq!(sem.available_permits(), 0);
+        assert!(!sem.try_acquire());
+        sem.release().unwrap();
+        assert_eq!(sem.available_permits(), 1);
+        assert!(sem.acquire(Some(Duration::ZERO)));
+        assert_eq!(sem.available_permits(), 0);
+        sem.release_n(3).unwrap();
+        assert_eq!(
+            sem.available_permits(),
+            3,
+            "unbounded: may exceed the start"
+        );
+        assert_eq!(Semaphore::default().available_permits(), 1);
+    }
+
+    #[test]
+    fn zero_timeout_on_an_empty_semaphore_returns_false() {
+        let sem = Semaphore::new(0);
+        assert!(!sem.acquire(Some(Duration::ZERO)));
+        assert!(!sem.acquire(Some(Duration::from_millis(5))));
+        assert!(sem.acquire_guard(Some(Duration::ZERO)).is_none());
+        assert_eq!(sem.available_permits(), 0);
+    }
+
+    #[test]
+    fn huge_timeout_is_no_deadline() {
+        let sem = Semaphore::new(1);
+        assert!(sem.acquire(Some(Duration::MAX)));
+    }
+
+    #[test]
+    fn guard_releases_on_drop() {
+        let sem = Semaphore::new(1);
+        let g = sem.acquire_guard(None).unwrap();
+        assert_eq!(sem.available_permits(), 0);
+        assert!(!sem.try_acquire());
+        drop(g);
+        assert_eq!(sem.available_permits(), 1);
+        let r = std::panic::catch_unwind(|| {
+            let _g = sem.acquire_guard(None);
+            panic!("holder panics");
+        });
+        assert!(r.is_err());
+        assert_eq!(sem.available_permits(), 1, "released while unwinding");
+    }
+
+    #[test]
+    fn bounded_over_release_is_an_error_and_changes_nothing() {
+        let sem = Semaphore::bounded(2);
+        assert!(matches!(sem.release(), Err(Error::InvalidConfig(_))));
+        assert_eq!(sem.available_permits(), 2);
+        assert!(sem.try_acquire());
+        assert!(sem.try_acquire());
+        assert!(sem.release_n(3).is_err(), "all or nothing");
+        assert_eq!(sem.available_permits(), 0);
+        sem.release_n(2).unwrap();
+        assert_eq!(sem.available_permits(), 2);
+        // A guard whose permit someone else already gave back: its drop is
+        // refused quietly and the count stays at the bound.
+        let g = sem.acquire_guard(None).unwrap();
+        sem.release().unwrap();
+        drop(g);
+        assert_eq!(sem.available_permits(), 2);
+    }
+
+    #[test]
+    fn release_n_zero_and_overflow_are_errors() {
+        let sem = Semaphore::new(usize::MAX);
+        assert!(matches!(sem.release_n(0), Err(Error::InvalidConfig(_))));
+        assert!(matches!(sem.release(), Err(Error::InvalidConfig(_))));
+        assert_eq!(sem.available_permits(), usize::MAX);
+    }
+
+    #[test]
+    fn release_wakes_a_blocked_acquirer() {
+        let sem = Arc::new(Semaphore::new(0));
+        let s2 = sem.clone();
+        let t = thread::spawn(move || s2.acquire(None));
+        sem.release().unwrap();
+        assert!(t.join().unwrap());
+        assert_eq!(sem.available_permits(), 0);
+    }
+
+    #[test]
+    fn release_n_wakes_that_many_waiters() {
+        let sem = Semaphore::new(0);
+        thread::scope(|s| {
+            let ts: Vec<_> = (0..3).map(|_| s.spawn(|| sem.acquire(None))).collect();
+            sem.release_n(3).unwrap();
+            for t in ts {
+                assert!(t.join().unwrap());
+            }
+        });
+        assert_eq!(sem.available_permits(), 0);
+    }
+
+    #[test]
+    fn many_threads_never_exceed_the_permit_count() {
+        const PERMITS: usize = 3;
+        const THREADS: usize = 8;
+        const ROUNDS: usize = 2_000;
+        let sem = Semaphore::bounded(PERMITS);
+        let holders = AtomicUsize::new(0);
+        let max_seen = AtomicUsize::new(0);
+        let timed_out = AtomicUsize::new(0);
+        thread::scope(|s| {
+            for i in 0..THREADS {
+                let (sem, holders, max_seen, timed_out) = (&sem, &holders, &max_seen, &timed_out);
+                s.spawn(move || {
+                    let hold = || {
+                        let now = holders.fetch_add(1, Ordering::SeqCst) + 1;
+                        max_seen.fetch_max(now, Ordering::SeqCst);
+                        assert!(now <= PERMITS, "{now} holders of {PERMITS} permits");
+                        if now % 2 == 0 {
+                            thread::yield_now();
+                        }
+                        holders.fetch_sub(1, Ordering::SeqCst);
+                    };
+                    for r in 0..ROUNDS {
+                        match (i + r) % 3 {
+                            0 => {
+                                let _g = sem.acquire_guard(None).unwrap();
+                                hold();
+                            }
+                            1 => {
+                                if sem.acquire(Some(Duration::from_micros(50))) {
+                                    hold();
+                                    sem.release().unwrap();
+                                } else {
+                                    timed_out.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            _ => {
+                                if sem.try_acquire() {
+                                    hold();
+                                    sem.release().unwrap();
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        assert!(max_seen.load(Ordering::SeqCst) <= PERMITS);
+        assert_eq!(holders.load(Ordering::SeqCst), 0);
+        assert_eq!(sem.available_permits(), PERMITS, "every permit came back");
+    }
+
+    #[test]
+    fn event_set_clear_is_set() {
+        let ev = Event::new();
+        assert!(!ev.is_set());
+        ev.set();
+        assert!(ev.is_set());
+        ev.set();
+        assert!(ev.is_set(), "set twice is still set");
+        ev.clear();
+        assert!(!ev.is_set());
+        ev.clear();
+        assert!(!ev.is_set());
+        assert!(!Event::default().is_set());
+    }
+
+    #[test]
+    fn wait_returns_true_when_set_from_another_thread() {
+        let ev = Arc::new(Event::new());
+        let e2 = ev.clone();
+        let t = thread::spawn(move || e2.set());
+        assert!(ev.wait(None));
+        t.join().unwrap();
+        let e3 = ev.clone();
+        ev.clear();
+        let t = thread::spawn(move || e3.set());
+        assert!(ev.wait(Some(Duration::from_secs(600))));
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn zero_timeout_on_an_unset_event_returns_false() {
+        let ev = Event::new();
+        assert!(!ev.wait(Some(Duration::ZERO)));
+        assert!(!ev.wait(Some(Duration::from_millis(5))));
+        ev.set();
+        assert!(ev.wait(Some(Duration::ZERO)), "set: true at once");
+        assert!(ev.wait(None));
+    }
+
+    #[test]
+    fn all_waiters_wake_on_set() {
+        let ev = Event::new();
+        let started = AtomicUsize::new(0);
+        thread::scope(|s| {
+            let ws: Vec<_> = (0..6)
+                .map(|_| {
+                    s.spawn(|| {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        ev.wait(None)
+                    })
+                })
+                .collect();
+            while started.load(Ordering::SeqCst) < 6 {
+                thread::yield_now();
+            }
+            ev.set();
+            for w in ws {
+                assert!(w.join().unwrap());
+            }
+        });
+    }
+
+    #[test]
+    fn a_set_during_the_wait_counts_even_if_cleared_again() {
+        let ev = Event::new();
+        // A waiter that arrived before the set and clear (its generation
+        // snapshot is taken now), as Python's `wait` returning True.
+        let seen = ev.generation();
+        ev.set();
+        ev.clear();
+        let state = lock(&ev.state);
+        assert!(ev.wait_since(state, seen, deadline(Some(Duration::ZERO))));
+        // A waiter arriving after the clear waits for the next set.
+        assert!(!ev.wait(Some(Duration::ZERO)));
+    }
+
+    #[test]
+    fn debug_output() {
+        let sem = Semaphore::bounded(2);
+        let g = sem.acquire_guard(None).unwrap();
+        assert_eq!(
+            format!("{g:?}"),
+            "SemaphoreGuard { semaphore: Semaphore { available_permits: 1, bound: Some(2) } }"
+        );
+        drop(g);
+        assert_eq!(format!("{:?}", Event::new()), "Event { is_set: false }");
+    }
+}
+
+#[cfg(all(test, cf_loom))]
+mod loom_tests {
+    //! Every interleaving of releases and sets racing waiters: loom reports
+    //! a deadlock if a waiter sleeps forever, i.e. if a wake-up is lost.
+    //! Waits are untimed (`None`): loom has no clock.
+
+    use super::{Event, Semaphore, lock};
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::thread;
+    use std::sync::Arc;
+
+    #[test]
+    fn loom_sync_prims_release_racing_acquire_never_loses_the_wakeup() {
+        loom::model(|| {
+            let sem = Arc::new(Semaphore::new(0));
+            let s2 = sem.clone();
+            let t = thread::spawn(move || s2.release().unwrap());
+            assert!(sem.acquire(None));
+            t.join().unwrap();
+            assert_eq!(sem.available_permits(), 0);
+        });
+    }
+
+    #[test]
+    fn loom_sync_prims_two_releases_wake_two_acquirers() {
+        loom::model(|| {
+            let sem = Arc::new(Semaphore::new(0));
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let s = sem.clone();
+                    thread::spawn(move || s.acquire(None))
+                })
+                .collect();
+            sem.release().unwrap();
+            sem.release().unwrap();
+            for t in ts {
+                assert!(t.join().unwrap());
+            }
+            assert_eq!(sem.available_permits(), 0);
+        });
+    }
+
+    #[test]
+    fn loom_sync_prims_bounded_guard_excludes() {
+        loom::model(|| {
+            let sem = Arc::new(Semaphore::bounded(1));
+            let holders = Arc::new(AtomicUsize::new(0));
+            let ts: Vec<_> = (0..2)
+                .map(|_| {
+                    let (s, h) = (sem.clone(), holders.clone());
+                    thread::spawn(move || {
+                        let _g = s.acquire_guard(None).unwrap();
+                        assert_eq!(h.fetch_add(1, Ordering::SeqCst), 0, "one holder");
+                        h.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+                .collect();
+            for t in ts {
+                t.join().unwrap();
+            }
+            assert_eq!(sem.available_permits(), 1);
+        });
+    }
+
+    #[test]
+    fn loom_sync_prims_event_set_racing_wait_never_loses_the_wakeup() {
+        loom::model(|| {
+            let ev = Arc::new(Event::new());
+            let e2 = ev.clone();
+            let t = thread::spawn(move || e2.set());
+            assert!(ev.wait(None));
+            t.join().unwrap();
+            assert!(ev.is_set());
+        });
+    }
+
+    #[test]
+    fn loom_sync_prims_event_one_set_wakes_two_waiters() {
+        loom::model(|| {
+            let ev = Arc::new(Event::new());
+            let ws: Vec<_> = (0..2)
+                .map(|_| {
+                    let e = ev.clone();
+                    thread::spawn(move || e.wait(None))
+                })
+                .collect();
+            ev.set();
+            for w in ws {
+                assert!(w.join().unwrap());
+            }
+        });
+    }
+
+    #[test]
+    fn loom_sync_prims_event_set_then_clear_still_wakes_an_earlier_waiter() {
+        loom::model(|| {
+            let ev = Arc::new(Event::new());
+            // The waiter's arrival (generation snapshot) precedes the set;
+            // its sleeping may interleave anywhere with set and clear.
+            let seen = ev.generation();
+            let e2 = ev.clone();
+            let w = thread::spawn(move || {
+                let state = lock(&e2.state);
+                e2.wait_since(state, seen, None)
+            });
+            ev.set();
+            ev.clear();
+            assert!(w.join().unwrap());
+            assert!(!ev.is_set());
+        });
+    }
+}
