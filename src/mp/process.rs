@@ -6,7 +6,6 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
@@ -248,27 +247,8 @@ impl<R> Process<R> {
             ));
         };
         let arg = arg?;
-        if worker::marker_present() && !worker::init_called() {
-            return Err(Error::InvalidConfig(format!(
-                "this process was started as a concurrent-futures worker ({} is set) \
-                 but never called concurrent_futures::init(); call it as the first \
-                 line of main",
-                worker::WORKER_ENV
-            )));
-        }
-        if !self.test_harness && !worker::init_called() {
-            return Err(Error::InvalidConfig(
-                "call concurrent_futures::init() as the first line of main before \
-                 starting a Process (the child re-runs this program, and init() is \
-                 where it starts serving); in tests, see Process::test_harness"
-                    .into(),
-            ));
-        }
-        let program = if cfg!(target_os = "linux") {
-            PathBuf::from("/proc/self/exe")
-        } else {
-            std::env::current_exe().map_err(|e| Error::Io(e.to_string()))?
-        };
+        worker::check_can_start_children("starting a Process", self.test_harness)?;
+        let program = crate::process::os::own_executable()?;
         let mut cmd = Command::new(program);
         if self.test_harness {
             cmd.args(TEST_HARNESS_ARGS.iter().map(OsString::from));

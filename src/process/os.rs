@@ -35,6 +35,17 @@ pub(crate) const STDOUT_FD: i32 = 5;
 /// onto descriptors from this one up, in order.
 pub(crate) const PASS_FD_BASE: i32 = 6;
 
+/// The executable children run: this very program. On Linux
+/// `/proc/self/exe`, which names the running image even if its file was
+/// replaced on disk since (a rebuild), so a child is always the same build.
+pub(crate) fn own_executable() -> Result<std::path::PathBuf, crate::Error> {
+    if cfg!(target_os = "linux") {
+        Ok(std::path::PathBuf::from("/proc/self/exe"))
+    } else {
+        std::env::current_exe().map_err(|e| crate::Error::Io(e.to_string()))
+    }
+}
+
 /// A started worker process and the parent's ends of its pipes.
 pub(crate) struct Spawned {
     pub(crate) child: Child,

@@ -221,23 +221,7 @@ impl ProcessPoolBuilder {
 
     /// Starts the pool; its workers start in the background.
     pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
-        if worker::marker_present() && !worker::init_called() {
-            return Err(Error::InvalidConfig(format!(
-                "this process was started as a concurrent-futures worker ({} is set) \
-                 but never called concurrent_futures::init(); call it as the first \
-                 line of main",
-                worker::WORKER_ENV
-            )));
-        }
-        if !self.test_harness && !worker::init_called() {
-            return Err(Error::InvalidConfig(
-                "call concurrent_futures::init() as the first line of main before \
-                 building a ProcessPoolExecutor (workers re-run this program, and \
-                 init() is where they start serving); in tests, see \
-                 ProcessPoolBuilder::test_harness"
-                    .into(),
-            ));
-        }
+        worker::check_can_start_children("building a ProcessPoolExecutor", self.test_harness)?;
         let max_workers = self.max_workers.unwrap_or_else(num_cpus::get);
         if max_workers == 0 {
             return Err(Error::InvalidConfig(
@@ -249,11 +233,7 @@ impl ProcessPoolBuilder {
                 "max_tasks_per_child must be >= 1".into(),
             ));
         }
-        let program = if cfg!(target_os = "linux") {
-            PathBuf::from("/proc/self/exe")
-        } else {
-            std::env::current_exe().map_err(|e| Error::Io(e.to_string()))?
-        };
+        let program = super::os::own_executable()?;
         let args = match (self.args, self.test_harness) {
             (Some(a), _) => a,
             (None, true) => TEST_HARNESS_ARGS.iter().map(OsString::from).collect(),

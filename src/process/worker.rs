@@ -32,6 +32,28 @@ pub(crate) fn init_called() -> bool {
     INIT_CALLED.load(Ordering::SeqCst)
 }
 
+/// Refuses to start children (`what`: "building a ProcessPoolExecutor",
+/// "starting a Process") from a program that could not serve as one: a
+/// worker that skipped `init()` (it would start workers recursively), or a
+/// parent without `init()` outside test-harness mode (its children would run
+/// `main` instead of serving).
+pub(crate) fn check_can_start_children(what: &str, test_harness: bool) -> Result<(), crate::Error> {
+    if marker_present() && !init_called() {
+        return Err(crate::Error::InvalidConfig(format!(
+            "this process was started as a concurrent-futures worker ({WORKER_ENV} is set) \
+             but never called concurrent_futures::init(); call it as the first line of main"
+        )));
+    }
+    if !test_harness && !init_called() {
+        return Err(crate::Error::InvalidConfig(format!(
+            "call concurrent_futures::init() as the first line of main before {what} \
+             (children re-run this program, and init() is where they start serving); \
+             in tests, use test_harness() and process_pool_test_worker!()"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether this process was started as a worker (the marker is set).
 pub(crate) fn marker_present() -> bool {
     std::env::var_os(WORKER_ENV).is_some()
