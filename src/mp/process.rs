@@ -8,7 +8,9 @@ use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+
+use once_cell::sync::OnceCell;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -471,7 +473,7 @@ struct SpawnJob {
 /// daemon child must live as long as the parent process, not as the thread
 /// that happened to call `start()`.
 fn spawn(cmd: Command, hold_stdout: bool, passed: Vec<OwnedFd>) -> io::Result<Spawned> {
-    static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    static SPAWNER: OnceCell<Option<mpsc::Sender<SpawnJob>>> = OnceCell::new();
     let spawner = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnJob>();
         std::thread::Builder::new()

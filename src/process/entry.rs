@@ -65,7 +65,9 @@
 use std::backtrace::{Backtrace, BacktraceStatus};
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Once, OnceLock};
+use std::sync::Once;
+
+use once_cell::sync::Lazy;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -259,14 +261,15 @@ impl BuildId {
     /// executable). Compute it early (at `init()`), before anyone can
     /// replace the file on disk.
     pub(crate) fn current() -> BuildId {
-        static CURRENT: OnceLock<BuildId> = OnceLock::new();
-        *CURRENT.get_or_init(|| BuildId {
+        // Global state built lazily, once per process: once_cell's job.
+        static CURRENT: Lazy<BuildId> = Lazy::new(|| BuildId {
             protocol: PROTOCOL_VERSION,
             crate_version: fnv1a(env!("CARGO_PKG_VERSION").as_bytes()),
             probe_offset: offset_from_anchor(probe as fn() -> u64 as *const u8),
             std_offset: offset_from_anchor(std::process::id as fn() -> u32 as *const u8),
             exe: ExeStamp::current(),
-        })
+        });
+        *CURRENT
     }
 
     /// `Ok` if `peer` is the same build as `self`; otherwise an
