@@ -406,3 +406,18 @@ fn a_daemon_dies_with_its_parent_process() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The consumer's own `put` never blocks on the pipe it alone drains (a
+/// feeder thread writes, as in Python): a megabyte put before any `get`
+/// would otherwise fill the 64 KiB pipe and wait forever.
+#[test]
+fn queue_consumer_puts_more_than_the_pipe_holds_before_getting() {
+    let q = Queue::<Vec<u8>>::new().unwrap();
+    for i in 0..1000u32 {
+        q.put(vec![(i % 251) as u8; 1024]).unwrap();
+    }
+    for i in 0..1000u32 {
+        let v = q.get(Some(HANG)).unwrap();
+        assert_eq!(v, vec![(i % 251) as u8; 1024], "item {i} out of order");
+    }
+}

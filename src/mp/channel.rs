@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::de::{DeserializeOwned, Deserializer};
@@ -121,9 +121,15 @@ impl<T: Serialize> Sender<T> {
     /// serialize (nothing is sent), and with [`Error::Io`] if every
     /// receiver is gone (Python's `BrokenPipeError`).
     pub fn send(&self, value: T) -> Result<(), Error> {
-        let payload = codec::encode(&value)?;
+        self.inner.send_encoded(&codec::encode(&value)?)
+    }
+}
+
+impl SenderInner {
+    /// Writes one encoded value as tagged chunks (see the module docs).
+    fn send_encoded(&self, payload: &[u8]) -> Result<(), Error> {
         let pid = std::process::id();
-        let mut pipe = lock(&self.inner.pipe);
+        let mut pipe = lock(&self.pipe);
         let mut chunks = payload.chunks(CHUNK_PAYLOAD).peekable();
         let mut flags = FIRST;
         let mut buf = Vec::with_capacity(CHUNK_BYTES);
@@ -136,7 +142,7 @@ impl<T: Serialize> Sender<T> {
             let rest = (HEADER_BYTES - 4 + piece.len()) as u32;
             buf.extend_from_slice(&rest.to_le_bytes());
             buf.extend_from_slice(&pid.to_le_bytes());
-            buf.extend_from_slice(&self.inner.writer.to_le_bytes());
+            buf.extend_from_slice(&self.writer.to_le_bytes());
             buf.push(flags);
             buf.extend_from_slice(piece);
             write_atomic(&mut pipe, &buf)?;
@@ -328,13 +334,12 @@ fn read_full(pipe: &mut File, buf: &mut [u8]) -> Result<usize, Error> {
 /// Pass [`producer`](Queue::producer) handles to children (a queue always
 /// arrives in a child as a producer only: its `get` fails there).
 ///
-/// Unlike Python's, `put` writes to the pipe directly (no feeder thread),
-/// so it blocks while the pipe is full (64 KiB unread on Linux), whoever
-/// filled it. The consumer process must therefore not `put` while children
-/// may have filled the pipe and only it can drain it: that waits forever
-/// (put before starting the producers, or from another thread while this
-/// one `get`s). For the same reason, join producers only after draining
-/// what they put, as CPython's "joining processes that use queues" warns.
+/// In the consumer process, `put` hands the value to a feeder thread (as
+/// Python's does) and returns at once, so the consumer never blocks on a
+/// pipe that only it can drain. A producer handle in a child writes to the
+/// pipe directly and blocks while it is full (64 KiB unread on Linux)
+/// until the consumer reads: join producers only after draining what they
+/// put, as CPython's "joining processes that use queues" warns.
 /// A queue has no end of stream: the consumer holds a sender too (use
 /// [`pipe`] for that).
 ///
@@ -349,6 +354,8 @@ fn read_full(pipe: &mut File, buf: &mut [u8]) -> Result<usize, Error> {
 pub struct Queue<T> {
     tx: Sender<T>,
     rx: Option<Receiver<T>>,
+    /// The consumer's feeder thread, started by its first `put`.
+    feeder: OnceLock<mpsc::Sender<Vec<u8>>>,
 }
 
 impl<T> fmt::Debug for Queue<T> {
@@ -363,7 +370,11 @@ impl<T> Queue<T> {
     /// A new, empty queue.
     pub fn new() -> Result<Self, Error> {
         let (tx, rx) = pipe()?;
-        Ok(Queue { tx, rx: Some(rx) })
+        Ok(Queue {
+            tx,
+            rx: Some(rx),
+            feeder: OnceLock::new(),
+        })
     }
 
     /// A sender that puts into this queue.
@@ -378,6 +389,7 @@ impl<T> Queue<T> {
         Queue {
             tx: self.tx.clone(),
             rx: None,
+            feeder: OnceLock::new(),
         }
     }
 }
@@ -386,7 +398,33 @@ impl<T: Serialize> Queue<T> {
     /// Puts `value` (Python's `put`; see the type docs for when it
     /// blocks).
     pub fn put(&self, value: T) -> Result<(), Error> {
-        self.tx.send(value)
+        if self.rx.is_none() {
+            return self.tx.send(value);
+        }
+        let payload = codec::encode(&value)?;
+        let feeder = self.feeder.get_or_init(|| {
+            let (feed, items) = mpsc::channel::<Vec<u8>>();
+            let inner = self.tx.inner.clone();
+            let spawned = std::thread::Builder::new()
+                .name("cf-queue-feeder".into())
+                .spawn(move || {
+                    // Ends when the queue is dropped, after writing what
+                    // was put. The consumer holds the read end, so the pipe
+                    // cannot break while it runs.
+                    for payload in items {
+                        if let Err(e) = inner.send_encoded(&payload) {
+                            log::error!(target: "concurrent_futures", "queue feeder: {e}");
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                log::error!(target: "concurrent_futures", "could not start a queue feeder: {e}");
+            }
+            feed
+        });
+        feeder
+            .send(payload)
+            .map_err(|_| Error::Io("the queue's feeder thread is gone".into()))
     }
 }
 
@@ -532,6 +570,7 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
         Ok(Queue {
             tx: Sender::deserialize(d)?,
             rx: None,
+            feeder: OnceLock::new(),
         })
     }
 }
