@@ -176,7 +176,12 @@ impl<W: ?Sized> fmt::Debug for DoneAndNotDone<'_, W> {
 }
 
 /// Waits until the futures meet `return_when`, or `timeout` passes, and
-/// returns the done and not-done sets. A timeout never errors: it returns
+/// returns the done and not-done sets.
+///
+/// Unlike [`Future::result`], `wait` and [`as_completed`] do not run other
+/// tasks while they block: called from a task of a thread pool on futures
+/// of that same pool, they can starve it, as in CPython. Inside a task,
+/// wait on the futures one by one with `result`/`into_result`, which help. A timeout never errors: it returns
 /// the partial sets (W5). Duplicates count once (W1).
 ///
 /// ```

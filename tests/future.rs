@@ -1287,3 +1287,32 @@ fn r1_huge_timeout_means_no_limit() {
     });
     assert_eq!(fut.exception(Some(Duration::MAX)), Ok(None));
 }
+
+struct PanickingWaker;
+impl std::task::Wake for PanickingWaker {
+    fn wake(self: Arc<Self>) {
+        panic!("this waker panics");
+    }
+}
+
+/// A `Waker` is runtime code: one that panics when the future ends must not
+/// kill the pool worker completing it, nor keep callbacks from running or
+/// the value from being taken.
+#[test]
+fn a_panicking_waker_loses_no_worker_callback_or_value() {
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let (fut, release) = gated(&pool, 5u32);
+    let ran = Arc::new(AtomicBool::new(false));
+    let r2 = ran.clone();
+    fut.add_done_callback(move |_| r2.store(true, Ordering::SeqCst));
+    let waker = std::task::Waker::from(Arc::new(PanickingWaker));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = fut;
+    assert!(Pin::new(&mut f).poll(&mut cx).is_pending());
+    drop(release);
+    assert_eq!(f.result(Some(HANG)), Ok(&5));
+    assert_eq!(f.into_result(), Ok(5));
+    assert!(ran.load(Ordering::SeqCst));
+    assert_eq!(pool.submit(ident, 9).result(Some(HANG)), Ok(&9));
+    assert_eq!(pool.live_workers(), 1);
+}

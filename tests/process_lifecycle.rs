@@ -495,3 +495,45 @@ fn s14_kill_workers_fails_running_cancels_queued_and_stops_the_pool() {
         );
     }
 }
+
+/// A timed task that starts running only when the task ahead of it on the
+/// same worker finishes still has its limit enforced (L8). (The supervisor
+/// watches running tasks' deadlines, so it must hear when one starts.)
+#[test]
+fn l8_timeout_of_a_task_queued_behind_an_untimed_one_is_enforced() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .test_harness()
+        .build()
+        .unwrap();
+    let first = pool.submit(sleep_then_return, 300);
+    let timed = pool.submit_with_timeout(sleep_then_return, 20_000, Duration::from_millis(500));
+    assert_eq!(first.result(Some(Duration::from_secs(30))), Ok(&300));
+    assert!(
+        matches!(
+            timed.result(Some(Duration::from_secs(15))),
+            Err(Error::TaskTimeout { .. })
+        ),
+        "{timed:?}"
+    );
+    assert_eq!(pool.submit(sleep_then_return, 1).into_result(), Ok(1));
+}
+
+/// Stopping workers that are still starting is no "failed start": the pool
+/// is shut down, not broken.
+#[test]
+fn s14_kill_workers_while_workers_start_leaves_the_pool_shut_down_not_broken() {
+    for _ in 0..3 {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(3)
+            .test_harness()
+            .build()
+            .unwrap();
+        pool.kill_workers();
+        assert_eq!(
+            pool.submit(sleep_then_return, 1).into_result(),
+            Err(Error::Shutdown)
+        );
+        pool.shutdown(true, false);
+    }
+}

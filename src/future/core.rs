@@ -201,7 +201,7 @@ impl<T> Core<T> {
         for waiter in list {
             match waiter {
                 Waiter::Watcher(watcher, key) => watcher.notify(key, ending),
-                Waiter::Waker(waker) => waker.wake(),
+                Waiter::Waker(waker) => wake_caught(waker),
                 Waiter::Callback(cb) => callbacks.push(cb),
             }
         }
@@ -219,7 +219,7 @@ impl<T> Core<T> {
             // watchers added after the end are run or answered at once).
             for waiter in list {
                 if let Waiter::Waker(waker) = waiter {
-                    waker.wake();
+                    wake_caught(waker);
                 }
             }
         }
@@ -356,6 +356,15 @@ impl<T> Core<T> {
             },
             _ => Err(Error::Cancelled),
         }
+    }
+}
+
+/// Wakes an async task. A `Waker` is user code (the runtime's): one that
+/// panics must not unwind out of the completing thread, which may be a pool
+/// worker, and must not keep the callbacks from running.
+fn wake_caught(waker: Waker) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake())).is_err() {
+        log::error!(target: "concurrent_futures", "a Waker panicked when its future ended");
     }
 }
 

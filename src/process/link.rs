@@ -101,13 +101,15 @@ fn handshake(
     }
 }
 
-fn start_failed(shared: &Shared, id: u64, child: &Mutex<Child>, error: Error) {
+pub(crate) fn start_failed(shared: &Shared, id: u64, child: &Mutex<Child>, error: Error) {
     let status = reap(child);
     let mut st = lock(&shared.state);
     st.starting.retain(|s| s.id != id);
     st.live -= 1;
     let mut failures = Failures::new();
-    if st.broken.is_none() {
+    // A start the pool itself stopped (shutdown, kill_workers) is no sign
+    // that workers cannot start.
+    if st.broken.is_none() && !st.killed && !st.shutdown {
         st.start_failures += 1;
         if st.start_failures >= 3 {
             let reason = format!("worker processes fail to start: {error} ({status})");
@@ -191,7 +193,16 @@ fn serve(
                 match head {
                     Some(p) if p.task_id == task_id => {
                         st.dispatch(&shared.config.limits, &mut failures);
+                        // The supervisor watches the deadlines of running
+                        // (head) tasks only: wake it when one is timed.
+                        let timed = st
+                            .links
+                            .iter()
+                            .any(|l| l.in_flight.front().is_some_and(|p| p.timeout.is_some()));
                         drop(st);
+                        if timed {
+                            shared.cond.notify_all();
+                        }
                         if !failures.is_empty() {
                             shared.finish(failures);
                         }
@@ -278,16 +289,22 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<Child>, end: En
         }
     } else if let Some(head) = link.in_flight.pop_front() {
         let error = match (link.kill_reason.take(), end) {
-            (Some(reason), _) => reason,
-            (None, End::Protocol(e)) => e,
-            (None, End::Eof) => Error::WorkerDied {
+            (Some((task_id, reason)), _) if task_id == head.task_id => Some(reason),
+            // Killed for a task that finished just in time: the head did
+            // nothing wrong and goes back to the queue with the rest.
+            (Some(_), _) => None,
+            (None, End::Protocol(e)) => Some(e),
+            (None, End::Eof) => Some(Error::WorkerDied {
                 pid,
                 status: status.clone(),
                 code,
                 signal,
-            },
+            }),
         };
-        failures.push((head.job, error));
+        match error {
+            Some(error) => failures.push((head.job, error)),
+            None => link.in_flight.push_front(head),
+        }
         // Tasks sent behind the running one never started: send them again.
         for p in link.in_flight.drain(..).rev() {
             st.queue.push_front(p);

@@ -516,11 +516,17 @@ fn supervise(shared: Arc<Shared>) {
 /// too long. Their readers see the end of the pipe and clean up.
 fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) {
     for l in &mut st.links {
-        let Some(limit) = l.in_flight.front().and_then(|p| p.timeout) else {
+        let Some((task_id, limit)) = l
+            .in_flight
+            .front()
+            .and_then(|p| Some((p.task_id, p.timeout?)))
+        else {
             continue;
         };
         if l.kill_reason.is_none() && now >= l.head_since + limit {
-            l.kill_reason = Some(Error::TaskTimeout { limit });
+            l.kill_reason = Some((task_id, Error::TaskTimeout { limit }));
+            // No more tasks for a worker about to die.
+            l.stopping = true;
             let _ = lock(&l.child).kill();
         }
     }
@@ -562,18 +568,24 @@ fn start_worker(shared: &Arc<Shared>, id: u64) {
             shared.cond.notify_all();
             let s2 = shared.clone();
             let (to, from) = (spawned.to_worker, spawned.from_worker);
+            let child2 = child.clone();
             let reader = std::thread::Builder::new()
                 .name(format!("cf-process-reader-{id}"))
-                .spawn(move || link::run(s2, id, child, to, from));
+                .spawn(move || link::run(s2, id, child2, to, from));
             if let Err(e) = reader {
-                log::error!(target: "concurrent_futures", "could not start a reader thread: {e}");
+                // Without its reader the worker can never be served or
+                // reaped: stop and reap it now, as a failed start.
+                let error = Error::Io(format!("could not start a reader thread: {e}"));
+                link::start_failed(shared, id, &child, error);
             }
         }
         Err(e) => {
             let mut st = lock(&shared.state);
             st.live -= 1;
-            st.start_failures += 1;
             let mut failures = Failures::new();
+            if !st.killed && !st.shutdown {
+                st.start_failures += 1;
+            }
             if st.start_failures >= 3 && st.broken.is_none() {
                 st.broken = Some(format!("could not start worker processes: {e}"));
                 let refusal = st.refusal().expect("broken");

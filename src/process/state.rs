@@ -45,8 +45,10 @@ pub(crate) struct Link {
     pub(crate) depth: usize,
     /// Told to exit (`Shutdown` sent); it gets no more tasks.
     pub(crate) stopping: bool,
-    /// Why the supervisor killed it, if it did (a task timeout).
-    pub(crate) kill_reason: Option<Error>,
+    /// Why the supervisor killed it, if it did: the task that timed out
+    /// and its error. Applies only if that task is still the head when the
+    /// worker's end is seen (it may have finished just in time).
+    pub(crate) kill_reason: Option<(u64, Error)>,
     pub(crate) child: Arc<Mutex<Child>>,
 }
 

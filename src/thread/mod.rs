@@ -172,13 +172,21 @@ fn spawn_worker(
                     ));
                 }
             }
+            // Counted out on every exit, even an unwinding one, so
+            // `shutdown(wait = true)` never waits for a dead thread.
+            struct Exited(Arc<Registry>);
+            impl Drop for Exited {
+                fn drop(&mut self) {
+                    self.0.worker_exited();
+                }
+            }
+            let _exited = Exited(registry.clone());
             let worker = Rc::new(WorkerThread {
                 registry: registry.clone(),
                 index,
                 local,
             });
             worker.main_loop();
-            registry.worker_exited();
         })?;
     lock(&registry.handles).push(handle);
     Ok(())
