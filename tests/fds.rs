@@ -18,9 +18,12 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{Error, ExecutorExt, Future, ProcessPoolExecutor};
+use concurrent_futures::{Error, ExecutorExt, Future};
 
 concurrent_futures::process_pool_test_worker!();
+
+mod common;
+use common::pool;
 
 /// Longest any single wait may take before the test calls it a hang.
 const HANG: Duration = Duration::from_secs(60);
@@ -29,14 +32,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn pool(workers: usize) -> ProcessPoolExecutor {
-    ProcessPoolExecutor::builder()
-        .max_workers(workers)
-        .test_harness()
-        .build()
-        .expect("a test-harness pool builds")
 }
 
 /// The outcome of a future, failing the test instead of hanging.

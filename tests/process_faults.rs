@@ -25,33 +25,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{Error, ExecutorExt, Future, MapOptions, ProcessPoolExecutor, WORKER_ENV};
+use concurrent_futures::{Error, ExecutorExt, MapOptions, ProcessPoolExecutor, WORKER_ENV};
 
 concurrent_futures::process_pool_test_worker!();
 
-/// Longest any single wait may take before the test calls it a hang.
-const HANG: Duration = Duration::from_secs(30);
+mod common;
+use common::{HANG, pool, wait};
 
 /// Set in helper processes started by this file's tests (not the workers).
 const HELPER_ENV: &str = "CF_FAULTS_HELPER";
 
 /// The worker's end of the worker → parent pipe (src/process/os.rs RES_FD).
 const RESULT_FD: i32 = 4;
-
-fn wait<T>(f: Future<T>) -> Result<T, Error> {
-    if let Err(Error::Timeout { .. }) = f.result(Some(HANG)) {
-        panic!("the future did not resolve within {HANG:?}");
-    }
-    f.into_result()
-}
-
-fn pool(workers: usize) -> ProcessPoolExecutor {
-    ProcessPoolExecutor::builder()
-        .max_workers(workers)
-        .test_harness()
-        .build()
-        .expect("a test-harness pool builds")
-}
 
 fn getpid(_: ()) -> u32 {
     std::process::id()

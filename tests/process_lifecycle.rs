@@ -20,26 +20,11 @@ use concurrent_futures::{
 
 concurrent_futures::process_pool_test_worker!();
 
-/// Longest any single wait may take before the test calls it a hang.
-const HANG: Duration = Duration::from_secs(30);
+mod common;
+use common::{HANG, pool, wait};
 
 /// Set in helper processes; helpers do nothing without it.
 const HELPER_ENV: &str = "CF_LIFECYCLE_HELPER";
-
-fn wait<T>(f: Future<T>) -> Result<T, Error> {
-    if let Err(Error::Timeout { .. }) = f.result(Some(HANG)) {
-        panic!("the future did not resolve within {HANG:?}");
-    }
-    f.into_result()
-}
-
-fn pool(workers: usize) -> ProcessPoolExecutor {
-    ProcessPoolExecutor::builder()
-        .max_workers(workers)
-        .test_harness()
-        .build()
-        .expect("a test-harness pool builds")
-}
 
 fn getpid(_: ()) -> u32 {
     std::process::id()

@@ -18,28 +18,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 concurrent_futures::process_pool_test_worker!();
 
-/// Longest any single wait may take before the test calls it a hang.
-const HANG: Duration = Duration::from_secs(30);
-
-/// Waits for `f` with the hang guard and moves its outcome out.
-fn wait<T>(f: Future<T>) -> Result<T, Error> {
-    wait_at_most(f, HANG)
-}
-
-fn wait_at_most<T>(f: Future<T>, guard: Duration) -> Result<T, Error> {
-    if let Err(Error::Timeout { .. }) = f.result(Some(guard)) {
-        panic!("the future did not resolve within {guard:?}");
-    }
-    f.into_result()
-}
-
-fn pool(workers: usize) -> ProcessPoolExecutor {
-    ProcessPoolExecutor::builder()
-        .max_workers(workers)
-        .test_harness()
-        .build()
-        .expect("a test-harness pool builds")
-}
+mod common;
+use common::{HANG, pool, wait, wait_at_most};
 
 // ---------------------------------------------------------------- tasks --
 

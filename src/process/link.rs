@@ -58,7 +58,7 @@ fn handshake(
     input: &mut BufReader<File>,
     output: &mut BufWriter<File>,
 ) -> Result<u32, Error> {
-    let max = shared.config.max_frame_bytes;
+    let max = shared.config.limits.max_frame_bytes;
     let pid = match read_message::<_, FromWorker>(input, max)? {
         Some(FromWorker::Ready { pid, build }) => {
             BuildId::current().check_peer(&build)?;
@@ -144,7 +144,7 @@ fn serve(
     output: BufWriter<File>,
 ) {
     let (tx, rx) = mpsc::channel::<ToWorker>();
-    let max = shared.config.max_frame_bytes;
+    let max = shared.config.limits.max_frame_bytes;
     let writer = std::thread::Builder::new()
         .name(format!("cf-process-writer-{pid}"))
         .spawn(move || write_loop(output, rx, max));

@@ -39,7 +39,6 @@ impl Shared {
 
 pub(crate) struct Config {
     pub(crate) limits: Limits,
-    pub(crate) max_frame_bytes: usize,
     pub(crate) initializer: Option<u64>,
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) startup_timeout: Duration,
@@ -246,7 +245,6 @@ impl ProcessPoolBuilder {
                 prefetch: self.prefetch,
                 max_tasks_per_child: self.max_tasks_per_child,
             },
-            max_frame_bytes: self.max_frame_bytes,
             initializer: self.initializer,
             task_timeout: self.task_timeout,
             startup_timeout: self.startup_timeout,

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{Error, Executor, Future, Task, ThreadPoolExecutor};
+use concurrent_futures::{Error, Executor, Future, ProcessPoolExecutor, Task, ThreadPoolExecutor};
 
 /// Hang guard: long enough never to expire on a working library.
 pub const HANG: Duration = Duration::from_secs(30);
@@ -139,4 +139,28 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         assert!(now < deadline, "block_on: the future never completed");
         thread::park_timeout(deadline - now);
     }
+}
+
+/// A process pool of `workers` for a test binary (the file must also use
+/// `concurrent_futures::process_pool_test_worker!()`).
+pub fn pool(workers: usize) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(workers)
+        .test_harness()
+        .build()
+        .expect("a test-harness pool builds")
+}
+
+/// The future's outcome, failing the test if it does not resolve within
+/// `guard`.
+pub fn wait_at_most<T>(f: Future<T>, guard: Duration) -> Result<T, Error> {
+    if let Err(Error::Timeout { .. }) = f.result(Some(guard)) {
+        panic!("the future did not resolve within {guard:?}");
+    }
+    f.into_result()
+}
+
+/// [`wait_at_most`] with the hang guard.
+pub fn wait<T>(f: Future<T>) -> Result<T, Error> {
+    wait_at_most(f, HANG)
 }
