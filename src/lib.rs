@@ -34,6 +34,7 @@ mod mp;
 mod pool;
 #[cfg(unix)]
 mod process;
+mod spin;
 pub(crate) mod sync;
 mod sync_prims;
 mod thread;

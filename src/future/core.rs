@@ -285,8 +285,17 @@ impl<T> Core<T> {
             return true;
         }
         #[cfg(not(cf_loom))]
-        if !self.is_terminal() {
-            crate::thread::help_while_waiting(self, deadline);
+        {
+            if !self.is_terminal() {
+                crate::thread::help_while_waiting(self, deadline);
+            }
+            // Most short tasks end within the spin: no park, and the
+            // completing thread needs no system call to wake us.
+            let limit = Instant::now() + crate::spin::SPIN_LIMIT;
+            let limit = deadline.map_or(limit, |d| d.min(limit));
+            if crate::spin::spin_until(limit, ready) {
+                return true;
+            }
         }
         let mut w = lock(&self.waiters);
         w.blocked += 1;

@@ -8,6 +8,7 @@ use crossbeam_deque::{Steal, Worker};
 
 use super::registry::{JobRef, Registry};
 use crate::future::core::{Core, Ending, Watcher};
+use crate::spin::IdleSpin;
 use crate::sync::Arc;
 
 /// The state a worker thread keeps for itself.
@@ -65,12 +66,17 @@ impl WorkerThread {
         // A busy worker goes from task to task without touching the shared
         // counters; it only counts as searching once its queues look empty,
         // and then looks once more before parking (see the sleep module).
+        // Before parking, it watches the queues for a moment while that has
+        // been paying off (see the spin module): a searching worker is one
+        // a submitter need not wake.
         let mut searching = false;
+        let mut idle = IdleSpin::new();
         loop {
             if let Some(job) = self.find_task() {
                 if searching {
                     sleep.found_work(|| self.registry.has_work());
                     searching = false;
+                    idle.idle_ended();
                 }
                 self.execute(job);
                 continue;
@@ -78,10 +84,14 @@ impl WorkerThread {
             if !searching {
                 sleep.start_searching();
                 searching = true;
+                idle.idle_started();
                 continue;
             }
             if self.registry.terminating() {
                 break;
+            }
+            if idle.spin(|| self.registry.has_work() || self.registry.is_shutdown()) {
+                continue;
             }
             sleep.sleep(self.index, || {
                 self.registry.has_work() || self.registry.terminating()
