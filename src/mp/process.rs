@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::channel;
 use super::lock;
 use crate::Error;
+use crate::process::child::WorkerChild;
 use crate::process::entry::{self, BuildId};
 use crate::process::os::{self, Spawned};
 use crate::process::protocol::{RemoteError, TaskTypes, read_message, write_message};
@@ -163,7 +164,7 @@ struct Shared {
 }
 
 struct Run {
-    child: Child,
+    child: WorkerChild,
     /// Set, under this lock, when the child is reaped: from then on its
     /// pid may belong to another process and is never signalled.
     status: Option<ExitStatus>,
@@ -383,12 +384,9 @@ impl<R> Process<R> {
 
     fn signal(&self, sig: i32) {
         if let Some(s) = &self.started {
-            let st = lock(&s.shared.state);
-            if st.status.is_none() {
-                // Unreaped (checked under the lock that reaping takes), so
-                // the pid is still our child's.
-                let _ = os::send_signal(s.pid, sig);
-            }
+            // Nothing if the child was reaped (its pid may have been
+            // reused): `WorkerChild` knows, and reaping takes this lock.
+            let _ = lock(&s.shared.state).child.signal(sig);
         }
     }
 }
@@ -426,8 +424,9 @@ impl<R> Drop for Process<R> {
             return;
         };
         let mut st = lock(&s.shared.state);
-        if self.daemon && st.status.is_none() {
-            let _ = os::send_signal(s.pid, libc::SIGKILL);
+        if self.daemon {
+            // Nothing if it was reaped already.
+            let _ = st.child.kill();
         }
         while st.status.is_none() {
             st = s.shared.cond.wait(st).unwrap_or_else(|e| e.into_inner());

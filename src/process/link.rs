@@ -16,10 +16,10 @@ use crate::sync::{Arc, Mutex};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::process::Child;
 use std::sync::mpsc;
 use std::time::Instant;
 
+use super::child::WorkerChild;
 use super::entry::BuildId;
 use super::os::describe_exit;
 use super::pool::Shared;
@@ -40,7 +40,7 @@ enum End {
 pub(crate) fn run(
     shared: Arc<Shared>,
     id: u64,
-    child: Arc<Mutex<Child>>,
+    child: Arc<Mutex<WorkerChild>>,
     to_worker: File,
     from_worker: File,
 ) {
@@ -101,7 +101,7 @@ fn handshake(
     }
 }
 
-pub(crate) fn start_failed(shared: &Shared, id: u64, child: &Mutex<Child>, error: Error) {
+pub(crate) fn start_failed(shared: &Shared, id: u64, child: &Mutex<WorkerChild>, error: Error) {
     let status = reap(child);
     let mut st = lock(&shared.state);
     st.starting.retain(|s| s.id != id);
@@ -126,7 +126,7 @@ pub(crate) fn start_failed(shared: &Shared, id: u64, child: &Mutex<Child>, error
 }
 
 /// Kills (if still running) and reaps a worker; describes how it ended.
-fn reap(child: &Mutex<Child>) -> String {
+fn reap(child: &Mutex<WorkerChild>) -> String {
     let mut c = lock(child);
     let _ = c.kill();
     match c.wait() {
@@ -139,7 +139,7 @@ fn serve(
     shared: Arc<Shared>,
     id: u64,
     pid: u32,
-    child: Arc<Mutex<Child>>,
+    child: Arc<Mutex<WorkerChild>>,
     mut input: BufReader<File>,
     output: BufWriter<File>,
 ) {
@@ -268,7 +268,7 @@ pub(crate) fn killed_error() -> Error {
 
 /// The worker's pipe ended: reap it, fail the task it was running, requeue
 /// the rest, and ask for a replacement.
-fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<Child>, end: End) {
+fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, end: End) {
     let (status, code, signal) = {
         let mut c = lock(child);
         let _ = c.kill();

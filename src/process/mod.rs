@@ -31,9 +31,11 @@
 //!
 //! A broken stream (truncated or oversized frame, undecodable message) is
 //! `Error::Protocol`: the pool kills and replaces that worker, failing only
-//! the task it was running. All `unsafe` of the process pool is in
-//! [`entry`].
+//! the task it was running. The `unsafe` of the process pool is in
+//! [`entry`] (resolving a task), [`os`] (the worker's own setup) and
+//! [`child`] (starting and reaping worker processes).
 
+pub(crate) mod child;
 pub(crate) mod codec;
 pub(crate) mod entry;
 pub(crate) mod frame;

@@ -5,9 +5,11 @@
 //! the user's, so `println!` in a task reaches the parent's terminal as in
 //! Python. Instead the parent creates two pipes and maps the child's ends
 //! onto descriptors [`CMD_FD`] (parent → worker) and [`RES_FD`]
-//! (worker → parent) with `command-fds`, then closes every descriptor above
-//! them in the child before exec, so the worker inherits nothing else of the
-//! parent's, even descriptors someone left without close-on-exec.
+//! (worker → parent), and every other descriptor is closed in the child
+//! before exec, so the worker inherits nothing else of the parent's, even
+//! descriptors someone left without close-on-exec. How the child is started
+//! (`posix_spawn`, so that a large parent starts workers as fast as a small
+//! one) is [`super::child`]'s business.
 //!
 //! A worker must not outlive its parent, even one killed by SIGKILL. It asks
 //! the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`, Linux),
@@ -20,10 +22,10 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::process::Command;
 
-use command_fds::{CommandFdExt, FdMapping};
+use super::child::{self, WorkerChild};
 
 /// The worker reads commands from this descriptor.
 pub(crate) const CMD_FD: i32 = 3;
@@ -48,7 +50,7 @@ pub(crate) fn own_executable() -> Result<std::path::PathBuf, crate::Error> {
 
 /// A started worker process and the parent's ends of its pipes.
 pub(crate) struct Spawned {
-    pub(crate) child: Child,
+    pub(crate) child: WorkerChild,
     pub(crate) to_worker: File,
     pub(crate) from_worker: File,
 }
@@ -66,91 +68,37 @@ pub(crate) fn spawn_worker(cmd: Command, hold_stdout: bool) -> io::Result<Spawne
 
 /// [`spawn_worker`], also mapping each of `passed` onto
 /// [`PASS_FD_BASE`]` + i` in the child (the channel ends a
-/// [`Process`](crate::Process) argument carries). Descriptors above the
-/// last one are closed in the child as usual. `passed` is consumed: the
-/// parent's copies are closed once the child has started.
+/// [`Process`](crate::Process) argument carries). No other descriptor
+/// reaches the child. `passed` is consumed: the parent's copies are closed
+/// once the child has started.
 pub(crate) fn spawn_worker_with(
     mut cmd: Command,
     hold_stdout: bool,
     passed: Vec<OwnedFd>,
 ) -> io::Result<Spawned> {
-    use std::os::fd::AsFd;
-    let last = STDOUT_FD
-        + i32::try_from(passed.len())
-            .map_err(|_| io::Error::other("too many descriptors to pass"))?;
+    if i32::try_from(passed.len()).is_err() {
+        return Err(io::Error::other("too many descriptors to pass"));
+    }
     let (cmd_read, cmd_write) = io::pipe()?;
     let (res_read, res_write) = io::pipe()?;
-    let mut mappings = vec![
-        FdMapping {
-            parent_fd: OwnedFd::from(cmd_read),
-            child_fd: CMD_FD,
-        },
-        FdMapping {
-            parent_fd: OwnedFd::from(res_write),
-            child_fd: RES_FD,
-        },
-    ];
+    let stdout = io::stdout();
+    let mut map: Vec<(BorrowedFd<'_>, RawFd)> =
+        vec![(cmd_read.as_fd(), CMD_FD), (res_write.as_fd(), RES_FD)];
     if hold_stdout {
-        mappings.push(FdMapping {
-            parent_fd: io::stdout().as_fd().try_clone_to_owned()?,
-            child_fd: STDOUT_FD,
-        });
-        cmd.stdout(Stdio::null());
+        map.push((stdout.as_fd(), STDOUT_FD));
     }
-    for (fd, child_fd) in passed.into_iter().zip(PASS_FD_BASE..) {
-        mappings.push(FdMapping {
-            parent_fd: fd,
-            child_fd,
-        });
-    }
-    cmd.stdin(Stdio::null())
-        .fd_mappings(mappings)
-        .map_err(|e| io::Error::other(format!("descriptor mapping: {e}")))?;
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: the closure runs in the child between fork and exec, where
-        // only async-signal-safe calls are allowed: it makes raw `close_range`
-        // / `close` system calls and touches no memory, lock or allocator.
-        // Registered after the mappings above, so 3/4/5 (and the passed
-        // descriptors 6..=last) are already in place.
-        unsafe {
-            cmd.pre_exec(move || {
-                close_inherited_above(last);
-                Ok(())
-            });
-        }
-    }
-    let child = cmd.spawn()?;
-    // `cmd` still owns the child's pipe ends; dropping it closes them here,
-    // so end-of-file on `res_read` means the worker is gone.
-    drop(cmd);
+    map.extend(passed.iter().map(|fd| fd.as_fd()).zip(PASS_FD_BASE..));
+    let child = child::spawn(&mut cmd, hold_stdout, &map)?;
+    // Close the parent's copies of the child's ends (and of the passed
+    // descriptors), so that end-of-file on `res_read` means the worker is
+    // gone.
+    drop(map);
+    drop((cmd_read, res_write, passed));
     Ok(Spawned {
         child,
         to_worker: File::from(OwnedFd::from(cmd_write)),
         from_worker: File::from(OwnedFd::from(res_read)),
     })
-}
-
-/// In the child before exec: closes every descriptor above `last`, so the
-/// worker inherits nothing but stdio and its pipes even from a parent (or a
-/// library, or a job runner) that left descriptors without close-on-exec
-/// (Python's `close_fds=True`).
-fn close_inherited_above(last: i32) {
-    let first = (last + 1) as libc::c_uint;
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: close_range on a range of integers; async-signal-safe.
-        let r = unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) };
-        if r == 0 {
-            return;
-        }
-    }
-    // Older kernels (and other Unixes): close one by one up to a bound
-    // that covers ordinary descriptor limits.
-    for fd in first..65_536 {
-        // SAFETY: close on an integer; EBADF for unused ones is harmless.
-        unsafe { libc::close(fd as i32) };
-    }
 }
 
 /// Worker side: asks to be killed when the parent dies, and checks the
@@ -237,17 +185,6 @@ pub(crate) fn take_passed_fds(n: usize) -> io::Result<Vec<OwnedFd>> {
         fds.push(owned);
     }
     Ok(fds)
-}
-
-/// Sends signal `sig` to process `pid`. The caller must know `pid` is its
-/// own unreaped child (so the number cannot have been reused).
-pub(crate) fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
-    // SAFETY: kill() takes two integers and touches no memory of ours.
-    if unsafe { libc::kill(pid, sig) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Blocks until child `pid` has exited, **without reaping it** (`waitid`

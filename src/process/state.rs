@@ -8,10 +8,10 @@
 
 use crate::sync::{Arc, Mutex};
 use std::collections::VecDeque;
-use std::process::Child;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
+use super::child::WorkerChild;
 use super::protocol::ToWorker;
 use crate::Error;
 use crate::executor::PortableJob;
@@ -49,7 +49,7 @@ pub(crate) struct Link {
     /// and its error. Applies only if that task is still the head when the
     /// worker's end is seen (it may have finished just in time).
     pub(crate) kill_reason: Option<(u64, Error)>,
-    pub(crate) child: Arc<Mutex<Child>>,
+    pub(crate) child: Arc<Mutex<WorkerChild>>,
 }
 
 /// Tasks shorter than this count as tiny: the round trip, not the work,
@@ -77,7 +77,7 @@ impl Link {
 pub(crate) struct Starting {
     pub(crate) id: u64,
     pub(crate) since: Instant,
-    pub(crate) child: Arc<Mutex<Child>>,
+    pub(crate) child: Arc<Mutex<WorkerChild>>,
 }
 
 /// Limits that `dispatch` obeys.
