@@ -17,6 +17,8 @@ pub(crate) use loom::sync::{
     Condvar, Mutex, MutexGuard,
     atomic::{AtomicUsize, Ordering},
 };
+#[cfg(cf_loom)]
+pub(crate) use loom::thread::Thread;
 /// Always std's: loom's `Arc` cannot be coerced to `Arc<dyn Trait>` on
 /// stable Rust, and reference counting is not what the models check.
 pub(crate) use std::sync::Arc;
@@ -25,6 +27,8 @@ pub(crate) use std::sync::{
     Condvar, Mutex, MutexGuard,
     atomic::{AtomicUsize, Ordering},
 };
+#[cfg(not(cf_loom))]
+pub(crate) use std::thread::Thread;
 
 /// Locks a mutex, ignoring poisoning.
 ///
@@ -69,6 +73,46 @@ pub(crate) fn wait_deadline<'a, T>(
             .wait_timeout(g, deadline - now)
             .unwrap_or_else(|e| e.into_inner())
             .0)
+    }
+}
+
+/// The current thread's handle, for [`park_until`] and `unpark`.
+pub(crate) fn current_thread() -> Thread {
+    #[cfg(cf_loom)]
+    return loom::thread::current();
+    #[cfg(not(cf_loom))]
+    std::thread::current()
+}
+
+/// Parks the current thread until unparked, spuriously, or `deadline`
+/// (`None`: no deadline). Returns false if the deadline had passed when
+/// it returned.
+///
+/// Under loom there is no clock: a timed park is an untimed one, as for
+/// [`wait_deadline`].
+pub(crate) fn park_until(deadline: Option<std::time::Instant>) -> bool {
+    #[cfg(cf_loom)]
+    {
+        let _ = deadline;
+        loom::thread::park();
+        true
+    }
+    #[cfg(not(cf_loom))]
+    {
+        match deadline {
+            None => {
+                std::thread::park();
+                true
+            }
+            Some(d) => {
+                let now = std::time::Instant::now();
+                if now >= d {
+                    return false;
+                }
+                std::thread::park_timeout(d - now);
+                std::time::Instant::now() < d
+            }
+        }
     }
 }
 

@@ -29,6 +29,7 @@
 //! closures that capture.
 
 pub(crate) mod task;
+pub(crate) mod thin;
 
 use std::fmt;
 

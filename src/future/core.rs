@@ -15,6 +15,11 @@
 //! in `result()` (F6). Everything it hands over runs after the lock is
 //! released, so a callback may call back into the same future (C7).
 //!
+//! A blocked thread is one more entry of that waiter list, woken with
+//! `unpark`, rather than a condition variable in every future: the future
+//! stays small (issue 4's memory budget), and completing a future nobody
+//! blocks on makes no system call.
+//!
 //! Cancellation is terminal and notifies at once: there is no CPython-style
 //! `CANCELLED` vs `CANCELLED_AND_NOTIFIED` split, so `done()` and `wait()`
 //! always agree (CONFORMANCE.md decision 1, PP7).
@@ -24,7 +29,7 @@ use std::time::Instant;
 
 use super::slot::Slot;
 use crate::Error;
-use crate::sync::{Arc, Condvar, Mutex, Ordering, lock};
+use crate::sync::{Arc, Mutex, Ordering, Thread, lock};
 
 pub(crate) const PENDING: usize = 0;
 pub(crate) const RUNNING: usize = 1;
@@ -63,19 +68,16 @@ enum Waiter<T> {
     Callback(Callback<T>),
     Watcher(Arc<dyn Watcher>, usize),
     Waker(Waker),
+    /// A thread blocked in `wait_until`, parked until unparked.
+    Thread(Thread),
 }
 
-struct Waiters<T> {
-    list: Vec<Waiter<T>>,
-    /// Threads blocked on `cond`; `notify_all` is a syscall, skipped when 0.
-    blocked: u32,
-}
+type Waiters<T> = Vec<Waiter<T>>;
 
 /// The shared completion state of one future.
 pub(crate) struct Core<T> {
     status: crate::sync::AtomicUsize,
     waiters: Mutex<Waiters<T>>,
-    cond: Condvar,
     /// The error is boxed: it is rare, and a 56-byte `Error` inline would
     /// make every task bigger.
     outcome: Slot<Result<T, Box<Error>>>,
@@ -100,11 +102,7 @@ impl<T> Core<T> {
     pub(crate) fn new() -> Self {
         Core {
             status: crate::sync::AtomicUsize::new(PENDING),
-            waiters: Mutex::new(Waiters {
-                list: Vec::new(),
-                blocked: 0,
-            }),
-            cond: Condvar::new(),
+            waiters: Mutex::new(Vec::new()),
             outcome: Slot::new(),
         }
     }
@@ -191,15 +189,12 @@ impl<T> Core<T> {
         ending: Ending,
         run: impl FnOnce(Vec<Callback<T>>),
     ) {
-        let list = std::mem::take(&mut w.list);
-        let blocked = w.blocked > 0;
+        let list = std::mem::take(&mut *w);
         drop(w);
-        if blocked {
-            self.cond.notify_all();
-        }
         let mut callbacks = Vec::new();
         for waiter in list {
             match waiter {
+                Waiter::Thread(thread) => thread.unpark(),
                 Waiter::Watcher(watcher, key) => watcher.notify(key, ending),
                 Waiter::Waker(waker) => wake_caught(waker),
                 Waiter::Callback(cb) => callbacks.push(cb),
@@ -209,17 +204,16 @@ impl<T> Core<T> {
             run(callbacks);
             let mut w = lock(&self.waiters);
             self.status.fetch_and(!CALLBACKS_RUNNING, Ordering::Release);
-            let list = std::mem::take(&mut w.list);
-            let blocked = w.blocked > 0;
+            let list = std::mem::take(&mut *w);
             drop(w);
-            if blocked {
-                self.cond.notify_all();
-            }
-            // Only wakers can have been added meanwhile (callbacks and
-            // watchers added after the end are run or answered at once).
+            // Only threads and wakers can have been added meanwhile
+            // (callbacks and watchers added after the end are run or
+            // answered at once).
             for waiter in list {
-                if let Waiter::Waker(waker) = waiter {
-                    wake_caught(waker);
+                match waiter {
+                    Waiter::Thread(thread) => thread.unpark(),
+                    Waiter::Waker(waker) => wake_caught(waker),
+                    _ => {}
                 }
             }
         }
@@ -232,7 +226,7 @@ impl<T> Core<T> {
         if self.is_terminal() {
             return Some(cb);
         }
-        w.list.push(Waiter::Callback(cb));
+        w.push(Waiter::Callback(cb));
         None
     }
 
@@ -242,14 +236,14 @@ impl<T> Core<T> {
         if let Some(e) = self.ending() {
             return Some(e);
         }
-        w.list.push(Waiter::Watcher(Arc::clone(watcher), key));
+        w.push(Waiter::Watcher(Arc::clone(watcher), key));
         None
     }
 
     /// Removes a watcher registered with [`watch`](Self::watch) (A6).
     pub(crate) fn unwatch(&self, watcher: &Arc<dyn Watcher>) {
         let mut w = lock(&self.waiters);
-        w.list.retain(|x| match x {
+        w.retain(|x| match x {
             Waiter::Watcher(x, _) => !std::ptr::addr_eq(Arc::as_ptr(x), Arc::as_ptr(watcher)),
             _ => true,
         });
@@ -297,21 +291,35 @@ impl<T> Core<T> {
                 return true;
             }
         }
+        // Park as an entry of the waiter list. Whoever ends the future (or,
+        // with `settled`, finishes its callbacks) takes the list and
+        // unparks us; a park may also return spuriously, so re-check.
+        let me = crate::sync::current_thread();
         let mut w = lock(&self.waiters);
-        w.blocked += 1;
+        let mut listed = false;
         let ok = loop {
             if ready() {
                 break true;
             }
-            match crate::sync::wait_deadline(&self.cond, w, deadline) {
-                Ok(g) => w = g,
-                Err(g) => {
-                    w = g;
-                    break false;
-                }
+            let listed_now = w
+                .iter()
+                .any(|x| matches!(x, Waiter::Thread(t) if t.id() == me.id()));
+            if !listed_now {
+                w.push(Waiter::Thread(me.clone()));
+            }
+            listed = true;
+            drop(w);
+            let timed_out = !crate::sync::park_until(deadline);
+            w = lock(&self.waiters);
+            if timed_out && !ready() {
+                break false;
             }
         };
-        w.blocked -= 1;
+        if listed {
+            // Still listed if we timed out, or if we saw the end while the
+            // callbacks still ran (`settled = false`).
+            w.retain(|x| !matches!(x, Waiter::Thread(t) if t.id() == me.id()));
+        }
         ok
     }
 
@@ -327,12 +335,12 @@ impl<T> Core<T> {
         } {
             return true;
         }
-        let known = w.list.iter().any(|x| match x {
+        let known = w.iter().any(|x| match x {
             Waiter::Waker(x) => x.will_wake(waker),
             _ => false,
         });
         if !known {
-            w.list.push(Waiter::Waker(waker.clone()));
+            w.push(Waiter::Waker(waker.clone()));
         }
         false
     }
@@ -380,7 +388,7 @@ fn wake_caught(waker: Waker) {
 /// `CALLBACKS_RUNNING` if callbacks are queued (so the owner waits for them
 /// before moving the value out), else 0.
 fn callbacks_flag<T>(w: &Waiters<T>) -> usize {
-    if w.list.iter().any(|x| matches!(x, Waiter::Callback(_))) {
+    if w.iter().any(|x| matches!(x, Waiter::Callback(_))) {
         CALLBACKS_RUNNING
     } else {
         0

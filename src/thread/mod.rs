@@ -216,7 +216,7 @@ impl ThreadPoolExecutor {
         R: Send + Sync + 'static,
     {
         let (job, future) = ClosureTask::create(f);
-        if let Err((job, e)) = self.inject(job) {
+        if let Err((job, e)) = self.inject(job.into_thin()) {
             job.fail(e);
         }
         future
@@ -259,7 +259,14 @@ impl ThreadPoolExecutor {
 
 impl Executor for ThreadPoolExecutor {
     fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
-        self.inject(task.job).map_err(|(job, e)| (Task { job }, e))
+        self.inject(task.job.into_thin()).map_err(|(job, e)| {
+            (
+                Task {
+                    job: job.into_arc(),
+                },
+                e,
+            )
+        })
     }
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {

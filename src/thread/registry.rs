@@ -29,10 +29,10 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 
 use super::sleep::Sleep;
 use crate::Error;
-use crate::executor::JobTrait as Job;
 use crate::sync::{Arc, AtomicUsize, Condvar, Mutex, Ordering, lock};
 
-pub(crate) type JobRef = Arc<dyn Job>;
+/// A queued task: one word per queue slot (see `executor::thin`).
+pub(crate) type JobRef = crate::executor::thin::ThinJob;
 
 const SHUTDOWN: usize = 1;
 const ONE_SUBMIT: usize = 2;
@@ -217,7 +217,7 @@ mod loom_tests {
             let (r1, r2) = (registry.clone(), registry.clone());
             let submitter = thread::spawn(move || {
                 let (job, _fut) = ClosureTask::create(|| 1u8);
-                r1.inject(job, None).is_ok()
+                r1.inject(job.into_thin(), None).is_ok()
             });
             let stopper = thread::spawn(move || r2.shutdown(false));
             let e2 = exited.clone();
@@ -250,6 +250,7 @@ mod loom_tests {
             // std atomics, which loom cannot see, so its creation must
             // happen-before every thread by construction.
             let (job, _fut) = ClosureTask::create(|| 1u8);
+            let job = job.into_thin();
             let worker = thread::spawn(move || {
                 let sleep = &r3.sleep;
                 loop {
