@@ -505,3 +505,32 @@ fn d11_result_that_fails_to_decode_in_the_parent_fails_only_its_future() {
     assert_eq!(wait(pool.submit(double, 3)), Ok(6));
     assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
 }
+
+// ------------------------------------------------------ load balance --
+
+/// A pipeline deepened by a stream of tiny tasks must not pull a following
+/// batch of long tasks onto one worker while the other idles: each worker
+/// gets at most its fair share of what is outstanding (issue 4, fib on a
+/// process pool).
+#[test]
+fn long_tasks_after_tiny_ones_are_shared_between_the_workers() {
+    let pool = pool(2);
+    // One worker is busy with a long task while a stream of tiny tasks
+    // deepens the other's pipeline (up to 64 in flight): their depths differ.
+    let long = pool.submit(sleep_ms, 300);
+    let tiny: Vec<_> = (0..2_000u64).map(|i| pool.submit(double, i)).collect();
+    for f in tiny {
+        wait(f).unwrap();
+    }
+    wait(long).unwrap();
+    let batch: Vec<_> = (0..16).map(|_| pool.submit(sleep_ms, 20)).collect();
+    let mut per_worker = std::collections::HashMap::<u32, usize>::new();
+    for f in batch {
+        *per_worker.entry(wait(f).unwrap()).or_default() += 1;
+    }
+    assert_eq!(per_worker.len(), 2, "one worker ran all: {per_worker:?}");
+    assert!(
+        per_worker.values().all(|&n| n >= 6),
+        "unfair split of 16 equal tasks: {per_worker:?}"
+    );
+}

@@ -71,6 +71,20 @@ impl Link {
             limits.prefetch
         };
     }
+
+    /// The depth to fill to now: while the running task has already taken
+    /// longer than a short one, only `prefetch`, whatever earlier tiny tasks
+    /// taught, so a worker busy with a long task is not handed a deep
+    /// pipeline that another worker could be running.
+    fn depth_now(&self, now: Instant, limits: &Limits) -> usize {
+        if !self.in_flight.is_empty()
+            && now.saturating_duration_since(self.head_since) >= SHORT_TASK
+        {
+            limits.prefetch
+        } else {
+            self.depth
+        }
+    }
 }
 
 /// A worker process started and not yet through its handshake.
@@ -147,14 +161,26 @@ impl State {
     /// Sends queued tasks to workers with room (at most `depth` in
     /// flight each, and never past `max_tasks_per_child`), and tells idle
     /// workers to exit when nothing is left for them.
+    ///
+    /// No worker gets more than its fair share of the outstanding tasks
+    /// (queued plus in flight, over the workers taking tasks or starting), beyond
+    /// `prefetch`: a pipeline deepened by earlier tiny tasks must not pull a
+    /// whole batch of long tasks onto one worker while another idles.
     pub(crate) fn dispatch(&mut self, limits: &Limits, failures: &mut Failures) {
+        // Workers still starting count: they will take their share soon.
+        let taking =
+            (self.links.iter().filter(|l| !l.stopping).count() + self.starting.len()).max(1);
+        let outstanding =
+            self.queue.len() + self.links.iter().map(|l| l.in_flight.len()).sum::<usize>();
+        let fair_share = outstanding.div_ceil(taking).max(limits.prefetch);
+        let now = Instant::now();
         while !self.queue.is_empty() {
             let Some(link) = self
                 .links
                 .iter_mut()
                 .filter(|l| {
                     !l.stopping
-                        && l.in_flight.len() < l.depth
+                        && l.in_flight.len() < l.depth_now(now, limits).min(fair_share)
                         && limits.max_tasks_per_child.is_none_or(|m| l.sent < m)
                 })
                 .min_by_key(|l| l.in_flight.len())
