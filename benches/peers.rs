@@ -926,7 +926,7 @@ fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
         )];
         w.rows = interleave(reps, runners);
         w.notes.push(format!(
-            "this process: {} MiB resident, {} threads (a fork copies the page tables)",
+            "this process: {} MiB resident, {} threads (ours starts workers with posix_spawn: no page-table copy; Python's fork copies them)",
             proc_status_kb("VmRSS:") / 1024,
             proc_status_kb("Threads:")
         ));
