@@ -1,8 +1,10 @@
 //! One worker, seen from the parent: its start, handshake, reader and writer.
 //!
-//! Each worker has two threads in the parent. The **writer** owns the pipe
-//! to the worker and writes whatever `dispatch` queued for it, so a large
-//! argument never blocks the thread that submitted it nor the reader. The
+//! Each worker has two threads in the parent. The **writer** writes to the
+//! worker's pipe what `dispatch` could not write at once (see
+//! [`super::outbox`]: a message is written straight from the dispatching
+//! thread when the pipe is idle and takes it), so a large argument never
+//! blocks the thread that submitted it nor the reader. The
 //! **reader** owns the pipe from the worker: it does the handshake, then
 //! reads results and completes futures; when the pipe ends (the worker
 //! exited, crashed or was killed) it reaps the process and decides the fate
@@ -16,12 +18,12 @@ use crate::sync::{Arc, Mutex};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::sync::mpsc;
 use std::time::Instant;
 
 use super::child::WorkerChild;
 use super::entry::BuildId;
 use super::os::describe_exit;
+use super::outbox::Outbox;
 use super::pool::Shared;
 use super::protocol::{FromWorker, ToWorker, read_message, write_message};
 use super::state::{Failures, Link};
@@ -143,20 +145,26 @@ fn serve(
     mut input: BufReader<File>,
     output: BufWriter<File>,
 ) {
-    let (tx, rx) = mpsc::channel::<ToWorker>();
     let max = shared.config.limits.max_frame_bytes;
-    let writer = std::thread::Builder::new()
-        .name(format!("cf-process-writer-{pid}"))
-        .spawn(move || write_loop(output, rx, max));
-    if writer.is_err() {
-        start_failed(
-            &shared,
-            id,
-            &child,
-            Error::Io("could not start a writer thread".into()),
-        );
-        return;
-    }
+    let started = output
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|file| Outbox::new(file, max))
+        .map_err(|e| Error::Io(format!("could not set up the pipe to a worker: {e}")))
+        .and_then(|(outbox, writer)| {
+            std::thread::Builder::new()
+                .name(format!("cf-process-writer-{pid}"))
+                .spawn(move || writer.run())
+                .map(|_| outbox)
+                .map_err(|_| Error::Io("could not start a writer thread".into()))
+        });
+    let outbox = match started {
+        Ok(outbox) => outbox,
+        Err(e) => {
+            start_failed(&shared, id, &child, e);
+            return;
+        }
+    };
     {
         let mut failures = Failures::new();
         let mut st = lock(&shared.state);
@@ -165,7 +173,7 @@ fn serve(
         st.links.push(Link {
             id,
             pid,
-            tx,
+            outbox,
             in_flight: VecDeque::new(),
             head_since: Instant::now(),
             depth: shared.config.limits.prefetch,
@@ -229,33 +237,6 @@ fn serve(
         }
     };
     worker_gone(&shared, id, pid, &child, end);
-}
-
-fn write_loop(mut out: BufWriter<File>, rx: mpsc::Receiver<ToWorker>, max: usize) {
-    // Everything already queued goes out in one flush: under load that is
-    // one pipe write for many tasks instead of one each.
-    'outer: while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            let stop = matches!(msg, ToWorker::Shutdown);
-            if let Err(e) = write_message(&mut out, &msg, max) {
-                log::debug!(target: "concurrent_futures", "writing to a worker failed: {e}");
-                break 'outer;
-            }
-            if stop {
-                break 'outer;
-            }
-            next = rx.try_recv().ok();
-        }
-        if let Err(e) = out.flush() {
-            // Sizes are checked at submit, so this is a closed pipe: the
-            // worker is gone, and its reader reports how it ended.
-            log::debug!(target: "concurrent_futures", "writing to a worker failed: {e}");
-            break;
-        }
-    }
-    let _ = out.flush();
-    // Dropping `out` closes the pipe: the worker sees end-of-file and exits.
 }
 
 /// The error of a task whose worker `kill_workers()` stopped.

@@ -41,6 +41,7 @@ pub(crate) mod entry;
 pub(crate) mod frame;
 mod link;
 pub(crate) mod os;
+mod outbox;
 mod pool;
 pub(crate) mod protocol;
 mod state;

@@ -249,6 +249,47 @@ pub(crate) fn poll_readable(
     }
 }
 
+/// Waits until `fd` can take a write (or its reader is gone, which the
+/// next write reports as `EPIPE`). No time limit.
+pub(crate) fn poll_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes exactly one `pollfd`, which we own
+        // and which lives across the call.
+        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if r > 0 {
+            return Ok(());
+        }
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Sets `O_NONBLOCK` on `fd`'s open file description.
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl(F_GETFL) on a descriptor we borrow touches no memory.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above; F_SETFL takes an integer.
+        let r = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Worker side (test-harness mode): makes the parent's stdout, passed on
 /// [`STDOUT_FD`], this process's stdout again.
 pub(crate) fn restore_stdout() -> io::Result<()> {

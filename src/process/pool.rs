@@ -397,7 +397,9 @@ impl ProcessPoolExecutor {
             timeout: timeout.or(self.shared.config.task_timeout),
             started: false,
         });
-        st.dispatch(&self.shared.config.limits, &mut failures);
+        // Through the writer threads: a pipe write from this thread would
+        // wake the worker onto this thread's busy core (see `outbox`).
+        st.dispatch_from(&self.shared.config.limits, &mut failures, false);
         drop(st);
         if timeout.is_some() || self.shared.config.task_timeout.is_some() {
             self.shared.cond.notify_all();

@@ -8,10 +8,10 @@
 
 use crate::sync::{Arc, Mutex};
 use std::collections::VecDeque;
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
 
 use super::child::WorkerChild;
+use super::outbox::Outbox;
 use super::protocol::ToWorker;
 use crate::Error;
 use crate::executor::PortableJob;
@@ -32,7 +32,9 @@ pub(crate) struct Pending {
 pub(crate) struct Link {
     pub(crate) id: u64,
     pub(crate) pid: u32,
-    pub(crate) tx: Sender<ToWorker>,
+    /// Messages to the worker; dropping it closes the worker's command
+    /// pipe.
+    pub(crate) outbox: Outbox,
     /// Sent and not yet answered, in order; the head is running.
     pub(crate) in_flight: VecDeque<Pending>,
     /// When the head task started (when the previous one finished or the
@@ -167,6 +169,18 @@ impl State {
     /// `prefetch`: a pipeline deepened by earlier tiny tasks must not pull a
     /// whole batch of long tasks onto one worker while another idles.
     pub(crate) fn dispatch(&mut self, limits: &Limits, failures: &mut Failures) {
+        self.dispatch_from(limits, failures, true);
+    }
+
+    /// [`State::dispatch`]; `write_through` false sends every task through
+    /// the workers' writer threads, as a submitting thread must (see
+    /// [`super::outbox`]).
+    pub(crate) fn dispatch_from(
+        &mut self,
+        limits: &Limits,
+        failures: &mut Failures,
+        write_through: bool,
+    ) {
         // Workers still starting count: they will take their share soon.
         let taking =
             (self.links.iter().filter(|l| !l.stopping).count() + self.starting.len()).max(1);
@@ -220,8 +234,12 @@ impl State {
                 entry: p.job.entry(),
                 arg,
             };
-            if link.tx.send(msg).is_err() {
-                // The writer is gone, so the worker is dying; its reader
+            // Write through (no hop to the writer thread) while the worker
+            // would otherwise run dry; a deeper pipeline is sent in batches
+            // (see `super::outbox` for both rules).
+            let write_through = write_through && link.in_flight.len() < limits.prefetch;
+            if link.outbox.send(msg, write_through).is_err() {
+                // The pipe is closed, so the worker is dying; its reader
                 // will requeue what it holds. Keep this task queued.
                 self.queue.push_front(p);
                 link.stopping = true;
@@ -238,7 +256,7 @@ impl State {
             let retired = limits.max_tasks_per_child.is_some_and(|m| link.sent >= m);
             if !link.stopping && link.in_flight.is_empty() && (retired || nothing_left) {
                 link.stopping = true;
-                let _ = link.tx.send(ToWorker::Shutdown);
+                let _ = link.outbox.send(ToWorker::Shutdown, true);
             }
         }
         self.top_up(limits);
