@@ -103,6 +103,7 @@ impl WorkerThread {
 }
 
 /// Wakes a parked worker when the future it waits on ends.
+#[cfg_attr(cf_loom, allow(dead_code))]
 struct WakeWorker {
     registry: Arc<Registry>,
     index: usize,
@@ -119,6 +120,7 @@ impl Watcher for WakeWorker {
 /// between tasks and is woken by new work or by `core` ending; with a
 /// deadline it helps while there is work and then leaves the timed wait to
 /// the caller. Elsewhere it returns at once.
+#[cfg_attr(cf_loom, allow(dead_code))]
 pub(crate) fn help_while_waiting<T>(core: &Core<T>, deadline: Option<Instant>) {
     let Some(w) = current() else { return };
     if deadline.is_some() {
