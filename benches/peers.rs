@@ -12,7 +12,8 @@
 //! profiling one alone).
 //!
 //! Every library runs each workload in this process, interleaved
-//! (A B C ... A B C ...), and the table shows medians over the repetitions.
+//! (A B C, B C A, C A B, ...: the order rotates each repetition), and the
+//! table shows medians over the repetitions.
 //! The memory workload runs each library in a fresh child process (this
 //! binary re-executed with `--child-memory LIB`), so that each gets a clean
 //! peak RSS. The Python peers run afterwards, from benches/python_peers.py.
@@ -484,7 +485,7 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// Runs every runner `reps` times, interleaved (A B C A B C ...), and
+/// Runs every runner `reps` times, interleaved in a rotating order, and
 /// returns the per-metric medians of each.
 fn interleave(reps: usize, mut runners: Vec<Runner<'_>>) -> Vec<(String, Vec<f64>)> {
     let mut samples: Vec<Vec<Vec<f64>>> = vec![Vec::new(); runners.len()];
@@ -492,9 +493,15 @@ fn interleave(reps: usize, mut runners: Vec<Runner<'_>>) -> Vec<(String, Vec<f64
     for (_, r) in runners.iter_mut() {
         r();
     }
-    for _ in 0..reps {
-        for (k, (_, r)) in runners.iter_mut().enumerate() {
-            samples[k].push(r());
+    // The order rotates each repetition (A B C, B C A, C A B, ...): the
+    // library that runs right after another inherits its idle threads'
+    // spinning and parking, so no library should always be the one that
+    // follows the same neighbour.
+    let n = runners.len();
+    for rep in 0..reps {
+        for j in 0..n {
+            let k = (rep + j) % n;
+            samples[k].push((runners[k].1)());
         }
     }
     runners
