@@ -1,6 +1,7 @@
 //! Unit tests of `Semaphore` and `Event` (std mode).
 
 use super::*;
+use crate::Error;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
