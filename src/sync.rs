@@ -44,6 +44,12 @@ pub(crate) fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, 
     cv.wait(g).unwrap_or_else(|e| e.into_inner())
 }
 
+/// The deadline `timeout` from now; `None` (wait forever) when there is no
+/// timeout or it is too large to represent (`Duration::MAX`).
+pub(crate) fn deadline(timeout: Option<std::time::Duration>) -> Option<std::time::Instant> {
+    timeout.and_then(|t| std::time::Instant::now().checked_add(t))
+}
+
 /// Waits on a condition variable until notified or `deadline` (`None`:
 /// no deadline), ignoring poisoning. `Err` hands the guard back when the
 /// deadline has already passed, without waiting.

@@ -203,7 +203,7 @@ where
     W: Waitable + ?Sized + 'a,
     I: IntoIterator<Item = &'a W>,
 {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = crate::sync::deadline(timeout);
     let futures = distinct(futures);
     let inbox = Inbox::new();
     let watcher = inbox.as_watcher();
@@ -282,7 +282,7 @@ where
     W: Waitable + ?Sized + 'a,
     I: IntoIterator<Item = &'a W>,
 {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = crate::sync::deadline(timeout);
     let futures: Vec<Option<&'a W>> = distinct(futures).into_iter().map(Some).collect();
     let inbox = Inbox::new();
     let watcher = inbox.as_watcher();

@@ -22,7 +22,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use self::core::{CANCELLED, Core, FINISHED, PENDING, RUNNING};
 use crate::Error;
@@ -159,7 +159,7 @@ impl<T> Future<T> {
     }
 
     fn wait_for(&self, timeout: Option<Duration>, settled: bool) -> Result<(), Error> {
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let deadline = crate::sync::deadline(timeout);
         if self.core().wait_until(deadline, settled) {
             Ok(())
         } else {

@@ -73,16 +73,10 @@ mod semaphore;
 pub use event::Event;
 pub use semaphore::{Semaphore, SemaphoreGuard};
 
-use std::time::{Duration, Instant};
-
 #[cfg(test)]
 use crate::sync::lock;
 
-/// The deadline `timeout` from now; `None` (wait forever) when there is no
-/// timeout or it is too large to represent.
-fn deadline(timeout: Option<Duration>) -> Option<Instant> {
-    timeout.and_then(|t| Instant::now().checked_add(t))
-}
+use crate::sync::deadline;
 
 #[cfg(all(test, not(cf_loom)))]
 mod tests;

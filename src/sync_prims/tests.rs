@@ -5,6 +5,7 @@ use crate::Error;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
+use std::time::Duration;
 
 #[test]
 fn semaphore_counts_permits() {
