@@ -15,7 +15,7 @@
 #[cfg(cf_loom)]
 pub(crate) use loom::sync::{
     Condvar, Mutex, MutexGuard,
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 #[cfg(cf_loom)]
 pub(crate) use loom::thread::Thread;
@@ -25,7 +25,7 @@ pub(crate) use std::sync::Arc;
 #[cfg(not(cf_loom))]
 pub(crate) use std::sync::{
     Condvar, Mutex, MutexGuard,
-    atomic::{AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicUsize, Ordering},
 };
 #[cfg(not(cf_loom))]
 pub(crate) use std::thread::Thread;

@@ -1,11 +1,12 @@
 //! [`ThreadPoolExecutor`]: a work-stealing pool of threads.
 //!
 //! Workers start when the pool is built and park when idle (no CPU). Each
-//! has its own FIFO deque for tasks submitted from inside a task; tasks from
-//! outside go to a shared injector. Idle workers steal. A task that blocks on
+//! has its own deque for tasks submitted from inside a task; tasks from
+//! outside go to the pool's inbox, a FIFO queue. Idle workers steal. A task that blocks on
 //! another future of the same pool runs queued work while it waits, so
 //! recursive divide and conquer cannot deadlock a small pool.
 
+mod inbox;
 mod registry;
 mod sleep;
 mod worker;
@@ -175,12 +176,16 @@ fn spawn_worker(
                     ));
                 }
             }
-            // Counted out on every exit, even an unwinding one, so
-            // `shutdown(wait = true)` never waits for a dead thread.
+            // A worker leaving its loop normally has retired (counted
+            // itself out, see the registry docs); one unwinding out of it
+            // is counted out here, so `shutdown(wait = true)` never waits
+            // for a dead thread.
             struct Exited(Arc<Registry>);
             impl Drop for Exited {
                 fn drop(&mut self) {
-                    self.0.worker_exited();
+                    if std::thread::panicking() {
+                        self.0.worker_exited();
+                    }
                 }
             }
             let _exited = Exited(registry.clone());

@@ -1,7 +1,7 @@
 //! The shared state of one thread pool: its queues, its sleep state and its
 //! lifecycle.
 //!
-//! Tasks from outside the pool go to the global [`Injector`], in FIFO order
+//! Tasks from outside the pool go to the pool's [`Inbox`], in FIFO order
 //! (T9: external submissions start in submission order, give or take the
 //! batches a worker steals). Tasks submitted from inside a task go to that
 //! worker's own deque, where they are cheap to push and pop and where idle
@@ -15,38 +15,60 @@
 //! recursion: recursive `fib(38)` (cutoff 20) overflowed a worker's stack
 //! that way. A worker looks for work in the order the
 //! crossbeam-deque docs give: its own deque, then a batch from the
-//! injector, then its peers (see [`Registry::find_task`]).
+//! inbox, then its peers (see `WorkerThread::find_task`).
 //!
-//! Shutdown must not strand a task that a racing submit is pushing. The
-//! `state` word holds a "shut down" bit and a count of submits in progress:
-//! a submit first increments the count, then checks the bit, so a worker may
-//! only exit once the bit is set, no submit is in progress and the queues are
-//! empty, at which point no task can arrive any more.
+//! Shutdown must not strand a task that a racing submit is pushing, and the
+//! submit path must not write to anything the workers read, or every submit
+//! pays a cache-line transfer (issue 4: two read-modify-writes of a shared
+//! counter were a tenth of a 200k-task stream). So a submit only *reads* the
+//! shut-down flag, before and after its push, and the two sides meet in a
+//! Dekker handshake (both with `SeqCst` fences):
+//!
+//! ```text
+//! submitter                          retiring worker
+//! if shut down: refuse               sees shut down
+//! push task                          fence(SeqCst)
+//! fence(SeqCst)                      lock live; queues empty?
+//! shut down now? ──no──▶ done          yes: live -= 1, exit
+//!      │yes
+//!      ▼
+//! lock live; live > 0? ──yes──▶ wake them all: a worker still alive
+//!      │no                      rechecks the queues under the lock
+//!      ▼                        before it may exit, so it runs the task
+//! nobody is left: fail what the queues still hold
+//! ```
+//!
+//! If the submitter's second look finds the pool still running, every
+//! worker that retires later sees the task. If it finds it shut down, the
+//! `live` lock orders it against each retirement: either some worker is
+//! still alive and will see the task, or all are gone and the submitter
+//! fails the task itself (its future ends with the shutdown error, as a
+//! refused submit's does). Only the last case ever touches the task again,
+//! and only tasks that raced shutdown can be in the queues by then.
 
 use std::thread::JoinHandle;
 
-use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crossbeam_deque::{Steal, Stealer, Worker};
 
+use super::inbox::Inbox;
 use super::sleep::Sleep;
 use crate::Error;
-use crate::sync::{Arc, AtomicUsize, Condvar, Mutex, Ordering, lock};
+use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, fence_seqcst, lock};
 
 /// A queued task: one word per queue slot (see `executor::thin`).
 pub(crate) type JobRef = crate::executor::thin::ThinJob;
 
-const SHUTDOWN: usize = 1;
-const ONE_SUBMIT: usize = 2;
-
 pub(crate) struct Registry {
-    pub(crate) injector: Injector<JobRef>,
+    pub(crate) inbox: Inbox,
     pub(crate) stealers: Vec<Stealer<JobRef>>,
     pub(crate) sleep: Sleep,
-    state: AtomicUsize,
+    /// Set once, by shutdown or `mark_broken`; never cleared.
+    shut_down: AtomicBool,
     /// Why the pool is broken (an initializer panicked), if it is.
     broken: Mutex<Option<String>>,
     /// `broken.is_some()`, readable without the lock on every task.
     is_broken: std::sync::atomic::AtomicBool,
-    /// Workers that have not exited yet.
+    /// Workers that have not retired yet (see the module docs).
     live: Mutex<usize>,
     exited: Condvar,
     pub(crate) handles: Mutex<Vec<JoinHandle<()>>>,
@@ -57,10 +79,10 @@ impl Registry {
     pub(crate) fn new(n: usize) -> (Arc<Registry>, Vec<Worker<JobRef>>) {
         let locals: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let registry = Arc::new(Registry {
-            injector: Injector::new(),
+            inbox: Inbox::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(n),
-            state: AtomicUsize::new(0),
+            shut_down: AtomicBool::new(false),
             broken: Mutex::new(None),
             is_broken: std::sync::atomic::AtomicBool::new(false),
             live: Mutex::new(n),
@@ -71,33 +93,48 @@ impl Registry {
     }
 
     /// Queues a job: on the current worker's own deque when called from a
-    /// task of this pool, otherwise on the injector.
+    /// task of this pool, otherwise in the inbox. Refused once the pool is
+    /// shut down; a push that races shutdown is settled as the module docs
+    /// describe.
     pub(crate) fn inject(
         self: &Arc<Self>,
         job: JobRef,
         local: Option<&Worker<JobRef>>,
     ) -> Result<(), (JobRef, Error)> {
-        let before = self.state.fetch_add(ONE_SUBMIT, Ordering::SeqCst);
-        if before & SHUTDOWN != 0 {
-            self.end_submit();
+        if self.is_shutdown() {
             return Err((job, self.refusal()));
         }
         match local {
+            // A running worker cannot retire while its own deque holds a
+            // task, so a local push cannot be stranded.
             Some(w) => w.push(job),
-            None => self.injector.push(job),
+            None => {
+                self.inbox.push(job);
+                fence_seqcst();
+                if self.is_shutdown() {
+                    self.settle_raced_submit();
+                    return Ok(());
+                }
+            }
         }
-        self.end_submit();
         self.sleep.new_work();
         Ok(())
     }
 
-    /// Ends a submit. While submits are in progress after shutdown, idle
-    /// workers cannot tell whether a task is still coming, so they park; the
-    /// last submit out wakes them all to re-check.
-    fn end_submit(&self) {
-        let before = self.state.fetch_sub(ONE_SUBMIT, Ordering::SeqCst);
-        if before == SHUTDOWN | ONE_SUBMIT {
+    /// A submit pushed its task and then saw the pool shut down: make sure
+    /// someone ends the task.
+    #[cold]
+    fn settle_raced_submit(&self) {
+        let live = lock(&self.live);
+        if *live > 0 {
+            drop(live);
             self.sleep.wake_all();
+            return;
+        }
+        drop(live);
+        let error = self.refusal();
+        while let Some(job) = self.steal_any() {
+            job.fail(error.clone());
         }
     }
 
@@ -117,27 +154,41 @@ impl Registry {
     }
 
     pub(crate) fn is_shutdown(&self) -> bool {
-        self.state.load(Ordering::SeqCst) & SHUTDOWN != 0
+        self.shut_down.load(Ordering::SeqCst)
     }
 
     /// Whether any queue holds a task.
     pub(crate) fn has_work(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+        !self.inbox.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
     }
 
-    /// Whether a worker with nothing to do may exit: shut down, no submit in
-    /// progress, and no task anywhere.
-    pub(crate) fn terminating(&self) -> bool {
-        self.state.load(Ordering::SeqCst) == SHUTDOWN && !self.has_work()
+    /// Called by a worker with nothing to do: if the pool is shut down and
+    /// no task is left anywhere, counts the worker out (it must exit now,
+    /// and must not call [`worker_exited`](Self::worker_exited)) and
+    /// returns true. The check and the count happen under the `live` lock;
+    /// see the module docs for why.
+    pub(crate) fn try_retire(&self) -> bool {
+        if !self.is_shutdown() {
+            return false;
+        }
+        fence_seqcst();
+        let mut live = lock(&self.live);
+        if self.has_work() {
+            return false;
+        }
+        *live -= 1;
+        drop(live);
+        self.exited.notify_all();
+        true
     }
 
-    /// Steals one task from the injector or any worker's deque (used by
+    /// Steals one task from the inbox or any worker's deque (used by
     /// shutdown to cancel, where there is no local deque to steal into).
     fn steal_any(&self) -> Option<JobRef> {
         loop {
             let mut retry = false;
-            for s in std::iter::once(self.injector.steal())
-                .chain(self.stealers.iter().map(Stealer::steal))
+            for s in
+                std::iter::once(self.inbox.steal()).chain(self.stealers.iter().map(Stealer::steal))
             {
                 match s {
                     Steal::Success(job) => return Some(job),
@@ -154,7 +205,7 @@ impl Registry {
     /// Sets the shutdown bit; with `cancel_futures`, cancels every queued
     /// task (S5). Wakes every worker so idle ones can exit.
     pub(crate) fn shutdown(&self, cancel_futures: bool) {
-        self.state.fetch_or(SHUTDOWN, Ordering::SeqCst);
+        self.shut_down.store(true, Ordering::SeqCst);
         if cancel_futures {
             while let Some(job) = self.steal_any() {
                 job.cancel();
@@ -169,7 +220,7 @@ impl Registry {
         lock(&self.broken).get_or_insert(reason);
         self.is_broken
             .store(true, std::sync::atomic::Ordering::Release);
-        self.state.fetch_or(SHUTDOWN, Ordering::SeqCst);
+        self.shut_down.store(true, Ordering::SeqCst);
         let error = self.refusal();
         while let Some(job) = self.steal_any() {
             job.fail(error.clone());
@@ -177,6 +228,8 @@ impl Registry {
         self.sleep.wake_all();
     }
 
+    /// Counts out a worker that exits without retiring (it never started,
+    /// or its thread is unwinding).
     pub(crate) fn worker_exited(&self) {
         let mut live = lock(&self.live);
         *live -= 1;
@@ -200,8 +253,13 @@ impl Registry {
 
 #[cfg(all(test, cf_loom))]
 mod loom_tests {
-    //! Shutdown racing a submit: a worker may only see "terminating" when no
-    //! accepted task can still arrive.
+    //! Shutdown racing a submit: an accepted task is never stranded, that
+    //! is, left queued with no worker alive to run it and nobody to fail it.
+    //!
+    //! The deques synchronize with std atomics, which loom cannot see; the
+    //! models check the handshake around them (the shut-down flag, the
+    //! fences, the `live` lock and the sleep state) under every
+    //! interleaving.
 
     use super::Registry;
     use crate::executor::ClosureTask;
@@ -213,65 +271,73 @@ mod loom_tests {
     fn loom_shutdown_racing_submit_never_strands_an_accepted_task() {
         loom::model(|| {
             let (registry, _locals) = Registry::new(1);
-            let exited = Arc::new(AtomicBool::new(false));
-            let (r1, r2) = (registry.clone(), registry.clone());
-            let submitter = thread::spawn(move || {
-                let (job, _fut) = ClosureTask::create(|| 1u8);
-                r1.inject(job.into_thin(), None).is_ok()
-            });
+            let retired = Arc::new(AtomicBool::new(false));
+            let (r1, r2, r3) = (registry.clone(), registry.clone(), registry.clone());
+            // Created before any thread starts (see the module docs).
+            let (job, fut) = ClosureTask::create(|| 1u8);
+            let job = job.into_thin();
+            let submitter = thread::spawn(move || r1.inject(job, None).is_ok());
             let stopper = thread::spawn(move || r2.shutdown(false));
-            let e2 = exited.clone();
-            let r3 = registry.clone();
+            let r4 = retired.clone();
             let worker = thread::spawn(move || {
-                if r3.terminating() {
-                    e2.store(true, Ordering::SeqCst);
+                if r3.try_retire() {
+                    r4.store(true, Ordering::SeqCst);
                 }
             });
             let accepted = submitter.join().unwrap();
             stopper.join().unwrap();
             worker.join().unwrap();
-            let stranded = accepted && exited.load(Ordering::SeqCst) && registry.has_work();
-            assert!(
-                !stranded,
-                "a worker exited while an accepted task was queued"
-            );
+            if retired.load(Ordering::SeqCst) {
+                assert!(
+                    !registry.has_work(),
+                    "the last worker retired with a task queued"
+                );
+                if accepted {
+                    assert!(
+                        fut.done(),
+                        "an accepted task outlived every worker unfinished"
+                    );
+                }
+            }
         });
     }
 
-    /// An idle worker that sees no work and no "terminating" parks; a
-    /// submit racing shutdown must not leave it parked forever (loom
-    /// reports the deadlock if it does).
+    /// An idle worker that sees no work parks; a submit racing shutdown
+    /// must neither leave it parked forever (loom reports the deadlock) nor
+    /// let it retire before the task is ended.
     #[test]
-    fn loom_idle_worker_parked_during_a_racing_submit_is_woken_to_exit() {
+    fn loom_idle_worker_parked_during_a_racing_submit_ends_the_task_and_retires() {
         loom::model(|| {
             let (registry, _locals) = Registry::new(1);
             let (r1, r2, r3) = (registry.clone(), registry.clone(), registry.clone());
-            // Created before any thread starts: the deque hands it over with
-            // std atomics, which loom cannot see, so its creation must
-            // happen-before every thread by construction.
-            let (job, _fut) = ClosureTask::create(|| 1u8);
+            let (job, fut) = ClosureTask::create(|| 1u8);
             let job = job.into_thin();
             let worker = thread::spawn(move || {
                 let sleep = &r3.sleep;
                 loop {
                     if let Some(job) = r3.steal_any() {
-                        job.cancel();
+                        job.run();
                         continue;
                     }
-                    if r3.terminating() {
+                    if r3.try_retire() {
                         return;
                     }
                     sleep.start_searching();
-                    sleep.sleep(0, || r3.has_work() || r3.terminating());
+                    sleep.sleep(0, || r3.has_work() || r3.is_shutdown());
                     sleep.stop_searching();
                 }
             });
-            let submitter = thread::spawn(move || {
-                let _ = r1.inject(job, None);
-            });
+            let submitter = thread::spawn(move || r1.inject(job, None).is_ok());
             r2.shutdown(false);
-            submitter.join().unwrap();
+            let accepted = submitter.join().unwrap();
             worker.join().unwrap();
+            assert!(!registry.has_work());
+            if accepted {
+                assert!(
+                    fut.done(),
+                    "an accepted task outlived the worker unfinished"
+                );
+            }
         });
     }
 }

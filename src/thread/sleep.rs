@@ -30,6 +30,15 @@
 //! parking: a wake that finds nobody parked yet is left for the next worker
 //! that is about to park, which then does not park.
 //!
+//! A wake-up is also an accounting step: [`Sleep::wake_one`] moves the
+//! worker it wakes from sleepy to searching itself, before that worker has
+//! even been scheduled (tokio's "transition from idle"). Otherwise every
+//! submit made while the woken worker waits for a CPU would still see "no
+//! searcher, someone sleepy" and take the lock to wake somebody again: on
+//! 2 cores, where the woken worker often waits behind the submitter, that
+//! was up to 34k pointless wake-ups (and lock round trips) in a 200k-task
+//! stream.
+//!
 //! When a searching worker finds a task it stops searching; if it was the
 //! last searcher and more tasks are queued, it wakes one more worker, so a
 //! burst that nobody was woken for still spreads over the pool (tokio's
@@ -43,11 +52,26 @@ const SEARCHING: usize = 1;
 const SLEEPY: usize = 1 << 16;
 const MASK: usize = SLEEPY - 1;
 
+/// Why a parked (or about-to-park) worker is to wake up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    None,
+    /// Woken for a reason of its own (its awaited future ended, shutdown):
+    /// it still counts as sleepy and takes itself off that count.
+    Targeted,
+    /// Woken by [`Sleep::wake_one`] for new work, which already moved it
+    /// from sleepy to searching on its behalf.
+    Transferred,
+}
+
 struct Parked {
-    /// Wake-ups delivered before anyone parked (see the module docs).
+    /// Wake-ups delivered to a worker that had announced itself sleepy but
+    /// not yet parked. Each one already moved one worker from sleepy to
+    /// searching; the next worker to reach the lock takes it and goes on
+    /// searching instead of parking.
     tokens: usize,
     asleep: Vec<bool>,
-    woken: Vec<bool>,
+    wake: Vec<Wake>,
 }
 
 /// The sleep state of one pool.
@@ -64,7 +88,7 @@ impl Sleep {
             parked: Mutex::new(Parked {
                 tokens: 0,
                 asleep: vec![false; workers],
-                woken: vec![false; workers],
+                wake: vec![Wake::None; workers],
             }),
             conds: (0..workers).map(|_| Condvar::new()).collect(),
         }
@@ -111,38 +135,64 @@ impl Sleep {
     /// work or a targeted wake arrives. `recheck` is evaluated after the
     /// announcement: if it finds work (or a reason to stay awake), the worker
     /// does not park. Returns with the worker searching again.
+    ///
+    /// Every way out goes through the `parked` lock, and a worker that
+    /// leaves on its own account takes itself off the sleepy count before
+    /// releasing it: so, under the lock, the sleepy count is exactly the
+    /// workers nobody has woken yet, which is what [`wake_one`] hands out.
+    ///
+    /// [`wake_one`]: Sleep::wake_one
     pub(crate) fn sleep(&self, index: usize, recheck: impl Fn() -> bool) {
         self.counters
             .fetch_add(SLEEPY - SEARCHING, Ordering::SeqCst);
         crate::sync::fence_seqcst();
-        if !recheck() {
-            let mut p = lock(&self.parked);
-            if p.woken[index] {
-                p.woken[index] = false;
-            } else if p.tokens > 0 {
-                p.tokens -= 1;
-            } else {
-                p.asleep[index] = true;
-                while !p.woken[index] {
-                    p = crate::sync::wait(&self.conds[index], p);
-                }
-                p.asleep[index] = false;
-                p.woken[index] = false;
-            }
+        let mut p = lock(&self.parked);
+        if p.tokens > 0 {
+            // A waker already counted us as searching.
+            p.tokens -= 1;
+            return;
         }
-        self.counters
-            .fetch_sub(SLEEPY - SEARCHING, Ordering::SeqCst);
+        let transferred = if p.wake[index] != Wake::None || recheck() {
+            // Stays awake on its own account (a targeted wake is consumed
+            // here, so it cannot make a later sleep return at once).
+            p.wake[index] = Wake::None;
+            false
+        } else {
+            p.asleep[index] = true;
+            while p.wake[index] == Wake::None {
+                p = crate::sync::wait(&self.conds[index], p);
+            }
+            p.asleep[index] = false;
+            std::mem::replace(&mut p.wake[index], Wake::None) == Wake::Transferred
+        };
+        if !transferred {
+            self.counters
+                .fetch_sub(SLEEPY - SEARCHING, Ordering::SeqCst);
+        }
+        drop(p);
     }
 
-    /// Wakes one parked worker, or leaves a token for one about to park.
+    /// Wakes one worker for new work: a parked one, or one that announced
+    /// it is about to park (it gets a token instead). Either way the worker
+    /// is moved from sleepy to searching right here, so the submits that
+    /// follow see a searcher and do not wake anyone else while it is on its
+    /// way (tokio's "transition from idle"). Does nothing if no worker is
+    /// left that nobody has woken.
     pub(crate) fn wake_one(&self) {
         let mut p = lock(&self.parked);
-        if let Some(i) = (0..p.asleep.len()).find(|&i| p.asleep[i] && !p.woken[i]) {
-            p.woken[i] = true;
-            drop(p);
-            self.conds[i].notify_one();
-        } else if p.tokens < p.asleep.len() {
-            p.tokens += 1;
+        if self.counters.load(Ordering::SeqCst) < SLEEPY {
+            return;
+        }
+        self.counters
+            .fetch_add(SEARCHING.wrapping_sub(SLEEPY), Ordering::SeqCst);
+        let parked = (0..p.asleep.len()).find(|&i| p.asleep[i] && p.wake[i] != Wake::Transferred);
+        match parked {
+            Some(i) => {
+                p.wake[i] = Wake::Transferred;
+                drop(p);
+                self.conds[i].notify_one();
+            }
+            None => p.tokens += 1,
         }
     }
 
@@ -150,7 +200,9 @@ impl Sleep {
     /// its next attempt to park return at once.
     pub(crate) fn wake_worker(&self, index: usize) {
         let mut p = lock(&self.parked);
-        p.woken[index] = true;
+        if p.wake[index] == Wake::None {
+            p.wake[index] = Wake::Targeted;
+        }
         let asleep = p.asleep[index];
         drop(p);
         if asleep {
@@ -161,8 +213,10 @@ impl Sleep {
     /// Wakes every worker (shutdown).
     pub(crate) fn wake_all(&self) {
         let mut p = lock(&self.parked);
-        for i in 0..p.woken.len() {
-            p.woken[i] = true;
+        for w in p.wake.iter_mut() {
+            if *w == Wake::None {
+                *w = Wake::Targeted;
+            }
         }
         drop(p);
         for c in &self.conds {
@@ -173,6 +227,77 @@ impl Sleep {
     /// Workers currently parked (for tests and `Debug`).
     pub(crate) fn parked(&self) -> usize {
         lock(&self.parked).asleep.iter().filter(|&&a| a).count()
+    }
+}
+
+#[cfg(all(test, not(cf_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_woken_worker_counts_as_searching_at_once_so_the_next_submit_wakes_nobody() {
+        let sleep = Arc::new(Sleep::new(1));
+        let (go_on, hold) = std::sync::mpsc::channel::<()>();
+        let s2 = sleep.clone();
+        let worker = std::thread::spawn(move || {
+            s2.start_searching();
+            s2.sleep(0, || false);
+            // Searching now, whether or not it has run yet: stay so until
+            // the test has looked.
+            hold.recv().unwrap();
+            s2.stop_searching();
+        });
+        wait_until("the worker parks", || sleep.parked() == 1);
+        sleep.new_work();
+        let c = sleep.counters.load(Ordering::SeqCst);
+        assert_eq!((c & MASK, c / SLEEPY), (1, 0), "searching 1, sleepy 0");
+        sleep.new_work();
+        assert_eq!(
+            lock(&sleep.parked).tokens,
+            0,
+            "the second submit woke nobody"
+        );
+        go_on.send(()).unwrap();
+        worker.join().unwrap();
+        assert_eq!(sleep.counters.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_wake_for_a_worker_not_yet_parked_leaves_a_token_and_counts_it_searching() {
+        let sleep = Sleep::new(1);
+        sleep.start_searching();
+        // What `sleep` does before it takes the lock: announce.
+        sleep
+            .counters
+            .fetch_add(SLEEPY - SEARCHING, Ordering::SeqCst);
+        sleep.wake_one();
+        assert_eq!(lock(&sleep.parked).tokens, 1);
+        assert_eq!(sleep.counters.load(Ordering::SeqCst), SEARCHING);
+        // Nobody else is left to wake: a second wake changes nothing.
+        sleep.wake_one();
+        assert_eq!(lock(&sleep.parked).tokens, 1);
+        assert_eq!(sleep.counters.load(Ordering::SeqCst), SEARCHING);
+    }
+
+    #[test]
+    fn a_targeted_wake_is_consumed_by_the_next_sleep_only() {
+        let sleep = Sleep::new(1);
+        sleep.wake_worker(0);
+        sleep.start_searching();
+        sleep.sleep(0, || false); // returns at once: the wake was pending
+        assert_eq!(lock(&sleep.parked).wake[0], Wake::None);
+        sleep.stop_searching();
+        assert_eq!(sleep.counters.load(Ordering::SeqCst), 0);
     }
 }
 

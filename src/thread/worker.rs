@@ -29,7 +29,7 @@ pub(crate) fn current() -> Option<Rc<WorkerThread>> {
 
 impl WorkerThread {
     /// The find-task loop of the crossbeam-deque docs: our own deque, then a
-    /// batch from the injector, then one task from each peer in turn
+    /// batch from the inbox, then one task from each peer in turn
     /// (starting after ourselves, so peers are not all robbed in the same
     /// order), repeating while any source asked us to retry.
     pub(crate) fn find_task(&self) -> Option<JobRef> {
@@ -39,7 +39,7 @@ impl WorkerThread {
         let r = &*self.registry;
         let n = r.stealers.len();
         std::iter::repeat_with(|| {
-            r.injector.steal_batch_and_pop(&self.local).or_else(|| {
+            r.inbox.steal_batch_and_pop(&self.local).or_else(|| {
                 (1..n)
                     .map(|k| r.stealers[(self.index + k) % n].steal())
                     .collect::<Steal<JobRef>>()
@@ -87,14 +87,14 @@ impl WorkerThread {
                 idle.idle_started();
                 continue;
             }
-            if self.registry.terminating() {
+            if self.registry.try_retire() {
                 break;
             }
-            if idle.spin(|| self.registry.has_work() || self.registry.is_shutdown()) {
+            if idle.spin(|| self.registry.has_work()) {
                 continue;
             }
             sleep.sleep(self.index, || {
-                self.registry.has_work() || self.registry.terminating()
+                self.registry.has_work() || self.registry.is_shutdown()
             });
         }
         sleep.stop_searching();
