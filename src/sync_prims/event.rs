@@ -23,9 +23,9 @@ pub(super) struct EventState {
 /// [`wait`](Self::wait) returns `true` at once; [`clear`](Self::clear)
 /// lowers it again. Share it by reference (scoped threads) or in an `Arc`.
 ///
-/// Like [`Semaphore`]: no lost wake-ups, no poisoning, and threads of one
-/// process only; see [`Semaphore`'s notes](Semaphore#fairness-timeouts-panics)
-/// and [what to use across processes](Semaphore#across-processes) (to
+/// Like [`Semaphore`](super::Semaphore): no lost wake-ups, no poisoning, and threads of one
+/// process only; see [`Semaphore`'s notes](super::Semaphore#fairness-timeouts-panics)
+/// and [what to use across processes](super::Semaphore#across-processes) (to
 /// signal a child process, send on a [`pipe()`](crate::pipe) whose
 /// receiving end is in the child's argument).
 ///

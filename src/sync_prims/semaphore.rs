@@ -28,7 +28,7 @@ use crate::sync::{Condvar, Mutex, lock, wait_deadline};
 ///
 /// # Fairness, timeouts, panics
 ///
-/// These notes hold for [`Event`] too.
+/// These notes hold for [`Event`](super::Event) too.
 ///
 /// * **Not FIFO-fair.** A released permit goes to whichever thread takes the
 ///   lock first: a thread calling [`acquire`] or [`try_acquire`] right then
@@ -44,13 +44,13 @@ use crate::sync::{Condvar, Mutex, lock, wait_deadline};
 ///   `Some(Duration::ZERO)` only looks. A timeout too large to represent as a
 ///   deadline waits forever. A waiter whose time runs out just as a permit or
 ///   the flag arrives still takes it and returns `true`.
-/// * **Panics**: no user code runs inside `Semaphore` or [`Event`], so a panicking thread
+/// * **Panics**: no user code runs inside `Semaphore` or [`Event`](super::Event), so a panicking thread
 ///   never leaves one inconsistent, and there is no poisoning. A
 ///   [`SemaphoreGuard`] gives its permit back during unwinding too.
 ///
 /// # Across processes
 ///
-/// `Semaphore` and [`Event`] work between the threads of one process only. Worker processes and
+/// `Semaphore` and [`Event`](super::Event) work between the threads of one process only. Worker processes and
 /// [`Process`] children do not share memory with the parent: they are fresh
 /// executions of this program (re-exec'd, never forked), so a semaphore or
 /// event in the parent is simply not there in a child. Between processes,
@@ -74,7 +74,7 @@ use crate::sync::{Condvar, Mutex, lock, wait_deadline};
 /// [`acquire`]: Semaphore::acquire
 /// [`try_acquire`]: Semaphore::try_acquire
 /// [`release`]: Semaphore::release
-/// [`set`]: Event::set
+/// [`set`]: super::Event::set
 /// [`Process`]: crate::Process
 /// [`Receiver`]: crate::Receiver
 /// [`pipe()`]: crate::pipe

@@ -24,6 +24,7 @@
 //! after a burst of a million queued tasks), as a `Vec` does.
 
 use crossbeam_deque::{Steal, Stealer, Worker};
+use crossbeam_utils::CachePadded;
 
 use super::registry::JobRef;
 use crate::sync::{Mutex, lock};
@@ -32,9 +33,14 @@ use crate::sync::{Mutex, lock};
 pub(crate) struct Inbox {
     /// The push end. `Worker` is `Send` but not `Sync`: the mutex is what
     /// lets several submitting threads share it.
-    tail: Mutex<Worker<JobRef>>,
+    ///
+    /// Each end has a cache line of its own: the submitter writes the lock
+    /// word on every push and the workers read the stealer on every look
+    /// at the queue; on one line, each push would invalidate every idle
+    /// worker's copy and each look would pull the line back.
+    tail: CachePadded<Mutex<Worker<JobRef>>>,
     /// The steal end, shared by every worker.
-    head: Stealer<JobRef>,
+    head: CachePadded<Stealer<JobRef>>,
 }
 
 impl Inbox {
@@ -42,8 +48,8 @@ impl Inbox {
         let tail = Worker::new_fifo();
         let head = tail.stealer();
         Inbox {
-            tail: Mutex::new(tail),
-            head,
+            tail: CachePadded::new(Mutex::new(tail)),
+            head: CachePadded::new(head),
         }
     }
 

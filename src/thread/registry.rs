@@ -49,6 +49,7 @@
 use std::thread::JoinHandle;
 
 use crossbeam_deque::{Steal, Stealer, Worker};
+use crossbeam_utils::CachePadded;
 
 use super::inbox::Inbox;
 use super::sleep::Sleep;
@@ -62,8 +63,9 @@ pub(crate) struct Registry {
     pub(crate) inbox: Inbox,
     pub(crate) stealers: Vec<Stealer<JobRef>>,
     pub(crate) sleep: Sleep,
-    /// Set once, by shutdown or `mark_broken`; never cleared.
-    shut_down: AtomicBool,
+    /// Set once, by shutdown or `mark_broken`; never cleared. Read twice by
+    /// every submit: kept off the lines that others write.
+    shut_down: CachePadded<AtomicBool>,
     /// Why the pool is broken (an initializer panicked), if it is.
     broken: Mutex<Option<String>>,
     /// `broken.is_some()`, readable without the lock on every task.
@@ -82,7 +84,7 @@ impl Registry {
             inbox: Inbox::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(n),
-            shut_down: AtomicBool::new(false),
+            shut_down: CachePadded::new(AtomicBool::new(false)),
             broken: Mutex::new(None),
             is_broken: std::sync::atomic::AtomicBool::new(false),
             live: Mutex::new(n),

@@ -46,6 +46,8 @@
 //! Parked workers wait on their own condition variable with no timeout:
 //! an idle pool uses no CPU.
 
+use crossbeam_utils::CachePadded;
+
 use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, lock};
 
 const SEARCHING: usize = 1;
@@ -76,7 +78,9 @@ struct Parked {
 
 /// The sleep state of one pool.
 pub(crate) struct Sleep {
-    counters: AtomicUsize,
+    /// Written by workers whenever they start or stop searching and read
+    /// by every submit, so it gets a cache line to itself.
+    counters: CachePadded<AtomicUsize>,
     parked: Mutex<Parked>,
     conds: Vec<Condvar>,
 }
@@ -84,7 +88,7 @@ pub(crate) struct Sleep {
 impl Sleep {
     pub(crate) fn new(workers: usize) -> Self {
         Sleep {
-            counters: AtomicUsize::new(0),
+            counters: CachePadded::new(AtomicUsize::new(0)),
             parked: Mutex::new(Parked {
                 tokens: 0,
                 asleep: vec![false; workers],
