@@ -493,13 +493,20 @@ fn interleave(reps: usize, mut runners: Vec<Runner<'_>>) -> Vec<(String, Vec<f64
     for (_, r) in runners.iter_mut() {
         r();
     }
-    // The order rotates each repetition (A B C, B C A, C A B, ...): the
-    // library that runs right after another inherits its idle threads'
-    // spinning and parking, so no library should always be the one that
-    // follows the same neighbour.
+    // A library that runs right after another inherits that one's idle
+    // threads, which may still be spinning (rayon's yield for a while
+    // before they sleep, ours for up to 20 µs) or just parking: on 2 cores
+    // that costs whoever runs next. So the order changes each repetition:
+    // rotated (A B C, B C A, ...) and, every other repetition, reversed,
+    // so no library always follows the same neighbour (rotation alone
+    // keeps the cyclic order, hence the same predecessor). There is no
+    // pause between samples: an idle pause lets this VM's vCPUs halt, and
+    // waking a halted vCPU (20-50 µs) then dominates the libraries whose
+    // workers block, which is a property of the VM, not of them.
     let n = runners.len();
     for rep in 0..reps {
         for j in 0..n {
+            let j = if rep % 2 == 1 { n - 1 - j } else { j };
             let k = (rep + j) % n;
             samples[k].push((runners[k].1)());
         }

@@ -106,20 +106,21 @@ impl Registry {
         if self.is_shutdown() {
             return Err((job, self.refusal()));
         }
+        let external = local.is_none();
         match local {
             // A running worker cannot retire while its own deque holds a
             // task, so a local push cannot be stranded.
             Some(w) => w.push(job),
-            None => {
-                self.inbox.push(job);
-                fence_seqcst();
-                if self.is_shutdown() {
-                    self.settle_raced_submit();
-                    return Ok(());
-                }
-            }
+            None => self.inbox.push(job),
         }
-        self.sleep.new_work();
+        // One fence for both handshakes that follow: the shutdown re-check
+        // (module docs) and the sleep counters (sleep module).
+        fence_seqcst();
+        if external && self.is_shutdown() {
+            self.settle_raced_submit();
+            return Ok(());
+        }
+        self.sleep.new_work_fenced();
         Ok(())
     }
 

@@ -126,9 +126,19 @@ impl Sleep {
         self.counters.fetch_sub(SEARCHING, Ordering::SeqCst);
     }
 
-    /// Called after new work was pushed.
+    /// Called after new work was pushed (the loom models' submit; the pool
+    /// itself uses [`new_work_fenced`](Self::new_work_fenced)).
+    #[cfg(test)]
     pub(crate) fn new_work(&self) {
         crate::sync::fence_seqcst();
+        self.new_work_fenced();
+    }
+
+    /// [`new_work`](Self::new_work) for a caller that has issued a `SeqCst`
+    /// fence since its push (a submit shares one fence between this
+    /// handshake and its shutdown check: a fence drains the store buffer,
+    /// which the task's freshly written allocation fills).
+    pub(crate) fn new_work_fenced(&self) {
         let c = self.counters.load(Ordering::SeqCst);
         if c & MASK == 0 && c >= SLEEPY {
             self.wake_one();
