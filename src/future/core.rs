@@ -61,9 +61,9 @@ pub(crate) trait Watcher: Send + Sync {
 /// A done-callback, boxed. It receives a handle to its future.
 pub(crate) type Callback<T> = Box<dyn FnOnce(&super::Future<T>) + Send>;
 
-/// One party waiting for the future to end. Kept in one `Vec` (most futures
-/// have none, a few have one), which keeps a task small (issue 4's memory
-/// budget).
+/// One party waiting for the future to end. Kept in one list (most futures
+/// have none, a few have one): a `ThinVec`, one word that allocates only on
+/// the first push, which keeps a task small (issue 4's memory budget).
 enum Waiter<T> {
     Callback(Callback<T>),
     Watcher(Arc<dyn Watcher>, usize),
@@ -72,7 +72,7 @@ enum Waiter<T> {
     Thread(Thread),
 }
 
-type Waiters<T> = Vec<Waiter<T>>;
+type Waiters<T> = thin_vec::ThinVec<Waiter<T>>;
 
 /// The shared completion state of one future.
 pub(crate) struct Core<T> {
@@ -102,7 +102,7 @@ impl<T> Core<T> {
     pub(crate) fn new() -> Self {
         Core {
             status: crate::sync::AtomicUsize::new(PENDING),
-            waiters: Mutex::new(Vec::new()),
+            waiters: Mutex::new(thin_vec::ThinVec::new()),
             outcome: Slot::new(),
         }
     }
