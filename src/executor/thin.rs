@@ -2,9 +2,9 @@
 //!
 //! The thread pool's queues hold every queued task, so their slot size is
 //! paid once per task: a million tasks queued behind a busy pool are a
-//! million slots. An `Arc<dyn Job>` is two words (data and vtable), and a
-//! crossbeam queue slot adds a state word, so 24 bytes a task. [`ThinJob`]
-//! is the data pointer alone, which makes the slot 16 bytes.
+//! million slots. An `Arc<dyn Job>` is two words (data and vtable);
+//! [`ThinJob`] is the data pointer alone, so a slot of the pool's ring
+//! buffers (its inbox and the workers' deques) is 8 bytes a task.
 //!
 //! The vtable has to live somewhere, so it moves into the task's own
 //! allocation as a [`Header`]: one function pointer, `revive`, that turns
@@ -12,7 +12,8 @@
 //! type knows where its header sits inside it ([`Thin::HEADER_OFFSET`]),
 //! so `revive::<S>` steps back from the header to the start of the `S` and
 //! rebuilds the `Arc<S>`. The extra word fits in the task's malloc size
-//! class, so the net saving is the full 8 bytes (issue 4's memory budget).
+//! class, so the net saving is the full 8 bytes (issue 4's memory budget;
+//! see the size tests in `task.rs`).
 //!
 //! This is the `async-task`/`tokio` "raw task" pattern cut down to what a
 //! queue needs: no state in the header, no hand-written reference count;
