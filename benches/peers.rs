@@ -12,8 +12,9 @@
 //! profiling one alone).
 //!
 //! Every library runs each workload in this process, interleaved
-//! (A B C, B C A, C A B, ...: the order rotates each repetition), and the
-//! table shows medians over the repetitions.
+//! (A B C, A C B, C A B, C B A, ...: the order rotates each repetition and
+//! reverses every other one), and the table shows medians over the
+//! repetitions.
 //! The memory workload runs each library in a fresh child process (this
 //! binary re-executed with `--child-memory LIB`), so that each gets a clean
 //! peak RSS. The Python peers run afterwards, from benches/python_peers.py.
@@ -497,7 +498,8 @@ fn interleave(reps: usize, mut runners: Vec<Runner<'_>>) -> Vec<(String, Vec<f64
     // threads, which may still be spinning (rayon's yield for a while
     // before they sleep, ours for up to 20 µs) or just parking: on 2 cores
     // that costs whoever runs next. So the order changes each repetition:
-    // rotated (A B C, B C A, ...) and, every other repetition, reversed,
+    // rotated (A B C, B C A, ...) and, every other repetition, reversed
+    // (so A B C, A C B, C A B, C B A, ...),
     // so no library always follows the same neighbour (rotation alone
     // keeps the cyclic order, hence the same predecessor). There is no
     // pause between samples: an idle pause lets this VM's vCPUs halt, and
