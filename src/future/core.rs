@@ -41,6 +41,19 @@ const STATE: usize = 3;
 /// done-callbacks (which borrow the value through a temporary handle); the
 /// owner may move the value out only once it is clear.
 const CALLBACKS_RUNNING: usize = 4;
+/// A hint, set when some thread, async task, callback or `wait`/
+/// `as_completed` started waiting for the future before it ended: whoever runs the task learns that a caller is
+/// waiting on results right now, so its next idle moment should watch for
+/// work closely (see `spin`). It may be set in any state; every reader of
+/// the state masks it off, and completing the future clears it.
+const AWAITED: usize = 8;
+
+#[cfg(not(cf_loom))]
+thread_local! {
+    /// Whether this thread's last dealing with futures was a wait (see
+    /// [`Core::new`]).
+    static JUST_WAITED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// How a future ended, as told to watchers (`wait` needs to tell an
 /// exception from a value for `FirstException`, W3).
@@ -99,9 +112,21 @@ impl<T> Default for Core<T> {
 }
 
 impl<T> Core<T> {
+    /// A pending future. It starts out marked AWAITED when the creating
+    /// thread's last dealing with futures was a wait: a thread in a
+    /// submit-then-wait loop is presumed to wait for this one too, even if
+    /// the task ends before the caller gets to `result()`.
     pub(crate) fn new() -> Self {
+        #[cfg(not(cf_loom))]
+        let hint = if JUST_WAITED.with(|w| w.replace(false)) {
+            AWAITED
+        } else {
+            0
+        };
+        #[cfg(cf_loom)]
+        let hint = 0;
         Core {
-            status: crate::sync::AtomicUsize::new(PENDING),
+            status: crate::sync::AtomicUsize::new(PENDING | hint),
             waiters: Mutex::new(thin_vec::ThinVec::new()),
             outcome: Slot::new(),
         }
@@ -124,12 +149,29 @@ impl<T> Core<T> {
     /// PENDING → RUNNING, lock-free. Executors call it when a worker takes
     /// the task (X6) or, for process pools, when the task is sent (X7).
     pub(crate) fn set_running(&self) -> Start {
-        match self
-            .status
-            .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => Start::Run,
-            Err(_) => Start::Skip,
+        let mut s = self.status.load(Ordering::Acquire);
+        loop {
+            if s & STATE != PENDING {
+                return Start::Skip;
+            }
+            match self.status.compare_exchange(
+                s,
+                (s & !STATE) | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Start::Run,
+                // Only the AWAITED hint can have changed under us, or the
+                // state left PENDING (then the next round skips).
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Records that a caller is about to wait for this unfinished future.
+    fn mark_awaited(&self) {
+        if self.status.load(Ordering::Relaxed) & AWAITED == 0 {
+            self.status.fetch_or(AWAITED, Ordering::Relaxed);
         }
     }
 
@@ -154,8 +196,12 @@ impl<T> Core<T> {
         // SAFETY: we hold the lock and the status is not yet FINISHED, so no
         // reader or other writer exists (slot rule 1).
         unsafe { self.outcome.write(outcome.map_err(Box::new)) };
-        self.status
-            .store(FINISHED | callbacks_flag(&w), Ordering::Release);
+        // A swap, not a store: a waiter may be setting the AWAITED hint
+        // outside the lock, and the hint is dropped here with the rest.
+        let before = self
+            .status
+            .swap(FINISHED | callbacks_flag(&w), Ordering::AcqRel);
+        crate::spin::note_task_awaited(before & AWAITED != 0);
         self.finish(w, ending, |cbs| {
             let h = handle();
             run_callbacks(&h, cbs);
@@ -169,12 +215,19 @@ impl<T> Core<T> {
     pub(crate) fn cancel(&self, handle: &super::Future<T>) -> bool {
         let w = lock(&self.waiters);
         let to = CANCELLED | callbacks_flag(&w);
-        match self
-            .status
-            .compare_exchange(PENDING, to, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {}
-            Err(now) => return now & STATE == CANCELLED,
+        let mut s = self.status.load(Ordering::Acquire);
+        loop {
+            if s & STATE != PENDING {
+                return s & STATE == CANCELLED;
+            }
+            // The AWAITED hint is dropped: the future has ended.
+            match self
+                .status
+                .compare_exchange(s, to, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
         }
         self.finish(w, Ending::Cancelled, |cbs| run_callbacks(handle, cbs));
         true
@@ -226,6 +279,7 @@ impl<T> Core<T> {
         if self.is_terminal() {
             return Some(cb);
         }
+        self.mark_awaited();
         w.push(Waiter::Callback(cb));
         None
     }
@@ -236,6 +290,7 @@ impl<T> Core<T> {
         if let Some(e) = self.ending() {
             return Some(e);
         }
+        self.mark_awaited();
         w.push(Waiter::Watcher(Arc::clone(watcher), key));
         None
     }
@@ -275,9 +330,12 @@ impl<T> Core<T> {
                 self.is_terminal()
             }
         };
+        #[cfg(not(cf_loom))]
+        JUST_WAITED.with(|w| w.set(true));
         if ready() {
             return true;
         }
+        self.mark_awaited();
         #[cfg(not(cf_loom))]
         {
             if !self.is_terminal() {
@@ -335,6 +393,7 @@ impl<T> Core<T> {
         } {
             return true;
         }
+        self.mark_awaited();
         let known = w.iter().any(|x| match x {
             Waiter::Waker(x) => x.will_wake(waker),
             _ => false,
@@ -410,5 +469,77 @@ pub(crate) fn run_callbacks<T>(fut: &super::Future<T>, callbacks: Vec<Callback<T
                 crate::error::panic_message(payload.as_ref())
             );
         }
+    }
+}
+
+#[cfg(all(test, not(cf_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn noop_waker() -> Waker {
+        struct Noop;
+        impl std::task::Wake for Noop {
+            fn wake(self: Arc<Self>) {}
+        }
+        Waker::from(Arc::new(Noop))
+    }
+
+    fn hint(core: &Core<u8>) -> bool {
+        core.status.load(Ordering::SeqCst) & AWAITED != 0
+    }
+
+    #[test]
+    fn waiting_for_an_unfinished_future_sets_the_awaited_hint_and_completion_reports_it() {
+        std::thread::spawn(|| {
+            let core = Core::<u8>::new();
+            assert!(!hint(&core));
+            assert!(!core.register_waker(&noop_waker(), false));
+            assert!(hint(&core));
+            assert_eq!(core.status(), PENDING, "the hint leaves the state alone");
+            assert_eq!(core.set_running(), Start::Run);
+            core.complete(Ok(1), || unreachable!("no callbacks"));
+            assert!(crate::spin::last_task_awaited());
+            assert!(!hint(&core), "completing drops the hint");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_future_nobody_waited_for_reports_not_awaited() {
+        std::thread::spawn(|| {
+            let core = Core::<u8>::new();
+            assert_eq!(core.set_running(), Start::Run);
+            core.complete(Ok(1), || unreachable!("no callbacks"));
+            assert!(!crate::spin::last_task_awaited());
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_future_made_right_after_a_wait_starts_awaited_and_only_that_one() {
+        std::thread::spawn(|| {
+            let done = Core::<u8>::new();
+            done.complete(Ok(1), || unreachable!("no callbacks"));
+            assert!(done.wait_until(None, false));
+            let next = Core::<u8>::new();
+            assert!(hint(&next), "a submit right after a wait");
+            let after = Core::<u8>::new();
+            assert!(!hint(&after), "a submit after a submit");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn cancel_works_on_an_awaited_queued_future() {
+        let core = Arc::new(Core::<u8>::new());
+        let fut = super::super::Future::from_shared(core.clone());
+        assert!(!core.register_waker(&noop_waker(), false));
+        assert!(fut.cancel());
+        assert!(fut.cancelled());
+        assert_eq!(core.set_running(), Start::Skip);
     }
 }

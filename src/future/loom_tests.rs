@@ -148,3 +148,41 @@ fn loom_waker_registered_before_completion_is_woken_exactly_once() {
         }
     });
 }
+
+/// A waiter sets the AWAITED hint while the task is still queued; the
+/// worker's PENDING → RUNNING step must still succeed, or the task would be
+/// skipped and the waiter would wait forever (loom reports the deadlock).
+#[test]
+fn loom_awaited_hint_set_while_queued_never_stops_the_task_from_starting() {
+    loom::model(|| {
+        let (core, fut) = new_future();
+        let c2 = core.clone();
+        let t = thread::spawn(move || {
+            if c2.set_running() == Start::Run {
+                let h = handle(&c2);
+                c2.complete(Ok(7), || h);
+            }
+        });
+        assert_eq!(fut.result(None), Ok(&7));
+        t.join().unwrap();
+    });
+}
+
+/// Cancel racing a waiter that sets the AWAITED hint: the cancel still
+/// takes effect exactly when the task has not started.
+#[test]
+fn loom_awaited_hint_does_not_confuse_cancel() {
+    loom::model(|| {
+        let (core, fut) = new_future();
+        let c2 = core.clone();
+        let t = thread::spawn(move || c2.set_running());
+        let cancelled = fut.cancel();
+        let start = t.join().unwrap();
+        assert_eq!(cancelled, start == Start::Skip);
+        if start == Start::Run {
+            let h = handle(&core);
+            core.complete(Ok(1), || h);
+        }
+        assert!(fut.done());
+    });
+}
