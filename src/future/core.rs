@@ -20,6 +20,11 @@
 //! stays small (issue 4's memory budget), and completing a future nobody
 //! blocks on makes no system call.
 //!
+//! Beside the state, the status word carries one hint, `AWAITED`: somebody
+//! started waiting for the future before it ended. Completing swaps it out
+//! and tells the completing thread, so an idle pool worker knows whether a
+//! caller is waiting on results right now (see the `spin` module).
+//!
 //! Cancellation is terminal and notifies at once: there is no CPython-style
 //! `CANCELLED` vs `CANCELLED_AND_NOTIFIED` split, so `done()` and `wait()`
 //! always agree (CONFORMANCE.md decision 1, PP7).
