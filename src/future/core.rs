@@ -58,6 +58,15 @@ thread_local! {
     /// Whether this thread's last dealing with futures was a wait (see
     /// [`Core::new`]).
     static JUST_WAITED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set on thread-pool workers: a task submitted from inside a task is
+    /// presumed awaited (fork-join waits for its subtasks).
+    static IN_POOL_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the calling thread as a pool worker (see `IN_POOL_WORKER`).
+#[cfg(not(cf_loom))]
+pub(crate) fn presume_nested_submits_awaited() {
+    IN_POOL_WORKER.with(|w| w.set(true));
 }
 
 /// How a future ended, as told to watchers (`wait` needs to tell an
@@ -118,12 +127,13 @@ impl<T> Default for Core<T> {
 
 impl<T> Core<T> {
     /// A pending future. It starts out marked AWAITED when the creating
-    /// thread's last dealing with futures was a wait: a thread in a
+    /// thread's last dealing with futures was a wait (a thread in a
     /// submit-then-wait loop is presumed to wait for this one too, even if
-    /// the task ends before the caller gets to `result()`.
+    /// the task ends before the caller gets to `result()`), or when it is a
+    /// pool worker (a task submitting subtasks waits for them: fork-join).
     pub(crate) fn new() -> Self {
         #[cfg(not(cf_loom))]
-        let hint = if JUST_WAITED.with(|w| w.replace(false)) {
+        let hint = if JUST_WAITED.with(|w| w.replace(false)) || IN_POOL_WORKER.with(|w| w.get()) {
             AWAITED
         } else {
             0
@@ -533,6 +543,18 @@ mod tests {
             assert!(hint(&next), "a submit right after a wait");
             let after = Core::<u8>::new();
             assert!(!hint(&after), "a submit after a submit");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_future_made_on_a_pool_worker_starts_awaited() {
+        std::thread::spawn(|| {
+            assert!(!hint(&Core::<u8>::new()));
+            presume_nested_submits_awaited();
+            assert!(hint(&Core::<u8>::new()));
+            assert!(hint(&Core::<u8>::new()), "every one of them");
         })
         .join()
         .unwrap();

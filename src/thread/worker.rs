@@ -62,6 +62,8 @@ impl WorkerThread {
     /// is left.
     pub(crate) fn main_loop(self: Rc<Self>) {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        #[cfg(not(cf_loom))]
+        crate::future::core::presume_nested_submits_awaited();
         let sleep = &self.registry.sleep;
         // A busy worker goes from task to task without touching the shared
         // counters; it only counts as searching once its queues look empty,
