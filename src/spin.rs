@@ -81,7 +81,7 @@ pub(crate) fn note_task_awaited(awaited: bool) {
 }
 
 /// What [`note_task_awaited`] last recorded on this thread.
-#[cfg(test)]
+#[cfg(all(test, not(cf_loom)))]
 pub(crate) fn last_task_awaited() -> bool {
     LAST_TASK_AWAITED.with(|a| a.get())
 }

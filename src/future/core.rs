@@ -504,9 +504,14 @@ mod tests {
         core.status.load(Ordering::SeqCst) & AWAITED != 0
     }
 
+    /// Runs `f` on a fresh thread: the hints live in thread-locals.
+    fn on_fresh_thread(f: impl FnOnce() + Send + 'static) {
+        std::thread::spawn(f).join().unwrap();
+    }
+
     #[test]
     fn waiting_for_an_unfinished_future_sets_the_awaited_hint_and_completion_reports_it() {
-        std::thread::spawn(|| {
+        on_fresh_thread(|| {
             let core = Core::<u8>::new();
             assert!(!hint(&core));
             assert!(!core.register_waker(&noop_waker(), false));
@@ -516,26 +521,22 @@ mod tests {
             core.complete(Ok(1), || unreachable!("no callbacks"));
             assert!(crate::spin::last_task_awaited());
             assert!(!hint(&core), "completing drops the hint");
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn a_future_nobody_waited_for_reports_not_awaited() {
-        std::thread::spawn(|| {
+        on_fresh_thread(|| {
             let core = Core::<u8>::new();
             assert_eq!(core.set_running(), Start::Run);
             core.complete(Ok(1), || unreachable!("no callbacks"));
             assert!(!crate::spin::last_task_awaited());
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn a_future_made_right_after_a_wait_starts_awaited_and_only_that_one() {
-        std::thread::spawn(|| {
+        on_fresh_thread(|| {
             let done = Core::<u8>::new();
             done.complete(Ok(1), || unreachable!("no callbacks"));
             assert!(done.wait_until(None, false));
@@ -543,21 +544,17 @@ mod tests {
             assert!(hint(&next), "a submit right after a wait");
             let after = Core::<u8>::new();
             assert!(!hint(&after), "a submit after a submit");
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]
     fn a_future_made_on_a_pool_worker_starts_awaited() {
-        std::thread::spawn(|| {
+        on_fresh_thread(|| {
             assert!(!hint(&Core::<u8>::new()));
             presume_nested_submits_awaited();
             assert!(hint(&Core::<u8>::new()));
             assert!(hint(&Core::<u8>::new()), "every one of them");
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     #[test]

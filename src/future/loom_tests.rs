@@ -21,6 +21,13 @@ fn handle(core: &Arc<Core<u32>>) -> Future<u32> {
     Future::from_shared(core.clone())
 }
 
+/// Completes `core` with `value` the way a worker does (returns whether
+/// this call completed it).
+fn finish(core: &Arc<Core<u32>>, value: u32) -> bool {
+    let h = handle(core);
+    core.complete(Ok(value), || h)
+}
+
 #[test]
 fn loom_complete_races_cancel_exactly_one_wins() {
     loom::model(|| {
@@ -31,10 +38,7 @@ fn loom_complete_races_cancel_exactly_one_wins() {
             f2.fetch_add(1, Ordering::SeqCst);
         });
         let c2 = core.clone();
-        let t = thread::spawn(move || {
-            let h = handle(&c2);
-            c2.complete(Ok(7), || h)
-        });
+        let t = thread::spawn(move || finish(&c2, 7));
         let cancelled = fut.cancel();
         let completed = t.join().unwrap();
         assert!(
@@ -74,8 +78,7 @@ fn loom_callback_added_while_completing_runs_exactly_once() {
         let fired = Arc::new(AtomicUsize::new(0));
         let c2 = core.clone();
         let t = thread::spawn(move || {
-            let h = handle(&c2);
-            c2.complete(Ok(1), || h);
+            finish(&c2, 1);
         });
         let f2 = fired.clone();
         fut.add_done_callback(move |f| {
@@ -87,14 +90,18 @@ fn loom_callback_added_while_completing_runs_exactly_once() {
     });
 }
 
+/// The waiter also sets the AWAITED hint, possibly while the task is still
+/// queued: the worker's PENDING → RUNNING step must still succeed (with
+/// the old single compare-exchange it failed, the task was skipped, and
+/// loom reported the waiter parked forever).
 #[test]
 fn loom_blocked_result_waiter_is_woken_by_complete() {
     loom::model(|| {
         let (core, fut) = new_future();
         let c2 = core.clone();
         let t = thread::spawn(move || {
-            let h = handle(&c2);
-            c2.complete(Ok(3), || h);
+            assert_eq!(c2.set_running(), Start::Run);
+            finish(&c2, 3);
         });
         assert_eq!(fut.result(None), Ok(&3));
         t.join().unwrap();
@@ -112,8 +119,7 @@ fn loom_into_result_waits_for_callbacks_then_moves_value_out() {
         });
         let c2 = core.clone();
         let t = thread::spawn(move || {
-            let h = handle(&c2);
-            c2.complete(Ok(5), || h);
+            finish(&c2, 5);
         });
         assert_eq!(fut.into_result(), Ok(5));
         t.join().unwrap();
@@ -135,8 +141,7 @@ fn loom_waker_registered_before_completion_is_woken_exactly_once() {
         let waker = Waker::from(count.clone());
         let c2 = core.clone();
         let t = thread::spawn(move || {
-            let h = handle(&c2);
-            c2.complete(Ok(9), || h);
+            finish(&c2, 9);
         });
         let ready_at_once = core.register_waker(&waker, true);
         t.join().unwrap();
@@ -149,40 +154,26 @@ fn loom_waker_registered_before_completion_is_woken_exactly_once() {
     });
 }
 
-/// A waiter sets the AWAITED hint while the task is still queued; the
-/// worker's PENDING → RUNNING step must still succeed, or the task would be
-/// skipped and the waiter would wait forever (loom reports the deadlock).
+/// Cancel racing the worker's start while a third thread waits (and sets
+/// the AWAITED hint meanwhile): exactly one of cancel and start wins, and
+/// the waiter always wakes with the winner's outcome.
 #[test]
-fn loom_awaited_hint_set_while_queued_never_stops_the_task_from_starting() {
+fn loom_cancel_races_set_running_while_a_waiter_sets_the_awaited_hint() {
     loom::model(|| {
         let (core, fut) = new_future();
-        let c2 = core.clone();
-        let t = thread::spawn(move || {
-            if c2.set_running() == Start::Run {
-                let h = handle(&c2);
-                c2.complete(Ok(7), || h);
+        let (c2, c3) = (core.clone(), core.clone());
+        let worker = thread::spawn(move || {
+            let start = c2.set_running();
+            if start == Start::Run {
+                finish(&c2, 1);
             }
+            start
         });
-        assert_eq!(fut.result(None), Ok(&7));
-        t.join().unwrap();
-    });
-}
-
-/// Cancel racing a waiter that sets the AWAITED hint: the cancel still
-/// takes effect exactly when the task has not started.
-#[test]
-fn loom_awaited_hint_does_not_confuse_cancel() {
-    loom::model(|| {
-        let (core, fut) = new_future();
-        let c2 = core.clone();
-        let t = thread::spawn(move || c2.set_running());
+        let waiter = thread::spawn(move || handle(&c3).result(None).is_ok());
         let cancelled = fut.cancel();
-        let start = t.join().unwrap();
+        let start = worker.join().unwrap();
+        let got_value = waiter.join().unwrap();
         assert_eq!(cancelled, start == Start::Skip);
-        if start == Start::Run {
-            let h = handle(&core);
-            core.complete(Ok(1), || h);
-        }
-        assert!(fut.done());
+        assert_eq!(got_value, start == Start::Run);
     });
 }
