@@ -54,6 +54,12 @@ const WORTH_SPINNING: Duration = Duration::from_micros(100);
 /// (returns false), spinning first and then yielding the core.
 pub(crate) fn spin_until(until: Instant, ready: impl Fn() -> bool) -> bool {
     let backoff = Backoff::new();
+    look_until(until, ready, || backoff.snooze())
+}
+
+/// Polls `ready` until it holds (true) or `until` passes (false), calling
+/// `between` between two looks.
+fn look_until(until: Instant, ready: impl Fn() -> bool, mut between: impl FnMut()) -> bool {
     loop {
         if ready() {
             return true;
@@ -61,7 +67,7 @@ pub(crate) fn spin_until(until: Instant, ready: impl Fn() -> bool) -> bool {
         if Instant::now() >= until {
             return false;
         }
-        backoff.snooze();
+        between();
     }
 }
 
@@ -88,17 +94,11 @@ pub(crate) fn last_task_awaited() -> bool {
 
 /// Like [`spin_until`], but looks only every [`RELAXED_POLL`] pauses.
 fn spin_relaxed_until(until: Instant, ready: impl Fn() -> bool) -> bool {
-    loop {
-        if ready() {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
+    look_until(until, ready, || {
         for _ in 0..RELAXED_POLL {
             std::hint::spin_loop();
         }
-    }
+    })
 }
 
 /// A worker's record of whether spinning before parking has been paying.

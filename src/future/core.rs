@@ -53,20 +53,26 @@ const CALLBACKS_RUNNING: usize = 4;
 /// the state masks it off, and completing the future clears it.
 const AWAITED: usize = 8;
 
+/// `SUBMIT_HINTS` bit: this thread's last dealing with futures was a wait
+/// (see [`Core::new`]).
+#[cfg(not(cf_loom))]
+const JUST_WAITED: u8 = 1;
+/// `SUBMIT_HINTS` bit: this thread is a thread-pool worker, so a task it
+/// submits is presumed awaited (fork-join waits for its subtasks).
+#[cfg(not(cf_loom))]
+const IN_POOL_WORKER: u8 = 2;
+
 #[cfg(not(cf_loom))]
 thread_local! {
-    /// Whether this thread's last dealing with futures was a wait (see
-    /// [`Core::new`]).
-    static JUST_WAITED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Set on thread-pool workers: a task submitted from inside a task is
-    /// presumed awaited (fork-join waits for its subtasks).
-    static IN_POOL_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Why a future this thread makes should start out AWAITED, as bits:
+    /// one thread-local read per submitted task.
+    static SUBMIT_HINTS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
 /// Marks the calling thread as a pool worker (see `IN_POOL_WORKER`).
 #[cfg(not(cf_loom))]
 pub(crate) fn presume_nested_submits_awaited() {
-    IN_POOL_WORKER.with(|w| w.set(true));
+    SUBMIT_HINTS.with(|h| h.set(h.get() | IN_POOL_WORKER));
 }
 
 /// How a future ended, as told to watchers (`wait` needs to tell an
@@ -133,7 +139,7 @@ impl<T> Core<T> {
     /// pool worker (a task submitting subtasks waits for them: fork-join).
     pub(crate) fn new() -> Self {
         #[cfg(not(cf_loom))]
-        let hint = if JUST_WAITED.with(|w| w.replace(false)) || IN_POOL_WORKER.with(|w| w.get()) {
+        let hint = if SUBMIT_HINTS.with(|h| h.replace(h.get() & !JUST_WAITED)) != 0 {
             AWAITED
         } else {
             0
@@ -346,7 +352,7 @@ impl<T> Core<T> {
             }
         };
         #[cfg(not(cf_loom))]
-        JUST_WAITED.with(|w| w.set(true));
+        SUBMIT_HINTS.with(|h| h.set(h.get() | JUST_WAITED));
         if ready() {
             return true;
         }

@@ -135,6 +135,12 @@ impl Registry {
             return;
         }
         drop(live);
+        self.fail_queued();
+    }
+
+    /// Fails every queued task with the refusal error (nothing will run
+    /// them: the pool is broken, or every worker has gone).
+    fn fail_queued(&self) {
         let error = self.refusal();
         while let Some(job) = self.steal_any() {
             job.fail(error.clone());
@@ -224,10 +230,7 @@ impl Registry {
         self.is_broken
             .store(true, std::sync::atomic::Ordering::Release);
         self.shut_down.store(true, Ordering::SeqCst);
-        let error = self.refusal();
-        while let Some(job) = self.steal_any() {
-            job.fail(error.clone());
-        }
+        self.fail_queued();
         self.sleep.wake_all();
     }
 
