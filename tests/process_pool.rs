@@ -88,6 +88,52 @@ fn map_fib_through_dyn_executor_matches_the_thread_pool() {
 
 /// D7 / decision 7: a panic is the task's error, with its message, and the
 /// worker process survives it.
+/// The parent's writer threads must not preempt the thread that submits
+/// (see `outbox`): on Linux they run as `SCHED_BATCH`.
+#[cfg(target_os = "linux")]
+#[test]
+fn writer_threads_do_not_preempt_the_submitting_thread() {
+    let pool = pool(2);
+    assert_eq!(pool.submit(double, 21).into_result(), Ok(42));
+    // Each worker's writer thread starts after its handshake.
+    let deadline = Instant::now() + HANG;
+    while writer_thread_policies().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the writer threads never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for (tid, policy) in writer_thread_policies() {
+        assert_eq!(policy, libc::SCHED_BATCH, "writer thread {tid}");
+    }
+    Executor::shutdown(&pool, true, false);
+}
+
+/// (thread id, scheduling policy) of this process's pool writer threads.
+#[cfg(target_os = "linux")]
+fn writer_thread_policies() -> Vec<(i32, i32)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let task = task.unwrap();
+        // Threads come and go (other tests' pools) while we look.
+        let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else {
+            continue;
+        };
+        let Ok(tid) = task.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if name.starts_with("cf-process-writ") {
+            // SAFETY: sched_getscheduler takes a plain thread id.
+            let policy = unsafe { libc::sched_getscheduler(tid) };
+            if policy >= 0 {
+                found.push((tid, policy));
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn d7_panicking_task_fails_with_its_message_and_the_worker_survives() {
     let pool = pool(1);

@@ -154,7 +154,10 @@ fn serve(
         .and_then(|(outbox, writer)| {
             std::thread::Builder::new()
                 .name(format!("cf-process-writer-{pid}"))
-                .spawn(move || writer.run())
+                .spawn(move || {
+                    super::os::defer_wakeups_to_running_thread();
+                    writer.run()
+                })
                 .map(|_| outbox)
                 .map_err(|_| Error::Io("could not start a writer thread".into()))
         });

@@ -273,6 +273,31 @@ pub(crate) fn poll_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// Asks the scheduler not to let the calling thread's wake-ups preempt
+/// the thread already running on the CPU it wakes on (Linux:
+/// `SCHED_BATCH`, same nice value, same share of the CPU). The thread then
+/// runs when that CPU's current thread blocks or its time slice ends, or at
+/// once on an idle CPU. Best effort: where the policy is missing or refused
+/// nothing changes. Returns whether it took effect.
+///
+/// For the parent's writer threads (see [`super::outbox`]): a submitting
+/// thread wakes one, and a writer that preempted it in the middle of a burst
+/// of submits held the submitter off its CPU while the woken worker ran a
+/// whole task, with the other CPU idle and the other workers unfed.
+pub(crate) fn defer_wakeups_to_running_thread() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: pid 0 is the calling thread; `param` is a valid
+        // `sched_param` that outlives the call, which only reads it.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == 0 }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 /// Sets `O_NONBLOCK` on `fd`'s open file description.
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: fcntl(F_GETFL) on a descriptor we borrow touches no memory.
@@ -347,5 +372,28 @@ fn signal_name(sig: i32) -> &'static str {
         libc::SIGSEGV => "SIGSEGV",
         libc::SIGTERM => "SIGTERM",
         _ => "signal",
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    fn policy_of_this_thread() -> i32 {
+        // SAFETY: pid 0 is the calling thread; the call touches no memory.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    #[test]
+    fn deferring_wakeups_makes_only_the_calling_thread_a_batch_thread() {
+        let before = policy_of_this_thread();
+        let inside = std::thread::spawn(|| {
+            let applied = defer_wakeups_to_running_thread();
+            (applied, policy_of_this_thread())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(inside, (true, libc::SCHED_BATCH));
+        assert_eq!(policy_of_this_thread(), before);
     }
 }
