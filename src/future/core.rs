@@ -364,7 +364,7 @@ impl<T> Core<T> {
             }
             // Most short tasks end within the spin: no park, and the
             // completing thread needs no system call to wake us.
-            let limit = Instant::now() + crate::spin::SPIN_LIMIT;
+            let limit = Instant::now() + crate::spin::WAIT_SPIN_LIMIT;
             let limit = deadline.map_or(limit, |d| d.min(limit));
             if crate::spin::spin_until(limit, ready) {
                 return true;
