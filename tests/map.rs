@@ -572,21 +572,82 @@ fn map_through_box_dyn_executor() {
     ex.shutdown(true, false);
 }
 
-/// M15: mapping on a shut-down executor yields `Error::Shutdown` for each
-/// item (the iteration does not panic or hang).
+/// M15: mapping on a shut-down executor yields one `Error::Shutdown` and
+/// ends, without pulling more input (CPython's map raises at once).
 #[test]
-fn m15_map_after_shutdown_yields_shutdown_errors() {
+fn m15_map_after_shutdown_yields_one_shutdown_error_and_ends() {
+    static PULLED: AtomicUsize = AtomicUsize::new(0);
     let pool = ThreadPoolExecutor::new(2).unwrap();
     pool.shutdown(true, false);
-    let got: Vec<Result<u64, Error>> = pool.map(ident, 0..3).collect();
+    let inputs = (0u64..).inspect(|_| {
+        PULLED.fetch_add(1, Ordering::SeqCst);
+    });
+    let got: Vec<Result<u64, Error>> = pool.map(ident, inputs).collect();
+    assert_eq!(got, [Err(Error::Shutdown)]);
+    assert_eq!(PULLED.load(Ordering::SeqCst), 1);
+}
+
+/// M15: a shutdown in the middle of a map over an endless input. The
+/// tasks already submitted finish and are yielded in order; the next
+/// refill is refused, its item fails with `Error::Shutdown`, and the map
+/// ends there.
+#[test]
+fn m15_shutdown_during_a_map_over_an_endless_input_ends_the_map() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let mut m = pool.map_with(ident, 0u64.., MapOptions::new().window(4));
+    assert_eq!(m.next(), Some(Ok(0)));
+    pool.shutdown(true, false);
+    let rest: Vec<Result<u64, Error>> = m.collect();
+    assert_eq!(rest, [Ok(1), Ok(2), Ok(3), Ok(4), Err(Error::Shutdown)]);
+}
+
+/// M15 with chunks: the refused chunk fails each of its items, and the map
+/// ends after it.
+#[test]
+fn m15_shutdown_during_a_chunked_map_ends_after_the_refused_chunk() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let options = MapOptions::new().window(2).chunksize(2);
+    let mut m = pool.map_with(ident, 0u64.., options);
+    assert_eq!(m.next(), Some(Ok(0)));
+    pool.shutdown(true, false);
+    let rest: Vec<Result<u64, Error>> = m.collect();
+    // Taking chunk [0, 1] refilled the window with [4, 5] before the
+    // shutdown; taking [2, 3] after it tried [6, 7], which was refused.
     assert_eq!(
-        got,
+        rest,
         [
-            Err(Error::Shutdown),
+            Ok(1),
+            Ok(2),
+            Ok(3),
+            Ok(4),
+            Ok(5),
             Err(Error::Shutdown),
             Err(Error::Shutdown)
         ]
     );
+}
+
+/// M15 for `map_unordered`: after the shutdown, what was in flight is
+/// yielded, then one refused item, and the iteration ends.
+#[test]
+fn m15_shutdown_during_map_unordered_ends_it() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let mut m = pool.map_unordered(ident, 0u64..);
+    let (i, first) = m.next().expect("a first result");
+    assert_eq!(first, Ok(i as u64));
+    pool.shutdown(true, false);
+    let rest: Vec<(usize, Result<u64, Error>)> = m.collect();
+    let refused: Vec<usize> = rest
+        .iter()
+        .filter(|(_, r)| r == &Err(Error::Shutdown))
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(refused.len(), 1, "{rest:?}");
+    for (i, r) in &rest {
+        if !refused.contains(i) {
+            assert_eq!(r, &Ok(*i as u64));
+        }
+    }
 }
 
 /// M16: a map over `workers + 1` items followed by `shutdown(wait)` does not

@@ -180,6 +180,38 @@ fn s5_shutdown_cancel_futures_cancels_queued_tasks() {
     );
 }
 
+/// X7: with one worker and four long tasks, the two sent to the worker
+/// (`prefetch`, default 2) report `running()` and refuse `cancel()`; the
+/// two still queued in the parent cancel.
+#[test]
+fn x7_tasks_sent_to_a_worker_report_running_and_refuse_cancel() {
+    let pool = pool(1);
+    assert_eq!(wait(pool.submit(double, 1)), Ok(2));
+    let futures: Vec<_> = (0..4).map(|_| pool.submit(sleep_ms, 300)).collect();
+    let running: Vec<bool> = futures.iter().map(|f| f.running()).collect();
+    let cancelled: Vec<bool> = futures.iter().map(|f| f.cancel()).collect();
+    assert_eq!(running, [true, true, false, false]);
+    assert_eq!(cancelled, [false, false, true, true]);
+}
+
+/// X7 / S5: a stream of tiny tasks deepens a worker's pipeline, but once
+/// the worker has run dry, long tasks submitted next are sent only
+/// `prefetch` at a time: the rest stay queued and cancellable.
+#[test]
+fn x7_after_a_stream_of_tiny_tasks_long_tasks_are_sent_only_prefetch_ahead() {
+    let pool = pool(1);
+    let tiny: Vec<_> = (0..2_000u64).map(|i| pool.submit(double, i)).collect();
+    for (i, f) in (0..2_000u64).zip(tiny) {
+        assert_eq!(wait(f), Ok(i * 2));
+    }
+    let futures: Vec<_> = (0..6).map(|_| pool.submit(sleep_ms, 300)).collect();
+    let running: Vec<bool> = futures.iter().map(|f| f.running()).collect();
+    assert_eq!(running, [true, true, false, false, false, false]);
+    pool.shutdown(true, true);
+    let cancelled = futures.into_iter().filter(|f| f.cancelled()).count();
+    assert_eq!(cancelled, 4, "shutdown(cancel_futures) left queued tasks");
+}
+
 /// S1: submit after shutdown is refused.
 #[test]
 fn s1_submit_after_shutdown_is_refused() {

@@ -552,6 +552,46 @@ fn d11_result_that_fails_to_decode_in_the_parent_fails_only_its_future() {
     assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
 }
 
+/// A result whose `Deserialize` panics. Only the parent decodes results,
+/// so the worker encodes it without trouble.
+#[derive(Debug)]
+struct PanicsWhenDecoded;
+
+impl Serialize for PanicsWhenDecoded {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for PanicsWhenDecoded {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("decoding PanicsWhenDecoded");
+    }
+}
+
+fn make_panicking_result(_: u32) -> PanicsWhenDecoded {
+    PanicsWhenDecoded
+}
+
+/// D12 / decision 7: a panic while the parent decodes a result fails only
+/// that future, with Decode carrying the panic's message; the pool keeps
+/// serving from the same worker and shuts down normally.
+#[test]
+fn d12_result_whose_decode_panics_in_the_parent_fails_only_its_future() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    match wait(pool.submit(make_panicking_result, 1)) {
+        Err(Error::Decode { type_name, message }) => {
+            assert!(type_name.contains("PanicsWhenDecoded"), "{type_name}");
+            assert!(message.contains("decoding PanicsWhenDecoded"), "{message}");
+        }
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    assert_eq!(wait(pool.submit(double, 3)), Ok(6));
+    assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
+    pool.shutdown(true, false);
+}
+
 // ------------------------------------------------------ load balance --
 
 /// A pipeline deepened by a stream of tiny tasks must not pull a following

@@ -131,7 +131,7 @@ where
         outcome: Result<Vec<u8>, crate::process::protocol::RemoteError>,
     ) {
         let outcome = match outcome {
-            Ok(bytes) => crate::process::codec::decode::<R>(&bytes),
+            Ok(bytes) => crate::process::codec::decode_caught::<R>(&bytes),
             Err(remote) => {
                 Err(remote.into_error(crate::process::protocol::TaskTypes::of::<A, R>()))
             }
@@ -229,15 +229,25 @@ pub trait ExecutorExt: Executor {
                         })
                         .collect()
                 };
+                let mut feed = Feed::new(self);
                 let submit = move || {
+                    if feed.refused {
+                        return None;
+                    }
                     let chunk: Vec<A> = inputs.by_ref().take(size).collect();
                     let n = chunk.len();
-                    (n > 0).then(|| (self.submit(run_chunk, chunk), n))
+                    (n > 0).then(|| (feed.submit(run_chunk, chunk), n))
                 };
                 Map::chunked(Box::new(submit), window, options.timeout)
             }
             _ => {
-                let submit = move || inputs.next().map(|a| self.submit(func, a));
+                let mut feed = Feed::new(self);
+                let submit = move || {
+                    if feed.refused {
+                        return None;
+                    }
+                    inputs.next().map(|a| feed.submit(func, a))
+                };
                 Map::new(Box::new(submit), window, options.timeout)
             }
         }
@@ -258,8 +268,47 @@ pub trait ExecutorExt: Executor {
     {
         let window = MapOptions::default().window_for(self.max_workers());
         let mut inputs = inputs.into_iter();
-        let submit = move || inputs.next().map(|a| self.submit(func, a));
+        let mut feed = Feed::new(self);
+        let submit = move || {
+            if feed.refused {
+                return None;
+            }
+            inputs.next().map(|a| feed.submit(func, a))
+        };
         MapUnordered::new(Box::new(submit), window)
+    }
+}
+
+/// How a map submits its inputs. Once the executor refuses a task (it was
+/// shut down or is broken), that item's future carries the refusal and the
+/// map pulls no more input: it ends after that item, as CPython's does
+/// (M15), instead of failing every remaining item of a long or endless
+/// input.
+struct Feed<'a, E: ?Sized> {
+    executor: &'a E,
+    refused: bool,
+}
+
+impl<'a, E: Executor + ?Sized> Feed<'a, E> {
+    fn new(executor: &'a E) -> Self {
+        Feed {
+            executor,
+            refused: false,
+        }
+    }
+
+    fn submit<F, A, R>(&mut self, func: F, arg: A) -> Future<R>
+    where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+    {
+        let (task, future) = PortableTask::create(func, arg);
+        if let Err((task, error)) = self.executor.execute(Task { job: task }) {
+            task.fail(error);
+            self.refused = true;
+        }
+        future
     }
 }
 

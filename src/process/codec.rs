@@ -93,6 +93,23 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     DefaultCodec::decode(bytes)
 }
 
+/// [`decode`], on a thread of the pool's own that must survive whatever
+/// `T`'s `Deserialize` does: a panic in it becomes this value's
+/// [`Error::Decode`] (decision 7, D12). The parent's reader thread decodes
+/// results with it; a reader lost to a panic would leave that future, and
+/// every later task of its worker, waiting forever.
+pub(crate) fn decode_caught<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    std::panic::catch_unwind(|| decode::<T>(bytes)).unwrap_or_else(|payload| {
+        Err(Error::Decode {
+            type_name: std::any::type_name::<T>(),
+            message: format!(
+                "its Deserialize panicked: {}",
+                crate::error::panic_message(payload.as_ref())
+            ),
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -154,8 +154,9 @@ impl ProcessPoolBuilder {
     /// Tasks sent ahead to each worker (default 2: one running, one
     /// waiting in the pipe, which hides the round trip). While a worker's
     /// tasks take under 200 µs the pipeline deepens, up to 64, so tiny tasks
-    /// travel in batches; a longer task brings it back to this value.
-    /// Queued-ahead tasks report `running()` and cannot be cancelled (X7).
+    /// travel in batches; a longer task, or the worker running out of
+    /// tasks, brings it back to this value. Queued-ahead tasks report
+    /// `running()` and cannot be cancelled (X7).
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = n.max(1);
         self

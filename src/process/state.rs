@@ -65,7 +65,8 @@ impl Link {
     /// tasks double it (up to [`MAX_DEPTH`]), so a stream of them is sent
     /// and answered in batches instead of one round trip each; any longer
     /// task brings it back to `prefetch`, so long tasks are not stacked
-    /// behind each other on one worker while another idles.
+    /// behind each other on one worker while another idles. So does the
+    /// worker running dry (see [`State::dispatch`]).
     pub(crate) fn task_done(&mut self, ran: Duration, limits: &Limits) {
         self.depth = if ran < SHORT_TASK {
             (self.depth * 2).clamp(limits.prefetch, MAX_DEPTH.max(limits.prefetch))
@@ -188,6 +189,15 @@ impl State {
             self.queue.len() + self.links.iter().map(|l| l.in_flight.len()).sum::<usize>();
         let fair_share = outstanding.div_ceil(taking).max(limits.prefetch);
         let now = Instant::now();
+        // A worker that ran dry starts again at `prefetch`: its depth was
+        // earned by the stream it finished, and tasks sent ahead report
+        // `running()` and cannot be cancelled (X7, S5). A new stream of
+        // tiny tasks deepens it again within a few results.
+        for link in &mut self.links {
+            if link.in_flight.is_empty() {
+                link.depth = limits.prefetch;
+            }
+        }
         while !self.queue.is_empty() {
             let Some(link) = self
                 .links
