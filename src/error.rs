@@ -163,9 +163,30 @@ impl Error {
     /// Builds [`Error::Panicked`] from a payload caught by `catch_unwind`.
     pub(crate) fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Error {
         Error::Panicked {
-            message: panic_message(payload.as_ref()),
+            message: take_panic_message(payload),
             backtrace: None,
         }
+    }
+}
+
+/// The text of a panic payload, which is then dropped with
+/// [`drop_panic_payload`]: what every thread of ours that catches a panic
+/// uses.
+pub(crate) fn take_panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    let message = panic_message(payload.as_ref());
+    drop_panic_payload(payload);
+    message
+}
+
+/// Drops a caught panic payload without letting its `Drop` unwind. The
+/// payload is the user's (`std::panic::panic_any` takes any type), and a
+/// panic from its `Drop` would otherwise escape the `catch_unwind` that
+/// caught it and take down the pool thread that was handling it (decision
+/// 7). The payload of such a second panic is leaked, not dropped.
+pub(crate) fn drop_panic_payload(payload: Box<dyn std::any::Any + Send>) {
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
+    if let Err(second) = dropped {
+        std::mem::forget(second);
     }
 }
 

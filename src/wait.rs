@@ -94,7 +94,8 @@ impl Watcher for Inbox {
         drop(s);
         self.cond.notify_one();
         if let Some(w) = waker {
-            w.wake();
+            // The runtime's code, on the completing thread: see `wake_caught`.
+            crate::future::core::wake_caught(w);
         }
     }
 }

@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
-    Error, ExecutorExt, Future, ReturnWhen, ThreadPoolExecutor, as_completed, wait,
+    Error, ExecutorExt, Future, Promise, ReturnWhen, ThreadPoolExecutor, as_completed, wait,
 };
 
 mod common;
@@ -205,6 +205,44 @@ fn decision7_panicking_task_does_not_lose_the_worker() {
     let good = pool.submit(seven, ());
     assert_eq!(good.result(Some(HANG)), Ok(&7));
     assert_eq!(pool.live_workers(), 1);
+}
+
+/// A panic payload whose own `Drop` panics (`panic_any` takes any type).
+struct PanicsWhenDropped;
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("the payload's Drop panicked");
+    }
+}
+
+/// Decision 7 (PP15): a task panicking with a payload whose `Drop` panics
+/// fails with Panicked, and its worker lives on.
+#[test]
+fn decision7_a_task_panic_payload_that_panics_when_dropped_does_not_lose_the_worker() {
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let bad = pool.spawn(|| -> u32 { std::panic::panic_any(PanicsWhenDropped) });
+    assert!(matches!(
+        bad.result(Some(HANG)),
+        Err(Error::Panicked { .. })
+    ));
+    assert_eq!(pool.spawn(|| 9).result(Some(HANG)), Ok(&9));
+    assert_eq!(pool.live_workers(), 1);
+}
+
+/// Decision 7 (C5, C6): a callback panicking with a payload whose `Drop`
+/// panics is caught like any other; later callbacks run and the value can
+/// be taken.
+#[test]
+fn decision7_a_callback_panic_payload_that_panics_when_dropped_is_caught() {
+    let (promise, fut) = Promise::<u32>::new();
+    fut.add_done_callback(|_| std::panic::panic_any(PanicsWhenDropped));
+    let later = Arc::new(AtomicBool::new(false));
+    let l = later.clone();
+    fut.add_done_callback(move |_| l.store(true, Ordering::SeqCst));
+    promise.set_result(7).unwrap();
+    assert!(later.load(Ordering::SeqCst), "a later callback did not run");
+    assert_eq!(fut.into_result(), Ok(7));
 }
 
 /// Decision 8 (R3, PP5): one immutable error per future, carrying the panic

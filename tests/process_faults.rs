@@ -535,6 +535,35 @@ fn a_worker_that_sends_the_wrong_message_instead_of_ready_breaks_the_pool() {
     broken_by_failed_starts(pool, helper, &["expected Ready"]);
 }
 
+/// S4 with workers that cannot start: after shutdown(wait = false) the
+/// queued task still wants a worker, and failed starts still count, so
+/// three in a row break the pool, the task fails with Broken and
+/// shutdown(wait) returns (the pool used to respawn workers forever).
+#[test]
+fn failed_starts_after_shutdown_still_break_the_pool() {
+    let helper = "helper_garbage_instead_of_ready";
+    let pool = pool_running(helper, None);
+    let queued = pool.submit(double, 1);
+    pool.shutdown(false, false);
+    match wait(queued) {
+        Err(Error::Broken { reason, .. }) => {
+            assert!(reason.contains("exceeds the limit"), "{reason}")
+        }
+        other => panic!("expected Error::Broken, got {other:?}"),
+    }
+    let pool = Arc::new(pool);
+    let (tx, rx) = mpsc::channel();
+    let p2 = pool.clone();
+    std::thread::spawn(move || {
+        p2.shutdown(true, false);
+        let _ = tx.send(());
+    });
+    rx.recv_timeout(HANG)
+        .unwrap_or_else(|_| panic!("shutdown(wait) hung for {HANG:?}"));
+    let left = our_children_running(helper);
+    assert!(left.is_empty(), "helper workers left behind: {left:?}");
+}
+
 // ------------------------------------------- parent SIGKILLed, busy --
 
 /// Task: says which worker runs it (on the parent's stdout), then sleeps.

@@ -152,6 +152,51 @@ fn s3_shutdown_wait_waits_for_queued_tasks() {
     }
 }
 
+fn abort_after_ms(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::abort()
+}
+
+/// S3: shutdown(wait = true) returns only once the task of a worker that
+/// crashed meanwhile has failed (it used to return as soon as the worker
+/// was counted out, before its task's future was failed).
+#[test]
+fn s3_shutdown_wait_returns_after_a_crashed_workers_task_has_failed() {
+    for round in 0..10 {
+        let pool = pool(1);
+        let crashing = pool.submit(abort_after_ms, 20);
+        pool.shutdown(true, false);
+        assert!(
+            crashing.done(),
+            "round {round}: shutdown(wait) returned before the crashed task ended"
+        );
+        assert!(matches!(wait(crashing), Err(Error::WorkerDied { .. })));
+    }
+}
+
+/// S3 after kill_workers(): every task the killed worker held has ended
+/// when shutdown(wait = true) returns, even while a done-callback of the
+/// first one is still slow to run.
+#[test]
+fn s3_shutdown_wait_returns_after_every_task_of_a_killed_worker_has_failed() {
+    let pool = pool(1);
+    let first = pool.submit(sleep_ms, 5_000);
+    let second = pool.submit(sleep_ms, 5_000);
+    let deadline = Instant::now() + HANG;
+    while !(first.running() && second.running()) {
+        assert!(Instant::now() < deadline, "the tasks were never sent");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    first.add_done_callback(|_| std::thread::sleep(Duration::from_millis(300)));
+    pool.kill_workers();
+    pool.shutdown(true, false);
+    assert!(
+        first.done() && second.done(),
+        "shutdown(wait) returned early"
+    );
+    assert!(wait(second).is_err());
+}
+
 /// S5: cancel_futures cancels what was queued; what runs finishes.
 #[test]
 fn s5_shutdown_cancel_futures_cancels_queued_tasks() {

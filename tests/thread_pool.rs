@@ -206,6 +206,30 @@ fn t6_panicking_task_is_its_own_error_and_the_worker_lives_on() {
     pool.shutdown(true, false);
 }
 
+/// Two tasks of one pool each calling `shutdown(wait = true)` on it: each
+/// waits for every worker but the ones blocked there the same way, so both
+/// return (they used to wait for each other forever).
+#[test]
+fn two_tasks_shutting_down_their_own_pool_with_wait_both_return() {
+    use concurrent_futures::Executor;
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let futures: Vec<_> = (0..2)
+        .map(|_| {
+            let (p, b) = (pool.clone(), barrier.clone());
+            pool.spawn(move || {
+                b.wait();
+                Executor::shutdown(&*p, true, false);
+            })
+        })
+        .collect();
+    for f in &futures {
+        assert_eq!(f.result(Some(GUARD)), Ok(&()));
+    }
+    pool.shutdown(true, false);
+    assert_eq!(pool.live_workers(), 0);
+}
+
 #[test]
 fn t6_panic_with_str_and_with_string_both_give_their_message() {
     let pool = ThreadPoolExecutor::new(2).unwrap();

@@ -623,6 +623,37 @@ fn a_stream_yields_every_future() {
     assert_eq!(values, expected);
 }
 
+/// Decision 7: the `Waker` of an `as_completed` stream is the runtime's
+/// code; one that panics is caught on the completing thread, so the
+/// future's callbacks still run and the pool keeps its worker.
+#[test]
+fn decision7_a_panicking_waker_of_a_stream_does_not_stop_the_completing_thread() {
+    struct PanickingWaker;
+    impl Wake for PanickingWaker {
+        fn wake(self: Arc<Self>) {
+            panic!("waker panicked");
+        }
+    }
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let (fut, release) = gated(&pool, 42);
+    let futs = [fut];
+    let mut stream = as_completed(&futs, None).into_stream();
+    let waker = Waker::from(Arc::new(PanickingWaker));
+    let mut cx = Context::from_waker(&waker);
+    assert!(futures::Stream::poll_next(std::pin::Pin::new(&mut stream), &mut cx).is_pending());
+    let ran = Arc::new(AtomicBool::new(false));
+    let r = ran.clone();
+    futs[0].add_done_callback(move |_| r.store(true, Ordering::SeqCst));
+    drop(release);
+    assert_eq!(futs[0].result(Some(HANG)), Ok(&42));
+    assert_eq!(pool.spawn(|| 1).result(Some(HANG)), Ok(&1));
+    assert_eq!(pool.live_workers(), 1);
+    drop(stream);
+    let [fut] = futs;
+    assert_eq!(fut.into_result(), Ok(42));
+    assert!(ran.load(Ordering::SeqCst), "the done-callback did not run");
+}
+
 /// The `Stream` form yields done futures first, then one timeout error when
 /// the deadline has passed, then ends.
 #[test]

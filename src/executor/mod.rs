@@ -224,7 +224,7 @@ pub trait ExecutorExt: Executor {
                         .map(|a| {
                             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| func(a)))
                                 .map_err(|p| ItemPanic {
-                                    message: crate::error::panic_message(p.as_ref()),
+                                    message: crate::error::take_panic_message(p),
                                 })
                         })
                         .collect()

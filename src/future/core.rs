@@ -459,9 +459,10 @@ impl<T> Core<T> {
 /// Wakes an async task. A `Waker` is user code (the runtime's): one that
 /// panics must not unwind out of the completing thread, which may be a pool
 /// worker, and must not keep the callbacks from running.
-fn wake_caught(waker: Waker) {
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake())).is_err() {
-        log::error!(target: "concurrent_futures", "a Waker panicked when its future ended");
+pub(crate) fn wake_caught(waker: Waker) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake())) {
+        let message = crate::error::take_panic_message(payload);
+        log::error!(target: "concurrent_futures", "a Waker panicked when its future ended: {message}");
     }
 }
 
@@ -483,11 +484,12 @@ pub(crate) fn run_callbacks<T>(fut: &super::Future<T>, callbacks: Vec<Callback<T
     for cb in callbacks {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(fut)));
         if let Err(payload) = r {
+            // Outside `log!`, which skips its arguments when logging is off:
+            // the payload must be dropped with care either way.
+            let message = crate::error::take_panic_message(payload);
             log::error!(
                 target: "concurrent_futures",
-                "exception calling callback for {:?}: {}",
-                fut,
-                crate::error::panic_message(payload.as_ref())
+                "exception calling callback for {fut:?}: {message}"
             );
         }
     }

@@ -154,7 +154,7 @@ pub(crate) fn settle<T: Send + Sync + 'static>(
             Some(cb) => match catch_unwind(AssertUnwindSafe(|| cb(&value))) {
                 Ok(()) => Ok(value),
                 Err(payload) => {
-                    let message = crate::error::panic_message(payload.as_ref());
+                    let message = crate::error::take_panic_message(payload);
                     log::error!(target: "concurrent_futures", "a pool callback panicked: {message}");
                     Err(Error::Panicked {
                         message: format!("callback panicked: {message}"),
@@ -167,7 +167,7 @@ pub(crate) fn settle<T: Send + Sync + 'static>(
         Err(error) => {
             if let Some(cb) = callbacks.on_error {
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb(&error))) {
-                    let message = crate::error::panic_message(payload.as_ref());
+                    let message = crate::error::take_panic_message(payload);
                     log::error!(
                         target: "concurrent_futures",
                         "a pool error_callback panicked: {message} (the job keeps its error: {error})"

@@ -5,7 +5,7 @@ use crate::sync::{Arc, Mutex};
 
 use super::async_result::{self, Callbacks};
 use super::handler::Entry;
-use crate::error::panic_message;
+use crate::error::take_panic_message;
 use crate::map::{ChunkResult, ItemPanic};
 use crate::sync::lock;
 use crate::{Error, Future, Portable, Promise};
@@ -27,7 +27,7 @@ where
             .map(|a| {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| func(a))).map_err(|p| {
                     ItemPanic {
-                        message: panic_message(p.as_ref()),
+                        message: take_panic_message(p),
                     }
                 })
             })

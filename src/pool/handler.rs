@@ -130,11 +130,9 @@ fn run_entry(entry: Box<dyn Entry>, forced: Option<Error>) {
     // Entries catch user panics themselves; this is the last line of
     // defence, so the handler thread never dies (MP7).
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| entry.deliver(forced))) {
-        log::error!(
-            target: "concurrent_futures",
-            "delivering a pool result panicked: {}",
-            crate::error::panic_message(payload.as_ref())
-        );
+        // Outside `log!`, which skips its arguments when logging is off.
+        let message = crate::error::take_panic_message(payload);
+        log::error!(target: "concurrent_futures", "delivering a pool result panicked: {message}");
     }
 }
 

@@ -104,7 +104,7 @@ pub(crate) fn decode_caught<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Erro
             type_name: std::any::type_name::<T>(),
             message: format!(
                 "its Deserialize panicked: {}",
-                crate::error::panic_message(payload.as_ref())
+                crate::error::take_panic_message(payload)
             ),
         })
     })

@@ -75,7 +75,7 @@ use serde::{Deserialize, Serialize};
 use super::codec;
 use super::protocol::{PROTOCOL_VERSION, RemoteError};
 use crate::Error;
-use crate::error::panic_message;
+use crate::error::take_panic_message;
 
 /// A resolved task entry: decodes the argument, runs the task, encodes the
 /// result. Never unwinds.
@@ -183,9 +183,8 @@ where
     match panic::catch_unwind(AssertUnwindSafe(run)) {
         Ok(outcome) => outcome,
         Err(payload) => {
-            let message = panic_message(payload.as_ref());
             // A payload whose `Drop` panics must not take the worker down.
-            let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            let message = take_panic_message(payload);
             let backtrace = LAST_BACKTRACE
                 .try_with(|b| b.borrow_mut().take())
                 .ok()

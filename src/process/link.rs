@@ -108,10 +108,13 @@ pub(crate) fn start_failed(shared: &Shared, id: u64, child: &Mutex<WorkerChild>,
     let mut st = lock(&shared.state);
     st.starting.retain(|s| s.id != id);
     st.live -= 1;
+    st.finishing += 1;
     let mut failures = Failures::new();
-    // A start the pool itself stopped (shutdown, kill_workers) is no sign
-    // that workers cannot start.
-    if st.broken.is_none() && !st.killed && !st.shutdown {
+    // A start that kill_workers() stopped is no sign that workers cannot
+    // start. After shutdown a failed start counts as before: queued work
+    // still wants workers then (S4), and uncounted failures would respawn
+    // workers forever.
+    if st.broken.is_none() && !st.killed {
         st.start_failures += 1;
         if st.start_failures >= 3 {
             let reason = format!("worker processes fail to start: {error} ({status})");
@@ -123,8 +126,7 @@ pub(crate) fn start_failed(shared: &Shared, id: u64, child: &Mutex<WorkerChild>,
     log::error!(target: "concurrent_futures", "a process-pool worker failed to start: {error} ({status})");
     st.dispatch(&shared.config.limits, &mut failures);
     drop(st);
-    shared.cond.notify_all();
-    shared.finish(failures);
+    shared.finish_worker(failures);
 }
 
 /// Kills (if still running) and reaps a worker; describes how it ended.
@@ -217,7 +219,25 @@ fn serve(
                         if !failures.is_empty() {
                             shared.finish(failures);
                         }
-                        p.job.complete_encoded(outcome);
+                        // The user's code runs in here (`R`'s
+                        // `Deserialize`, done-callbacks, wakers), each
+                        // caught where it runs; this is the last line of
+                        // defence for the one thread that notices when
+                        // this worker ends (decision 7).
+                        let completed =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                p.job.complete_encoded(outcome)
+                            }));
+                        if let Err(payload) = completed {
+                            // Outside `log!`, which skips its arguments when
+                            // logging is off: the payload must be dropped
+                            // with care either way.
+                            let message = crate::error::take_panic_message(payload);
+                            log::error!(
+                                target: "concurrent_futures",
+                                "completing a process-pool task panicked: {message}"
+                            );
+                        }
                     }
                     other => {
                         if let Some(p) = other {
@@ -266,6 +286,7 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
     let index = st.links.iter().position(|l| l.id == id).expect("own link");
     let mut link = st.links.swap_remove(index);
     st.live -= 1;
+    st.finishing += 1;
     if st.killed {
         // kill_workers(): every task this worker held fails; none is re-sent.
         for p in link.in_flight.drain(..) {
@@ -297,6 +318,5 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
     }
     st.dispatch(&shared.config.limits, &mut failures);
     drop(st);
-    shared.cond.notify_all();
-    shared.finish(failures);
+    shared.finish_worker(failures);
 }

@@ -35,6 +35,16 @@ impl Shared {
             job.fail(error);
         }
     }
+
+    /// [`Shared::finish`] for a worker counted out of `live` in the same
+    /// critical section that counted it into `finishing`: fails its tasks,
+    /// then counts it out of `finishing` and tells `shutdown(wait = true)`.
+    pub(crate) fn finish_worker(&self, failures: Failures) {
+        self.cond.notify_all();
+        self.finish(failures);
+        lock(&self.state).finishing -= 1;
+        self.cond.notify_all();
+    }
 }
 
 pub(crate) struct Config {
@@ -437,7 +447,7 @@ impl Executor for ProcessPoolExecutor {
         }
         if wait {
             let mut st = lock(&self.shared.state);
-            while st.live > 0 || st.want > 0 {
+            while st.live > 0 || st.want > 0 || st.finishing > 0 {
                 st = crate::sync::wait(&self.shared.cond, st);
             }
         }
@@ -583,8 +593,11 @@ fn start_worker(shared: &Arc<Shared>, id: u64) {
         Err(e) => {
             let mut st = lock(&shared.state);
             st.live -= 1;
+            st.finishing += 1;
             let mut failures = Failures::new();
-            if !st.killed && !st.shutdown {
+            // Counted after shutdown too: queued work still wants workers
+            // then (S4), and uncounted failures would respawn forever.
+            if !st.killed {
                 st.start_failures += 1;
             }
             if st.start_failures >= 3 && st.broken.is_none() {
@@ -594,7 +607,7 @@ fn start_worker(shared: &Arc<Shared>, id: u64) {
             }
             st.dispatch(&shared.config.limits, &mut failures);
             drop(st);
-            shared.finish(failures);
+            shared.finish_worker(failures);
         }
     }
 }

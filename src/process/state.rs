@@ -122,6 +122,10 @@ pub(crate) struct State {
     pub(crate) killed: bool,
     /// Failed starts in a row; three make the pool broken.
     pub(crate) start_failures: usize,
+    /// Workers counted out of `live` whose tasks are still being failed
+    /// (outside the lock): `shutdown(wait = true)` waits for these too, so
+    /// it never returns before a dead worker's futures have ended (S3).
+    pub(crate) finishing: usize,
     pub(crate) next_task: u64,
     pub(crate) next_worker: u64,
 }

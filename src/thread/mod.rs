@@ -169,7 +169,7 @@ fn spawn_worker(
             let registry = registry2;
             if let Some(init) = init {
                 if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init())) {
-                    let msg = crate::error::panic_message(payload.as_ref());
+                    let msg = crate::error::take_panic_message(payload);
                     log::error!(target: "concurrent_futures", "Exception in initializer: {msg}");
                     registry.mark_broken(format!(
                         "a thread initializer panicked ({msg}); the thread pool is not usable anymore"
@@ -281,7 +281,7 @@ impl Executor for ThreadPoolExecutor {
         self.registry.shutdown(cancel_futures);
         if wait {
             let me = worker::current().filter(|w| Arc::ptr_eq(&w.registry, &self.registry));
-            self.registry.wait_for_exit(usize::from(me.is_some()));
+            self.registry.wait_for_exit(me.is_some());
             if me.is_none() {
                 let handles = std::mem::take(&mut *lock(&self.registry.handles));
                 for h in handles {

@@ -72,6 +72,10 @@ pub(crate) struct Registry {
     is_broken: std::sync::atomic::AtomicBool,
     /// Workers that have not retired yet (see the module docs).
     live: Mutex<usize>,
+    /// Workers blocked in `shutdown(wait = true)` of this very pool, from
+    /// a task: each waits for every worker but these (see
+    /// [`Registry::wait_for_exit`]). Changed only under the `live` lock.
+    waiting_in_shutdown: std::sync::atomic::AtomicUsize,
     exited: Condvar,
     pub(crate) handles: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -88,6 +92,7 @@ impl Registry {
             broken: Mutex::new(None),
             is_broken: std::sync::atomic::AtomicBool::new(false),
             live: Mutex::new(n),
+            waiting_in_shutdown: std::sync::atomic::AtomicUsize::new(0),
             exited: Condvar::new(),
             handles: Mutex::new(Vec::with_capacity(n)),
         });
@@ -243,12 +248,22 @@ impl Registry {
         self.exited.notify_all();
     }
 
-    /// Blocks until at most `allowed` workers are alive (1 when the caller is
-    /// itself a worker of this pool, which cannot wait for its own exit).
-    pub(crate) fn wait_for_exit(&self, allowed: usize) {
+    /// Blocks until every worker has exited, or, when the caller is itself
+    /// a worker of this pool (a task calling `shutdown(wait = true)`), every
+    /// worker but the ones blocked here the same way: a worker cannot wait
+    /// for its own exit, and two such tasks must not wait for each other.
+    pub(crate) fn wait_for_exit(&self, from_own_worker: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut live = lock(&self.live);
-        while *live > allowed {
+        if from_own_worker {
+            self.waiting_in_shutdown.fetch_add(1, Relaxed);
+            self.exited.notify_all();
+        }
+        while *live > self.waiting_in_shutdown.load(Relaxed) {
             live = crate::sync::wait(&self.exited, live);
+        }
+        if from_own_worker {
+            self.waiting_in_shutdown.fetch_sub(1, Relaxed);
         }
     }
 
