@@ -97,6 +97,16 @@ pub(crate) trait PortableJob: Job {
     /// PENDING → RUNNING when the task is sent to a worker (X7); false if it
     /// was cancelled meanwhile.
     fn mark_running(&self) -> bool;
+    /// Makes the task stoppable while it runs (`cancel()` then succeeds
+    /// in RUNNING) and tells `watcher`, under `key`, when its future ends;
+    /// false if it has ended already. For `kill_on_cancel` process pools.
+    fn stop_on_cancel(
+        &self,
+        watcher: &crate::sync::Arc<dyn crate::future::core::Watcher>,
+        key: usize,
+    ) -> bool;
+    /// Whether the future has ended (finished or cancelled).
+    fn is_done(&self) -> bool;
     /// Completes the future from a worker's reply.
     fn complete_encoded(
         self: std::sync::Arc<Self>,
@@ -124,6 +134,18 @@ where
 
     fn mark_running(&self) -> bool {
         self.mark_running_inner()
+    }
+
+    fn stop_on_cancel(
+        &self,
+        watcher: &crate::sync::Arc<dyn crate::future::core::Watcher>,
+        key: usize,
+    ) -> bool {
+        self.stop_on_cancel_inner(watcher, key)
+    }
+
+    fn is_done(&self) -> bool {
+        self.is_done_inner()
     }
 
     fn complete_encoded(

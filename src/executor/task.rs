@@ -225,6 +225,19 @@ where
         self.core.set_running() == Start::Run
     }
 
+    pub(crate) fn stop_on_cancel_inner(
+        &self,
+        watcher: &Arc<dyn crate::future::core::Watcher>,
+        key: usize,
+    ) -> bool {
+        self.core.allow_cancel_while_running();
+        self.core.on_end(watcher, key)
+    }
+
+    pub(crate) fn is_done_inner(&self) -> bool {
+        self.core.is_terminal()
+    }
+
     pub(crate) fn complete_inner(self: Arc<Self>, outcome: Result<R, Error>) {
         drop(lock(&self.arg).take());
         self.core

@@ -2,10 +2,16 @@
 //!
 //! ```text
 //! PENDING ──set_running──▶ RUNNING ──complete──▶ FINISHED
-//!    │                                              ▲
+//!    │                        │                     ▲
 //!    ├──complete (fail queued work, F5)─────────────┘
-//!    └──cancel──▶ CANCELLED
+//!    └──cancel──▶ CANCELLED ◀─┘ cancel, only if STOPPABLE
 //! ```
+//!
+//! A running task cannot be cancelled (X2), unless its executor can stop it
+//! and was asked to: a process pool built with `kill_on_cancel` marks the
+//! tasks it sends `STOPPABLE` and watches them; `cancel()` then ends the
+//! future at once, and the pool kills the worker running the task
+//! (CONFORMANCE.md decision 4).
 //!
 //! The status lives in an atomic so `done()`, `running()` and the
 //! `PENDING → RUNNING` step need no lock. Reaching a terminal state
@@ -52,6 +58,9 @@ const CALLBACKS_RUNNING: usize = 4;
 /// work closely (see `spin`). It may be set in any state; every reader of
 /// the state masks it off, and completing the future clears it.
 const AWAITED: usize = 8;
+/// Set by an executor that stops a running task when its future is
+/// cancelled (see the module docs): `cancel()` succeeds in RUNNING too.
+const STOPPABLE: usize = 16;
 
 /// `SUBMIT_HINTS` bit: this thread's last dealing with futures was a wait
 /// (see [`Core::new`]).
@@ -189,6 +198,26 @@ impl<T> Core<T> {
         }
     }
 
+    /// Lets `cancel()` end the future while it runs: the executor stops
+    /// the task itself, told by a watcher (see `STOPPABLE`). Set before the
+    /// task starts.
+    pub(crate) fn allow_cancel_while_running(&self) {
+        self.status.fetch_or(STOPPABLE, Ordering::AcqRel);
+    }
+
+    /// Registers `watcher` to be told when the future ends, under `key`,
+    /// without the AWAITED hint [`watch`](Self::watch) sets (an executor
+    /// watching its own task is no caller waiting). False if it has ended
+    /// already.
+    pub(crate) fn on_end(&self, watcher: &Arc<dyn Watcher>, key: usize) -> bool {
+        let mut w = lock(&self.waiters);
+        if self.is_terminal() {
+            return false;
+        }
+        w.push(Waiter::Watcher(Arc::clone(watcher), key));
+        true
+    }
+
     /// Records that a caller is about to wait for this unfinished future.
     fn mark_awaited(&self) {
         if self.status.load(Ordering::Relaxed) & AWAITED == 0 {
@@ -230,15 +259,17 @@ impl<T> Core<T> {
         true
     }
 
-    /// PENDING → CANCELLED. Returns true if the future is (now or already)
-    /// cancelled, false if it is running or finished (X1-X3). `handle` is the
+    /// PENDING → CANCELLED, or RUNNING → CANCELLED when `STOPPABLE`.
+    /// Returns true if the future is (now or already) cancelled, false if it
+    /// is running (and not stoppable) or finished (X1-X3). `handle` is the
     /// caller's own handle, passed to callbacks.
     pub(crate) fn cancel(&self, handle: &super::Future<T>) -> bool {
         let w = lock(&self.waiters);
         let to = CANCELLED | callbacks_flag(&w);
         let mut s = self.status.load(Ordering::Acquire);
         loop {
-            if s & STATE != PENDING {
+            let cancellable = s & STATE == PENDING || (s & STATE == RUNNING && s & STOPPABLE != 0);
+            if !cancellable {
                 return s & STATE == CANCELLED;
             }
             // The AWAITED hint is dropped: the future has ended.

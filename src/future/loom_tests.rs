@@ -71,6 +71,53 @@ fn loom_cancel_races_set_running() {
     });
 }
 
+/// Decision 4: a stoppable task (a `kill_on_cancel` process pool's) is
+/// cancelled while it runs, racing the worker's result. Exactly one wins,
+/// the callback runs once, and the future shows the winner.
+#[test]
+fn loom_cancel_of_a_stoppable_running_task_races_complete() {
+    loom::model(|| {
+        let (core, fut) = new_future();
+        core.allow_cancel_while_running();
+        assert_eq!(core.set_running(), Start::Run);
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f2 = fired.clone();
+        fut.add_done_callback(move |_| {
+            f2.fetch_add(1, Ordering::SeqCst);
+        });
+        let c2 = core.clone();
+        let t = thread::spawn(move || finish(&c2, 7));
+        let cancelled = fut.cancel();
+        let completed = t.join().unwrap();
+        assert!(
+            cancelled != completed,
+            "exactly one of cancel and complete wins"
+        );
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+        assert_eq!(fut.cancelled(), cancelled);
+        if cancelled {
+            assert_eq!(fut.result(None), Err(Error::Cancelled));
+        } else {
+            assert_eq!(fut.result(None), Ok(&7));
+        }
+    });
+}
+
+/// X2 stays the rule for tasks that are not stoppable: a running task is
+/// never cancelled, whatever the interleaving with its completion.
+#[test]
+fn loom_cancel_of_a_running_task_that_is_not_stoppable_always_fails() {
+    loom::model(|| {
+        let (core, fut) = new_future();
+        assert_eq!(core.set_running(), Start::Run);
+        let c2 = core.clone();
+        let t = thread::spawn(move || finish(&c2, 7));
+        assert!(!fut.cancel());
+        assert!(t.join().unwrap());
+        assert_eq!(fut.result(None), Ok(&7));
+    });
+}
+
 #[test]
 fn loom_callback_added_while_completing_runs_exactly_once() {
     loom::model(|| {

@@ -91,6 +91,10 @@ impl<T> Future<T> {
     /// now cancelled (including when it already was), false if it is running
     /// or finished (X1-X3). Waiters in `result`, `wait`, `as_completed` and
     /// `.await` are woken at once and callbacks run on this thread.
+    ///
+    /// A process pool built with
+    /// [`kill_on_cancel(true)`](crate::ProcessPoolBuilder::kill_on_cancel)
+    /// also cancels a running task, by killing the worker that runs it.
     pub fn cancel(&self) -> bool {
         let cancelled = self.core().cancel(self);
         if cancelled {

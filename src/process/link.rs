@@ -203,6 +203,7 @@ fn serve(
                 let now = Instant::now();
                 link.task_done(now.saturating_duration_since(link.head_since), limits);
                 link.head_since = now;
+                link.stop_head_if_cancelled();
                 match head {
                     Some(p) if p.task_id == task_id => {
                         st.dispatch(&shared.config.limits, &mut failures);

@@ -35,6 +35,7 @@
 //! [`entry`] (resolving a task), [`os`] (the worker's own setup) and
 //! [`child`] (starting and reaping worker processes).
 
+mod cancel;
 pub(crate) mod child;
 pub(crate) mod codec;
 pub(crate) mod entry;

@@ -115,6 +115,7 @@ pub struct ProcessPoolBuilder {
     args: Option<Vec<OsString>>,
     env: Vec<(OsString, OsString)>,
     test_harness: bool,
+    kill_on_cancel: bool,
 }
 
 impl fmt::Debug for ProcessPoolBuilder {
@@ -169,6 +170,44 @@ impl ProcessPoolBuilder {
     /// `running()` and cannot be cancelled (X7).
     pub fn prefetch(mut self, n: usize) -> Self {
         self.prefetch = n.max(1);
+        self
+    }
+
+    /// Lets `cancel()` stop a task that is already running, by killing the
+    /// worker process that runs it (default: off, as in CPython, where
+    /// `cancel()` of a running task returns `false` and the task runs on).
+    ///
+    /// When on, `cancel()` of a task sent to a worker returns `true` and
+    /// ends its future at once with [`Error::Cancelled`]; the worker is
+    /// killed and replaced, and the tasks queued behind it go to other
+    /// workers (decision 4). A task cancelled while it waits in a worker's
+    /// pipe behind another one is stopped as soon as it starts. Killing is
+    /// abrupt, as for a [`task_timeout`](Self::task_timeout): whatever the
+    /// task was doing stops where it was.
+    ///
+    /// ```no_run
+    /// use concurrent_futures::{ExecutorExt, ProcessPoolExecutor};
+    ///
+    /// fn crunch(n: u64) -> u64 {
+    ///     (0..n).fold(0, |a, i| a ^ i.wrapping_mul(0x9E37_79B9))
+    /// }
+    ///
+    /// fn main() {
+    ///     concurrent_futures::init();
+    ///     let pool = ProcessPoolExecutor::builder()
+    ///         .kill_on_cancel(true)
+    ///         .build()
+    ///         .unwrap();
+    ///     let f = pool.submit(crunch, u64::MAX);
+    ///     while !f.running() {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     assert!(f.cancel()); // the worker running it is killed
+    ///     assert!(f.cancelled());
+    /// }
+    /// ```
+    pub fn kill_on_cancel(mut self, yes: bool) -> Self {
+        self.kill_on_cancel = yes;
         self
     }
 
@@ -264,10 +303,20 @@ impl ProcessPoolBuilder {
             hold_stdout: self.test_harness,
             env: self.env,
         };
-        let shared = Arc::new(Shared {
-            config,
-            state: Mutex::new(State::default()),
-            cond: Condvar::new(),
+        let kill_on_cancel = self.kill_on_cancel;
+        let shared = Arc::new_cyclic(|shared| {
+            let stopper = super::cancel::CancelStopper {
+                shared: shared.clone(),
+            };
+            Shared {
+                config,
+                state: Mutex::new(State {
+                    stop_on_cancel: kill_on_cancel
+                        .then(|| Arc::new(stopper) as Arc<dyn crate::future::core::Watcher>),
+                    ..State::default()
+                }),
+                cond: Condvar::new(),
+            }
         });
         lock(&shared.state).top_up(&shared.config.limits);
         let s2 = shared.clone();
@@ -293,6 +342,7 @@ impl ProcessPoolExecutor {
             args: None,
             env: Vec::new(),
             test_harness: false,
+            kill_on_cancel: false,
         }
     }
 
@@ -407,6 +457,7 @@ impl ProcessPoolExecutor {
             arg: Some(arg),
             timeout: timeout.or(self.shared.config.task_timeout),
             started: false,
+            stop_when_started: false,
         });
         // Through the writer threads: a pipe write from this thread would
         // wake the worker onto this thread's busy core (see `outbox`).

@@ -26,6 +26,10 @@ pub(crate) struct Pending {
     pub(crate) timeout: Option<Duration>,
     /// Marked running already (when first sent).
     pub(crate) started: bool,
+    /// Cancelled while it waited in its worker's pipe, in a pool that
+    /// stops cancelled tasks: the worker is killed when it starts it (see
+    /// `cancel`).
+    pub(crate) stop_when_started: bool,
 }
 
 /// A worker that finished its handshake.
@@ -126,6 +130,9 @@ pub(crate) struct State {
     /// (outside the lock): `shutdown(wait = true)` waits for these too, so
     /// it never returns before a dead worker's futures have ended (S3).
     pub(crate) finishing: usize,
+    /// Set in a `kill_on_cancel` pool: watches every task sent, and stops
+    /// the ones cancelled while they run (see `cancel`).
+    pub(crate) stop_on_cancel: Option<Arc<dyn crate::future::core::Watcher>>,
     pub(crate) next_task: u64,
     pub(crate) next_worker: u64,
 }
@@ -217,10 +224,19 @@ impl State {
             };
             let mut p = self.queue.pop_front().expect("queue is not empty");
             if !p.started {
+                // Watched before it can run, so that a cancel is never
+                // missed (see `cancel`).
+                if let Some(stopper) = &self.stop_on_cancel {
+                    if !p.job.stop_on_cancel(stopper, p.task_id as usize) {
+                        continue; // cancelled while queued
+                    }
+                }
                 if !p.job.mark_running() {
                     continue; // cancelled while queued
                 }
                 p.started = true;
+            } else if p.job.is_done() {
+                continue; // cancelled while it ran, then sent back here
             }
             let arg = match p.arg.take() {
                 Some(a) => a,
