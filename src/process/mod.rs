@@ -35,6 +35,7 @@
 //! [`entry`] (resolving a task), [`os`] (the worker's own setup) and
 //! [`child`] (starting and reaping worker processes).
 
+mod builder;
 mod cancel;
 pub(crate) mod child;
 pub(crate) mod codec;
@@ -48,7 +49,8 @@ pub(crate) mod protocol;
 mod state;
 pub(crate) mod worker;
 
-pub use pool::{ProcessPoolBuilder, ProcessPoolExecutor};
+pub use builder::ProcessPoolBuilder;
+pub use pool::ProcessPoolExecutor;
 #[doc(hidden)]
 pub use worker::__test_harness_worker;
 pub use worker::{WORKER_ENV, init};

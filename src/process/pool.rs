@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::state::{Failures, Limits, Pending, Starting, State};
-use super::{entry, link, os, worker};
+use super::{link, os, worker};
 use crate::executor::task::Job;
 use crate::executor::task::PortableTask;
 use crate::executor::{Portable, Task};
@@ -52,11 +52,11 @@ pub(crate) struct Config {
     pub(crate) initializer: Option<u64>,
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) startup_timeout: Duration,
-    program: PathBuf,
-    args: Vec<OsString>,
+    pub(super) program: PathBuf,
+    pub(super) args: Vec<OsString>,
     /// Test-harness mode: drop what the harness prints before `init()`.
-    hold_stdout: bool,
-    env: Vec<(OsString, OsString)>,
+    pub(super) hold_stdout: bool,
+    pub(super) env: Vec<(OsString, OsString)>,
 }
 
 /// A pool of worker processes, like Python's
@@ -86,7 +86,7 @@ pub(crate) struct Config {
 /// }
 /// ```
 pub struct ProcessPoolExecutor {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl fmt::Debug for ProcessPoolExecutor {
@@ -102,250 +102,7 @@ impl fmt::Debug for ProcessPoolExecutor {
     }
 }
 
-/// Configures a [`ProcessPoolExecutor`].
-#[must_use]
-pub struct ProcessPoolBuilder {
-    max_workers: Option<usize>,
-    max_tasks_per_child: Option<usize>,
-    max_frame_bytes: usize,
-    prefetch: usize,
-    initializer: Option<u64>,
-    task_timeout: Option<Duration>,
-    startup_timeout: Duration,
-    args: Option<Vec<OsString>>,
-    env: Vec<(OsString, OsString)>,
-    test_harness: bool,
-    kill_on_cancel: bool,
-}
-
-impl fmt::Debug for ProcessPoolBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProcessPoolBuilder")
-            .field("max_workers", &self.max_workers)
-            .field("max_tasks_per_child", &self.max_tasks_per_child)
-            .field("max_frame_bytes", &self.max_frame_bytes)
-            .field("task_timeout", &self.task_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The worker arguments that make a libtest binary run only the hidden test
-/// that [`process_pool_test_worker!`](crate::process_pool_test_worker) adds.
-///
-/// No `--exact`: the filter also matches the test when the macro was used
-/// inside a module (`tests::__concurrent_futures_worker`).
-const TEST_HARNESS_ARGS: &[&str] = &[
-    "__concurrent_futures_worker",
-    "--nocapture",
-    "--test-threads=1",
-    "--quiet",
-];
-
-impl ProcessPoolBuilder {
-    /// Worker processes. Default: the number of CPUs (P1). Zero is refused.
-    pub fn max_workers(mut self, n: usize) -> Self {
-        self.max_workers = Some(n);
-        self
-    }
-
-    /// Replaces a worker after it has run `n` tasks (P4). Zero is refused.
-    pub fn max_tasks_per_child(mut self, n: usize) -> Self {
-        self.max_tasks_per_child = Some(n);
-        self
-    }
-
-    /// The largest message either side may send (default 1 GiB). A result
-    /// over it fails its task with [`Error::Encode`]; a worker announcing a
-    /// larger frame is treated as broken, and replaced.
-    pub fn max_frame_bytes(mut self, n: usize) -> Self {
-        self.max_frame_bytes = n;
-        self
-    }
-
-    /// Tasks sent ahead to each worker (default 2: one running, one
-    /// waiting in the pipe, which hides the round trip). While a worker's
-    /// tasks take under 200 µs the pipeline deepens, up to 64, so tiny tasks
-    /// travel in batches; a longer task, or the worker running out of
-    /// tasks, brings it back to this value. Queued-ahead tasks report
-    /// `running()` and cannot be cancelled (X7).
-    pub fn prefetch(mut self, n: usize) -> Self {
-        self.prefetch = n.max(1);
-        self
-    }
-
-    /// Lets `cancel()` stop a task that is already running, by killing the
-    /// worker process that runs it (default: off, as in CPython, where
-    /// `cancel()` of a running task returns `false` and the task runs on).
-    ///
-    /// When on, `cancel()` of a task sent to a worker returns `true` and
-    /// ends its future at once with [`Error::Cancelled`]; the worker is
-    /// killed and replaced, and the tasks queued behind it go to other
-    /// workers (decision 4). A task cancelled while it waits in a worker's
-    /// pipe behind another one is stopped as soon as it starts. Killing is
-    /// abrupt, as for a [`task_timeout`](Self::task_timeout): whatever the
-    /// task was doing stops where it was.
-    ///
-    /// ```no_run
-    /// use concurrent_futures::{ExecutorExt, ProcessPoolExecutor};
-    ///
-    /// fn crunch(n: u64) -> u64 {
-    ///     (0..n).fold(0, |a, i| a ^ i.wrapping_mul(0x9E37_79B9))
-    /// }
-    ///
-    /// fn main() {
-    ///     concurrent_futures::init();
-    ///     let pool = ProcessPoolExecutor::builder()
-    ///         .kill_on_cancel(true)
-    ///         .build()
-    ///         .unwrap();
-    ///     let f = pool.submit(crunch, u64::MAX);
-    ///     while !f.running() {
-    ///         std::thread::yield_now();
-    ///     }
-    ///     assert!(f.cancel()); // the worker running it is killed
-    ///     assert!(f.cancelled());
-    /// }
-    /// ```
-    pub fn kill_on_cancel(mut self, yes: bool) -> Self {
-        self.kill_on_cancel = yes;
-        self
-    }
-
-    /// Runs `init` once in every worker before its first task (P5). If it
-    /// panics, the pool is broken: queued futures fail with
-    /// [`Error::Broken`] and later submits are refused. `init` is a `fn`
-    /// item or a closure capturing nothing.
-    pub fn initializer<F>(mut self, init: F) -> Self
-    where
-        F: Fn() + Copy + Send + Sync + 'static,
-    {
-        fn entry_of_unit<G: Fn(()) + Copy + Send + 'static>(_: G) -> u64 {
-            entry::entry_of::<G, (), ()>()
-        }
-        self.initializer = Some(entry_of_unit(move |()| init()));
-        self
-    }
-
-    /// A time limit for every task, counted from when the worker starts it
-    /// (pebble L8). On expiry the worker is killed and replaced and the task
-    /// fails with [`Error::TaskTimeout`]. See also
-    /// [`ProcessPoolExecutor::submit_with_timeout`].
-    pub fn task_timeout(mut self, limit: Duration) -> Self {
-        self.task_timeout = Some(limit);
-        self
-    }
-
-    /// How long a new worker may take to start and finish its handshake
-    /// (default 30 s) before it is killed and counted as a failed start.
-    /// Three failed starts in a row break the pool.
-    pub fn startup_timeout(mut self, limit: Duration) -> Self {
-        self.startup_timeout = limit;
-        self
-    }
-
-    /// Command-line arguments for workers (default: none).
-    pub fn worker_args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<OsString>,
-    {
-        self.args = Some(args.into_iter().map(Into::into).collect());
-        self
-    }
-
-    /// An environment variable for workers (they inherit the parent's
-    /// environment otherwise).
-    pub fn worker_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    /// For pools built inside `cargo test`: workers run the hidden test
-    /// that [`process_pool_test_worker!`](crate::process_pool_test_worker)
-    /// adds to the test binary, and the parent needs no `init()` call.
-    pub fn test_harness(mut self) -> Self {
-        self.test_harness = true;
-        self
-    }
-
-    /// Starts the pool; its workers start in the background.
-    pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
-        worker::check_can_start_children("building a ProcessPoolExecutor", self.test_harness)?;
-        let max_workers = self.max_workers.unwrap_or_else(num_cpus::get);
-        if max_workers == 0 {
-            return Err(Error::InvalidConfig(
-                "max_workers must be greater than 0".into(),
-            ));
-        }
-        if self.max_tasks_per_child == Some(0) {
-            return Err(Error::InvalidConfig(
-                "max_tasks_per_child must be >= 1".into(),
-            ));
-        }
-        let program = super::os::own_executable()?;
-        let args = match (self.args, self.test_harness) {
-            (Some(a), _) => a,
-            (None, true) => TEST_HARNESS_ARGS.iter().map(OsString::from).collect(),
-            (None, false) => Vec::new(),
-        };
-        let config = Config {
-            limits: Limits {
-                max_workers,
-                max_frame_bytes: self.max_frame_bytes,
-                prefetch: self.prefetch,
-                max_tasks_per_child: self.max_tasks_per_child,
-            },
-            initializer: self.initializer,
-            task_timeout: self.task_timeout,
-            startup_timeout: self.startup_timeout,
-            program,
-            args,
-            hold_stdout: self.test_harness,
-            env: self.env,
-        };
-        let kill_on_cancel = self.kill_on_cancel;
-        let shared = Arc::new_cyclic(|shared| {
-            let stopper = super::cancel::CancelStopper {
-                shared: shared.clone(),
-            };
-            Shared {
-                config,
-                state: Mutex::new(State {
-                    stop_on_cancel: kill_on_cancel
-                        .then(|| Arc::new(stopper) as Arc<dyn crate::future::core::Watcher>),
-                    ..State::default()
-                }),
-                cond: Condvar::new(),
-            }
-        });
-        lock(&shared.state).top_up(&shared.config.limits);
-        let s2 = shared.clone();
-        std::thread::Builder::new()
-            .name("cf-process-supervisor".into())
-            .spawn(move || supervise(s2))
-            .map_err(|e| Error::Io(format!("could not start the supervisor thread: {e}")))?;
-        Ok(ProcessPoolExecutor { shared })
-    }
-}
-
 impl ProcessPoolExecutor {
-    /// A builder with the defaults.
-    pub fn builder() -> ProcessPoolBuilder {
-        ProcessPoolBuilder {
-            max_workers: None,
-            max_tasks_per_child: None,
-            max_frame_bytes: 1 << 30,
-            prefetch: 2,
-            initializer: None,
-            task_timeout: None,
-            startup_timeout: Duration::from_secs(30),
-            args: None,
-            env: Vec::new(),
-            test_harness: false,
-            kill_on_cancel: false,
-        }
-    }
-
     /// A pool of `max_workers` processes with default settings.
     pub fn new(max_workers: usize) -> Result<Self, Error> {
         Self::builder().max_workers(max_workers).build()
@@ -541,7 +298,7 @@ impl Drop for ProcessPoolExecutor {
 /// startup deadlines, and exits once the pool is shut down and every worker
 /// is reaped. Workers are started from this thread because, on Linux, the
 /// parent-death signal follows the thread that started a child.
-fn supervise(shared: Arc<Shared>) {
+pub(super) fn supervise(shared: Arc<Shared>) {
     loop {
         let mut st = lock(&shared.state);
         let id = loop {
