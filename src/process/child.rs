@@ -66,17 +66,46 @@ use std::process::{Command, ExitStatus, Stdio};
 /// path of [`spawn`] has no `Child`). It reaps the child at most once and
 /// never signals a pid it has reaped, which could by then name an unrelated
 /// process. Like `Child`, dropping it neither kills nor reaps the child.
+///
+/// Signals go through a pidfd where there is one (Linux 5.3+), taken right
+/// after the start: it names this process and no other, even if somebody
+/// else reaps the child (a program that ignores `SIGCHLD`, or calls
+/// `waitpid(-1)`) and the pid is reused.
 #[derive(Debug)]
 pub(crate) struct WorkerChild {
     pid: libc::pid_t,
+    pidfd: Option<OwnedFd>,
     /// Set once the child is reaped: its exit status, or the `errno` of a
     /// wait that found it was no longer our child (reaped by someone else).
     reaped: Option<Result<ExitStatus, i32>>,
 }
 
+/// A pidfd for `pid` (Linux), or `None`.
+fn open_pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: pidfd_open takes a pid and a flags word and returns a new
+        // descriptor or -1; it touches no memory of ours.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let fd = std::os::fd::RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+        // SAFETY: the kernel just returned `fd`, open (close-on-exec) and
+        // owned by nobody else.
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
 impl WorkerChild {
     fn new(pid: libc::pid_t) -> WorkerChild {
-        WorkerChild { pid, reaped: None }
+        WorkerChild {
+            pid,
+            pidfd: open_pidfd(pid),
+            reaped: None,
+        }
     }
 
     /// The child's process id.
@@ -96,9 +125,35 @@ impl WorkerChild {
         if self.reaped.is_some() {
             return Ok(());
         }
+        #[cfg(target_os = "linux")]
+        if let Some(pidfd) = &self.pidfd {
+            // SAFETY: pidfd_send_signal takes a descriptor we own, a signal
+            // number, a null siginfo (allowed: "as if by kill") and flags;
+            // it touches no memory of ours.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                // The child has exited (a zombie, or reaped by someone
+                // else): there is nothing left to signal.
+                if e.raw_os_error() != Some(libc::ESRCH) {
+                    return Err(e);
+                }
+            }
+            return Ok(());
+        }
         // SAFETY: kill() takes two integers and touches no memory of ours.
-        // `pid` is our child and not reaped yet (checked above; reaping
-        // takes `&mut self`), so it cannot have been reused.
+        // `pid` is our child and we have not reaped it (checked above;
+        // reaping takes `&mut self`). Only a reaper other than us (a
+        // program that ignores SIGCHLD) could have freed the pid for
+        // reuse; where there are pidfds that case takes the branch above.
         if unsafe { libc::kill(self.pid, sig) } < 0 {
             return Err(io::Error::last_os_error());
         }

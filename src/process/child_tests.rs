@@ -193,3 +193,22 @@ fn a_program_found_through_path_still_starts() {
     let mut child = spawn(&mut cmd, false, &[]).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// A child reaped behind our back (a program that ignores SIGCHLD, or
+/// calls `waitpid(-1)`) is signalled through its pidfd, which names it
+/// alone: the signal goes nowhere, whoever has its pid by then.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_child_reaped_by_someone_else_is_not_signalled_by_pid() {
+    for how in both() {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "exit 0"]);
+        let mut child = spawn_how(&mut cmd, false, &[], how).unwrap();
+        assert!(child.pidfd.is_some(), "{how:?}: no pidfd on Linux");
+        let mut status = 0;
+        // SAFETY: waitpid writes one int into `status`, which we own.
+        let r = unsafe { libc::waitpid(child.id() as libc::pid_t, &mut status, 0) };
+        assert_eq!(r, child.id() as libc::pid_t, "{how:?}");
+        child.kill().expect("the pidfd says the child is gone: no error");
+    }
+}
