@@ -294,23 +294,23 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
             failures.push((p.job, killed_error()));
         }
     } else if let Some(head) = link.in_flight.pop_front() {
+        // The head fails with why its worker ended. If the worker was
+        // killed for a task that finished just in time (a timeout or a
+        // `kill_on_cancel` racing its end), the head had most likely begun
+        // when the kill landed: it fails like any task whose worker died
+        // under it, rather than running a second time elsewhere (a task
+        // runs at most once).
         let error = match (link.kill_reason.take(), end) {
-            (Some((task_id, reason)), _) if task_id == head.task_id => Some(reason),
-            // Killed for a task that finished just in time: the head did
-            // nothing wrong and goes back to the queue with the rest.
-            (Some(_), _) => None,
-            (None, End::Protocol(e)) => Some(e),
-            (None, End::Eof) => Some(Error::WorkerDied {
+            (Some((task_id, reason)), _) if task_id == head.task_id => reason,
+            (_, End::Protocol(e)) => e,
+            (_, End::Eof) => Error::WorkerDied {
                 pid,
                 status: status.clone(),
                 code,
                 signal,
-            }),
+            },
         };
-        match error {
-            Some(error) => failures.push((head.job, error)),
-            None => link.in_flight.push_front(head),
-        }
+        failures.push((head.job, error));
         // Tasks sent behind the running one never started: send them again.
         for p in link.in_flight.drain(..).rev() {
             st.queue.push_front(p);
