@@ -113,7 +113,9 @@ impl<T> Future<T> {
     /// times from any number of threads; a failed future gives the same
     /// error each time (R3). On a thread-pool worker, the wait runs other
     /// queued tasks of the pool meanwhile, so fork-join code cannot deadlock
-    /// a small pool (T10).
+    /// a small pool (T10); a task it runs is not interrupted at the
+    /// timeout, so there the wait may end later than `timeout`, by up to
+    /// the length of that task.
     pub fn result(&self, timeout: Option<Duration>) -> Result<&T, Error> {
         self.wait_for(timeout, false)?;
         match self.core().outcome() {
