@@ -289,6 +289,37 @@ fn m3_results_before_the_deadline_are_yielded_first() {
     assert_eq!(last, &Err(Error::MapDeadline { timeout }));
 }
 
+static M3C_GATE: Gate = Gate::new();
+
+fn m3c_task(x: u64) -> u64 {
+    if x == 0 {
+        M3C_GATE.wait();
+    }
+    x
+}
+
+/// M3: the deadline counts from the `map()` call, not from the first
+/// `next()`. Item 0 is held; once the deadline has passed, the first
+/// `next()` gives `MapDeadline` at once. Were the deadline counted from
+/// `next()`, it would wait `timeout` more, during which the opener below
+/// releases item 0, and it would yield `Ok(0)` instead. (A correct library
+/// passes unless this thread stalls for a whole second between starting the
+/// opener and the check in `next()`.)
+#[test]
+fn m3_deadline_counts_from_the_map_call_not_from_next() {
+    let _open = OpenOnDrop(&M3C_GATE);
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let timeout = Duration::from_secs(2);
+    let mut m = pool.map_with(m3c_task, 0..3, MapOptions::new().timeout(timeout));
+    thread::sleep(timeout); // the deadline has passed, item 0 is still held
+    let opener = thread::spawn(|| {
+        thread::sleep(Duration::from_secs(1));
+        M3C_GATE.open();
+    });
+    assert_eq!(m.next(), Some(Err(Error::MapDeadline { timeout })));
+    opener.join().unwrap();
+}
+
 /// M3: a deadline that does not pass changes nothing.
 #[test]
 fn m3_deadline_not_reached_yields_everything() {

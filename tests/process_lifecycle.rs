@@ -21,7 +21,7 @@ use concurrent_futures::{
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{HANG, pool, wait};
+use common::{HANG, pool, wait, wait_until};
 
 /// Set in helper processes; helpers do nothing without it.
 const HELPER_ENV: &str = "CF_LIFECYCLE_HELPER";
@@ -268,6 +268,26 @@ fn s1_submit_after_shutdown_is_refused() {
     pool.shutdown(true, false); // S2: idempotent
 }
 
+/// PP18 (gh-119592: worker recycling races with shutdown(wait = False) and
+/// GC, stranding futures): with `max_tasks_per_child(1)`, ten tasks, then
+/// shutdown(wait = false) and drop, every future still resolves with its
+/// value.
+#[test]
+fn pp18_max_tasks_per_child_then_shutdown_nowait_and_drop_resolves_every_future() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .max_tasks_per_child(1)
+        .test_harness()
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..10u64).map(|i| pool.submit(double, i)).collect();
+    pool.shutdown(false, false);
+    drop(pool);
+    for (i, f) in (0..10u64).zip(futures) {
+        assert_eq!(wait(f), Ok(i * 2), "task {i}");
+    }
+}
+
 // ------------------------------------------------------- no leftovers --
 
 /// Decision 6 / part 8: drop never blocks, and never leaves a child behind
@@ -415,6 +435,55 @@ fn sigkill_of_the_parent_leaves_no_worker_alive() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+// ------------------------------------------ exit after shutdown(false) --
+
+#[test]
+#[ignore = "helper, run by s12_shutdown_nowait_with_a_running_task_then_exit_leaves_no_worker"]
+fn helper_shutdown_nowait_with_a_running_task() {
+    if !is_helper() {
+        return;
+    }
+    let pool = pool(1);
+    let mut pids: HashSet<u32> = pool.worker_pids().into_iter().collect();
+    pids.insert(wait(pool.submit(getpid, ())).unwrap());
+    let running = pool.submit(sleep_ms, 120_000);
+    wait_until("the long task to be sent to the worker", || {
+        running.running()
+    });
+    let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let mut stdout = std::io::stdout().lock();
+    // On its own line: libtest has already printed "test helper_... ... ".
+    writeln!(stdout, "\nWORKERS {}", list.join(" ")).unwrap();
+    stdout.flush().unwrap();
+    drop(stdout);
+    pool.shutdown(false, false);
+    // Returns, and the process exits, with the task still running.
+}
+
+/// S12 (CPython `test_hang_gh83386`, skipped there for processes): after
+/// shutdown(wait = false) with a task still running, the program ends
+/// without waiting for the task, and leaves no worker process behind.
+/// `run_helper` fails if the helper, or a worker holding its stdout, is
+/// still there after 60 s (the task would run for 120 s).
+#[test]
+fn s12_shutdown_nowait_with_a_running_task_then_exit_leaves_no_worker() {
+    let out = run_helper(helper_command("helper_shutdown_nowait_with_a_running_task"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pids: Vec<u32> = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("WORKERS "))
+        .unwrap_or_else(|| panic!("the helper printed no worker pids:\n{stdout}"))
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(!pids.is_empty());
+    // Gone, or dead and waiting for its new parent (init) to reap it.
+    wait_until("the helper's workers to exit", || {
+        pids.iter()
+            .all(|&pid| !matches!(stat_of(pid), Some((s, _)) if s != 'Z' && s != 'X'))
+    });
 }
 
 // ------------------------------------------------------------ refusals --

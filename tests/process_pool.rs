@@ -6,9 +6,11 @@
 //!
 //! Every wait has a generous hang guard; no test asserts a duration.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
@@ -19,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{HANG, pool, wait, wait_at_most};
+use common::{HANG, pool, wait, wait_at_most, wait_until};
 
 // ---------------------------------------------------------------- tasks --
 
@@ -48,14 +50,15 @@ fn abort_task(_: ()) -> u32 {
     std::process::abort()
 }
 
-fn segfault_task(_: ()) -> u32 {
+/// Kills this (worker) process with SIGSEGV, as a real segfault would.
+fn segfault() -> ! {
     // Rust's runtime installs a SIGSEGV handler (stack-overflow detection)
     // which, for a fault outside a guard page, restores the default action
     // and returns; for a *raised* signal that return would resume the task.
     // Restoring the default action first makes the raise fatal, as a real
     // segfault is.
     // SAFETY: signal() and raise() take plain integers and touch no memory
-    // of ours; killing this (worker) process is the point of the task.
+    // of ours; killing this (worker) process is the point.
     unsafe {
         libc::signal(libc::SIGSEGV, libc::SIG_DFL);
         libc::raise(libc::SIGSEGV);
@@ -63,8 +66,74 @@ fn segfault_task(_: ()) -> u32 {
     unreachable!("SIGSEGV with the default action kills the process")
 }
 
+fn segfault_task(_: ()) -> u32 {
+    segfault()
+}
+
 fn exit_task(code: i32) -> u32 {
     std::process::exit(code)
+}
+
+// --------------------------------------------------------- file gates --
+
+/// A gate between the test and a task in a worker process: a fresh path in
+/// the temporary directory that the task waits for and the test creates
+/// (or the other way round). Removed when dropped.
+struct FileGate(PathBuf);
+
+impl FileGate {
+    fn new(name: &str) -> FileGate {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let file = format!("cf-process-pool-{}-{name}-{n}", std::process::id());
+        FileGate(std::env::temp_dir().join(file))
+    }
+
+    /// The path, as a task argument.
+    fn arg(&self) -> String {
+        self.0.to_str().expect("a UTF-8 temporary path").to_owned()
+    }
+
+    fn open(&self) {
+        std::fs::write(&self.0, b"").expect("create the gate file");
+    }
+
+    fn is_open(&self) -> bool {
+        self.0.exists()
+    }
+}
+
+impl Drop for FileGate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Task side of a [`FileGate`]: returns once the file exists (panics after
+/// the hang guard, so a failing test cannot leave a worker held forever).
+fn await_file(path: &str) {
+    let deadline = Instant::now() + HANG;
+    while !Path::new(path).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "hang guard: {path} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Aborts its worker once the test opens the gate at `gate`.
+fn abort_when_opened(gate: String) -> u32 {
+    await_file(&gate);
+    std::process::abort()
+}
+
+/// Opens `started`, then returns its worker's pid once the test opens
+/// `release`.
+fn started_then_held((started, release): (String, String)) -> u32 {
+    std::fs::write(&started, b"").expect("create the started file");
+    await_file(&release);
+    std::process::id()
 }
 
 // ------------------------------------------------------------- results --
@@ -277,6 +346,94 @@ fn tasks_queued_behind_a_crash_on_the_same_worker_are_resent() {
     }
 }
 
+/// D13 (CPython `test_shutdown_deadlock`): a worker that crashes while
+/// `shutdown(wait = true)` is in progress does not hang the shutdown, and
+/// its task fails with WorkerDied.
+#[test]
+fn d13_worker_crash_during_shutdown_wait_fails_its_task_and_shutdown_returns() {
+    let pool = Arc::new(pool(2));
+    let go = FileGate::new("d13");
+    let crash = pool.submit(abort_when_opened, go.arg());
+    wait_until("the crashing task to be sent to a worker", || {
+        crash.running()
+    });
+    let (returned_tx, returned_rx) = mpsc::channel();
+    let shutting_down = pool.clone();
+    std::thread::spawn(move || {
+        shutting_down.shutdown(true, false);
+        let _ = returned_tx.send(());
+    });
+    // Shutdown has begun once submits are refused (those that win the race
+    // just run).
+    wait_until("shutdown(wait = true) to begin", || {
+        matches!(pool.try_submit(double, 1), Err(Error::Shutdown))
+    });
+    assert_eq!(
+        returned_rx.try_recv(),
+        Err(mpsc::TryRecvError::Empty),
+        "shutdown(wait = true) returned with a task still running"
+    );
+    go.open(); // the worker aborts now, during the shutdown
+    returned_rx
+        .recv_timeout(HANG)
+        .expect("shutdown(wait = true) hung after a worker crashed");
+    assert!(
+        crash.done(),
+        "shutdown(wait) returned before the task ended"
+    );
+    match wait(crash) {
+        Err(Error::WorkerDied {
+            signal: Some(libc::SIGABRT),
+            ..
+        }) => {}
+        other => panic!("expected WorkerDied with SIGABRT, got {other:?}"),
+    }
+}
+
+/// D15 (CPython `test_crash_big_data`, gh-94777): a worker that crashes
+/// while a 32 MiB argument is on its way to it (sent behind the crashing
+/// task, default prefetch) hangs nothing: the crashing task fails and the
+/// big one is sent again, to the replacement, and succeeds.
+#[test]
+fn d15_crash_with_a_big_argument_in_flight_to_the_worker_resends_it() {
+    const LEN: usize = 32 << 20;
+    let pool = pool(1);
+    let go = FileGate::new("d15");
+    let crash = pool.submit(abort_when_opened, go.arg());
+    let big = pool.submit(blob_len, vec![7u8; LEN]);
+    wait_until("the big task to be sent to the worker", || big.running());
+    go.open();
+    match wait(crash) {
+        Err(Error::WorkerDied {
+            signal: Some(libc::SIGABRT),
+            ..
+        }) => {}
+        other => panic!("expected WorkerDied with SIGABRT, got {other:?}"),
+    }
+    // A debug build encodes a Vec<u8> byte by byte: a longer guard.
+    assert_eq!(wait_at_most(big, Duration::from_secs(180)), Ok(LEN));
+    assert_eq!(wait(pool.submit(double, 4)), Ok(8));
+}
+
+/// L12 / PP10: workers ignore SIGINT (Ctrl-C reaches the whole process
+/// group; the parent decides what happens to its tasks): a SIGINT sent to a
+/// worker busy with a task neither kills it nor stops the task.
+#[test]
+fn l12_sigint_to_a_busy_worker_does_not_stop_its_task() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    let started = FileGate::new("l12-started");
+    let release = FileGate::new("l12-release");
+    let busy = pool.submit(started_then_held, (started.arg(), release.arg()));
+    wait_until("the task to start in the worker", || started.is_open());
+    // SAFETY: kill() takes plain integers; `pid` is the pool's only worker,
+    // alive (not reaped) since it is running `busy`.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    release.open();
+    assert_eq!(wait(busy), Ok(pid), "the task must end in the same worker");
+}
+
 // ------------------------------------------------------------ timeouts --
 
 /// L8: past its limit the task fails with TaskTimeout, its worker is killed,
@@ -312,6 +469,23 @@ fn l8_builder_task_timeout_applies_to_every_task() {
     assert_eq!(wait(pool.submit(double, 7)), Ok(14));
 }
 
+/// Decision 4 / L8: the limit counts from the task's start, not from its
+/// submit: a timed task that waits in the queue, behind a long untimed task,
+/// for longer than its limit still runs to its end (in the same worker).
+#[test]
+fn l8_decision4_the_limit_counts_from_the_start_not_from_the_submit() {
+    let pool = pool(1);
+    let limit = Duration::from_secs(1);
+    let first = pool.submit(sleep_ms, 1_500);
+    let timed = pool.submit_with_timeout(sleep_ms, 50, limit);
+    let pid = wait(first).unwrap();
+    assert_eq!(
+        wait(timed),
+        Ok(pid),
+        "timed out while queued: the limit counted from the submit"
+    );
+}
+
 // ------------------------------------------------- workers and init --
 
 #[test]
@@ -323,8 +497,42 @@ fn p4_max_tasks_per_child_replaces_workers() {
         .build()
         .unwrap();
     let futures: Vec<_> = (0..10).map(|_| pool.submit(getpid, ())).collect();
-    let pids: HashSet<u32> = futures.into_iter().map(|f| wait(f).unwrap()).collect();
-    assert!(pids.len() >= 5, "10 tasks, 2 per child: {pids:?}");
+    let mut tasks_per_pid = HashMap::<u32, usize>::new();
+    for f in futures {
+        *tasks_per_pid.entry(wait(f).unwrap()).or_default() += 1;
+    }
+    assert!(
+        tasks_per_pid.values().all(|&n| n <= 2),
+        "a worker ran more than 2 tasks: {tasks_per_pid:?}"
+    );
+    assert!(
+        tasks_per_pid.len() >= 5,
+        "10 tasks, 2 per child: {tasks_per_pid:?}"
+    );
+}
+
+/// P4: with `max_tasks_per_child(2)` and one worker, tasks 1 and 2 share a
+/// pid and task 3 runs in a new one (CPython `test_max_tasks_per_child`);
+/// so on for every pair, even with all six submitted at once.
+#[test]
+fn p4_a_worker_runs_n_tasks_and_task_n_plus_1_gets_a_new_pid() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(2)
+        .test_harness()
+        .build()
+        .unwrap();
+    let futures: Vec<_> = (0..6).map(|_| pool.submit(getpid, ())).collect();
+    let pids: Vec<u32> = futures.into_iter().map(|f| wait(f).unwrap()).collect();
+    for pair in pids.chunks(2) {
+        assert_eq!(pair[0], pair[1], "two tasks per worker: {pids:?}");
+    }
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "task 3 and task 5 start new workers: {pids:?}"
+    );
 }
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
@@ -590,6 +798,164 @@ fn d12_result_whose_decode_panics_in_the_parent_fails_only_its_future() {
     assert_eq!(wait(pool.submit(double, 3)), Ok(6));
     assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
     pool.shutdown(true, false);
+}
+
+// ------------------------------- crashes while encoding or decoding --
+
+/// On a one-worker pool, submits `crash` with normal tasks behind it;
+/// checks that those succeed and that a new worker process serves
+/// afterwards, and returns the error of `crash`.
+fn crash_on_the_only_worker<T: Debug>(
+    crash: impl FnOnce(&ProcessPoolExecutor) -> Future<T>,
+) -> Error {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    let crashed = crash(&pool);
+    let behind: Vec<_> = (0..10u64).map(|i| pool.submit(double, i)).collect();
+    let error = wait(crashed).expect_err("the crashing task must fail");
+    for (i, f) in (0..10u64).zip(behind) {
+        assert_eq!(wait(f), Ok(i * 2), "task {i} behind the crash");
+    }
+    let next = wait(pool.submit(getpid, ())).unwrap();
+    assert_ne!(next, pid, "a new worker must serve after the crash");
+    error
+}
+
+/// An argument whose decoding exits with the code it carries. Only the
+/// worker decodes arguments.
+#[derive(Debug, Serialize)]
+struct ExitsWhenDecoded(i32);
+
+impl<'de> Deserialize<'de> for ExitsWhenDecoded {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        std::process::exit(i32::deserialize(d)?)
+    }
+}
+
+fn take_exits_when_decoded(_: ExitsWhenDecoded) -> u32 {
+    1
+}
+
+/// D2 (CPython `test_exit_at_task_unpickle`): an argument that exits while
+/// the worker decodes it fails only its task, with WorkerDied and the exit
+/// code; a new worker serves the next tasks.
+#[test]
+fn d2_exit_while_the_worker_decodes_the_argument_is_worker_died_with_its_code() {
+    let e = crash_on_the_only_worker(|p| p.submit(take_exits_when_decoded, ExitsWhenDecoded(5)));
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                code: Some(5),
+                signal: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// An argument whose decoding segfaults. Only the worker decodes arguments.
+#[derive(Debug, Serialize)]
+struct SegfaultsWhenDecoded(u8);
+
+impl<'de> Deserialize<'de> for SegfaultsWhenDecoded {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u8::deserialize(d)?;
+        segfault()
+    }
+}
+
+fn take_segfaults_when_decoded(_: SegfaultsWhenDecoded) -> u32 {
+    1
+}
+
+/// D4 (CPython `test_crash_at_task_unpickle`): a segfault while the worker
+/// decodes the argument fails only that task, with WorkerDied and SIGSEGV;
+/// a new worker serves the next tasks.
+#[test]
+fn d4_segfault_while_the_worker_decodes_the_argument_is_worker_died_with_sigsegv() {
+    let e = crash_on_the_only_worker(|p| {
+        p.submit(take_segfaults_when_decoded, SegfaultsWhenDecoded(1))
+    });
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                signal: Some(libc::SIGSEGV),
+                code: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// A result whose encoding segfaults. Only the worker encodes results.
+#[derive(Debug, Deserialize)]
+struct SegfaultsWhenEncoded;
+
+impl Serialize for SegfaultsWhenEncoded {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        segfault()
+    }
+}
+
+fn make_segfaults_when_encoded(_: ()) -> SegfaultsWhenEncoded {
+    SegfaultsWhenEncoded
+}
+
+/// D8 (CPython `test_crash_during_result_pickle_on_worker`): a segfault
+/// while the worker encodes the result fails only that task, with
+/// WorkerDied and SIGSEGV; a new worker serves the next tasks.
+#[test]
+fn d8_segfault_while_the_worker_encodes_the_result_is_worker_died_with_sigsegv() {
+    let e = crash_on_the_only_worker(|p| p.submit(make_segfaults_when_encoded, ()));
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                signal: Some(libc::SIGSEGV),
+                code: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// A result whose encoding exits with the code it carries. Only the worker
+/// encodes results.
+#[derive(Debug, Deserialize)]
+struct ExitsWhenEncoded(i32);
+
+impl Serialize for ExitsWhenEncoded {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        std::process::exit(self.0)
+    }
+}
+
+fn make_exits_when_encoded(code: i32) -> ExitsWhenEncoded {
+    ExitsWhenEncoded(code)
+}
+
+/// D9 (CPython `test_exit_during_result_pickle_on_worker`): an exit while
+/// the worker encodes the result fails only that task, with WorkerDied and
+/// the exit code; a new worker serves the next tasks.
+#[test]
+fn d9_exit_while_the_worker_encodes_the_result_is_worker_died_with_its_code() {
+    let e = crash_on_the_only_worker(|p| p.submit(make_exits_when_encoded, 4));
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                code: Some(4),
+                signal: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }
 
 // ------------------------------------------------------ load balance --

@@ -67,6 +67,38 @@ fn release_later(release: Sender<()>) {
     });
 }
 
+/// The calling thread's id, for [`until_blocked_or_returned`].
+#[cfg(target_os = "linux")]
+fn thread_id() -> i32 {
+    // SAFETY: gettid() takes no arguments and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_id() -> i32 {
+    0
+}
+
+/// Returns once the thread `tid` of this process is asleep, i.e. blocked
+/// (Linux: state `S` in /proc), or once `returned()` holds. A thread that
+/// just called `wait` and has not returned sleeps only where `wait` blocks.
+/// Elsewhere the state cannot be read, so it gives the thread a short while.
+fn until_blocked_or_returned(tid: i32, returned: impl Fn() -> bool) {
+    if cfg!(target_os = "linux") {
+        let path = format!("/proc/self/task/{tid}/stat");
+        common::wait_until("the waiter to block or return", || {
+            returned()
+                || std::fs::read_to_string(&path).is_ok_and(|stat| {
+                    // "tid (comm) S ...": comm may contain spaces and ')'.
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('S'))
+                })
+        });
+    } else {
+        thread::sleep(SHORT);
+    }
+}
+
 fn ident(x: i32) -> i32 {
     x
 }
@@ -211,34 +243,58 @@ fn w3_first_exception_one_already_failed_returns_at_once() {
     assert_eq!(sets.not_done, [&slow]);
 }
 
-/// W3: successes do not satisfy `FirstException`: already-done successes do
-/// not make it return while another future is still running.
+/// W3: successes do not satisfy `FirstException`: an already-done success
+/// does not make it return while another future is still running. The
+/// running one is released only once the waiter has blocked (or returned).
 #[test]
 fn w3_first_exception_ignores_successes() {
     let pool = ThreadPoolExecutor::new(2).unwrap();
     let ok = ready(&pool, 1);
     let (slow, release) = gated(&pool, 2);
-    release_later(release);
-    let sets = wait([&ok, &slow], Some(HANG), ReturnWhen::FirstException);
-    assert_eq!(sets.done.len(), 2, "returned before every future was done");
-    assert!(sets.not_done.is_empty());
+    let (tid_tx, tid_rx) = mpsc::channel();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            tid_tx.send(thread_id()).unwrap();
+            let sets = wait([&ok, &slow], Some(HANG), ReturnWhen::FirstException);
+            (sets.done.len(), sets.not_done.len())
+        });
+        let tid = tid_rx.recv_timeout(HANG).unwrap();
+        until_blocked_or_returned(tid, || waiter.is_finished());
+        assert!(
+            !waiter.is_finished(),
+            "returned on a success while a future was still running"
+        );
+        drop(release);
+        assert_eq!(waiter.join().unwrap(), (2, 0));
+    });
 }
 
 /// W3: a cancellation is not an exception: `FirstException` keeps waiting.
+/// The queued future is released only once the waiter has blocked (or
+/// returned).
 #[test]
 fn w3_first_exception_cancellation_is_not_an_exception() {
     let (pool, release) = pending_pool();
     let cancelled = pool.spawn(|| 1);
     let queued = pool.spawn(|| 2);
     assert!(cancelled.cancel());
-    release_later(release);
-    let sets = wait(
-        [&cancelled, &queued],
-        Some(HANG),
-        ReturnWhen::FirstException,
-    );
-    assert!(sets.not_done.is_empty(), "returned on a cancellation");
-    assert_eq!(sets.done.len(), 2);
+    let (tid_tx, tid_rx) = mpsc::channel();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            tid_tx.send(thread_id()).unwrap();
+            let sets = wait(
+                [&cancelled, &queued],
+                Some(HANG),
+                ReturnWhen::FirstException,
+            );
+            (sets.done.len(), sets.not_done.len())
+        });
+        let tid = tid_rx.recv_timeout(HANG).unwrap();
+        until_blocked_or_returned(tid, || waiter.is_finished());
+        assert!(!waiter.is_finished(), "returned on a cancellation");
+        drop(release);
+        assert_eq!(waiter.join().unwrap(), (2, 0));
+    });
     assert_eq!(queued.result(None), Ok(&2));
 }
 

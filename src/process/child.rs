@@ -87,7 +87,9 @@ fn open_pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
         // SAFETY: pidfd_open takes a pid and a flags word and returns a new
         // descriptor or -1; it touches no memory of ours.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let fd = std::os::fd::RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+        let fd = std::os::fd::RawFd::try_from(fd)
+            .ok()
+            .filter(|&fd| fd >= 0)?;
         // SAFETY: the kernel just returned `fd`, open (close-on-exec) and
         // owned by nobody else.
         Some(unsafe { OwnedFd::from_raw_fd(fd) })

@@ -209,6 +209,8 @@ fn a_child_reaped_by_someone_else_is_not_signalled_by_pid() {
         // SAFETY: waitpid writes one int into `status`, which we own.
         let r = unsafe { libc::waitpid(child.id() as libc::pid_t, &mut status, 0) };
         assert_eq!(r, child.id() as libc::pid_t, "{how:?}");
-        child.kill().expect("the pidfd says the child is gone: no error");
+        child
+            .kill()
+            .expect("the pidfd says the child is gone: no error");
     }
 }
