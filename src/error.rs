@@ -182,13 +182,24 @@ pub(crate) fn take_panic_message(payload: Box<dyn std::any::Any + Send>) -> Stri
 /// payload is the user's (`std::panic::panic_any` takes any type), and a
 /// panic from its `Drop` would otherwise escape the `catch_unwind` that
 /// caught it and take down the pool thread that was handling it (decision
-/// 7). The payload of such a second panic is leaked, not dropped.
+/// 7). Such a panic brings a payload of its own (usually a string), which
+/// is dropped the same way; a chain of payloads that keep panicking when
+/// dropped is cut after [`MAX_PAYLOAD_DROPS`] and its last payload leaked,
+/// so the loop always ends.
 pub(crate) fn drop_panic_payload(payload: Box<dyn std::any::Any + Send>) {
-    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload)));
-    if let Err(second) = dropped {
-        std::mem::forget(second);
+    let mut payload = payload;
+    for _ in 0..MAX_PAYLOAD_DROPS {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(payload))) {
+            Ok(()) => return,
+            Err(next) => payload = next,
+        }
     }
+    std::mem::forget(payload);
 }
+
+/// How many payloads in a row [`drop_panic_payload`] drops before it leaks
+/// the next one.
+const MAX_PAYLOAD_DROPS: usize = 8;
 
 /// The text of a panic payload: `&str` and `String` payloads verbatim, other
 /// payload types named as such.
@@ -200,5 +211,66 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     } else {
         "panic payload of a non-string type (use panic!(\"...\") or std::panic::panic_any(String))"
             .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static COUNTED_DROPS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts its drops.
+    struct Counted;
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            COUNTED_DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Panics with a [`Counted`] payload when dropped.
+    struct PanicsWithCounted;
+
+    impl Drop for PanicsWithCounted {
+        fn drop(&mut self) {
+            std::panic::panic_any(Counted);
+        }
+    }
+
+    /// Decision 7: the payload of a panic raised by a payload's `Drop` is
+    /// dropped too (not leaked), and nothing unwinds out of the drop.
+    #[test]
+    fn the_payload_of_a_panic_in_a_payloads_drop_is_dropped_too() {
+        drop_panic_payload(Box::new(PanicsWithCounted));
+        assert_eq!(COUNTED_DROPS.load(Ordering::SeqCst), 1);
+    }
+
+    static CHAIN_DROPS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Panics with another of its kind whenever it is dropped.
+    struct PanicsForever;
+
+    impl Drop for PanicsForever {
+        fn drop(&mut self) {
+            CHAIN_DROPS.fetch_add(1, Ordering::SeqCst);
+            std::panic::panic_any(PanicsForever);
+        }
+    }
+
+    /// A chain of payloads that panic whenever they are dropped ends: after
+    /// `MAX_PAYLOAD_DROPS` drops the last payload is leaked.
+    #[test]
+    fn a_chain_of_payloads_that_always_panic_when_dropped_ends() {
+        drop_panic_payload(Box::new(PanicsForever));
+        assert_eq!(CHAIN_DROPS.load(Ordering::SeqCst), MAX_PAYLOAD_DROPS);
+    }
+
+    #[test]
+    fn take_panic_message_reads_str_and_string_payloads() {
+        assert_eq!(take_panic_message(Box::new("boom")), "boom");
+        assert_eq!(take_panic_message(Box::new(String::from("bang"))), "bang");
+        assert!(take_panic_message(Box::new(3u8)).contains("non-string"));
     }
 }
