@@ -447,6 +447,7 @@ fn f6_completion_wakes_waiters_watchers_and_runs_callbacks() {
 
 /// F7: any error fails the future (an enum, not a sentinel): an empty
 /// panic message is still a failure, and a unit value is still a success.
+/// PP16: a "falsy" error (here an empty message) never counts as success.
 #[test]
 fn f7_empty_panic_message_still_fails_and_unit_value_succeeds() {
     fn empty_panic(_: ()) {
@@ -762,6 +763,9 @@ fn x1_cancel_pending_returns_true_and_cancels() {
 
 /// X2 (decision 4): `cancel()` on a running future returns false and changes nothing;
 /// the task still delivers its value.
+/// X8: cancelling never stops a running thread-pool task (the opt-in
+/// "cancel running" of pebble L9 exists only for process pools,
+/// `ProcessPoolBuilder::kill_on_cancel`).
 #[test]
 fn x2_cancel_running_returns_false() {
     let pool = ThreadPoolExecutor::new(1).unwrap();
@@ -1001,6 +1005,52 @@ fn r5_result_timeout_on_queued_future_leaves_it_queued() {
     assert!(!fut.cancelled());
     drop(release);
     assert_eq!(fut.result(Some(HANG)), Ok(&12));
+}
+
+/// R6: CPython's exception hierarchy is one flat `Error` enum here, so one
+/// `match`, or `?` into a boxed `std::error::Error`, handles every case:
+/// `CancelledError` and `InvalidStateError` (the `concurrent.futures.Error`
+/// subclasses) are `Error::Cancelled` and `Error::InvalidState`, and
+/// `BrokenThreadPool` (a `BrokenExecutor`) is `Error::Broken` naming the
+/// thread pool, distinct from `Error::Shutdown` (CPython's plain
+/// `RuntimeError`).
+#[test]
+fn r6_cancelled_invalid_state_and_broken_pool_are_variants_of_the_one_error_type() {
+    let (promise, fut) = Promise::<i32>::new();
+    assert!(fut.cancel());
+    let cancelled = fut.result(None).unwrap_err();
+    assert_eq!(cancelled, Error::Cancelled);
+    assert!(cancelled.is_cancelled());
+    let invalid = promise.set_result(1).unwrap_err();
+    assert!(matches!(invalid, Error::InvalidState(_)), "{invalid:?}");
+
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(|| panic!("initializer broken on purpose"))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + HANG;
+    let broken = loop {
+        match pool.try_submit(seven, ()) {
+            Err(e) => break e,
+            // Submitted before the initializer ran: it fails as broken.
+            Ok(f) => assert!(matches!(f.result(Some(HANG)), Err(Error::Broken { .. }))),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hang guard: the pool never broke"
+        );
+    };
+    assert!(
+        matches!(&broken, Error::Broken { executor: "thread pool", reason }
+            if reason.contains("initializer broken on purpose")),
+        "{broken:?}"
+    );
+    assert_ne!(broken, Error::Shutdown);
+
+    let boxed: Vec<Box<dyn std::error::Error + Send + Sync>> =
+        vec![cancelled.into(), invalid.into(), broken.into()];
+    assert!(boxed.iter().all(|e| e.is::<Error>()));
 }
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use concurrent_futures::{Error, Executor, ExecutorExt, MapOptions, ThreadPoolExecutor};
 
+mod common;
+use common::Manual;
+
 /// Hang guard: long enough never to expire on a working library.
 const HANG: Duration = Duration::from_secs(10);
 /// A deadline that must expire, because the item it waits for is held.
@@ -447,6 +450,9 @@ fn m12_window_pulls_exactly_window_inputs_at_the_call() {
 }
 
 /// `MapOptions::window(0)` is treated as one.
+/// M11 (deliberate deviation): CPython's `buffersize` raises `TypeError` for
+/// a non-integer and `ValueError` below 1; here the window is a `usize` (a
+/// non-integer does not compile) and zero means one, as `MapOptions` says.
 #[test]
 fn window_zero_is_treated_as_one() {
     let pool = ThreadPoolExecutor::new(2).unwrap();
@@ -540,6 +546,52 @@ fn m7_dropping_partly_consumed_map_cancels_the_rest() {
     M7P_GATE.open();
     pool.shutdown(true, false);
     assert_eq!(M7P_LATER_RAN.load(Ordering::SeqCst), 0);
+}
+
+// ---------------------------------------------------------------------------
+// M8: the iterator keeps nothing it has yielded
+// ---------------------------------------------------------------------------
+
+/// Live `M8Value`s: made by `m8_make`, counted out when dropped.
+static M8_LIVE: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct M8Value(u64);
+
+impl Drop for M8Value {
+    fn drop(&mut self) {
+        M8_LIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn m8_make(x: u64) -> M8Value {
+    M8_LIVE.fetch_add(1, Ordering::SeqCst);
+    M8Value(x)
+}
+
+/// M8 (CPython `test_free_reference`): the map iterator keeps no reference
+/// to a result it has yielded. The test runs each task by hand (`Manual`
+/// executor, window 1), so exactly one value exists when the item is
+/// yielded; once the caller drops it, none is left although the map lives
+/// on (and has already submitted the next item).
+#[test]
+fn m8_the_iterator_holds_no_reference_to_yielded_results() {
+    let ex = Manual::default();
+    let mut m = ex.map_with(m8_make, 0..3, MapOptions::new().window(1));
+    for i in 0..3 {
+        ex.take().run();
+        assert_eq!(M8_LIVE.load(Ordering::SeqCst), 1, "item {i} was made");
+        let value = m.next().unwrap().unwrap();
+        assert_eq!(value.0, i);
+        drop(value);
+        assert_eq!(
+            M8_LIVE.load(Ordering::SeqCst),
+            0,
+            "the map still holds yielded item {i}"
+        );
+    }
+    assert!(m.next().is_none());
+    assert!(ex.take_all().is_empty());
 }
 
 // ---------------------------------------------------------------------------

@@ -6,9 +6,11 @@
 //! (including `shutdown(wait = true)` and drop, run on a helper thread) has a
 //! generous hang guard so a bug fails the test instead of hanging CI.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor};
 
@@ -205,6 +207,106 @@ fn s5_cancel_futures_cancels_only_queued_tasks() {
     );
 }
 
+// ---------------------------------------------------------------- S6 / PP8
+
+/// Set in the helper process the S6 test starts; the helper does nothing
+/// without it, so `cargo test -- --ignored` stays harmless.
+const HELPER_ENV: &str = "CF_SHUTDOWN_HELPER";
+
+#[test]
+#[ignore = "helper, run by s6_shutdown_nowait_cancel_futures_then_exit_is_clean_while_a_task_runs"]
+fn helper_shutdown_nowait_cancel_futures_then_exit() {
+    if std::env::var_os(HELPER_ENV).is_none() {
+        return;
+    }
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let started = Arc::new(AtomicUsize::new(0));
+    // A task that never ends on its own...
+    let s = started.clone();
+    let endless: Future<()> = pool.spawn(move || {
+        s.fetch_add(1, Ordering::SeqCst);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    });
+    // ...and one this helper releases.
+    let s = started.clone();
+    let (release, rx) = mpsc::channel::<()>();
+    let finishing = pool.spawn(move || {
+        s.fetch_add(1, Ordering::SeqCst);
+        let _ = rx.recv_timeout(GUARD);
+        7u32
+    });
+    wait_until("both workers running a task", || {
+        started.load(Ordering::SeqCst) == 2
+    });
+    let queued: Vec<_> = (0..20).map(|i| pool.submit(identity, i)).collect();
+    // Returns although both workers are busy, with the queue cancelled.
+    pool.shutdown(false, true);
+    for (i, f) in queued.iter().enumerate() {
+        assert_eq!(get(f), Err(Error::Cancelled), "queued task {i}");
+    }
+    // A task already running still finishes.
+    drop(release);
+    assert_eq!(get(&finishing), Ok(7));
+    assert!(!endless.done());
+    println!("\nHELPER DONE");
+    // Returning ends the process with `endless` still running.
+}
+
+/// S6 (CPython `test_cancel_futures_wait_false`): `shutdown(wait = false,
+/// cancel_futures = true)` returns at once with the queued tasks cancelled,
+/// a task already running still finishes, and the program then exits
+/// cleanly. PP8 (thread pools, gh-80961): that exit does not block on the
+/// pool's threads, although one of them runs a task that never ends (so a
+/// helper that exits at all, before the hang guard, did not wait for it).
+/// The helper runs in its own process: this test binary again, selecting
+/// only the ignored helper test.
+#[test]
+fn s6_shutdown_nowait_cancel_futures_then_exit_is_clean_while_a_task_runs() {
+    let helper = "helper_shutdown_nowait_cancel_futures_then_exit";
+    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
+        .args([
+            helper,
+            "--exact",
+            "--nocapture",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(HELPER_ENV, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the helper");
+    // The helper's output is a few lines: it never fills the pipes, so
+    // polling for its exit before reading them cannot deadlock.
+    let deadline = Instant::now() + GUARD;
+    while child.try_wait().expect("try_wait on the helper").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("hang guard: the helper did not exit while its pool still ran a task");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("the helper's output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let text = format!(
+        "--- stdout\n{stdout}\n--- stderr\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the helper failed ({})\n{text}",
+        out.status
+    );
+    assert!(
+        stdout.contains("HELPER DONE"),
+        "the helper did not run\n{text}"
+    );
+}
+
 // ---------------------------------------------------------------- S7
 
 #[test]
@@ -262,6 +364,39 @@ fn s9_drop_never_blocks_and_queued_work_still_completes() {
     for f in &held {
         assert_eq!(get(f), Ok(()));
     }
+    for (i, f) in (0u64..).zip(&queued) {
+        assert_eq!(get(f), Ok(i));
+    }
+}
+
+// ---------------------------------------------------------------- PP9
+
+/// PP9 (gh-130975): a panic unwinding out of the scope that owns a pool
+/// does not wait for the pool's pending work, where CPython's `with` block
+/// waits for all of it: the unwinding returns while a task is still running
+/// and others are queued. That work is not cancelled either: it still runs
+/// afterwards (decision 6).
+#[test]
+fn pp9_a_panic_unwinding_out_of_the_pools_scope_does_not_wait_for_pending_work() {
+    let gate = Gate::new();
+    let g = gate.clone();
+    let (tx, rx) = mpsc::channel();
+    let unwound = guarded("unwinding out of the pool's scope", move || {
+        catch_unwind(AssertUnwindSafe(move || {
+            let pool = ThreadPoolExecutor::new(1).unwrap();
+            let held = hold_workers(&pool, &g, 1);
+            let queued: Vec<_> = (0..5).map(|i| pool.submit(identity, i)).collect();
+            tx.send((held, queued)).unwrap();
+            panic!("the scope's body failed on purpose");
+        }))
+        .is_err()
+    });
+    assert!(unwound, "the scope's body did not panic");
+    let (held, queued) = rx.recv_timeout(GUARD).unwrap();
+    assert!(!held[0].done(), "the unwinding waited for the running task");
+    assert!(queued.iter().all(|f| !f.done()));
+    gate.open();
+    assert_eq!(get(&held[0]), Ok(()));
     for (i, f) in (0u64..).zip(&queued) {
         assert_eq!(get(f), Ok(i));
     }

@@ -551,6 +551,8 @@ fn a4_zero_timeout_all_done_has_no_error() {
 }
 
 /// A5: the deadline cancels nothing; the unfinished futures keep running.
+/// PP11: `as_completed`'s timeout is one global deadline (see A3), not a
+/// per-future limit, and it never cancels the slow task.
 #[test]
 fn a5_timeout_does_not_cancel_unfinished_futures() {
     let pool = ThreadPoolExecutor::new(2).unwrap();
