@@ -28,6 +28,7 @@
 //! Use [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) for
 //! closures that capture.
 
+mod guard;
 pub(crate) mod task;
 pub(crate) mod thin;
 
@@ -36,6 +37,7 @@ use std::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use self::guard::ShutdownGuard;
 pub use self::task::Task;
 use self::task::{Job, PortableTask};
 use crate::map::{ChunkResult, ItemPanic, Map, MapOptions, MapUnordered};
