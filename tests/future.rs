@@ -245,8 +245,9 @@ fn decision7_a_callback_panic_payload_that_panics_when_dropped_is_caught() {
     assert_eq!(fut.into_result(), Ok(7));
 }
 
-/// Decision 8 (R3, PP5): one immutable error per future, carrying the panic
-/// message; every call gives the same error.
+/// Decision 8 (R3, PP5, P8): one immutable error per future, carrying the
+/// panic message; every call gives the same error (an owned value, never
+/// one object shared between futures).
 #[test]
 fn decision8_same_error_each_call() {
     let pool = ThreadPoolExecutor::new(1).unwrap();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use concurrent_futures::{
     AsyncResult, Callbacks, Error, MapOptions, Pool, ThreadPool, ThreadPoolExecutor,
 };
+use serde::{Deserialize, Serialize, Serializer};
 
 concurrent_futures::process_pool_test_worker!();
 
@@ -172,6 +173,48 @@ fn mp2_zero_maxtasksperchild_is_refused() {
         err,
         Error::InvalidConfig("maxtasksperchild must be a positive int or None".into())
     );
+}
+
+/// The variable naming the directory where [`mark_started`] records
+/// worker pids.
+const MP3_DIR: &str = "CF_TEST_MP3_DIR";
+
+/// Initializer: records this worker's pid as a file in `$CF_TEST_MP3_DIR`.
+fn mark_started() {
+    if let Some(dir) = std::env::var_os(MP3_DIR) {
+        let _ = std::fs::write(Path::new(&dir).join(std::process::id().to_string()), b"");
+    }
+}
+
+/// MP3 (`Pool.__init__` calls `_repopulate_pool()`): every one of the
+/// `processes` workers starts when the pool is built, before any task is
+/// submitted (each records its pid from the initializer), and the tasks
+/// then run in those workers.
+#[test]
+fn mp3_every_worker_starts_when_the_pool_is_built() {
+    let dir = temp_dir("mp3");
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(mark_started)
+        .worker_env(MP3_DIR, &dir)
+        .test_harness()
+        .build()
+        .unwrap();
+    let started = || -> HashSet<u32> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    wait_until("both workers to start with nothing submitted", || {
+        started().len() == 2
+    });
+    let workers = started();
+    let used: HashSet<u32> = pool.map(getpid, 0..20u64).unwrap().into_iter().collect();
+    assert!(used.is_subset(&workers), "{used:?} not within {workers:?}");
+    pool.close();
+    pool.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // -------------------------------------------------- apply, apply_async --
@@ -499,8 +542,8 @@ fn note_in_flight(x: u64) -> u64 {
     x
 }
 
-/// MP16, done better: CPython's imap reads the whole input up front; ours
-/// keeps a window. 10M items in release or with `CF_STRESS` set; 1M in a
+/// MP16 / PP2, done better: CPython's imap reads the whole input up front;
+/// ours keeps a window. 10M items in release or with `CF_STRESS` set; 1M in a
 /// debug build (10M one-item tasks take minutes unoptimised).
 #[test]
 fn mp16_imap_over_millions_of_items_holds_a_bounded_window() {
@@ -535,6 +578,8 @@ fn mp16_imap_over_millions_of_items_holds_a_bounded_window() {
 
 // ----------------------------------------------------------- lifecycle --
 
+/// MP23 / L13 (pebble `join` on a RUNNING pool raises): `join()` before
+/// `close()` or `terminate()` is an error, and the pool still works.
 #[test]
 fn mp23_join_before_close_is_an_error() {
     for pool in [threads(1).into_pool(), procs(1)] {
@@ -548,6 +593,9 @@ fn mp23_join_before_close_is_an_error() {
     }
 }
 
+/// MP23 / L13 (pebble `close()` then `join()`): close refuses new work and
+/// lets queued work finish; join returns once every result is ready and
+/// every callback has run.
 #[test]
 fn mp23_close_then_join_waits_for_queued_work_and_callbacks() {
     for pool in [threads(2).into_pool(), procs(2)] {
@@ -726,6 +774,9 @@ fn exit_task(code: i32) -> u32 {
 
 /// MP21, done better: CPython's `get()` hangs when the worker dies; ours
 /// fails that task with `WorkerDied` and the pool keeps serving.
+/// MP18 / PP6: a task that exits its worker (`process::exit`, Rust's
+/// `SystemExit`) still delivers a result, `WorkerDied` with the exit code,
+/// to `get()` and to the error callback, instead of never arriving.
 #[test]
 fn mp21_a_worker_that_dies_fails_its_task_and_the_pool_serves_on() {
     let pool = procs(1);
@@ -741,6 +792,135 @@ fn mp21_a_worker_that_dies_fails_its_task_and_the_pool_serves_on() {
     );
     assert_eq!(errors.lock().unwrap().len(), 1);
     assert_eq!(pool.apply(square, 5), Ok(25));
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// MP17 (CPython wraps a process pool's error in a `RemoteTraceback`
+/// cause, a `ThreadPool`'s not): a task's panic reaches `get()` with its
+/// message from either pool; from a process `Pool` it also carries the
+/// worker's backtrace text (captured with `RUST_LIB_BACKTRACE=1`), from a
+/// `ThreadPool` none, as nothing crossed a process boundary.
+#[test]
+fn mp17_a_process_pools_errors_carry_the_workers_backtrace_a_thread_pools_do_not() {
+    let procs = Pool::builder()
+        .processes(1)
+        .worker_env("RUST_LIB_BACKTRACE", "1")
+        .test_harness()
+        .build()
+        .unwrap();
+    match procs.apply(boom, 1) {
+        Err(Error::Panicked {
+            message,
+            backtrace: Some(backtrace),
+        }) => {
+            assert_eq!(message, "boom 1");
+            assert!(!backtrace.trim().is_empty());
+        }
+        other => panic!("expected Panicked with a backtrace, got {other:?}"),
+    }
+    match threads(1).apply(boom, 2) {
+        Err(Error::Panicked {
+            message,
+            backtrace: None,
+        }) => assert_eq!(message, "boom 2"),
+        other => panic!("expected Panicked without a backtrace, got {other:?}"),
+    }
+}
+
+/// A value whose `Serialize` always fails.
+#[derive(Debug, Deserialize)]
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to be encoded"))
+    }
+}
+
+fn make_unencodable(_: u64) -> Unencodable {
+    Unencodable
+}
+
+fn take_unencodable(_: Unencodable) -> u64 {
+    1
+}
+
+/// MP19 (CPython `test_unpickleable_result`, `MaybeEncodingError`): a
+/// result the worker cannot encode fails its job with `Encode` naming the
+/// type, for `get()` and for the error callback; 20 times over, and the
+/// same worker serves on (none is lost).
+#[test]
+fn mp19_a_result_that_fails_to_encode_fails_its_job_and_no_worker_is_lost() {
+    let pool = procs(1);
+    let pid = pool.apply(getpid, 0).unwrap();
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..20u64 {
+        let e2 = errors.clone();
+        let cbs = Callbacks::new().error_callback(move |e| e2.lock().unwrap().push(e.clone()));
+        let r = pool.apply_async_with(make_unencodable, i, cbs).unwrap();
+        ready(&r);
+        match r.get(None) {
+            Err(Error::Encode { type_name, .. }) => {
+                assert!(type_name.contains("Unencodable"), "{type_name}")
+            }
+            other => panic!("expected Encode, got {other:?}"),
+        }
+    }
+    let errors = errors.lock().unwrap().clone();
+    assert_eq!(errors.len(), 20, "{errors:?}");
+    assert!(
+        errors.iter().all(|e| matches!(e, Error::Encode { .. })),
+        "{errors:?}"
+    );
+    assert_eq!(pool.apply(getpid, 0), Ok(pid), "no worker was lost");
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// MP20 (CPython `test_map_unplicklable`, #19425): a `map` whose arguments
+/// cannot be encoded ends with the `Encode` error naming their type instead
+/// of hanging, and the pool serves on.
+#[test]
+fn mp20_map_over_arguments_that_fail_to_encode_returns_the_encode_error() {
+    let pool = procs(1);
+    let r = pool
+        .map_async(take_unencodable, (0..10).map(|_| Unencodable))
+        .unwrap();
+    ready(&r);
+    match r.get(None) {
+        Err(Error::Encode { type_name, .. }) => {
+            assert!(type_name.contains("Unencodable"), "{type_name}")
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+    assert_eq!(pool.map(square, 0..4u64), Ok(vec![0, 1, 4, 9]));
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// PP14 (a `SystemExit` in a CPython `Pool` worker leaves its job pending
+/// forever): every exit of a worker is reported to the job it held, even a
+/// clean `exit(0)` in the middle of a task (`WorkerDied` with code 0), and
+/// the pool serves on.
+#[test]
+fn pp14_a_worker_that_exits_cleanly_mid_task_fails_that_task() {
+    let pool = procs(1);
+    let r = pool.apply_async(exit_task, 0).unwrap();
+    ready(&r);
+    assert!(
+        matches!(
+            r.get(None),
+            Err(Error::WorkerDied {
+                code: Some(0),
+                signal: None,
+                ..
+            })
+        ),
+        "{:?}",
+        r.get(None)
+    );
+    assert_eq!(pool.apply(square, 6), Ok(36));
     pool.close();
     pool.join().unwrap();
 }

@@ -67,6 +67,8 @@ fn decision4_by_default_cancel_of_a_running_task_returns_false() {
 /// Decision 4 with kill_on_cancel: cancel() of the running task returns
 /// true, its future ends cancelled at once, the worker is killed, and the
 /// pool goes on with a new worker.
+/// PP3: a running process-pool task can be cancelled (CPython's `cancel()`
+/// returns False once it runs).
 #[test]
 fn decision4_kill_on_cancel_stops_a_running_task_by_killing_its_worker() {
     let pool = killing_pool();

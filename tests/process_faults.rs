@@ -539,6 +539,8 @@ fn a_worker_that_sends_the_wrong_message_instead_of_ready_breaks_the_pool() {
 /// queued task still wants a worker, and failed starts still count, so
 /// three in a row break the pool, the task fails with Broken and
 /// shutdown(wait) returns (the pool used to respawn workers forever).
+/// P12 (CPython `test_python_finalization_error`): worker processes that
+/// cannot start while the pool is shutting down give Broken, not a hang.
 #[test]
 fn failed_starts_after_shutdown_still_break_the_pool() {
     let helper = "helper_garbage_instead_of_ready";

@@ -578,6 +578,8 @@ fn sleep_then_return(ms: u64) -> u64 {
 /// S14 (CPython 3.14 `kill_workers`): running tasks fail with `Broken`,
 /// queued ones are cancelled, nothing is re-sent or replaced, later submits
 /// are refused, and no worker remains.
+/// L6 (loky `shutdown(kill_workers=True)`): pending futures fail and the
+/// workers are killed (the workers only: their own children are not).
 #[test]
 fn s14_kill_workers_fails_running_cancels_queued_and_stops_the_pool() {
     let pool = ProcessPoolExecutor::builder()

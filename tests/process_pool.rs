@@ -216,6 +216,34 @@ fn d7_panicking_task_fails_with_its_message_and_the_worker_survives() {
     assert_eq!(before, after, "a panic must not cost the worker process");
 }
 
+/// P6 (CPython `test_traceback`: the remote exception with a
+/// `_RemoteTraceback` cause): a task's panic reaches the parent with its
+/// message intact and with the worker's backtrace text, captured when the
+/// worker has backtraces enabled (here `RUST_LIB_BACKTRACE=1`, which does
+/// not make the panic hook print it).
+#[test]
+fn p6_a_remote_panic_carries_its_message_and_the_workers_backtrace() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .worker_env("RUST_LIB_BACKTRACE", "1")
+        .test_harness()
+        .build()
+        .unwrap();
+    match wait(pool.submit(boom, 6)) {
+        Err(Error::Panicked {
+            message,
+            backtrace: Some(backtrace),
+        }) => {
+            assert_eq!(message, "boom 6");
+            assert!(
+                backtrace.contains("boom"),
+                "the worker's backtrace should show the task: {backtrace}"
+            );
+        }
+        other => panic!("expected Panicked with a backtrace, got {other:?}"),
+    }
+}
+
 /// Submits `crash` among normal tasks; checks only `crash` fails (returning
 /// its error) and that the next 100 tasks succeed.
 fn only_the_crashing_task_fails(crash: impl FnOnce(&ProcessPoolExecutor) -> Future<u32>) -> Error {
@@ -268,6 +296,8 @@ fn d5_segfault_in_task_fails_only_that_task_with_sigsegv() {
 
 /// D6: `process::exit` in the task (CPython: SystemExit on the future) is
 /// WorkerDied with the code.
+/// P11: that exit is delivered to the task's own future and the pool stays
+/// usable (the 100 tasks after it succeed).
 #[test]
 fn d6_exit_in_task_fails_only_that_task_with_its_exit_code() {
     let e = only_the_crashing_task_fails(|p| p.submit(exit_task, 3));
@@ -287,6 +317,8 @@ fn d6_exit_in_task_fails_only_that_task_with_its_exit_code() {
 
 /// Decision 3 / P7 (CPython breaks the whole pool here): SIGKILL from
 /// outside fails only the task the worker was running.
+/// L10 / PP4: only that task fails, with WorkerDied carrying the worker's
+/// pid and signal; a new worker is started and serves the next tasks.
 #[test]
 fn p7_sigkill_from_outside_fails_only_the_running_task() {
     let pool = pool(1);
@@ -320,6 +352,34 @@ fn p7_sigkill_from_outside_fails_only_the_running_task() {
         assert_eq!(wait(f), Ok(i * 2), "task {i} after the kill");
     }
     assert_ne!(wait(pool.submit(getpid, ())).unwrap(), pid);
+}
+
+/// L2 (loky `TerminatedWorkerError` names `SIGSEGV`, `EXIT(0)`): the
+/// message of a dead worker's error says how it ended, the signal by number
+/// and name or the exit code (even a clean 0), and names the worker's pid.
+#[test]
+fn l2_worker_died_error_names_the_signal() {
+    let pool = pool(1);
+    let cases = [
+        (
+            pool.submit(segfault_task, ()),
+            format!("signal {} (SIGSEGV)", libc::SIGSEGV),
+        ),
+        (
+            pool.submit(abort_task, ()),
+            format!("signal {} (SIGABRT)", libc::SIGABRT),
+        ),
+        (pool.submit(exit_task, 0), "exit code 0".to_owned()),
+    ];
+    for (fut, how) in cases {
+        let e = wait(fut).expect_err("the worker died under this task");
+        let Error::WorkerDied { pid, .. } = &e else {
+            panic!("expected WorkerDied, got {e:?}");
+        };
+        let text = e.to_string();
+        assert!(text.contains(&how), "{how:?} missing from {text:?}");
+        assert!(text.contains(&pid.to_string()), "pid missing from {text:?}");
+    }
 }
 
 /// Decision 3: tasks already sent to a worker behind the task that kills it
@@ -415,6 +475,53 @@ fn d15_crash_with_a_big_argument_in_flight_to_the_worker_resends_it() {
     assert_eq!(wait(pool.submit(double, 4)), Ok(8));
 }
 
+/// P13 / D16 (CPython gh-105829: `submit` must not block when a pipe is
+/// full): with the only worker held inside a task (so it reads nothing),
+/// eight 256 KiB arguments (far more than the 64 KiB a pipe holds) and 100
+/// small tasks are all submitted before the worker is released; then every
+/// one of them completes.
+#[test]
+fn p13_submit_does_not_block_while_the_busy_workers_pipe_is_full() {
+    const LEN: usize = 256 << 10;
+    let pool = Arc::new(
+        ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .prefetch(8)
+            .test_harness()
+            .build()
+            .unwrap(),
+    );
+    let started = FileGate::new("p13-started");
+    let release = FileGate::new("p13-release");
+    let held = pool.submit(started_then_held, (started.arg(), release.arg()));
+    wait_until("the worker to start the holding task", || started.is_open());
+    let (submitted_tx, submitted_rx) = mpsc::channel();
+    let submitter = pool.clone();
+    std::thread::spawn(move || {
+        let big: Vec<_> = (0..8)
+            .map(|_| submitter.submit(blob_len, vec![1u8; LEN]))
+            .collect();
+        let small: Vec<_> = (0..100u64).map(|i| submitter.submit(double, i)).collect();
+        let _ = submitted_tx.send((big, small));
+    });
+    let (big, small) = submitted_rx
+        .recv_timeout(HANG)
+        .expect("submit blocked on the busy worker's full pipe");
+    assert!(
+        !held.done(),
+        "the submits returned while the worker was held"
+    );
+    release.open();
+    let pid = wait(held).unwrap();
+    for f in big {
+        assert_eq!(wait(f), Ok(LEN));
+    }
+    for (i, f) in (0..100u64).zip(small) {
+        assert_eq!(wait(f), Ok(i * 2));
+    }
+    assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
+}
+
 /// L12 / PP10: workers ignore SIGINT (Ctrl-C reaches the whole process
 /// group; the parent decides what happens to its tasks): a SIGINT sent to a
 /// worker busy with a task neither kills it nor stops the task.
@@ -438,6 +545,8 @@ fn l12_sigint_to_a_busy_worker_does_not_stop_its_task() {
 
 /// L8: past its limit the task fails with TaskTimeout, its worker is killed,
 /// and the next task runs in a new process.
+/// PP3: a per-task deadline that stops the running task (CPython's
+/// `timeout=` only bounds the caller's wait).
 #[test]
 fn l8_submit_with_timeout_kills_and_replaces_the_worker() {
     let pool = pool(1);
@@ -486,8 +595,38 @@ fn l8_decision4_the_limit_counts_from_the_start_not_from_the_submit() {
     );
 }
 
+/// L11 (pebble `test_process_pool_map_timeout_chunks`, `_map_error`): with
+/// a per-task limit, a chunked `map` applies it to each chunk: the chunk
+/// that runs too long fails each of its items with TaskTimeout at their own
+/// positions, the iteration goes on, and the chunks after it run in the
+/// replacement worker. (The map's own timeout here is only a hang guard.)
+#[test]
+fn l11_task_timeout_applies_to_each_map_chunk_and_the_map_goes_on() {
+    let limit = Duration::from_secs(3);
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .task_timeout(limit)
+        .test_harness()
+        .build()
+        .unwrap();
+    let inputs = vec![1u64, 1, 120_000, 1, 1, 1];
+    let options = MapOptions::new().chunksize(2).timeout(HANG);
+    let out: Vec<Result<u32, Error>> = pool.map_with(sleep_ms, inputs, options).collect();
+    assert_eq!(out.len(), 6, "{out:?}");
+    assert_eq!(out[2], Err(Error::TaskTimeout { limit }), "{out:?}");
+    assert_eq!(out[3], Err(Error::TaskTimeout { limit }), "{out:?}");
+    let first = out[0].clone().expect("chunk 0 runs within the limit");
+    assert_eq!(out[1], Ok(first), "{out:?}");
+    let after = out[4].clone().expect("chunk 2 runs after the timeout");
+    assert_eq!(out[5], Ok(after), "{out:?}");
+    assert_ne!(first, after, "the timed-out worker was replaced");
+}
+
 // ------------------------------------------------- workers and init --
 
+/// P4 / L15 (pebble `max_tasks`, `test_process_pool_future_limit`): with
+/// `max_tasks_per_child(2)` no worker runs more than 2 tasks, and workers
+/// are replaced to run the rest.
 #[test]
 fn p4_max_tasks_per_child_replaces_workers() {
     let pool = ProcessPoolExecutor::builder()
@@ -532,6 +671,58 @@ fn p4_a_worker_runs_n_tasks_and_task_n_plus_1_gets_a_new_pid() {
         distinct.len(),
         3,
         "task 3 and task 5 start new workers: {pids:?}"
+    );
+}
+
+/// P3 (CPython `test_idle_process_reuse_one`, `test_saturation`): all
+/// `max_workers` workers start when the pool is built (before any submit,
+/// like CPython's fork start and `multiprocessing.Pool`, not on demand as
+/// with spawn), idle workers are reused (sequential tasks start no new
+/// process), and a saturating burst runs on exactly `max_workers` of them.
+#[test]
+fn p3_workers_start_at_build_and_idle_ones_are_reused() {
+    let pool = pool(2);
+    wait_until("both workers to start with nothing submitted", || {
+        pool.worker_pids().len() == 2
+    });
+    let workers: HashSet<u32> = pool.worker_pids().into_iter().collect();
+    for _ in 0..20 {
+        let pid = wait(pool.submit(getpid, ())).unwrap();
+        assert!(workers.contains(&pid), "{pid} is not one of {workers:?}");
+    }
+    let burst: Vec<_> = (0..20).map(|_| pool.submit(sleep_ms, 5)).collect();
+    let used: HashSet<u32> = burst.into_iter().map(|f| wait(f).unwrap()).collect();
+    assert_eq!(used, workers, "a burst of 20 uses both workers, no others");
+    let now: HashSet<u32> = pool.worker_pids().into_iter().collect();
+    assert_eq!(now, workers, "no worker was added or replaced");
+}
+
+static SET_IN_THE_PARENT: AtomicBool = AtomicBool::new(false);
+
+/// What a worker sees: the parent-only flag, and its own command line.
+fn worker_view(_: ()) -> (bool, Vec<String>) {
+    (
+        SET_IN_THE_PARENT.load(Ordering::SeqCst),
+        std::env::args().collect(),
+    )
+}
+
+/// PP19 / decision 9: workers are this program started again (exec), never
+/// a `fork()` of the threaded parent: a worker does not see memory the
+/// parent changed before building the pool, and runs with the worker
+/// command line, not the parent's.
+#[test]
+fn pp19_workers_are_re_executed_not_forked_from_the_parent() {
+    SET_IN_THE_PARENT.store(true, Ordering::SeqCst);
+    let pool = pool(1);
+    let (seen, args) = wait(pool.submit(worker_view, ())).unwrap();
+    assert!(
+        !seen,
+        "the worker shares the parent's memory, as a fork would"
+    );
+    assert!(
+        args.iter().any(|a| a == "__concurrent_futures_worker"),
+        "not started with the worker command line: {args:?}"
     );
 }
 
@@ -648,6 +839,9 @@ fn blob_len(data: Vec<u8>) -> usize {
     data.len()
 }
 
+/// L14 (pebble `test_process_pool_pickling_error_result`): a result the
+/// worker cannot send (over `max_frame_bytes`) fails only its own task,
+/// with an error naming the limit; the pool serves on.
 #[test]
 fn result_over_max_frame_bytes_fails_only_that_task() {
     let pool = ProcessPoolExecutor::builder()
@@ -707,6 +901,8 @@ fn take_unencodable(_: UnencodableArg) -> u32 {
 }
 
 /// D1 / P10: only that future fails, with Encode naming the type.
+/// L14 (pebble `test_process_pool_pickling_error_task`): the same worker
+/// serves on.
 #[test]
 fn d1_argument_that_fails_to_encode_fails_only_its_future() {
     let pool = pool(1);
@@ -798,6 +994,50 @@ fn d12_result_whose_decode_panics_in_the_parent_fails_only_its_future() {
     assert_eq!(wait(pool.submit(double, 3)), Ok(6));
     assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
     pool.shutdown(true, false);
+}
+
+/// An argument that encodes in the parent but never decodes in the worker.
+#[derive(Debug)]
+struct UndecodableArg;
+
+impl Serialize for UndecodableArg {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for UndecodableArg {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("refuses to be decoded"))
+    }
+}
+
+fn take_undecodable(_: UndecodableArg) -> u32 {
+    1
+}
+
+/// L3 (loky tells "a task has failed to un-serialize" from "a result has
+/// failed to un-serialize") / D3: an argument that does not decode in the
+/// worker fails its task with Decode naming the argument's type, and the
+/// worker survives; a result that does not decode in the parent is Decode
+/// naming the result's type. Neither costs the worker.
+#[test]
+fn l3_decode_failures_of_the_argument_and_of_the_result_name_their_types() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    match wait(pool.submit(take_undecodable, UndecodableArg)) {
+        Err(Error::Decode { type_name, .. }) => {
+            assert!(type_name.contains("UndecodableArg"), "{type_name}")
+        }
+        other => panic!("expected Decode of the argument, got {other:?}"),
+    }
+    match wait(pool.submit(make_undecodable, 1)) {
+        Err(Error::Decode { type_name, .. }) => {
+            assert!(type_name.contains("UndecodableResult"), "{type_name}")
+        }
+        other => panic!("expected Decode of the result, got {other:?}"),
+    }
+    assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
 }
 
 // ------------------------------- crashes while encoding or decoding --

@@ -38,6 +38,9 @@ fn identity(x: u64) -> u64 {
 
 // ---------------------------------------------------------------- T1, T2
 
+/// T1 / L7: the default worker count is the CPU count `num_cpus` reports,
+/// which honours the affinity mask and the cgroup CPU quota (the process
+/// pool uses the same default).
 #[test]
 fn t1_default_max_workers_is_the_number_of_cpus() {
     // The crate documents num_cpus::get() as its default (it departs from
