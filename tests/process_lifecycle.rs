@@ -15,7 +15,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
-    Error, Executor, ExecutorConfig, ExecutorExt, Future, ProcessPoolExecutor, WORKER_ENV,
+    Error, Executor, ExecutorConfig, ExecutorExt, Future, ProcessPoolExecutor, ShutdownGuard,
+    WORKER_ENV,
 };
 
 concurrent_futures::process_pool_test_worker!();
@@ -321,6 +322,24 @@ fn shutdown_wait_leaves_no_child_process_behind() {
     let left = our_children_among(&pids);
     assert!(left.is_empty(), "after shutdown(wait = true): {left:?}");
     assert!(pool.worker_pids().is_empty(), "{:?}", pool.worker_pids());
+}
+
+/// S8 / S11: a process pool held in a `ShutdownGuard` has run every task
+/// and reaped every worker when the guard's scope ends.
+#[test]
+fn s8_a_shutdown_guard_leaves_every_task_done_and_no_child_behind() {
+    let (futures, pids) = {
+        let pool = ShutdownGuard::new(pool(2));
+        let pids = worker_pids_after_some_work(&pool);
+        let futures: Vec<_> = (0..10).map(|_| pool.submit(sleep_ms, 20)).collect();
+        (futures, pids)
+    };
+    for (i, f) in futures.iter().enumerate() {
+        assert!(f.done(), "task {i} not done when the scope ended");
+        assert!(f.result(None).is_ok(), "task {i}: {:?}", f.result(None));
+    }
+    let left = our_children_among(&pids);
+    assert!(left.is_empty(), "after the guard's scope: {left:?}");
 }
 
 // ---------------------------------------------------------- stdout --
