@@ -46,52 +46,13 @@ fn is_helper() -> bool {
 
 /// This test binary, set to run only the ignored test `helper`.
 fn helper_command(helper: &str) -> Command {
-    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
-    cmd.args([
-        helper,
-        "--exact",
-        "--nocapture",
-        "--ignored",
-        "--test-threads=1",
-    ])
-    .env(HELPER_ENV, "1")
-    .env_remove(WORKER_ENV)
-    .stdin(Stdio::null());
-    cmd
+    common::helper_command(helper, HELPER_ENV)
 }
 
-/// Runs `cmd` to completion with captured output; kills it and fails the
-/// test if it (or a worker holding its stdout) is still there after 60 s.
-fn run_helper(mut cmd: Command) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the helper");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => {
-            let out = out.expect("wait for the helper");
-            assert!(
-                out.status.success(),
-                "helper failed ({})\n--- stdout\n{}\n--- stderr\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            out
-        }
-        Err(_) => {
-            // SAFETY: kill() takes plain integers; `pid` is our unreaped child
-            // (its waiting thread has not returned).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("the helper (or a worker holding its stdout) hung for 60 s");
-        }
-    }
+/// Runs `cmd` to its end; fails if it fails or if it (or a worker holding
+/// its stdout) is still there after 60 s.
+fn run_helper(cmd: Command) -> Output {
+    common::run_helper(cmd, Duration::from_secs(60))
 }
 
 /// Our children (live or zombie) among `pids`, with their /proc state.

@@ -7,10 +7,9 @@
 //! generous hang guard so a bug fails the test instead of hanging CI.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor};
 
@@ -265,41 +264,11 @@ fn helper_shutdown_nowait_cancel_futures_then_exit() {
 #[test]
 fn s6_shutdown_nowait_cancel_futures_then_exit_is_clean_while_a_task_runs() {
     let helper = "helper_shutdown_nowait_cancel_futures_then_exit";
-    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-        .args([
-            helper,
-            "--exact",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(HELPER_ENV, "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the helper");
-    // The helper's output is a few lines: it never fills the pipes, so
-    // polling for its exit before reading them cannot deadlock.
-    let deadline = Instant::now() + GUARD;
-    while child.try_wait().expect("try_wait on the helper").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("hang guard: the helper did not exit while its pool still ran a task");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().expect("the helper's output");
+    let out = common::run_helper(common::helper_command(helper, HELPER_ENV), GUARD);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let text = format!(
         "--- stdout\n{stdout}\n--- stderr\n{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "the helper failed ({})\n{text}",
-        out.status
     );
     assert!(
         stdout.contains("HELPER DONE"),

@@ -24,19 +24,21 @@
 //! [`HELPER_ENV`] is set, so `cargo test -- --ignored` stays harmless).
 
 use std::collections::HashSet;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
-    Error, ExecutorExt, Future, ProcessPoolExecutor, ThreadPoolExecutor, WORKER_ENV, as_completed,
+    Error, ExecutorExt, Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed,
 };
 
 concurrent_futures::process_pool_test_worker!();
 
 /// Longest any single wait may take before the test calls it a hang.
+mod common;
+
 const HANG: Duration = Duration::from_secs(60);
 
 /// Set in helper processes; helpers do nothing without it.
@@ -338,40 +340,7 @@ fn is_helper() -> bool {
 /// Runs this test binary again, selecting only the ignored test `helper`,
 /// and fails if it fails or hangs.
 fn run_helper(helper: &str) -> Output {
-    let mut child = Command::new(std::env::current_exe().expect("current_exe"))
-        .args([
-            helper,
-            "--exact",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(HELPER_ENV, "1")
-        .env_remove(WORKER_ENV)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the helper");
-    let pid = child.id();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let out = thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-        let err = std::io::read_to_string(stderr).unwrap_or_default();
-        let status = child.wait().expect("wait for the helper");
-        let _ = tx.send(Output {
-            status,
-            stdout: out.join().unwrap().into_bytes(),
-            stderr: err.into_bytes(),
-        });
-    });
-    let Ok(out) = rx.recv_timeout(HANG * 4) else {
-        // SAFETY: kill() takes plain integers; `pid` is our unreaped child.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        panic!("hang guard: the helper {helper} ran over {:?}", HANG * 4);
-    };
+    let out = common::run_helper(common::helper_command(helper, HELPER_ENV), HANG * 4);
     let text = format!(
         "--- stdout\n{}\n--- stderr\n{}",
         String::from_utf8_lossy(&out.stdout),

@@ -164,3 +164,53 @@ pub fn wait_at_most<T>(f: Future<T>, guard: Duration) -> Result<T, Error> {
 pub fn wait<T>(f: Future<T>) -> Result<T, Error> {
     wait_at_most(f, HANG)
 }
+
+/// This test binary again, set to run only the ignored test `helper`, with
+/// `marker` set in its environment (helpers do nothing without their
+/// marker, so `cargo test -- --ignored` stays harmless) and no worker-mode
+/// variable inherited.
+pub fn helper_command(helper: &str, marker: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args([
+        helper,
+        "--exact",
+        "--nocapture",
+        "--ignored",
+        "--test-threads=1",
+    ])
+    .env(marker, "1")
+    .env_remove(concurrent_futures::WORKER_ENV)
+    .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` to its end with captured output and fails the test if it
+/// fails, or if it (or a worker holding its stdout) is still there after
+/// `guard`, which kills it.
+pub fn run_helper(mut cmd: std::process::Command, guard: Duration) -> std::process::Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the helper");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(out) = rx.recv_timeout(guard) else {
+        // SAFETY: kill() takes plain integers; `pid` is our unreaped child
+        // (its waiting thread has not returned).
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        panic!("hang guard: the helper (or a worker holding its stdout) ran over {guard:?}");
+    };
+    let out = out.expect("wait for the helper");
+    assert!(
+        out.status.success(),
+        "helper failed ({})\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
