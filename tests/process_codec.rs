@@ -1,0 +1,357 @@
+//! ProcessPoolExecutor: arguments and results that will not cross the
+//! pipe (CONFORMANCE.md 1.11 D1-D4, D8-D12; loky L3; pebble L14): a value
+//! that fails to encode, fails or panics while decoding, or kills its
+//! worker (exit, segfault) while the worker decodes the argument or encodes
+//! the result. Each fails only its own task; the pool serves on.
+//!
+//! Every wait has a generous hang guard; no test asserts a duration.
+
+use std::fmt::Debug;
+
+use concurrent_futures::{Error, ExecutorExt, Future, ProcessPoolExecutor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+concurrent_futures::process_pool_test_worker!();
+
+mod common;
+use common::{pool, wait};
+
+// ---------------------------------------------------------------- tasks --
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+fn getpid(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// Kills this (worker) process with SIGSEGV, as a real segfault would.
+fn segfault() -> ! {
+    // Rust's runtime installs a SIGSEGV handler (stack-overflow detection)
+    // which, for a fault outside a guard page, restores the default action
+    // and returns; for a *raised* signal that return would resume the task.
+    // Restoring the default action first makes the raise fatal, as a real
+    // segfault is.
+    // SAFETY: signal() and raise() take plain integers and touch no memory
+    // of ours; killing this (worker) process is the point.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::raise(libc::SIGSEGV);
+    }
+    unreachable!("SIGSEGV with the default action kills the process")
+}
+
+// ------------------------------------------------ encode and decode --
+
+/// An argument whose `Serialize` always fails.
+#[derive(Debug, Deserialize)]
+struct UnencodableArg;
+
+impl Serialize for UnencodableArg {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to be encoded"))
+    }
+}
+
+fn take_unencodable(_: UnencodableArg) -> u32 {
+    1
+}
+
+/// D1 / P10: only that future fails, with Encode naming the type.
+/// L14 (pebble `test_process_pool_pickling_error_task`): the same worker
+/// serves on.
+#[test]
+fn d1_argument_that_fails_to_encode_fails_only_its_future() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    let before = pool.submit(double, 1);
+    let bad = pool.submit(take_unencodable, UnencodableArg);
+    let after = pool.submit(double, 2);
+    match wait(bad) {
+        Err(Error::Encode { type_name, .. }) => {
+            assert!(type_name.contains("UnencodableArg"), "{type_name}")
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+    assert_eq!(wait(before), Ok(2));
+    assert_eq!(wait(after), Ok(4));
+    assert_eq!(wait(pool.submit(getpid, ())), Ok(pid));
+}
+
+/// A result that encodes in the worker but never decodes in the parent.
+#[derive(Debug)]
+struct UndecodableResult;
+
+impl Serialize for UndecodableResult {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for UndecodableResult {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("refuses to be decoded"))
+    }
+}
+
+fn make_undecodable(_: u32) -> UndecodableResult {
+    UndecodableResult
+}
+
+/// D11: Decode for that task only; the worker is not replaced.
+#[test]
+fn d11_result_that_fails_to_decode_in_the_parent_fails_only_its_future() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    match wait(pool.submit(make_undecodable, 1)) {
+        Err(Error::Decode { type_name, .. }) => {
+            assert!(type_name.contains("UndecodableResult"), "{type_name}")
+        }
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    assert_eq!(wait(pool.submit(double, 3)), Ok(6));
+    assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
+}
+
+/// A result whose `Deserialize` panics. Only the parent decodes results,
+/// so the worker encodes it without trouble.
+#[derive(Debug)]
+struct PanicsWhenDecoded;
+
+impl Serialize for PanicsWhenDecoded {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for PanicsWhenDecoded {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("decoding PanicsWhenDecoded");
+    }
+}
+
+fn make_panicking_result(_: u32) -> PanicsWhenDecoded {
+    PanicsWhenDecoded
+}
+
+/// D12 / decision 7: a panic while the parent decodes a result fails only
+/// that future, with Decode carrying the panic's message; the pool keeps
+/// serving from the same worker and shuts down normally.
+#[test]
+fn d12_result_whose_decode_panics_in_the_parent_fails_only_its_future() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    match wait(pool.submit(make_panicking_result, 1)) {
+        Err(Error::Decode { type_name, message }) => {
+            assert!(type_name.contains("PanicsWhenDecoded"), "{type_name}");
+            assert!(message.contains("decoding PanicsWhenDecoded"), "{message}");
+        }
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    assert_eq!(wait(pool.submit(double, 3)), Ok(6));
+    assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
+    pool.shutdown(true, false);
+}
+
+/// An argument that encodes in the parent but never decodes in the worker.
+#[derive(Debug)]
+struct UndecodableArg;
+
+impl Serialize for UndecodableArg {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for UndecodableArg {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("refuses to be decoded"))
+    }
+}
+
+fn take_undecodable(_: UndecodableArg) -> u32 {
+    1
+}
+
+/// L3 (loky tells "a task has failed to un-serialize" from "a result has
+/// failed to un-serialize") / D3: an argument that does not decode in the
+/// worker fails its task with Decode naming the argument's type, and the
+/// worker survives; a result that does not decode in the parent is Decode
+/// naming the result's type. Neither costs the worker.
+#[test]
+fn l3_decode_failures_of_the_argument_and_of_the_result_name_their_types() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    match wait(pool.submit(take_undecodable, UndecodableArg)) {
+        Err(Error::Decode { type_name, .. }) => {
+            assert!(type_name.contains("UndecodableArg"), "{type_name}")
+        }
+        other => panic!("expected Decode of the argument, got {other:?}"),
+    }
+    match wait(pool.submit(make_undecodable, 1)) {
+        Err(Error::Decode { type_name, .. }) => {
+            assert!(type_name.contains("UndecodableResult"), "{type_name}")
+        }
+        other => panic!("expected Decode of the result, got {other:?}"),
+    }
+    assert_eq!(wait(pool.submit(getpid, ())), Ok(pid), "nothing broke");
+}
+
+// ------------------------------- crashes while encoding or decoding --
+
+/// On a one-worker pool, submits `crash` with normal tasks behind it;
+/// checks that those succeed and that a new worker process serves
+/// afterwards, and returns the error of `crash`.
+fn crash_on_the_only_worker<T: Debug>(
+    crash: impl FnOnce(&ProcessPoolExecutor) -> Future<T>,
+) -> Error {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    let crashed = crash(&pool);
+    let behind: Vec<_> = (0..10u64).map(|i| pool.submit(double, i)).collect();
+    let error = wait(crashed).expect_err("the crashing task must fail");
+    for (i, f) in (0..10u64).zip(behind) {
+        assert_eq!(wait(f), Ok(i * 2), "task {i} behind the crash");
+    }
+    let next = wait(pool.submit(getpid, ())).unwrap();
+    assert_ne!(next, pid, "a new worker must serve after the crash");
+    error
+}
+
+/// An argument whose decoding exits with the code it carries. Only the
+/// worker decodes arguments.
+#[derive(Debug, Serialize)]
+struct ExitsWhenDecoded(i32);
+
+impl<'de> Deserialize<'de> for ExitsWhenDecoded {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        std::process::exit(i32::deserialize(d)?)
+    }
+}
+
+fn take_exits_when_decoded(_: ExitsWhenDecoded) -> u32 {
+    1
+}
+
+/// D2 (CPython `test_exit_at_task_unpickle`): an argument that exits while
+/// the worker decodes it fails only its task, with WorkerDied and the exit
+/// code; a new worker serves the next tasks.
+#[test]
+fn d2_exit_while_the_worker_decodes_the_argument_is_worker_died_with_its_code() {
+    let e = crash_on_the_only_worker(|p| p.submit(take_exits_when_decoded, ExitsWhenDecoded(5)));
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                code: Some(5),
+                signal: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// An argument whose decoding segfaults. Only the worker decodes arguments.
+#[derive(Debug, Serialize)]
+struct SegfaultsWhenDecoded(u8);
+
+impl<'de> Deserialize<'de> for SegfaultsWhenDecoded {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u8::deserialize(d)?;
+        segfault()
+    }
+}
+
+fn take_segfaults_when_decoded(_: SegfaultsWhenDecoded) -> u32 {
+    1
+}
+
+/// D4 (CPython `test_crash_at_task_unpickle`): a segfault while the worker
+/// decodes the argument fails only that task, with WorkerDied and SIGSEGV;
+/// a new worker serves the next tasks.
+#[test]
+fn d4_segfault_while_the_worker_decodes_the_argument_is_worker_died_with_sigsegv() {
+    let e = crash_on_the_only_worker(|p| {
+        p.submit(take_segfaults_when_decoded, SegfaultsWhenDecoded(1))
+    });
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                signal: Some(libc::SIGSEGV),
+                code: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// A result whose encoding segfaults. Only the worker encodes results.
+#[derive(Debug, Deserialize)]
+struct SegfaultsWhenEncoded;
+
+impl Serialize for SegfaultsWhenEncoded {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        segfault()
+    }
+}
+
+fn make_segfaults_when_encoded(_: ()) -> SegfaultsWhenEncoded {
+    SegfaultsWhenEncoded
+}
+
+/// D8 (CPython `test_crash_during_result_pickle_on_worker`): a segfault
+/// while the worker encodes the result fails only that task, with
+/// WorkerDied and SIGSEGV; a new worker serves the next tasks.
+#[test]
+fn d8_segfault_while_the_worker_encodes_the_result_is_worker_died_with_sigsegv() {
+    let e = crash_on_the_only_worker(|p| p.submit(make_segfaults_when_encoded, ()));
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                signal: Some(libc::SIGSEGV),
+                code: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+/// A result whose encoding exits with the code it carries. Only the worker
+/// encodes results.
+#[derive(Debug, Deserialize)]
+struct ExitsWhenEncoded(i32);
+
+impl Serialize for ExitsWhenEncoded {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        std::process::exit(self.0)
+    }
+}
+
+fn make_exits_when_encoded(code: i32) -> ExitsWhenEncoded {
+    ExitsWhenEncoded(code)
+}
+
+/// D9 (CPython `test_exit_during_result_pickle_on_worker`): an exit while
+/// the worker encodes the result fails only that task, with WorkerDied and
+/// the exit code; a new worker serves the next tasks.
+#[test]
+fn d9_exit_while_the_worker_encodes_the_result_is_worker_died_with_its_code() {
+    let e = crash_on_the_only_worker(|p| p.submit(make_exits_when_encoded, 4));
+    assert!(
+        matches!(
+            e,
+            Error::WorkerDied {
+                code: Some(4),
+                signal: None,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
