@@ -5,7 +5,15 @@
 //! * [`Executor`]: one object-safe trait for every pool, with the typed calls
 //!   in [`ExecutorExt`]: `submit`, `map`, `map_unordered`.
 //! * [`ThreadPoolExecutor`]: a work-stealing thread pool.
+//! * `ProcessPoolExecutor` (Unix): workers that are this program started
+//!   again; a crashed worker fails only its task. `init()` must be the
+//!   first line of `main`.
 //! * [`wait`] and [`as_completed`]: waiting on many futures at once.
+//! * [`ShutdownGuard`]: the scope of Python's `with ... as ex:` block.
+//! * [`ExecutorConfig`]: threads or processes, picked from configuration.
+//! * `Pool` and [`ThreadPool`]: `multiprocessing.Pool`'s shape over any
+//!   executor; `Process`, `Queue` and `pipe` (Unix) for the rest of
+//!   `multiprocessing`; [`Semaphore`] and [`Event`] as in `threading`.
 //!
 //! ```
 //! use concurrent_futures::{as_completed, ExecutorExt, ThreadPoolExecutor};
