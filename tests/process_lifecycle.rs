@@ -285,7 +285,7 @@ fn shutdown_wait_leaves_no_child_process_behind() {
     assert!(pool.worker_pids().is_empty(), "{:?}", pool.worker_pids());
 }
 
-/// S8 / S11: a process pool held in a `ShutdownGuard` has run every task
+/// S8 / S10: a process pool held in a `ShutdownGuard` has run every task
 /// and reaped every worker when the guard's scope ends.
 #[test]
 fn s8_a_shutdown_guard_leaves_every_task_done_and_no_child_behind() {

@@ -1,6 +1,6 @@
 //! `ShutdownGuard`: the scope of Python's `with ThreadPoolExecutor() as
-//! ex:` (CONFORMANCE.md S8, S10, S11), which cancels what has not started
-//! when the scope unwinds from a panic (PP9).
+//! ex:` (CONFORMANCE.md S8, S10), which cancels what has not started when
+//! the scope unwinds from a panic (PP9).
 //!
 //! No test asserts timing. The running task is held until the guard's
 //! shutdown has visibly begun, so what the drop waited for is certain; every
@@ -67,6 +67,7 @@ fn s8_dropping_the_guard_waits_for_running_and_queued_tasks() {
     release_when(release, move || refuses(&p));
     let guard = ShutdownGuard::new(pool.clone());
     guarded("dropping the guard", move || drop(guard));
+    assert!(running.done(), "the running task had not ended");
     assert_eq!(running.result(None), Ok(&100));
     for (i, f) in (0..5u64).zip(&queued) {
         assert!(f.done(), "queued task {i} not done when the scope ended");
@@ -118,6 +119,7 @@ fn pp9_cancel_on_unwind_false_runs_queued_tasks_even_when_unwinding() {
         }))
         .is_err()
     });
+    assert!(running.done(), "the running task had not ended");
     assert_eq!(running.result(None), Ok(&100));
     for (i, f) in (0..5u64).zip(&queued) {
         assert!(f.done(), "queued task {i} not done when the scope ended");
@@ -125,26 +127,113 @@ fn pp9_cancel_on_unwind_false_runs_queued_tasks_even_when_unwinding() {
     }
 }
 
-/// The guard dereferences to its pool (the thread pool's own `spawn`
-/// included) and guards an `Arc<dyn Executor>` as well as a pool.
+/// A guard made while its thread is already unwinding (in a destructor
+/// that runs during a panic) lives in a scope that did not panic: its drop
+/// waits for the queued tasks instead of cancelling them.
 #[test]
-fn the_guard_dereferences_to_its_executor_of_any_kind() {
+fn pp9_a_guard_made_during_unwinding_does_not_cancel() {
+    struct ScopeInDrop(Arc<Mutex<Vec<Future<u64>>>>);
+
+    impl Drop for ScopeInDrop {
+        fn drop(&mut self) {
+            let (pool, running, release, mut futures) = busy_pool();
+            futures.push(running);
+            *self.0.lock().unwrap() = futures;
+            // Released only once the guard's shutdown has begun: a guard
+            // that cancelled would have cancelled the queue by then.
+            let p = pool.clone();
+            release_when(release, move || refuses(&p));
+            drop(ShutdownGuard::new(pool));
+        }
+    }
+
+    let futures = Arc::new(Mutex::new(Vec::new()));
+    let f = futures.clone();
+    let unwound = guarded(
+        "a guard dropped inside a destructor run by a panic",
+        move || {
+            catch_unwind(AssertUnwindSafe(move || {
+                let _scope = ScopeInDrop(f);
+                panic!("the outer scope failed on purpose");
+            }))
+            .is_err()
+        },
+    );
+    assert!(unwound);
+    let futures = futures.lock().unwrap();
+    assert_eq!(futures.len(), 6);
+    for (i, f) in futures.iter().enumerate() {
+        assert!(
+            f.result(None).is_ok(),
+            "task {i}: {:?} (cancelled by a guard whose scope did not panic)",
+            f.result(None)
+        );
+    }
+}
+
+/// Dropped inside a task of its own pool, the guard shuts the pool down and
+/// waits for the other workers' tasks (as `shutdown(wait = true)` from a
+/// task does), without waiting for itself.
+#[test]
+fn a_guard_dropped_inside_a_task_of_its_own_pool_waits_for_the_other_workers() {
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let (other, release) = started(&pool, 7u64);
+    let p = pool.clone();
+    let p2 = pool.clone();
+    release_when(release, move || refuses(&p2));
+    let dropper = pool.spawn(move || {
+        drop(ShutdownGuard::new(p));
+        "dropped"
+    });
+    assert_eq!(
+        guarded("the task that drops the guard", move || dropper
+            .result(Some(HANG))
+            .cloned()),
+        Ok("dropped")
+    );
+    assert!(other.done(), "the other worker's task had not ended");
+    assert_eq!(other.result(None), Ok(&7));
+    assert!(refuses(&pool));
+}
+
+fn takes_any_executor<X: Executor + ?Sized>(ex: &X) -> usize {
+    ex.max_workers()
+}
+
+/// The guard dereferences to its pool (the thread pool's own `spawn`
+/// included), is an `Executor` itself for generic code, and guards an
+/// owned pool, an `Arc<dyn Executor>` or a `&pool` alike.
+#[test]
+fn the_guard_is_its_executor_whatever_form_the_executor_takes() {
     let pool = ShutdownGuard::new(ThreadPoolExecutor::new(2).unwrap());
+    assert_eq!(takes_any_executor(&pool), 2);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     let spawned = pool.spawn(move || s.lock().unwrap().push(1));
     assert_eq!(pool.submit(identity, 7).result(Some(HANG)), Ok(&7));
-    drop(pool);
+    guarded("dropping a guard over a pool", move || drop(pool));
     assert!(spawned.done());
     assert_eq!(*seen.lock().unwrap(), [1]);
 
     let dynamic: Arc<dyn Executor> = Arc::new(ThreadPoolExecutor::new(1).unwrap());
     let guard = ShutdownGuard::new(dynamic.clone());
     let f = guard.submit(identity, 3);
-    drop(guard);
+    guarded("dropping a guard over an Arc<dyn Executor>", move || {
+        drop(guard)
+    });
     assert!(f.done());
     assert_eq!(
         dynamic.try_submit(identity, 1).unwrap_err(),
         Error::Shutdown
     );
+
+    let owned = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let o = owned.clone();
+    let f = guarded("a guard over a &pool", move || {
+        let guard = ShutdownGuard::new(&*o);
+        guard.submit(identity, 4)
+    });
+    assert!(f.done());
+    assert_eq!(f.result(None), Ok(&4));
+    assert!(refuses(&owned));
 }
