@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{pool, wait};
+use common::{pool, segfault, wait};
 
 // ---------------------------------------------------------------- tasks --
 
@@ -24,22 +24,6 @@ fn double(x: u64) -> u64 {
 
 fn getpid(_: ()) -> u32 {
     std::process::id()
-}
-
-/// Kills this (worker) process with SIGSEGV, as a real segfault would.
-fn segfault() -> ! {
-    // Rust's runtime installs a SIGSEGV handler (stack-overflow detection)
-    // which, for a fault outside a guard page, restores the default action
-    // and returns; for a *raised* signal that return would resume the task.
-    // Restoring the default action first makes the raise fatal, as a real
-    // segfault is.
-    // SAFETY: signal() and raise() take plain integers and touch no memory
-    // of ours; killing this (worker) process is the point.
-    unsafe {
-        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
-        libc::raise(libc::SIGSEGV);
-    }
-    unreachable!("SIGSEGV with the default action kills the process")
 }
 
 // ------------------------------------------------ encode and decode --

@@ -20,7 +20,7 @@ use concurrent_futures::{
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{HANG, pool, wait, wait_at_most, wait_until};
+use common::{HANG, pool, segfault, wait, wait_at_most, wait_until};
 
 // ---------------------------------------------------------------- tasks --
 
@@ -47,22 +47,6 @@ fn boom(n: u32) -> u32 {
 
 fn abort_task(_: ()) -> u32 {
     std::process::abort()
-}
-
-/// Kills this (worker) process with SIGSEGV, as a real segfault would.
-fn segfault() -> ! {
-    // Rust's runtime installs a SIGSEGV handler (stack-overflow detection)
-    // which, for a fault outside a guard page, restores the default action
-    // and returns; for a *raised* signal that return would resume the task.
-    // Restoring the default action first makes the raise fatal, as a real
-    // segfault is.
-    // SAFETY: signal() and raise() take plain integers and touch no memory
-    // of ours; killing this (worker) process is the point.
-    unsafe {
-        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
-        libc::raise(libc::SIGSEGV);
-    }
-    unreachable!("SIGSEGV with the default action kills the process")
 }
 
 fn segfault_task(_: ()) -> u32 {
@@ -558,15 +542,20 @@ fn l8_submit_with_timeout_kills_and_replaces_the_worker() {
     assert_ne!(first, next, "the timed-out worker must have been replaced");
 }
 
-#[test]
-fn l8_builder_task_timeout_applies_to_every_task() {
-    let limit = Duration::from_secs(2);
-    let pool = ProcessPoolExecutor::builder()
+/// A one-worker pool whose every task has the time limit `limit`.
+fn one_worker_with_task_timeout(limit: Duration) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
         .max_workers(1)
         .task_timeout(limit)
         .test_harness()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn l8_builder_task_timeout_applies_to_every_task() {
+    let limit = Duration::from_secs(2);
+    let pool = one_worker_with_task_timeout(limit);
     let first = wait(pool.submit(getpid, ())).unwrap();
     assert_eq!(
         wait(pool.submit(sleep_ms, 120_000)),
@@ -602,12 +591,7 @@ fn l8_decision4_the_limit_counts_from_the_start_not_from_the_submit() {
 #[test]
 fn l11_task_timeout_applies_to_each_map_chunk_and_the_map_goes_on() {
     let limit = Duration::from_secs(3);
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .task_timeout(limit)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker_with_task_timeout(limit);
     let inputs = vec![1u64, 1, 120_000, 1, 1, 1];
     let options = MapOptions::new().chunksize(2).timeout(HANG);
     let out: Vec<Result<u32, Error>> = pool.map_with(sleep_ms, inputs, options).collect();

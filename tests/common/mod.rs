@@ -214,3 +214,19 @@ pub fn run_helper(mut cmd: std::process::Command, guard: Duration) -> std::proce
     );
     out
 }
+
+/// Kills this (worker) process with SIGSEGV, as a real segfault would.
+pub fn segfault() -> ! {
+    // Rust's runtime installs a SIGSEGV handler (stack-overflow detection)
+    // which, for a fault outside a guard page, restores the default action
+    // and returns; for a *raised* signal that return would resume the task.
+    // Restoring the default action first makes the raise fatal, as a real
+    // segfault is.
+    // SAFETY: signal() and raise() take plain integers and touch no memory
+    // of ours; killing this (worker) process is the point.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::raise(libc::SIGSEGV);
+    }
+    unreachable!("SIGSEGV with the default action kills the process")
+}
