@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{pool, segfault, wait};
+use common::{assert_worker_exited_with, assert_worker_killed_by, pool, segfault, wait};
 
 // ---------------------------------------------------------------- tasks --
 
@@ -224,17 +224,7 @@ fn take_exits_when_decoded(_: ExitsWhenDecoded) -> u32 {
 #[test]
 fn d2_exit_while_the_worker_decodes_the_argument_is_worker_died_with_its_code() {
     let e = crash_on_the_only_worker(|p| p.submit(take_exits_when_decoded, ExitsWhenDecoded(5)));
-    assert!(
-        matches!(
-            e,
-            Error::WorkerDied {
-                code: Some(5),
-                signal: None,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_worker_exited_with(&e, 5);
 }
 
 /// An argument whose decoding segfaults. Only the worker decodes arguments.
@@ -260,17 +250,7 @@ fn d4_segfault_while_the_worker_decodes_the_argument_is_worker_died_with_sigsegv
     let e = crash_on_the_only_worker(|p| {
         p.submit(take_segfaults_when_decoded, SegfaultsWhenDecoded(1))
     });
-    assert!(
-        matches!(
-            e,
-            Error::WorkerDied {
-                signal: Some(libc::SIGSEGV),
-                code: None,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_worker_killed_by(&e, libc::SIGSEGV);
 }
 
 /// A result whose encoding segfaults. Only the worker encodes results.
@@ -293,17 +273,7 @@ fn make_segfaults_when_encoded(_: ()) -> SegfaultsWhenEncoded {
 #[test]
 fn d8_segfault_while_the_worker_encodes_the_result_is_worker_died_with_sigsegv() {
     let e = crash_on_the_only_worker(|p| p.submit(make_segfaults_when_encoded, ()));
-    assert!(
-        matches!(
-            e,
-            Error::WorkerDied {
-                signal: Some(libc::SIGSEGV),
-                code: None,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_worker_killed_by(&e, libc::SIGSEGV);
 }
 
 /// A result whose encoding exits with the code it carries. Only the worker
@@ -327,15 +297,5 @@ fn make_exits_when_encoded(code: i32) -> ExitsWhenEncoded {
 #[test]
 fn d9_exit_while_the_worker_encodes_the_result_is_worker_died_with_its_code() {
     let e = crash_on_the_only_worker(|p| p.submit(make_exits_when_encoded, 4));
-    assert!(
-        matches!(
-            e,
-            Error::WorkerDied {
-                code: Some(4),
-                signal: None,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_worker_exited_with(&e, 4);
 }

@@ -20,7 +20,10 @@ use concurrent_futures::{
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{HANG, pool, segfault, wait, wait_at_most, wait_until};
+use common::{
+    HANG, assert_worker_exited_with, assert_worker_killed_by, pool, segfault, wait, wait_at_most,
+    wait_until,
+};
 
 // ---------------------------------------------------------------- tasks --
 
@@ -248,33 +251,13 @@ fn only_the_crashing_task_fails(crash: impl FnOnce(&ProcessPoolExecutor) -> Futu
 #[test]
 fn d5_abort_in_task_fails_only_that_task_with_sigabrt() {
     let e = only_the_crashing_task_fails(|p| p.submit(abort_task, ()));
-    assert!(
-        matches!(
-            e,
-            Error::WorkerDied {
-                signal: Some(libc::SIGABRT),
-                code: None,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_worker_killed_by(&e, libc::SIGABRT);
 }
 
 #[test]
 fn d5_segfault_in_task_fails_only_that_task_with_sigsegv() {
     let e = only_the_crashing_task_fails(|p| p.submit(segfault_task, ()));
-    assert!(
-        matches!(
-            e,
-            Error::WorkerDied {
-                signal: Some(libc::SIGSEGV),
-                code: None,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_worker_killed_by(&e, libc::SIGSEGV);
 }
 
 /// D6: `process::exit` in the task (CPython: SystemExit on the future) is
@@ -284,17 +267,7 @@ fn d5_segfault_in_task_fails_only_that_task_with_sigsegv() {
 #[test]
 fn d6_exit_in_task_fails_only_that_task_with_its_exit_code() {
     let e = only_the_crashing_task_fails(|p| p.submit(exit_task, 3));
-    assert!(
-        matches!(
-            e,
-            Error::WorkerDied {
-                code: Some(3),
-                signal: None,
-                ..
-            }
-        ),
-        "{e:?}"
-    );
+    assert_worker_exited_with(&e, 3);
     assert!(e.to_string().contains("exit code 3"), "{e}");
 }
 

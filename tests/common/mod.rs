@@ -230,3 +230,19 @@ pub fn segfault() -> ! {
     }
     unreachable!("SIGSEGV with the default action kills the process")
 }
+
+/// Asserts that `e` is a worker's death by `signal` (no exit code).
+pub fn assert_worker_killed_by(e: &Error, signal: i32) {
+    assert!(
+        matches!(e, Error::WorkerDied { signal: Some(s), code: None, .. } if *s == signal),
+        "expected WorkerDied by signal {signal}, got {e:?}"
+    );
+}
+
+/// Asserts that `e` is a worker's exit with `code` (no signal).
+pub fn assert_worker_exited_with(e: &Error, code: i32) {
+    assert!(
+        matches!(e, Error::WorkerDied { code: Some(c), signal: None, .. } if *c == code),
+        "expected WorkerDied with exit code {code}, got {e:?}"
+    );
+}
