@@ -14,21 +14,7 @@ use std::time::Duration;
 use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor};
 
 mod common;
-use common::{Gate, HANG as GUARD, wait_until};
-
-/// Runs `f` (a call that may block: shutdown(wait), drop) on a helper
-/// thread and waits for it with the hang guard.
-fn guarded<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(GUARD) {
-        Ok(r) => r,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("hang guard: {what} still blocked"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
-    }
-}
+use common::{Gate, HANG as GUARD, guarded, wait_until};
 
 /// Waits for `f` with the hang guard and returns a copy of its value.
 fn get<T: Clone>(f: &Future<T>) -> Result<T, Error> {

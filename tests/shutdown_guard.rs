@@ -7,26 +7,16 @@
 //! blocking drop runs on a helper thread under a hang guard.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use concurrent_futures::{Error, Executor, ExecutorExt, Future, ShutdownGuard, ThreadPoolExecutor};
 
 mod common;
-use common::{HANG, started, wait_until};
+use common::{HANG, guarded, started, wait_until};
 
 fn identity(x: u64) -> u64 {
     x
-}
-
-/// Runs `f` on a helper thread and waits for it with the hang guard.
-fn guarded<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG)
-        .unwrap_or_else(|_| panic!("hang guard: {what} still blocked (or panicked)"))
 }
 
 /// A one-worker pool whose worker runs a task held until the returned

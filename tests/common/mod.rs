@@ -246,3 +246,18 @@ pub fn assert_worker_exited_with(e: &Error, code: i32) {
         "expected WorkerDied with exit code {code}, got {e:?}"
     );
 }
+
+/// Runs `f` (a call that may block: `shutdown(wait = true)`, a drop) on a
+/// helper thread and waits for it with the hang guard, so that a call that
+/// never returns fails the test instead of hanging it.
+pub fn guarded<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(HANG) {
+        Ok(r) => r,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("hang guard: {what} still blocked"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
+    }
+}
