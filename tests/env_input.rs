@@ -16,11 +16,9 @@
 //!   waiting for it), while a malformed marker, or one started without the
 //!   protocol descriptors, exits with a message on stderr and code 86.
 
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use concurrent_futures::{
     Error, Executor, ExecutorConfig, ExecutorExt, Future, MapOptions, ProcessPoolExecutor,
@@ -31,6 +29,9 @@ use serde::{Deserialize, Serialize, Serializer};
 concurrent_futures::process_pool_test_worker!();
 
 /// Longest any single wait may take before the test calls it a hang.
+mod common;
+use common::{FileGate, await_file};
+
 const HANG: Duration = Duration::from_secs(60);
 
 /// Set in helper processes; helpers do nothing without it.
@@ -296,45 +297,9 @@ fn map_over_an_empty_iterator_yields_nothing_on_both_pools() {
 
 // ------------------------------------------------------------ timeouts --
 
-/// A gate that works across processes: tasks wait until a file exists.
-struct FileGate {
-    path: PathBuf,
-}
-
-static GATES: AtomicUsize = AtomicUsize::new(0);
-
-impl FileGate {
-    fn new() -> FileGate {
-        let n = GATES.fetch_add(1, Ordering::SeqCst);
-        let path =
-            std::env::temp_dir().join(format!("cf-env-input-gate-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        FileGate { path }
-    }
-    fn arg(&self, x: u64) -> (String, u64) {
-        (self.path.to_string_lossy().into_owned(), x)
-    }
-    fn open(&self) {
-        std::fs::write(&self.path, b"open").expect("create the gate file");
-    }
-}
-
-impl Drop for FileGate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 /// Waits (hang guard) for the gate file, then returns `x`.
 fn gated((path, x): (String, u64)) -> u64 {
-    let deadline = Instant::now() + HANG;
-    while !std::path::Path::new(&path).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "hang guard: the gate never opened"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    await_file(&path);
     x
 }
 
@@ -349,10 +314,10 @@ fn gated((path, x): (String, u64)) -> u64 {
 fn zero_and_max_timeouts_on(ex: &dyn Executor) {
     const MAX: Option<Duration> = Some(Duration::MAX);
     const ZERO: Option<Duration> = Some(Duration::ZERO);
-    let gate = FileGate::new();
+    let gate = FileGate::new("env-input");
     let done = ex.submit(double, 21);
     assert_eq!(get(&done), Ok(42));
-    let held = ex.submit(gated, gate.arg(7));
+    let held = ex.submit(gated, (gate.arg(), 7));
 
     // Zero on an unfinished future: Timeout, and the task is untouched.
     assert!(matches!(held.result(ZERO), Err(Error::Timeout { waited }) if waited.is_zero()));
@@ -382,10 +347,10 @@ fn zero_and_max_timeouts_on(ex: &dyn Executor) {
 
     // A map with a zero deadline whose first task is held: MapDeadline,
     // then the end; the rest are cancelled.
-    let map_gate = FileGate::new();
+    let map_gate = FileGate::new("env-input-map");
     let mut m = ex.map_with(
         gated,
-        (0..4).map(|i| map_gate.arg(i)),
+        (0..4).map(|i| (map_gate.arg(), i)),
         MapOptions::new().timeout(Duration::ZERO),
     );
     assert!(matches!(m.next(), Some(Err(Error::MapDeadline { timeout })) if timeout.is_zero()));
@@ -396,7 +361,7 @@ fn zero_and_max_timeouts_on(ex: &dyn Executor) {
     // Duration::MAX: no limit, no overflow panic. Open the gate from
     // another thread while the calls below wait.
     let opener = {
-        let path = gate.path.clone();
+        let path = gate.arg();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
             std::fs::write(path, b"open").unwrap();

@@ -8,8 +8,7 @@
 //! Every wait has a generous hang guard; no test asserts a duration.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -21,8 +20,8 @@ concurrent_futures::process_pool_test_worker!();
 
 mod common;
 use common::{
-    HANG, assert_worker_exited_with, assert_worker_killed_by, pool, segfault, wait, wait_at_most,
-    wait_until,
+    FileGate, HANG, assert_worker_exited_with, assert_worker_killed_by, await_file, pool, segfault,
+    wait, wait_at_most, wait_until,
 };
 
 // ---------------------------------------------------------------- tasks --
@@ -61,52 +60,6 @@ fn exit_task(code: i32) -> u32 {
 }
 
 // --------------------------------------------------------- file gates --
-
-/// A gate between the test and a task in a worker process: a fresh path in
-/// the temporary directory that the task waits for and the test creates
-/// (or the other way round). Removed when dropped.
-struct FileGate(PathBuf);
-
-impl FileGate {
-    fn new(name: &str) -> FileGate {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let file = format!("cf-process-pool-{}-{name}-{n}", std::process::id());
-        FileGate(std::env::temp_dir().join(file))
-    }
-
-    /// The path, as a task argument.
-    fn arg(&self) -> String {
-        self.0.to_str().expect("a UTF-8 temporary path").to_owned()
-    }
-
-    fn open(&self) {
-        std::fs::write(&self.0, b"").expect("create the gate file");
-    }
-
-    fn is_open(&self) -> bool {
-        self.0.exists()
-    }
-}
-
-impl Drop for FileGate {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// Task side of a [`FileGate`]: returns once the file exists (panics after
-/// the hang guard, so a failing test cannot leave a worker held forever).
-fn await_file(path: &str) {
-    let deadline = Instant::now() + HANG;
-    while !Path::new(path).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "hang guard: {path} never appeared"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 /// Aborts its worker once the test opens the gate at `gate`.
 fn abort_when_opened(gate: String) -> u32 {

@@ -261,3 +261,49 @@ pub fn guarded<R: Send + 'static>(what: &str, f: impl FnOnce() -> R + Send + 'st
         Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
     }
 }
+
+/// A gate between the test and a task in a worker process: a fresh path in
+/// the temporary directory that the task waits for and the test creates
+/// (or the other way round). Removed when dropped.
+pub struct FileGate(std::path::PathBuf);
+
+impl FileGate {
+    pub fn new(name: &str) -> FileGate {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let file = format!("cf-test-gate-{}-{name}-{n}", std::process::id());
+        FileGate(std::env::temp_dir().join(file))
+    }
+
+    /// The path, as a task argument.
+    pub fn arg(&self) -> String {
+        self.0.to_str().expect("a UTF-8 temporary path").to_owned()
+    }
+
+    pub fn open(&self) {
+        std::fs::write(&self.0, b"").expect("create the gate file");
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.exists()
+    }
+}
+
+impl Drop for FileGate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Task side of a [`FileGate`]: returns once the file exists (panics after
+/// the hang guard, so a failing test cannot leave a worker held forever).
+pub fn await_file(path: &str) {
+    let deadline = Instant::now() + HANG;
+    while !std::path::Path::new(path).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "hang guard: {path} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
