@@ -50,7 +50,7 @@ mod wait;
 
 pub use config::{EXECUTOR_ENV, ExecutorConfig, ExecutorKind};
 pub use error::Error;
-pub use executor::{Executor, ExecutorExt, Portable, ShutdownGuard, Task};
+pub use executor::{Executor, ExecutorExt, Portable, ShutdownGuard, ShutdownOutcome, Task};
 pub use future::{Future, Promise, Ref};
 pub use map::{Map, MapOptions, MapUnordered};
 #[cfg(unix)]

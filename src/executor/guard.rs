@@ -18,8 +18,9 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::time::Duration;
 
-use super::{Executor, Task};
+use super::{Executor, ShutdownOutcome, Task};
 use crate::Error;
 
 /// Shuts its executor down when dropped, waiting for its work: the scope of
@@ -116,6 +117,10 @@ impl<E: Executor> Executor for ShutdownGuard<E> {
 
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
         self.executor.shutdown(wait, cancel_futures)
+    }
+
+    fn shutdown_within(&self, deadline: Duration, cancel_futures: bool) -> ShutdownOutcome {
+        self.executor.shutdown_within(deadline, cancel_futures)
     }
 
     fn max_workers(&self) -> usize {

@@ -38,6 +38,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use self::guard::ShutdownGuard;
+
 pub use self::task::Task;
 use self::task::{Job, PortableTask};
 use crate::map::{ChunkResult, ItemPanic, Map, MapOptions, MapUnordered};
@@ -83,8 +84,62 @@ pub trait Executor: Send + Sync + fmt::Debug {
     /// reader thread) must not wait for that pool.
     fn shutdown(&self, wait: bool, cancel_futures: bool);
 
+    /// Shuts down, then waits at most `deadline` for every task to end and
+    /// every worker to exit (PP8: a service's stop has a time budget).
+    /// With `cancel_futures`, tasks not yet started are cancelled first.
+    ///
+    /// What happens at the deadline depends on the executor, and the
+    /// [`ShutdownOutcome`] says which: a thread pool returns
+    /// [`TimedOut`](ShutdownOutcome::TimedOut), leaving its running tasks
+    /// to finish in the background (a thread cannot be stopped from
+    /// outside); a process pool sends its workers SIGTERM, then SIGKILL
+    /// after its [`terminate_grace`](crate::ProcessPoolBuilder::terminate_grace),
+    /// and the tasks they held fail with [`Error::Broken`]. Every future
+    /// resolves either way.
+    ///
+    /// The provided implementation, for executors that cannot wait with a
+    /// deadline, calls `shutdown(false, cancel_futures)` and returns
+    /// [`TimedOut`](ShutdownOutcome::TimedOut) at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{Executor, ShutdownOutcome, ThreadPoolExecutor};
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// pool.spawn(|| 1 + 1);
+    /// let outcome = pool.shutdown_within(Duration::from_secs(10), false);
+    /// assert_eq!(outcome, ShutdownOutcome::Finished);
+    /// ```
+    fn shutdown_within(
+        &self,
+        deadline: std::time::Duration,
+        cancel_futures: bool,
+    ) -> ShutdownOutcome {
+        let _ = deadline;
+        self.shutdown(false, cancel_futures);
+        ShutdownOutcome::TimedOut
+    }
+
     /// How many tasks this executor runs at once.
     fn max_workers(&self) -> usize;
+}
+
+/// How [`Executor::shutdown_within`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ShutdownOutcome {
+    /// Every task ended and every worker exited before the deadline.
+    Finished,
+    /// The deadline passed first. The tasks still running go on in the
+    /// background and their futures resolve when they end; the workers exit
+    /// after them.
+    TimedOut,
+    /// The deadline passed first; a process pool sent SIGTERM to its
+    /// workers, and each exited within the grace period. The tasks they
+    /// held failed with [`Error::Broken`], and queued ones were cancelled.
+    Terminated,
+    /// As [`Terminated`](ShutdownOutcome::Terminated), but some worker was
+    /// still alive when the grace period ended and got SIGKILL.
+    Killed,
 }
 
 /// The process-pool view of a portable task: its entry point, its encoded
@@ -348,6 +403,13 @@ macro_rules! forward_executor {
             }
             fn shutdown(&self, wait: bool, cancel_futures: bool) {
                 (**self).shutdown(wait, cancel_futures)
+            }
+            fn shutdown_within(
+                &self,
+                deadline: std::time::Duration,
+                cancel_futures: bool,
+            ) -> ShutdownOutcome {
+                (**self).shutdown_within(deadline, cancel_futures)
             }
             fn max_workers(&self) -> usize {
                 (**self).max_workers()

@@ -21,6 +21,7 @@ pub struct ProcessPoolBuilder {
     initializer: Option<u64>,
     task_timeout: Option<Duration>,
     startup_timeout: Duration,
+    terminate_grace: Duration,
     args: Option<Vec<OsString>>,
     env: Vec<(OsString, OsString)>,
     test_harness: bool,
@@ -152,6 +153,15 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// How long [`shutdown_within`](ProcessPoolExecutor::shutdown_within)
+    /// lets a worker that got SIGTERM at the deadline take to exit before
+    /// it sends SIGKILL (default 1 s): time for a task's own SIGTERM
+    /// handler to clean up (PP8).
+    pub fn terminate_grace(mut self, grace: Duration) -> Self {
+        self.terminate_grace = grace;
+        self
+    }
+
     /// Command-line arguments for workers (default: none).
     pub fn worker_args<I, S>(mut self, args: I) -> Self
     where
@@ -207,6 +217,7 @@ impl ProcessPoolBuilder {
             initializer: self.initializer,
             task_timeout: self.task_timeout,
             startup_timeout: self.startup_timeout,
+            terminate_grace: self.terminate_grace,
             program,
             args,
             hold_stdout: self.test_harness,
@@ -248,6 +259,7 @@ impl ProcessPoolExecutor {
             initializer: None,
             task_timeout: None,
             startup_timeout: Duration::from_secs(30),
+            terminate_grace: Duration::from_secs(1),
             args: None,
             env: Vec::new(),
             test_harness: false,

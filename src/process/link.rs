@@ -110,11 +110,11 @@ pub(crate) fn start_failed(shared: &Shared, id: u64, child: &Mutex<WorkerChild>,
     st.live -= 1;
     st.finishing += 1;
     let mut failures = Failures::new();
-    // A start that kill_workers() stopped is no sign that workers cannot
+    // A start that the pool stopped itself (kill_workers()) is no sign that workers cannot
     // start. After shutdown a failed start counts as before: queued work
     // still wants workers then (S4), and uncounted failures would respawn
     // workers forever.
-    if st.broken.is_none() && !st.killed {
+    if st.broken.is_none() && st.hard_stop.is_none() {
         st.start_failures += 1;
         if st.start_failures >= 3 {
             let reason = format!("worker processes fail to start: {error} ({status})");
@@ -263,14 +263,6 @@ fn serve(
     worker_gone(&shared, id, pid, &child, end);
 }
 
-/// The error of a task whose worker `kill_workers()` stopped.
-pub(crate) fn killed_error() -> Error {
-    Error::Broken {
-        executor: "process pool",
-        reason: "kill_workers() stopped its worker while the task was running".into(),
-    }
-}
-
 /// The worker's pipe ended: reap it, fail the task it was running, requeue
 /// the rest, and ask for a replacement.
 fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, end: End) {
@@ -288,10 +280,11 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
     let mut link = st.links.swap_remove(index);
     st.live -= 1;
     st.finishing += 1;
-    if st.killed {
-        // kill_workers(): every task this worker held fails; none is re-sent.
+    if let Some(stop) = st.hard_stop {
+        // The pool stopped its workers: every task this worker held fails;
+        // none is re-sent.
         for p in link.in_flight.drain(..) {
-            failures.push((p.job, killed_error()));
+            failures.push((p.job, stop.error()));
         }
     } else if let Some(head) = link.in_flight.pop_front() {
         // The head fails with why its worker ended. If the worker was

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::state::{Failures, Limits, Pending, Starting, State};
+use super::state::{Failures, HardStop, Limits, Pending, Starting, State};
 use super::{link, os, worker};
 use crate::executor::task::Job;
 use crate::executor::task::PortableTask;
 use crate::executor::{Portable, Task};
 use crate::sync::lock;
-use crate::{Error, Executor, Future};
+use crate::{Error, Executor, Future, ShutdownOutcome};
 
 /// What every thread of one pool shares.
 pub(crate) struct Shared {
@@ -52,6 +52,7 @@ pub(crate) struct Config {
     pub(crate) initializer: Option<u64>,
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) startup_timeout: Duration,
+    pub(crate) terminate_grace: Duration,
     pub(super) program: PathBuf,
     pub(super) args: Vec<OsString>,
     /// Test-harness mode: drop what the harness prints before `init()`.
@@ -143,25 +144,84 @@ impl ProcessPoolExecutor {
     /// background (`shutdown(true, _)` waits for that). Harmless on a pool
     /// that is already stopped or has no workers yet.
     pub fn kill_workers(&self) {
+        self.stop_workers(HardStop::Kill, libc::SIGKILL);
+    }
+
+    /// [`kill_workers`](Self::kill_workers) with SIGTERM instead of SIGKILL
+    /// (CPython 3.14's `terminate_workers`), for tasks that clean up in a
+    /// SIGTERM handler. A worker that survives the signal finishes its task
+    /// normally and then exits: its future gets the result.
+    pub fn terminate_workers(&self) {
+        self.stop_workers(HardStop::Terminate, libc::SIGTERM);
+    }
+
+    /// [`Executor::shutdown_within`], callable without importing the trait:
+    /// shuts down and waits at most `deadline` for the work to end; then
+    /// sends SIGTERM to the workers, waits at most
+    /// [`terminate_grace`](crate::ProcessPoolBuilder::terminate_grace), and
+    /// sends SIGKILL to those still alive (PP8).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use concurrent_futures::{ProcessPoolExecutor, ShutdownOutcome};
+    ///
+    /// fn main() -> Result<(), concurrent_futures::Error> {
+    ///     concurrent_futures::init();
+    ///     let pool = ProcessPoolExecutor::new(2)?;
+    ///     // ... on SIGTERM from the service manager, 25 s before it kills us:
+    ///     match pool.shutdown_within(Duration::from_secs(20), true) {
+    ///         ShutdownOutcome::Finished => {}
+    ///         other => eprintln!("workers stopped at the deadline: {other:?}"),
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn shutdown_within(&self, deadline: Duration, cancel_futures: bool) -> ShutdownOutcome {
+        Executor::shutdown_within(self, deadline, cancel_futures)
+    }
+
+    /// Shuts the pool down, cancels what is queued, and sends `signal` to
+    /// every worker, serving or starting. What the workers held fails with
+    /// `why`'s error once they are gone (see `link::worker_gone`).
+    fn stop_workers(&self, why: HardStop, signal: libc::c_int) {
         let mut st = lock(&self.shared.state);
         st.shutdown = true;
-        st.killed = true;
+        st.hard_stop = Some(why);
         st.want = 0;
         let cancelled: Vec<_> = st.queue.drain(..).collect();
-        for l in &mut st.links {
-            l.stopping = true;
-            let _ = lock(&l.child).kill();
+        for l in &st.links {
+            let _ = lock(&l.child).signal(signal);
         }
         for s in &st.starting {
-            let _ = lock(&s.child).kill();
+            let _ = lock(&s.child).signal(signal);
         }
+        // With nothing queued, this tells idle workers to exit, and the
+        // others as soon as their task ends: a worker that survives SIGTERM
+        // (a task ignored it) must not linger.
+        let mut failures = Failures::new();
+        st.dispatch(&self.shared.config.limits, &mut failures);
         drop(st);
         self.shared.cond.notify_all();
+        self.shared.finish(failures);
         for p in cancelled {
             if !p.job.clone().cancel() {
-                p.job.fail(super::link::killed_error());
+                p.job.fail(why.error());
             }
         }
+    }
+
+    /// Waits until every worker has exited and every task it held has
+    /// ended, or `deadline` passes (`None`: no deadline). Returns whether
+    /// everything ended.
+    fn wait_for_workers(&self, deadline: Option<Instant>) -> bool {
+        let mut st = lock(&self.shared.state);
+        while st.live > 0 || st.want > 0 || st.finishing > 0 {
+            st = match crate::sync::wait_deadline(&self.shared.cond, st, deadline) {
+                Ok(g) => g,
+                Err(_) => return false,
+            };
+        }
+        true
     }
 
     /// The pids of the workers currently serving (for diagnostics and tests).
@@ -254,17 +314,37 @@ impl Executor for ProcessPoolExecutor {
             }
         }
         if wait {
-            let mut st = lock(&self.shared.state);
-            while st.live > 0 || st.want > 0 || st.finishing > 0 {
-                st = crate::sync::wait(&self.shared.cond, st);
-            }
+            self.wait_for_workers(None);
         }
+    }
+
+    fn shutdown_within(&self, deadline: Duration, cancel_futures: bool) -> ShutdownOutcome {
+        let until = crate::sync::deadline(Some(deadline));
+        Executor::shutdown(self, false, cancel_futures);
+        if self.wait_for_workers(until) {
+            return ShutdownOutcome::Finished;
+        }
+        self.stop_workers(HardStop::Deadline, libc::SIGTERM);
+        let grace = crate::sync::deadline(Some(self.shared.config.terminate_grace));
+        if self.wait_for_workers(grace) {
+            return ShutdownOutcome::Terminated;
+        }
+        self.stop_workers(HardStop::Deadline, libc::SIGKILL);
+        // A killed process ends at once unless the kernel holds it (an
+        // uninterruptible wait): give the readers a moment to reap, but
+        // never hang here on such a process.
+        self.wait_for_workers(crate::sync::deadline(Some(REAP_WAIT)));
+        ShutdownOutcome::Killed
     }
 
     fn max_workers(&self) -> usize {
         self.shared.config.limits.max_workers
     }
 }
+
+/// How long `shutdown_within` waits for SIGKILLed workers to be reaped
+/// before it returns anyway.
+const REAP_WAIT: Duration = Duration::from_secs(1);
 
 /// An argument must fit in one frame with the message around it; checked
 /// when it is submitted, so it fails only its own task (with the limit in
@@ -405,7 +485,7 @@ fn start_worker(shared: &Arc<Shared>, id: u64) {
             let mut failures = Failures::new();
             // Counted after shutdown too: queued work still wants workers
             // then (S4), and uncounted failures would respawn forever.
-            if !st.killed {
+            if st.hard_stop.is_none() {
                 st.start_failures += 1;
             }
             if st.start_failures >= 3 && st.broken.is_none() {

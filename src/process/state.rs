@@ -101,6 +101,38 @@ pub(crate) struct Starting {
     pub(crate) child: Arc<Mutex<WorkerChild>>,
 }
 
+/// Why the pool stopped its own workers with a signal; it names the cause in
+/// the error of every task those workers held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HardStop {
+    /// `kill_workers()`: SIGKILL.
+    Kill,
+    /// `terminate_workers()`: SIGTERM.
+    Terminate,
+    /// `shutdown_within()`: its deadline passed (SIGTERM, then SIGKILL).
+    Deadline,
+}
+
+impl HardStop {
+    /// The error of a task whose worker was stopped this way.
+    pub(crate) fn error(self) -> Error {
+        let reason = match self {
+            HardStop::Kill => "kill_workers() stopped its worker while the task was running",
+            HardStop::Terminate => {
+                "terminate_workers() stopped its worker while the task was running"
+            }
+            HardStop::Deadline => {
+                "the shutdown_within() deadline passed while the task was running, \
+                 and its worker was stopped"
+            }
+        };
+        Error::Broken {
+            executor: "process pool",
+            reason: reason.into(),
+        }
+    }
+}
+
 /// Limits that `dispatch` obeys.
 #[derive(Debug, Clone)]
 pub(crate) struct Limits {
@@ -121,9 +153,10 @@ pub(crate) struct State {
     pub(crate) want: usize,
     pub(crate) shutdown: bool,
     pub(crate) broken: Option<String>,
-    /// `kill_workers()` was called: nothing is re-sent or replaced, and
-    /// every task a worker held fails.
-    pub(crate) killed: bool,
+    /// Set when the pool stopped its workers with a signal (`kill_workers`,
+    /// `terminate_workers`, a `shutdown_within` deadline): nothing is
+    /// re-sent or replaced, and every task a worker held fails.
+    pub(crate) hard_stop: Option<HardStop>,
     /// Failed starts in a row; three make the pool broken.
     pub(crate) start_failures: usize,
     /// Workers counted out of `live` whose tasks are still being failed
@@ -158,7 +191,9 @@ impl State {
     /// Whether a worker that went away should be replaced: not when broken,
     /// and after shutdown only while queued work remains (S4).
     pub(crate) fn should_replace(&self) -> bool {
-        self.broken.is_none() && !self.killed && (!self.shutdown || !self.queue.is_empty())
+        self.broken.is_none()
+            && self.hard_stop.is_none()
+            && (!self.shutdown || !self.queue.is_empty())
     }
 
     /// Keeps the number of workers (live or requested) at `max_workers`

@@ -14,6 +14,7 @@ mod worker;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+use std::time::{Duration, Instant};
 
 use crossbeam_deque::Worker;
 
@@ -25,7 +26,7 @@ use self::worker::WorkerThread;
 pub(crate) use self::worker::help_while_waiting;
 use crate::executor::{ClosureTask, Task};
 use crate::sync::{Arc, Ordering, lock};
-use crate::{Error, Executor, Future};
+use crate::{Error, Executor, Future, ShutdownOutcome};
 
 /// Numbers pools for their default thread names (T5).
 static POOL_COUNTER: StdAtomicUsize = StdAtomicUsize::new(0);
@@ -244,9 +245,33 @@ impl ThreadPoolExecutor {
         Executor::shutdown(self, wait, cancel_futures)
     }
 
+    /// [`Executor::shutdown_within`], callable without importing the trait:
+    /// shuts down and waits at most `deadline`; tasks still running then go
+    /// on in the background ([`ShutdownOutcome::TimedOut`]).
+    pub fn shutdown_within(&self, deadline: Duration, cancel_futures: bool) -> ShutdownOutcome {
+        Executor::shutdown_within(self, deadline, cancel_futures)
+    }
+
     /// [`Executor::max_workers`], callable without importing the trait.
     pub fn max_workers(&self) -> usize {
         self.max_workers
+    }
+
+    /// Waits until `deadline` for the workers to exit (see
+    /// [`Registry::wait_for_exit`]), then joins their threads if they all
+    /// did. Returns whether they did.
+    fn wait_for_workers(&self, deadline: Option<Instant>) -> bool {
+        let me = worker::current().filter(|w| Arc::ptr_eq(&w.registry, &self.registry));
+        if !self.registry.wait_for_exit(me.is_some(), deadline) {
+            return false;
+        }
+        if me.is_none() {
+            let handles = std::mem::take(&mut *lock(&self.registry.handles));
+            for h in handles {
+                let _ = h.join();
+            }
+        }
+        true
     }
 
     /// The thread-name prefix.
@@ -280,14 +305,17 @@ impl Executor for ThreadPoolExecutor {
     fn shutdown(&self, wait: bool, cancel_futures: bool) {
         self.registry.shutdown(cancel_futures);
         if wait {
-            let me = worker::current().filter(|w| Arc::ptr_eq(&w.registry, &self.registry));
-            self.registry.wait_for_exit(me.is_some());
-            if me.is_none() {
-                let handles = std::mem::take(&mut *lock(&self.registry.handles));
-                for h in handles {
-                    let _ = h.join();
-                }
-            }
+            self.wait_for_workers(None);
+        }
+    }
+
+    fn shutdown_within(&self, deadline: Duration, cancel_futures: bool) -> ShutdownOutcome {
+        let until = crate::sync::deadline(Some(deadline));
+        self.registry.shutdown(cancel_futures);
+        if self.wait_for_workers(until) {
+            ShutdownOutcome::Finished
+        } else {
+            ShutdownOutcome::TimedOut
         }
     }
 

@@ -252,19 +252,35 @@ impl Registry {
     /// a worker of this pool (a task calling `shutdown(wait = true)`), every
     /// worker but the ones blocked here the same way: a worker cannot wait
     /// for its own exit, and two such tasks must not wait for each other.
-    pub(crate) fn wait_for_exit(&self, from_own_worker: bool) {
+    /// Gives up at `deadline` (`None`: never); returns whether they exited.
+    pub(crate) fn wait_for_exit(
+        &self,
+        from_own_worker: bool,
+        deadline: Option<std::time::Instant>,
+    ) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let mut live = lock(&self.live);
         if from_own_worker {
             self.waiting_in_shutdown.fetch_add(1, Relaxed);
             self.exited.notify_all();
         }
-        while *live > self.waiting_in_shutdown.load(Relaxed) {
-            live = crate::sync::wait(&self.exited, live);
-        }
+        let exited = loop {
+            if *live <= self.waiting_in_shutdown.load(Relaxed) {
+                break true;
+            }
+            live = match crate::sync::wait_deadline(&self.exited, live, deadline) {
+                Ok(g) => g,
+                Err(g) => {
+                    live = g;
+                    break false;
+                }
+            };
+        };
         if from_own_worker {
             self.waiting_in_shutdown.fetch_sub(1, Relaxed);
         }
+        drop(live);
+        exited
     }
 
     pub(crate) fn live_workers(&self) -> usize {
