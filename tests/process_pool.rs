@@ -20,8 +20,8 @@ concurrent_futures::process_pool_test_worker!();
 
 mod common;
 use common::{
-    FileGate, HANG, assert_worker_exited_with, assert_worker_killed_by, await_file, pool, segfault,
-    wait, wait_at_most, wait_until,
+    FileGate, HANG, assert_worker_exited_with, assert_worker_killed_by, await_file, pid_after_gate,
+    pool, segfault, wait, wait_at_most, wait_until,
 };
 
 // ---------------------------------------------------------------- tasks --
@@ -604,6 +604,24 @@ fn p3_workers_start_at_build_and_idle_ones_are_reused() {
     assert_eq!(used, workers, "a burst of 20 uses both workers, no others");
     let now: HashSet<u32> = pool.worker_pids().into_iter().collect();
     assert_eq!(now, workers, "no worker was added or replaced");
+}
+
+/// P3: two long tasks submitted while the workers are still starting run on
+/// two workers. The first worker up must not take the second task ahead
+/// (its pipeline) while the other worker, which could run it, starts.
+#[test]
+fn p3_tasks_submitted_while_workers_start_spread_over_them() {
+    for _ in 0..3 {
+        let pool = pool(2);
+        let gate = FileGate::new("spread");
+        let held: Vec<Future<u32>> = (0..2)
+            .map(|_| pool.submit(pid_after_gate, gate.arg()))
+            .collect();
+        wait_until("both workers up", || pool.worker_pids().len() == 2);
+        gate.open();
+        let pids: HashSet<u32> = held.into_iter().map(|f| wait(f).unwrap()).collect();
+        assert_eq!(pids.len(), 2, "both tasks ran on one worker");
+    }
 }
 
 static SET_IN_THE_PARENT: AtomicBool = AtomicBool::new(false);

@@ -22,6 +22,7 @@ pub struct ProcessPoolBuilder {
     task_timeout: Option<Duration>,
     startup_timeout: Duration,
     terminate_grace: Duration,
+    idle_timeout: Option<Duration>,
     args: Option<Vec<OsString>>,
     env: Vec<(OsString, OsString)>,
     test_harness: bool,
@@ -35,6 +36,7 @@ impl fmt::Debug for ProcessPoolBuilder {
             .field("max_tasks_per_child", &self.max_tasks_per_child)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("task_timeout", &self.task_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -162,6 +164,35 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Lets a worker that has had no task for `timeout` exit, and starts
+    /// workers only when tasks wait that the running ones cannot take (loky
+    /// L4), up to `max_workers`. A pool that is busy now and then holds no
+    /// processes (and no memory) in between, at the price of a worker start
+    /// (a few ms) when work comes back. The pool then starts no worker
+    /// until the first task. Default: none; the pool keeps `max_workers`
+    /// workers from `build` on. Zero is refused.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use concurrent_futures::{ExecutorExt, ProcessPoolExecutor};
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// fn main() -> Result<(), concurrent_futures::Error> {
+    ///     concurrent_futures::init();
+    ///     let pool = ProcessPoolExecutor::builder()
+    ///         .idle_timeout(Duration::from_secs(60))
+    ///         .build()?;
+    ///     assert!(pool.worker_pids().is_empty()); // none until there is work
+    ///     assert_eq!(pool.submit(square, 3).into_result()?, 9);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
     /// Command-line arguments for workers (default: none).
     pub fn worker_args<I, S>(mut self, args: I) -> Self
     where
@@ -201,6 +232,11 @@ impl ProcessPoolBuilder {
                 "max_tasks_per_child must be >= 1".into(),
             ));
         }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidConfig(
+                "idle_timeout must be greater than 0".into(),
+            ));
+        }
         let program = super::os::own_executable()?;
         let args = match (self.args, self.test_harness) {
             (Some(a), _) => a,
@@ -213,6 +249,7 @@ impl ProcessPoolBuilder {
                 max_frame_bytes: self.max_frame_bytes,
                 prefetch: self.prefetch,
                 max_tasks_per_child: self.max_tasks_per_child,
+                idle_timeout: self.idle_timeout,
             },
             initializer: self.initializer,
             task_timeout: self.task_timeout,
@@ -260,6 +297,7 @@ impl ProcessPoolExecutor {
             task_timeout: None,
             startup_timeout: Duration::from_secs(30),
             terminate_grace: Duration::from_secs(1),
+            idle_timeout: None,
             args: None,
             env: Vec::new(),
             test_harness: false,

@@ -208,11 +208,18 @@ fn serve(
                     Some(p) if p.task_id == task_id => {
                         st.dispatch(&shared.config.limits, &mut failures);
                         // The supervisor watches the deadlines of running
-                        // (head) tasks only: wake it when one is timed.
-                        let timed = st
-                            .links
-                            .iter()
-                            .any(|l| l.in_flight.front().is_some_and(|p| p.timeout.is_some()));
+                        // (head) tasks and of idle workers: wake it when
+                        // one starts.
+                        let idle_timed = limits.idle_timeout.is_some()
+                            && st
+                                .links
+                                .iter()
+                                .any(|l| l.id == id && l.in_flight.is_empty());
+                        let timed = idle_timed
+                            || st
+                                .links
+                                .iter()
+                                .any(|l| l.in_flight.front().is_some_and(|p| p.timeout.is_some()));
                         drop(st);
                         if timed {
                             shared.cond.notify_all();

@@ -279,8 +279,11 @@ impl ProcessPoolExecutor {
         // Through the writer threads: a pipe write from this thread would
         // wake the worker onto this thread's busy core (see `outbox`).
         st.dispatch_from(&self.shared.config.limits, &mut failures, false);
+        // The supervisor must hear of a timed task, and of workers wanted
+        // (a pool whose idle workers exited starts them for this task).
+        let wake_supervisor = st.want > 0;
         drop(st);
-        if timeout.is_some() || self.shared.config.task_timeout.is_some() {
+        if wake_supervisor || timeout.is_some() || self.shared.config.task_timeout.is_some() {
             self.shared.cond.notify_all();
         }
         self.shared.finish(failures);
@@ -398,9 +401,10 @@ pub(super) fn supervise(shared: Arc<Shared>) {
             }
             let now = Instant::now();
             enforce_deadlines(&mut st, &shared.config, now);
+            st.retire_idle(&shared.config.limits, now);
             // Deadlines just handled are at least 1 ms away: no busy loop.
             let deadline = st
-                .next_deadline(shared.config.startup_timeout)
+                .next_deadline(shared.config.startup_timeout, &shared.config.limits)
                 .map(|d| d.max(now + Duration::from_millis(1)));
             st = match crate::sync::wait_deadline(&shared.cond, st, deadline) {
                 Ok(g) | Err(g) => g,

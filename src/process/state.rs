@@ -140,6 +140,9 @@ pub(crate) struct Limits {
     pub(crate) max_frame_bytes: usize,
     pub(crate) prefetch: usize,
     pub(crate) max_tasks_per_child: Option<usize>,
+    /// Workers idle this long exit, and workers start only for queued work
+    /// (loky L4); `None`: the pool keeps `max_workers` running.
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -197,12 +200,47 @@ impl State {
     }
 
     /// Keeps the number of workers (live or requested) at `max_workers`
-    /// while workers are wanted.
+    /// while workers are wanted; in a pool whose idle workers exit, only
+    /// while there are more tasks (queued or in flight) than workers
+    /// serving, starting or wanted: one worker per task, up to
+    /// `max_workers`.
     pub(crate) fn top_up(&mut self, limits: &Limits) {
-        if self.should_replace() {
-            let have = self.live + self.want;
-            if have < limits.max_workers {
-                self.want += limits.max_workers - have;
+        if !self.should_replace() {
+            return;
+        }
+        let missing = limits.max_workers.saturating_sub(self.live + self.want);
+        self.want += match limits.idle_timeout {
+            None => missing,
+            Some(_) => {
+                let serving = self.links.iter().filter(|l| !l.stopping).count()
+                    + self.starting.len()
+                    + self.want;
+                missing.min(self.outstanding().saturating_sub(serving))
+            }
+        };
+    }
+
+    /// Tasks queued or in flight to a worker that is still taking tasks.
+    fn outstanding(&self) -> usize {
+        let in_flight: usize = self
+            .links
+            .iter()
+            .filter(|l| !l.stopping)
+            .map(|l| l.in_flight.len())
+            .sum();
+        self.queue.len() + in_flight
+    }
+
+    /// Tells workers idle for `idle_timeout` to exit (L4). Their readers
+    /// see them go; `top_up` starts workers again when work comes.
+    pub(crate) fn retire_idle(&mut self, limits: &Limits, now: Instant) {
+        let Some(idle) = limits.idle_timeout else {
+            return;
+        };
+        for link in &mut self.links {
+            if !link.stopping && link.in_flight.is_empty() && now >= link.head_since + idle {
+                link.stopping = true;
+                let _ = link.outbox.send(ToWorker::Shutdown, true);
             }
         }
     }
@@ -228,12 +266,16 @@ impl State {
         failures: &mut Failures,
         write_through: bool,
     ) {
-        // Workers still starting count: they will take their share soon.
-        let taking =
-            (self.links.iter().filter(|l| !l.stopping).count() + self.starting.len()).max(1);
-        let outstanding =
-            self.queue.len() + self.links.iter().map(|l| l.in_flight.len()).sum::<usize>();
-        let fair_share = outstanding.div_ceil(taking).max(limits.prefetch);
+        self.top_up(limits);
+        // Workers still starting (or about to) count: they will take their
+        // share soon. Until they do, a worker gets no task sent ahead that
+        // one of them could run: two long tasks submitted to a pool whose
+        // second worker is still starting must not queue on the first (P3).
+        let coming = self.starting.len() + self.want;
+        let taking = (self.links.iter().filter(|l| !l.stopping).count() + coming).max(1);
+        let outstanding = self.outstanding();
+        let floor = if coming > 0 { 1 } else { limits.prefetch };
+        let fair_share = outstanding.div_ceil(taking).max(floor);
         let now = Instant::now();
         // A worker that ran dry starts again at `prefetch`: its depth was
         // earned by the stream it finished, and tasks sent ahead report
@@ -335,11 +377,19 @@ impl State {
     }
 
     /// The earliest moment the supervisor must act: a running task's
-    /// timeout or a start that takes too long.
-    pub(crate) fn next_deadline(&self, startup_timeout: Duration) -> Option<Instant> {
+    /// timeout, a start that takes too long, or a worker's idle timeout.
+    pub(crate) fn next_deadline(
+        &self,
+        startup_timeout: Duration,
+        limits: &Limits,
+    ) -> Option<Instant> {
         let tasks = self.links.iter().filter_map(|l| {
-            let head = l.in_flight.front()?;
-            Some(l.head_since + head.timeout?)
+            let limit = match l.in_flight.front() {
+                Some(head) => head.timeout?,
+                None if l.stopping => return None,
+                None => limits.idle_timeout?,
+            };
+            Some(l.head_since + limit)
         });
         let starts = self.starting.iter().map(|s| s.since + startup_timeout);
         tasks.chain(starts).min()

@@ -307,3 +307,10 @@ pub fn await_file(path: &str) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// A process-pool task: returns its worker's pid once the [`FileGate`] at
+/// `gate` is open.
+pub fn pid_after_gate(gate: String) -> u32 {
+    await_file(&gate);
+    std::process::id()
+}
