@@ -95,7 +95,8 @@ impl ProcessPoolBuilder {
     /// workers (decision 4). A task cancelled while it waits in a worker's
     /// pipe behind another one is stopped as soon as it starts. Killing is
     /// abrupt, as for a [`task_timeout`](Self::task_timeout): whatever the
-    /// task was doing stops where it was.
+    /// task was doing stops where it was, and so do the processes it
+    /// started (L6, best effort: see [`task_timeout`](Self::task_timeout)).
     ///
     /// ```no_run
     /// use concurrent_futures::{ExecutorExt, ProcessPoolExecutor};
@@ -142,6 +143,15 @@ impl ProcessPoolBuilder {
     /// (pebble L8). On expiry the worker is killed and replaced and the task
     /// fails with [`Error::TaskTimeout`]. See also
     /// [`ProcessPoolExecutor::submit_with_timeout`].
+    ///
+    /// The processes the task started, and theirs, are killed with it
+    /// (loky L6): a timed-out task leaves no `ffmpeg` running. They are
+    /// found through `/proc` (Linux) just before the kill, so this is best
+    /// effort: one started in that instant, or one that left the tree
+    /// (a daemon), is not reached. The same holds whenever the pool stops a
+    /// worker itself (`kill_on_cancel`, `kill_workers`, `terminate_workers`,
+    /// `shutdown_within`); a worker that exits on its own leaves its task's
+    /// processes running.
     pub fn task_timeout(mut self, limit: Duration) -> Self {
         self.task_timeout = Some(limit);
         self

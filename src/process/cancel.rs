@@ -79,7 +79,7 @@ impl Link {
             self.kill_reason = Some((head.task_id, Error::Cancelled));
             // No more tasks for a worker about to die.
             self.stopping = true;
-            let _ = lock(&self.child).kill();
+            let _ = lock(&self.child).signal_tree(libc::SIGKILL);
         }
     }
 

@@ -81,7 +81,7 @@ pub(crate) struct WorkerChild {
 }
 
 /// A pidfd for `pid` (Linux), or `None`.
-fn open_pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
+pub(crate) fn open_pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: pidfd_open takes a pid and a flags word and returns a new
@@ -120,6 +120,17 @@ impl WorkerChild {
     /// signal does not hurt.
     pub(crate) fn kill(&mut self) -> io::Result<()> {
         self.signal(libc::SIGKILL)
+    }
+
+    /// Sends `sig` to the processes the child started, and theirs, then to
+    /// the child (see [`super::tree`]); nothing if it was already reaped.
+    /// For stops the pool decides on: a timeout, a kill, a terminate.
+    pub(crate) fn signal_tree(&mut self, sig: i32) -> io::Result<()> {
+        if self.reaped.is_some() {
+            return Ok(());
+        }
+        super::tree::signal_descendants(self.pid as u32, sig);
+        self.signal(sig)
     }
 
     /// Sends `sig` to the child, unless it was already reaped.

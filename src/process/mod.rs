@@ -47,6 +47,7 @@ mod outbox;
 mod pool;
 pub(crate) mod protocol;
 mod state;
+mod tree;
 pub(crate) mod worker;
 
 pub use builder::ProcessPoolBuilder;

@@ -137,7 +137,9 @@ impl ProcessPoolExecutor {
     }
 
     /// Stops the pool now (CPython 3.14's `kill_workers`, S14): shuts it
-    /// down, cancels every queued task, and SIGKILLs every worker. Tasks the
+    /// down, cancels every queued task, and SIGKILLs every worker (and the
+    /// processes its task started: see
+    /// [`task_timeout`](crate::ProcessPoolBuilder::task_timeout)). Tasks the
     /// workers held fail with [`Error::Broken`]; nothing is re-sent and no
     /// worker is replaced. Later submits are refused with
     /// [`Error::Shutdown`]. Returns at once; the workers are reaped in the
@@ -190,7 +192,7 @@ impl ProcessPoolExecutor {
         st.want = 0;
         let cancelled: Vec<_> = st.queue.drain(..).collect();
         for l in &st.links {
-            let _ = lock(&l.child).signal(signal);
+            let _ = lock(&l.child).signal_tree(signal);
         }
         for s in &st.starting {
             let _ = lock(&s.child).signal(signal);
@@ -430,7 +432,7 @@ fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) {
             l.kill_reason = Some((task_id, Error::TaskTimeout { limit }));
             // No more tasks for a worker about to die.
             l.stopping = true;
-            let _ = lock(&l.child).kill();
+            let _ = lock(&l.child).signal_tree(libc::SIGKILL);
         }
     }
     for s in &st.starting {

@@ -212,12 +212,17 @@ impl State {
         self.want += match limits.idle_timeout {
             None => missing,
             Some(_) => {
-                let serving = self.links.iter().filter(|l| !l.stopping).count()
-                    + self.starting.len()
-                    + self.want;
+                let serving = self.links.iter().filter(|l| !l.stopping).count() + self.coming();
                 missing.min(self.outstanding().saturating_sub(serving))
             }
         };
+    }
+
+    /// Workers on their way: wanted, being spawned, or starting (every
+    /// live worker not linked yet; `live` counts one from the moment the
+    /// supervisor takes it off `want`).
+    fn coming(&self) -> usize {
+        self.live.saturating_sub(self.links.len()) + self.want
     }
 
     /// Tasks queued or in flight to a worker that is still taking tasks.
@@ -271,7 +276,7 @@ impl State {
         // share soon. Until they do, a worker gets no task sent ahead that
         // one of them could run: two long tasks submitted to a pool whose
         // second worker is still starting must not queue on the first (P3).
-        let coming = self.starting.len() + self.want;
+        let coming = self.coming();
         let taking = (self.links.iter().filter(|l| !l.stopping).count() + coming).max(1);
         let outstanding = self.outstanding();
         let floor = if coming > 0 { 1 } else { limits.prefetch };
