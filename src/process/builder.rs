@@ -23,6 +23,7 @@ pub struct ProcessPoolBuilder {
     startup_timeout: Duration,
     terminate_grace: Duration,
     idle_timeout: Option<Duration>,
+    max_memory_per_child: Option<u64>,
     args: Option<Vec<OsString>>,
     env: Vec<(OsString, OsString)>,
     test_harness: bool,
@@ -34,6 +35,7 @@ impl fmt::Debug for ProcessPoolBuilder {
         f.debug_struct("ProcessPoolBuilder")
             .field("max_workers", &self.max_workers)
             .field("max_tasks_per_child", &self.max_tasks_per_child)
+            .field("max_memory_per_child", &self.max_memory_per_child)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("task_timeout", &self.task_timeout)
             .field("idle_timeout", &self.idle_timeout)
@@ -71,6 +73,18 @@ impl ProcessPoolBuilder {
     /// larger frame is treated as broken, and replaced.
     pub fn max_frame_bytes(mut self, n: usize) -> Self {
         self.max_frame_bytes = n;
+        self
+    }
+
+    /// Replaces a worker whose resident memory (RSS) has grown past `bytes`,
+    /// once the task it was running when that was seen has finished: a
+    /// task that leaks, or a library that caches without bound, cannot
+    /// grow a worker forever (loky L5; Celery's
+    /// `worker_max_memory_per_child`). The parent reads each worker's RSS
+    /// from `/proc` (Linux; elsewhere this does nothing) after a task ends,
+    /// at most every 100 ms per worker. Zero is refused.
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Self {
+        self.max_memory_per_child = Some(bytes);
         self
     }
 
@@ -242,6 +256,11 @@ impl ProcessPoolBuilder {
                 "max_tasks_per_child must be >= 1".into(),
             ));
         }
+        if self.max_memory_per_child == Some(0) {
+            return Err(Error::InvalidConfig(
+                "max_memory_per_child must be greater than 0".into(),
+            ));
+        }
         if self.idle_timeout == Some(Duration::ZERO) {
             return Err(Error::InvalidConfig(
                 "idle_timeout must be greater than 0".into(),
@@ -260,6 +279,7 @@ impl ProcessPoolBuilder {
                 prefetch: self.prefetch,
                 max_tasks_per_child: self.max_tasks_per_child,
                 idle_timeout: self.idle_timeout,
+                max_memory_per_child: self.max_memory_per_child,
             },
             initializer: self.initializer,
             task_timeout: self.task_timeout,
@@ -308,6 +328,7 @@ impl ProcessPoolExecutor {
             startup_timeout: Duration::from_secs(30),
             terminate_grace: Duration::from_secs(1),
             idle_timeout: None,
+            max_memory_per_child: None,
             args: None,
             env: Vec::new(),
             test_harness: false,

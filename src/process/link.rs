@@ -184,6 +184,7 @@ fn serve(
             depth: shared.config.limits.prefetch,
             sent: 0,
             stopping: false,
+            retiring: false,
             kill_reason: None,
             child: child.clone(),
         });
@@ -192,13 +193,23 @@ fn serve(
         shared.cond.notify_all();
         shared.finish(failures);
     }
+    let mut memory = MemoryCheck::new(shared.config.limits.max_memory_per_child);
     let end = loop {
         match read_message::<_, FromWorker>(&mut input, max) {
             Ok(Some(FromWorker::Done { task_id, outcome })) => {
+                // Read outside the lock: it is a file read.
+                let over_memory = memory.over_limit(pid);
                 let mut failures = Failures::new();
                 let mut st = lock(&shared.state);
                 let limits = &shared.config.limits;
                 let link = st.links.iter_mut().find(|l| l.id == id).expect("own link");
+                if over_memory && !link.retiring {
+                    link.retiring = true;
+                    log::info!(
+                        target: "concurrent_futures",
+                        "process-pool worker {pid} passed max_memory_per_child; replacing it"
+                    );
+                }
                 let head = link.in_flight.pop_front();
                 let now = Instant::now();
                 link.task_done(now.saturating_duration_since(link.head_since), limits);
@@ -268,6 +279,39 @@ fn serve(
         }
     };
     worker_gone(&shared, id, pid, &child, end);
+}
+
+/// How often, at most, a reader reads its worker's memory (L5): a file
+/// read per task would cost a stream of tiny tasks more than the tasks.
+const MEMORY_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// When a reader last read its worker's memory, against which limit.
+struct MemoryCheck {
+    limit: Option<u64>,
+    last: Option<Instant>,
+}
+
+impl MemoryCheck {
+    fn new(limit: Option<u64>) -> Self {
+        MemoryCheck { limit, last: None }
+    }
+
+    /// Whether worker `pid` is now over the limit, read if the last
+    /// reading is older than [`MEMORY_CHECK_INTERVAL`].
+    fn over_limit(&mut self, pid: u32) -> bool {
+        let Some(limit) = self.limit else {
+            return false;
+        };
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.saturating_duration_since(t) < MEMORY_CHECK_INTERVAL)
+        {
+            return false;
+        }
+        self.last = Some(now);
+        super::os::resident_bytes(pid).is_some_and(|rss| rss > limit)
+    }
 }
 
 /// The worker's pipe ended: reap it, fail the task it was running, requeue

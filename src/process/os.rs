@@ -342,6 +342,24 @@ pub(crate) fn forget_worker_marker(name: &str) {
     unsafe { std::env::remove_var(name) };
 }
 
+/// The resident memory of process `pid`, from `/proc/<pid>/statm`
+/// (Linux); `None` elsewhere, or if the process is gone.
+pub(crate) fn resident_bytes(pid: u32) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        // SAFETY: sysconf only reads a system constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        pages.checked_mul(u64::try_from(page).ok()?)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
+    }
+}
+
 /// How a worker process ended, in words, with the code or signal.
 pub(crate) fn describe_exit(
     status: std::process::ExitStatus,

@@ -51,6 +51,9 @@ pub(crate) struct Link {
     pub(crate) depth: usize,
     /// Told to exit (`Shutdown` sent); it gets no more tasks.
     pub(crate) stopping: bool,
+    /// Over `max_memory_per_child`: it gets no more tasks, and is told to
+    /// exit once those it holds are done (L5).
+    pub(crate) retiring: bool,
     /// Why the supervisor killed it, if it did: the task that timed out
     /// and its error. Applies only if that task is still the head when the
     /// worker's end is seen (it may have finished just in time).
@@ -143,6 +146,9 @@ pub(crate) struct Limits {
     /// Workers idle this long exit, and workers start only for queued work
     /// (loky L4); `None`: the pool keeps `max_workers` running.
     pub(crate) idle_timeout: Option<Duration>,
+    /// A worker whose resident memory passes this many bytes is replaced
+    /// after its task (loky L5).
+    pub(crate) max_memory_per_child: Option<u64>,
 }
 
 #[derive(Default)]
@@ -298,6 +304,7 @@ impl State {
                 .filter(|l| {
                     !l.stopping
                         && l.in_flight.len() < l.depth_now(now, limits).min(fair_share)
+                        && !l.retiring
                         && limits.max_tasks_per_child.is_none_or(|m| l.sent < m)
                 })
                 .min_by_key(|l| l.in_flight.len())
@@ -365,7 +372,8 @@ impl State {
         }
         let nothing_left = self.queue.is_empty() && (self.shutdown || self.broken.is_some());
         for link in &mut self.links {
-            let retired = limits.max_tasks_per_child.is_some_and(|m| link.sent >= m);
+            let retired =
+                link.retiring || limits.max_tasks_per_child.is_some_and(|m| link.sent >= m);
             if !link.stopping && link.in_flight.is_empty() && (retired || nothing_left) {
                 link.stopping = true;
                 let _ = link.outbox.send(ToWorker::Shutdown, true);

@@ -1,5 +1,7 @@
-//! `ProcessPoolBuilder::idle_timeout` (CONFORMANCE.md L4, loky: "Idle
-//! workers exit after `timeout` s and are respawned on demand").
+//! How long a process-pool worker lives: `idle_timeout` (CONFORMANCE.md
+//! L4, loky: "Idle workers exit after `timeout` s and are respawned on
+//! demand") and `max_memory_per_child` (L5: a worker whose memory grew past
+//! a limit is replaced).
 //!
 //! No test measures time: each waits for a state (workers gone, a result)
 //! under the hang guard. The idle timeouts are short so that the tests
@@ -101,6 +103,58 @@ fn l4_a_zero_idle_timeout_is_refused() {
         .unwrap_err();
     assert!(
         matches!(e, Error::InvalidConfig(ref m) if m.contains("idle_timeout")),
+        "{e}"
+    );
+}
+
+// ------------------------------------------------------------------ L5 --
+
+const MIB: u64 = 1 << 20;
+
+/// Leaks `mib` MiB, every page touched (so resident), and returns the pid.
+fn leak_mib(mib: u64) -> u32 {
+    let bytes = vec![1u8; (mib * MIB) as usize];
+    std::mem::forget(std::hint::black_box(bytes));
+    std::process::id()
+}
+
+fn memory_capped_pool(limit: u64) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_memory_per_child(limit)
+        .test_harness()
+        .build()
+        .expect("a test-harness pool builds")
+}
+
+#[test]
+fn l5_a_worker_over_max_memory_per_child_is_replaced_after_its_task() {
+    let pool = memory_capped_pool(96 * MIB);
+    // The first result is always checked: this worker is over at once.
+    let bloated = wait(pool.submit(leak_mib, 160)).unwrap();
+    let next = wait(pool.submit(getpid, ())).unwrap();
+    assert_ne!(bloated, next, "the bloated worker still serves");
+    wait_until("the bloated worker reaped", || {
+        std::fs::read_to_string(format!("/proc/{bloated}/stat")).is_err()
+    });
+}
+
+#[test]
+fn l5_a_worker_under_max_memory_per_child_keeps_serving() {
+    let pool = memory_capped_pool(512 * MIB);
+    let pids = pids_of((0..20).map(|_| pool.submit(leak_mib, 1)).collect());
+    assert_eq!(pids.len(), 1, "{pids:?}");
+}
+
+#[test]
+fn l5_a_zero_max_memory_per_child_is_refused() {
+    let e = ProcessPoolExecutor::builder()
+        .max_memory_per_child(0)
+        .test_harness()
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidConfig(ref m) if m.contains("max_memory_per_child")),
         "{e}"
     );
 }
