@@ -11,8 +11,11 @@ use super::{entry, worker};
 use crate::Error;
 use crate::sync::lock;
 
-/// Configures a [`ProcessPoolExecutor`].
+/// Configures a [`ProcessPoolExecutor`]. Two builders are equal when they
+/// would build pools configured alike (see
+/// [`build_reusable`](Self::build_reusable)).
 #[must_use]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProcessPoolBuilder {
     max_workers: Option<usize>,
     max_tasks_per_child: Option<usize>,
@@ -240,6 +243,43 @@ impl ProcessPoolBuilder {
     pub fn test_harness(mut self) -> Self {
         self.test_harness = true;
         self
+    }
+
+    /// The program's reusable pool (loky's `get_reusable_executor`, L1):
+    /// the pool an earlier call built from an equal builder, if it still
+    /// accepts tasks; otherwise a new pool built from this builder, which
+    /// becomes the reusable one. A pool replaced because it was asked for
+    /// with a different configuration is shut down without waiting: its
+    /// tasks still finish. So library code can share one pool, and one
+    /// that was shut down or broke is replaced instead of refusing work.
+    ///
+    /// Pair it with [`idle_timeout`](Self::idle_timeout) for a pool that
+    /// holds no processes while nobody uses it.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use concurrent_futures::{ExecutorExt, ProcessPoolExecutor};
+    ///
+    /// fn square(x: u64) -> u64 { x * x }
+    ///
+    /// fn shared() -> Arc<ProcessPoolExecutor> {
+    ///     ProcessPoolExecutor::builder()
+    ///         .idle_timeout(Duration::from_secs(10))
+    ///         .build_reusable()
+    ///         .expect("workers start")
+    /// }
+    ///
+    /// fn main() {
+    ///     concurrent_futures::init();
+    ///     assert!(Arc::ptr_eq(&shared(), &shared()));
+    ///     shared().shutdown(true, false);
+    ///     // Shut down: the next call builds a fresh pool.
+    ///     assert_eq!(shared().submit(square, 7).into_result(), Ok(49));
+    /// }
+    /// ```
+    pub fn build_reusable(self) -> Result<std::sync::Arc<ProcessPoolExecutor>, Error> {
+        super::reusable::get(self)
     }
 
     /// Starts the pool; its workers start in the background.

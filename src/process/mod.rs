@@ -46,6 +46,7 @@ pub(crate) mod os;
 mod outbox;
 mod pool;
 pub(crate) mod protocol;
+mod reusable;
 mod state;
 mod tree;
 pub(crate) mod worker;

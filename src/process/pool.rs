@@ -226,6 +226,11 @@ impl ProcessPoolExecutor {
         true
     }
 
+    /// Whether a submit would be accepted now: not shut down, not broken.
+    pub(crate) fn accepts_tasks(&self) -> bool {
+        lock(&self.shared.state).refusal().is_none()
+    }
+
     /// The pids of the workers currently serving (for diagnostics and tests).
     pub fn worker_pids(&self) -> Vec<u32> {
         lock(&self.shared.state)
