@@ -53,12 +53,16 @@ fn alive(pid: u32) -> bool {
 
 /// The shell's pid (from the ready file) and its sleep's.
 fn the_tree(ready: &FileGate) -> (u32, u32) {
-    wait_until("the task's shell", || ready.is_open());
-    let shell: u32 = std::fs::read_to_string(ready.arg())
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    // The file appears (empty) before its pid is written: wait for both.
+    let read = || -> Option<u32> {
+        std::fs::read_to_string(ready.arg())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    wait_until("the task's shell", || read().is_some());
+    let shell = read().unwrap();
     (shell, child_of(shell))
 }
 
