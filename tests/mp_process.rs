@@ -10,6 +10,9 @@ use concurrent_futures::{Error, Process, Queue, Receiver, Sender, pipe};
 
 concurrent_futures::process_pool_test_worker!();
 
+mod common;
+use common::is_alive;
+
 /// Longest any single wait may take before the test calls it a hang.
 const HANG: Duration = Duration::from_secs(60);
 
@@ -37,17 +40,6 @@ fn panics(message: String) -> u8 {
     panic!("{message}");
 }
 
-fn pid_is_running(pid: u32) -> bool {
-    // A zombie is not running; our reaped children do not exist at all.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
-            state != Some('Z')
-        }
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn start_join_and_the_return_value() {
     let mut p = Process::new(double, 21).test_harness();
@@ -72,7 +64,7 @@ fn pid_name_and_is_alive() {
     assert_eq!(named.name(), "sleeper");
     named.start().unwrap();
     assert!(named.is_alive());
-    assert!(named.pid().is_some_and(pid_is_running));
+    assert!(named.pid().is_some_and(is_alive));
     named.kill();
     joined(&named);
     assert!(!named.is_alive());
@@ -158,12 +150,12 @@ fn a_daemon_is_killed_when_its_handle_is_dropped() {
     assert!(p.is_daemon());
     p.start().unwrap();
     let pid = p.pid().unwrap();
-    assert!(pid_is_running(pid));
+    assert!(is_alive(pid));
     let t0 = Instant::now();
     drop(p);
     // Dropping killed and reaped it: no such process (or a new one with a
     // reused pid, which would not be our sleeping child; not checked).
-    assert!(!pid_is_running(pid));
+    assert!(!is_alive(pid));
     assert!(t0.elapsed() < HANG);
 }
 
@@ -392,13 +384,13 @@ fn a_daemon_dies_with_its_parent_process() {
     assert!(helper.wait().unwrap().success());
     // The parent is gone. The non-daemon child (sleeping 60 s) is still
     // there; the daemon goes.
-    let survived = pid_is_running(non_daemon);
+    let survived = is_alive(non_daemon);
     // SAFETY: kill() takes two integers; `non_daemon` was the helper's
     // child a moment ago and is not reaped while it runs.
     unsafe { libc::kill(non_daemon as libc::pid_t, libc::SIGKILL) };
     assert!(survived, "the non-daemon child died with its parent");
     let deadline = Instant::now() + HANG;
-    while pid_is_running(daemon) {
+    while is_alive(daemon) {
         assert!(
             Instant::now() < deadline,
             "the daemon child outlived its parent"

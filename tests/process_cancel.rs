@@ -13,7 +13,7 @@ use concurrent_futures::{Error, ExecutorExt, Future, ProcessPoolExecutor};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{HANG, wait};
+use common::{HANG, is_alive, wait};
 
 fn getpid(_: ()) -> u32 {
     std::process::id()
@@ -40,16 +40,6 @@ fn wait_running<T>(f: &Future<T>) {
     while !f.running() {
         assert!(Instant::now() < deadline, "the task was never sent");
         std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
-/// Whether `pid` is a live process (not gone, not a zombie).
-fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat[stat.rfind(')').map_or(0, |i| i + 1)..]
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
     }
 }
 

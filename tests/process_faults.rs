@@ -30,7 +30,7 @@ use concurrent_futures::{Error, ExecutorExt, MapOptions, ProcessPoolExecutor, WO
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{HANG, pool, wait};
+use common::{HANG, is_alive, pool, stat_of, wait};
 
 /// Set in helper processes started by this file's tests (not the workers).
 const HELPER_ENV: &str = "CF_FAULTS_HELPER";
@@ -44,22 +44,6 @@ fn getpid(_: ()) -> u32 {
 
 fn double(x: u64) -> u64 {
     x * 2
-}
-
-/// (state, ppid) from /proc/<pid>/stat, or None if there is no such process.
-fn stat_of(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid ...": comm may contain spaces and parentheses.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
-}
-
-/// Whether `pid` is running (a zombie or a dead process is not).
-fn is_alive(pid: u32) -> bool {
-    matches!(stat_of(pid), Some((s, _)) if s != 'Z' && s != 'X')
 }
 
 /// Our child processes (zombies included) whose command line mentions `word`.

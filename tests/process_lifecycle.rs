@@ -22,7 +22,7 @@ use concurrent_futures::{
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{HANG, pool, wait, wait_until};
+use common::{HANG, pool, reaped, stat_of, wait, wait_until};
 
 /// Set in helper processes; helpers do nothing without it.
 const HELPER_ENV: &str = "CF_LIFECYCLE_HELPER";
@@ -78,17 +78,6 @@ fn our_children_among(pids: &HashSet<u32>) -> Vec<(u32, char)> {
         }
     }
     found
-}
-
-/// (state, ppid) from /proc/<pid>/stat, or None if there is no such process.
-fn stat_of(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) S ppid ...": comm may contain spaces and parentheses.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
 }
 
 /// Runs tasks until every worker has answered; returns all worker pids seen.
@@ -601,11 +590,7 @@ fn s14_kill_workers_fails_running_cancels_queued_and_stops_the_pool() {
     pool.shutdown(true, false);
     assert!(pool.worker_pids().is_empty());
     for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(
-            stat.is_empty() || stat.contains(") Z "),
-            "worker {pid} still alive: {stat}"
-        );
+        assert!(reaped(pid), "worker {pid} not reaped: {:?}", stat_of(pid));
     }
 }
 

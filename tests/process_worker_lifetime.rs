@@ -15,7 +15,7 @@ use concurrent_futures::{Error, ExecutorExt, Future, ProcessPoolExecutor};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{FileGate, HANG, pid_after_gate, wait, wait_until};
+use common::{FileGate, HANG, pid_after_gate, reaped, stat_of, wait, wait_until};
 
 const IDLE: Duration = Duration::from_millis(100);
 
@@ -46,8 +46,11 @@ fn l4_idle_workers_exit_after_the_idle_timeout_and_are_not_replaced() {
     std::thread::sleep(IDLE * 3);
     assert!(pool.worker_pids().is_empty(), "{:?}", pool.worker_pids());
     for pid in used {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(stat.is_empty(), "worker {pid} was not reaped: {stat}");
+        assert!(
+            reaped(pid),
+            "worker {pid} was not reaped: {:?}",
+            stat_of(pid)
+        );
     }
 }
 
@@ -134,9 +137,7 @@ fn l5_a_worker_over_max_memory_per_child_is_replaced_after_its_task() {
     let bloated = wait(pool.submit(leak_mib, 160)).unwrap();
     let next = wait(pool.submit(getpid, ())).unwrap();
     assert_ne!(bloated, next, "the bloated worker still serves");
-    wait_until("the bloated worker reaped", || {
-        std::fs::read_to_string(format!("/proc/{bloated}/stat")).is_err()
-    });
+    wait_until("the bloated worker reaped", || reaped(bloated));
 }
 
 #[test]

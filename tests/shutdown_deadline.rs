@@ -18,7 +18,9 @@ use concurrent_futures::{
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{FileGate, HANG, Manual, await_file, guarded, started, wait, wait_until};
+use common::{
+    FileGate, HANG, Manual, await_file, guarded, reaped, started, stat_of, wait, wait_until,
+};
 
 /// A deadline the tests expect to pass: the work is held by a gate.
 const PASSES: Duration = Duration::from_millis(100);
@@ -57,13 +59,9 @@ fn wait_running<T>(f: &Future<T>) {
     wait_until("the task running", || f.running());
 }
 
-/// The worker is gone: reaped (no /proc entry) or, at most, a zombie.
+/// The worker has been reaped.
 fn assert_gone(pid: u32) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(
-        stat.is_empty() || stat.contains(") Z "),
-        "worker {pid} still alive: {stat}"
-    );
+    assert!(reaped(pid), "worker {pid} not reaped: {:?}", stat_of(pid));
 }
 
 fn assert_stopped_because(f: &Future<u64>, what: &str) {

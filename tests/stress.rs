@@ -38,6 +38,7 @@ concurrent_futures::process_pool_test_worker!();
 
 /// Longest any single wait may take before the test calls it a hang.
 mod common;
+use common::stat_of;
 
 const HANG: Duration = Duration::from_secs(60);
 
@@ -437,16 +438,6 @@ fn helper_thread_pool_churn() {
 #[test]
 fn thread_pool_created_and_dropped_many_times_leaks_no_thread_or_fd() {
     run_helper("helper_thread_pool_churn");
-}
-
-/// (state, ppid) from /proc/<pid>/stat, or None if there is no such process.
-fn stat_of(pid: u32) -> Option<(char, u32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
 }
 
 fn getpid(_: ()) -> u32 {

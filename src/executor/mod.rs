@@ -134,8 +134,10 @@ pub enum ShutdownOutcome {
     /// after them.
     TimedOut,
     /// The deadline passed first; a process pool sent SIGTERM to its
-    /// workers, and each exited within the grace period. The tasks they
-    /// held failed with [`Error::Broken`], and queued ones were cancelled.
+    /// workers (and to the processes their tasks started), and each exited
+    /// within the grace period. The tasks they held failed with
+    /// [`Error::Broken`] (unless a worker that survived the signal finished
+    /// them), and queued ones were cancelled.
     Terminated,
     /// As [`Terminated`](ShutdownOutcome::Terminated), but some worker was
     /// still alive when the grace period ended and got SIGKILL.

@@ -165,9 +165,11 @@ impl ProcessPoolBuilder {
     /// (loky L6): a timed-out task leaves no `ffmpeg` running. They are
     /// found through `/proc` (Linux) just before the kill, so this is best
     /// effort: one started in that instant, or one that left the tree
-    /// (a daemon), is not reached. The same holds whenever the pool stops a
-    /// worker itself (`kill_on_cancel`, `kill_workers`, `terminate_workers`,
-    /// `shutdown_within`); a worker that exits on its own leaves its task's
+    /// (a daemon), is not reached; without pidfds (Linux before 5.3) none
+    /// is. The same holds whenever the pool stops a worker itself
+    /// (`kill_on_cancel`, `kill_workers`, `shutdown_within`; with
+    /// `terminate_workers` they get SIGTERM, as the worker does, and
+    /// nothing more). A worker that exits on its own leaves its task's
     /// processes running.
     pub fn task_timeout(mut self, limit: Duration) -> Self {
         self.task_timeout = Some(limit);

@@ -24,6 +24,7 @@
 
 use std::sync::Weak;
 
+use super::child::Doomed;
 use super::pool::Shared;
 use super::state::{Link, State};
 use crate::Error;
@@ -42,7 +43,10 @@ impl Watcher for CancelStopper {
             return;
         }
         if let Some(shared) = self.shared.upgrade() {
-            lock(&shared.state).stop_cancelled(task_id);
+            let doomed = lock(&shared.state).stop_cancelled(task_id);
+            if let Some(worker) = doomed {
+                worker.kill();
+            }
         }
     }
 }
@@ -50,7 +54,8 @@ impl Watcher for CancelStopper {
 impl State {
     /// Stops the task watched under `key` (its id, as a `usize`), whose
     /// future was cancelled, if a worker holds it (see the module docs).
-    pub(crate) fn stop_cancelled(&mut self, key: usize) {
+    /// Returns the worker to kill once the lock is released.
+    pub(crate) fn stop_cancelled(&mut self, key: usize) -> Option<Doomed> {
         for link in &mut self.links {
             if let Some(at) = link
                 .in_flight
@@ -58,36 +63,37 @@ impl State {
                 .position(|p| p.task_id as usize == key)
             {
                 if at == 0 {
-                    link.stop_head();
-                } else {
-                    link.in_flight[at].stop_when_started = true;
+                    return link.stop_head();
                 }
-                return;
+                link.in_flight[at].stop_when_started = true;
+                return None;
             }
         }
+        None
     }
 }
 
 impl Link {
-    /// Kills this worker for its head task, cancelled while it ran; its
+    /// Dooms this worker for its head task, cancelled while it ran; its
     /// reader cleans up when the pipe ends.
-    fn stop_head(&mut self) {
-        let Some(head) = self.in_flight.front() else {
-            return;
-        };
-        if self.kill_reason.is_none() {
-            self.kill_reason = Some((head.task_id, Error::Cancelled));
-            // No more tasks for a worker about to die.
-            self.stopping = true;
-            let _ = lock(&self.child).signal_tree(libc::SIGKILL);
+    fn stop_head(&mut self) -> Option<Doomed> {
+        let head = self.in_flight.front()?;
+        if self.kill_reason.is_some() {
+            return None;
         }
+        self.kill_reason = Some((head.task_id, Error::Cancelled));
+        // No more tasks for a worker about to die.
+        self.stopping = true;
+        Some(Doomed::halt(&self.child))
     }
 
     /// Called when the head has finished: a task cancelled while it waited
     /// behind it is stopped now that it has started.
-    pub(crate) fn stop_head_if_cancelled(&mut self) {
+    pub(crate) fn stop_head_if_cancelled(&mut self) -> Option<Doomed> {
         if self.in_flight.front().is_some_and(|p| p.stop_when_started) {
-            self.stop_head();
+            self.stop_head()
+        } else {
+            None
         }
     }
 }

@@ -56,7 +56,10 @@
 //! All the `unsafe` of starting and reaping children is in this module.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::tree::{ProcessTable, Tree};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
 
@@ -101,6 +104,56 @@ pub(crate) fn open_pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
     }
 }
 
+/// A worker the pool has decided to kill for its running task (a timeout,
+/// a cancel): frozen at once with SIGSTOP, under the pool's lock, so it
+/// cannot finish that task and start the next one sent ahead to it; killed
+/// with its process tree by [`Doomed::kill`], after the lock is released
+/// (finding the tree reads all of `/proc`).
+#[must_use = "a doomed worker stays stopped until killed"]
+pub(crate) struct Doomed(std::sync::Arc<std::sync::Mutex<WorkerChild>>);
+
+impl Doomed {
+    pub(crate) fn halt(child: &std::sync::Arc<std::sync::Mutex<WorkerChild>>) -> Doomed {
+        let _ = crate::sync::lock(child).signal(libc::SIGSTOP);
+        Doomed(child.clone())
+    }
+
+    /// SIGKILLs the worker's descendants, then the worker.
+    pub(crate) fn kill(self) {
+        let table = ProcessTable::read();
+        let _ = crate::sync::lock(&self.0).signal_tree(&table, libc::SIGKILL);
+    }
+}
+
+/// Sends `sig` to the process `pidfd` names (signal 0: only checks that it
+/// still exists, if only as a zombie). `ESRCH` once it has exited.
+pub(crate) fn send_via_pidfd(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: pidfd_send_signal takes a descriptor we own, a signal
+        // number, a null siginfo (allowed: "as if by kill") and flags; it
+        // touches no memory of ours.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pidfd, sig);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
 impl WorkerChild {
     fn new(pid: libc::pid_t) -> WorkerChild {
         WorkerChild {
@@ -122,15 +175,28 @@ impl WorkerChild {
         self.signal(libc::SIGKILL)
     }
 
-    /// Sends `sig` to the processes the child started, and theirs, then to
-    /// the child (see [`super::tree`]); nothing if it was already reaped.
-    /// For stops the pool decides on: a timeout, a kill, a terminate.
-    pub(crate) fn signal_tree(&mut self, sig: i32) -> io::Result<()> {
-        if self.reaped.is_some() {
-            return Ok(());
-        }
-        super::tree::signal_descendants(self.pid as u32, sig);
-        self.signal(sig)
+    /// Sends `sig` to the processes the child started, and theirs (found in
+    /// `table`), then to the child; returns that tree, which a stop that
+    /// escalates signals again later (see [`super::tree`]). Nothing if the
+    /// child was already reaped. For stops the pool decides on: a timeout,
+    /// a kill, a terminate.
+    pub(crate) fn signal_tree(&mut self, table: &ProcessTable, sig: i32) -> Tree {
+        let tree = match (&self.reaped, &self.pidfd) {
+            (None, Some(pidfd)) => table.descendants(self.pid as u32, pidfd),
+            _ => Tree::default(),
+        };
+        tree.signal(sig);
+        let _ = self.signal(sig);
+        tree
+    }
+
+    /// Whether the child is neither reaped nor known to have exited.
+    pub(crate) fn is_running(&self) -> bool {
+        // A pidfd polls readable once its process has exited.
+        let exited = |fd: &OwnedFd| {
+            super::os::poll_readable(fd.as_fd(), Some(Duration::ZERO)).unwrap_or(false)
+        };
+        self.reaped.is_none() && self.pidfd.as_ref().is_none_or(|fd| !exited(fd))
     }
 
     /// Sends `sig` to the child, unless it was already reaped.
@@ -138,29 +204,13 @@ impl WorkerChild {
         if self.reaped.is_some() {
             return Ok(());
         }
-        #[cfg(target_os = "linux")]
         if let Some(pidfd) = &self.pidfd {
-            // SAFETY: pidfd_send_signal takes a descriptor we own, a signal
-            // number, a null siginfo (allowed: "as if by kill") and flags;
-            // it touches no memory of ours.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    sig,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
+            return match send_via_pidfd(pidfd, sig) {
                 // The child has exited (a zombie, or reaped by someone
                 // else): there is nothing left to signal.
-                if e.raw_os_error() != Some(libc::ESRCH) {
-                    return Err(e);
-                }
-            }
-            return Ok(());
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+                other => other,
+            };
         }
         // SAFETY: kill() takes two integers and touches no memory of ours.
         // `pid` is our child and we have not reaped it (checked above;

@@ -214,7 +214,7 @@ fn serve(
                 let now = Instant::now();
                 link.task_done(now.saturating_duration_since(link.head_since), limits);
                 link.head_since = now;
-                link.stop_head_if_cancelled();
+                let doomed = link.stop_head_if_cancelled();
                 match head {
                     Some(p) if p.task_id == task_id => {
                         st.dispatch(&shared.config.limits, &mut failures);
@@ -232,6 +232,9 @@ fn serve(
                                 .iter()
                                 .any(|l| l.in_flight.front().is_some_and(|p| p.timeout.is_some()));
                         drop(st);
+                        if let Some(worker) = doomed {
+                            worker.kill();
+                        }
                         if timed {
                             shared.cond.notify_all();
                         }
@@ -261,6 +264,10 @@ fn serve(
                     other => {
                         if let Some(p) = other {
                             link.in_flight.push_front(p);
+                        }
+                        drop(st);
+                        if let Some(worker) = doomed {
+                            worker.kill();
                         }
                         break End::Protocol(Error::Protocol(format!(
                             "worker {pid} answered task {task_id}, which it was not running"

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::child::Doomed;
 use super::state::{Failures, HardStop, Limits, Pending, Starting, State};
+use super::tree::{ProcessTable, Tree};
 use super::{link, os, worker};
 use crate::executor::task::Job;
 use crate::executor::task::PortableTask;
@@ -151,8 +153,12 @@ impl ProcessPoolExecutor {
 
     /// [`kill_workers`](Self::kill_workers) with SIGTERM instead of SIGKILL
     /// (CPython 3.14's `terminate_workers`), for tasks that clean up in a
-    /// SIGTERM handler. A worker that survives the signal finishes its task
-    /// normally and then exits: its future gets the result.
+    /// SIGTERM handler; the processes the tasks started get SIGTERM too. A
+    /// worker that survives the signal finishes its task normally, and the
+    /// tasks already sent ahead to it (see
+    /// [`prefetch`](crate::ProcessPoolBuilder::prefetch)), then exits: their
+    /// futures get their results. Nothing is escalated to SIGKILL; for
+    /// that, use [`shutdown_within`](Self::shutdown_within).
     pub fn terminate_workers(&self) {
         self.stop_workers(HardStop::Terminate, libc::SIGTERM);
     }
@@ -183,20 +189,17 @@ impl ProcessPoolExecutor {
     }
 
     /// Shuts the pool down, cancels what is queued, and sends `signal` to
-    /// every worker, serving or starting. What the workers held fails with
-    /// `why`'s error once they are gone (see `link::worker_gone`).
-    fn stop_workers(&self, why: HardStop, signal: libc::c_int) {
+    /// every worker, serving or starting, and to the processes the serving
+    /// ones' tasks started. What the workers held fails with `why`'s error
+    /// once they are gone (see `link::worker_gone`).
+    fn stop_workers(&self, why: HardStop, signal: libc::c_int) -> Stopped {
         let mut st = lock(&self.shared.state);
         st.shutdown = true;
         st.hard_stop = Some(why);
         st.want = 0;
         let cancelled: Vec<_> = st.queue.drain(..).collect();
-        for l in &st.links {
-            let _ = lock(&l.child).signal_tree(signal);
-        }
-        for s in &st.starting {
-            let _ = lock(&s.child).signal(signal);
-        }
+        let serving: Vec<_> = st.links.iter().map(|l| l.child.clone()).collect();
+        let starting: Vec<_> = st.starting.iter().map(|s| s.child.clone()).collect();
         // With nothing queued, this tells idle workers to exit, and the
         // others as soon as their task ends: a worker that survives SIGTERM
         // (a task ignored it) must not linger.
@@ -210,6 +213,25 @@ impl ProcessPoolExecutor {
                 p.job.fail(why.error());
             }
         }
+        // Signalled with the lock released: finding the process trees reads
+        // all of `/proc`, once for every worker.
+        let table = if serving.is_empty() {
+            ProcessTable::default()
+        } else {
+            ProcessTable::read()
+        };
+        let mut stopped = Stopped::default();
+        for child in &serving {
+            let mut c = lock(child);
+            stopped.running += usize::from(c.is_running());
+            stopped.trees.push(c.signal_tree(&table, signal));
+        }
+        for child in &starting {
+            let mut c = lock(child);
+            stopped.running += usize::from(c.is_running());
+            let _ = c.signal(signal);
+        }
+        stopped
     }
 
     /// Waits until every worker has exited and every task it held has
@@ -334,22 +356,49 @@ impl Executor for ProcessPoolExecutor {
         if self.wait_for_workers(until) {
             return ShutdownOutcome::Finished;
         }
-        self.stop_workers(HardStop::Deadline, libc::SIGTERM);
+        let term = self.stop_workers(HardStop::Deadline, libc::SIGTERM);
         let grace = crate::sync::deadline(Some(self.shared.config.terminate_grace));
-        if self.wait_for_workers(grace) {
-            return ShutdownOutcome::Terminated;
+        // The trees found now are kept: a process that outlives SIGTERM
+        // after its worker died belongs to init, and no later scan would
+        // find it.
+        let ended = self.wait_for_workers(grace);
+        if ended && term.trees.iter().all(|t| t.wait_exited(grace)) {
+            return if term.running == 0 {
+                ShutdownOutcome::Finished // it all ended just before the signal
+            } else {
+                ShutdownOutcome::Terminated
+            };
         }
-        self.stop_workers(HardStop::Deadline, libc::SIGKILL);
+        let survivors = term
+            .trees
+            .iter()
+            .any(|t| !t.wait_exited(Some(Instant::now())));
+        term.trees.iter().for_each(|t| t.signal(libc::SIGKILL));
+        let kill = self.stop_workers(HardStop::Deadline, libc::SIGKILL);
         // A killed process ends at once unless the kernel holds it (an
         // uninterruptible wait): give the readers a moment to reap, but
         // never hang here on such a process.
         self.wait_for_workers(crate::sync::deadline(Some(REAP_WAIT)));
-        ShutdownOutcome::Killed
+        if survivors || kill.running > 0 {
+            ShutdownOutcome::Killed
+        } else {
+            // Every process was gone; only futures were still being failed.
+            ShutdownOutcome::Terminated
+        }
     }
 
     fn max_workers(&self) -> usize {
         self.shared.config.limits.max_workers
     }
+}
+
+/// What [`ProcessPoolExecutor::stop_workers`] signalled.
+#[derive(Default)]
+struct Stopped {
+    /// Worker processes that were still running.
+    running: usize,
+    /// The process trees of the serving workers, as found then.
+    trees: Vec<Tree>,
 }
 
 /// How long `shutdown_within` waits for SIGKILLed workers to be reaped
@@ -407,7 +456,13 @@ pub(super) fn supervise(shared: Arc<Shared>) {
                 return;
             }
             let now = Instant::now();
-            enforce_deadlines(&mut st, &shared.config, now);
+            let doomed = enforce_deadlines(&mut st, &shared.config, now);
+            if !doomed.is_empty() {
+                drop(st);
+                doomed.into_iter().for_each(Doomed::kill);
+                st = lock(&shared.state);
+                continue;
+            }
             st.retire_idle(&shared.config.limits, now);
             // Deadlines just handled are at least 1 ms away: no busy loop.
             let deadline = st
@@ -422,9 +477,12 @@ pub(super) fn supervise(shared: Arc<Shared>) {
     }
 }
 
-/// Kills workers whose running task passed its limit, or whose start takes
-/// too long. Their readers see the end of the pipe and clean up.
-fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) {
+/// Kills workers whose start takes too long, and dooms those whose running
+/// task passed its limit: they are returned, to be killed with their
+/// process trees once the lock is released. Their readers see the end of
+/// the pipe and clean up.
+fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) -> Vec<Doomed> {
+    let mut doomed = Vec::new();
     for l in &mut st.links {
         let Some((task_id, limit)) = l
             .in_flight
@@ -437,7 +495,7 @@ fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) {
             l.kill_reason = Some((task_id, Error::TaskTimeout { limit }));
             // No more tasks for a worker about to die.
             l.stopping = true;
-            let _ = lock(&l.child).signal_tree(libc::SIGKILL);
+            doomed.push(Doomed::halt(&l.child));
         }
     }
     for s in &st.starting {
@@ -452,6 +510,7 @@ fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) {
             s.since = now;
         }
     }
+    doomed
 }
 
 fn start_worker(shared: &Arc<Shared>, id: u64) {

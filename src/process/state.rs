@@ -82,6 +82,13 @@ impl Link {
         };
     }
 
+    /// Sends `Shutdown`: the worker exits after what it holds, and gets no
+    /// more tasks. (A pipe already closed means it is exiting anyway.)
+    fn tell_to_exit(&mut self) {
+        self.stopping = true;
+        let _ = self.outbox.send(ToWorker::Shutdown, true);
+    }
+
     /// The depth to fill to now: while the running task has already taken
     /// longer than a short one, only `prefetch`, whatever earlier tiny tasks
     /// taught, so a worker busy with a long task is not handed a deep
@@ -250,8 +257,7 @@ impl State {
         };
         for link in &mut self.links {
             if !link.stopping && link.in_flight.is_empty() && now >= link.head_since + idle {
-                link.stopping = true;
-                let _ = link.outbox.send(ToWorker::Shutdown, true);
+                link.tell_to_exit();
             }
         }
     }
@@ -375,8 +381,7 @@ impl State {
             let retired =
                 link.retiring || limits.max_tasks_per_child.is_some_and(|m| link.sent >= m);
             if !link.stopping && link.in_flight.is_empty() && (retired || nothing_left) {
-                link.stopping = true;
-                let _ = link.outbox.send(ToWorker::Shutdown, true);
+                link.tell_to_exit();
             }
         }
         self.top_up(limits);

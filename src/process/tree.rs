@@ -11,77 +11,118 @@
 //! Linux keeps no list of a process's descendants that can be read in one
 //! go here (`/proc/<pid>/task/<tid>/children` needs a kernel option this
 //! crate cannot count on), so the tree is found by reading every
-//! `/proc/<pid>/stat` for its parent pid, as loky does with psutil. It
-//! must be found while the worker is alive: once the worker dies its
-//! children belong to init, and nothing links them to the worker any more.
+//! `/proc/<pid>/stat` for its parent pid, as loky does with psutil
+//! ([`ProcessTable`]). It must be found while the worker is alive: once the
+//! worker dies its children belong to init, and nothing links them to the
+//! worker any more. For the same reason a stop that escalates (SIGTERM,
+//! then SIGKILL) keeps the [`Tree`] it found the first time: a process
+//! that outlives SIGTERM after its parent died can only be found there.
 //!
 //! Between reading `/proc` and signalling, a descendant may exit and its
 //! pid be reused by an unrelated process. So each descendant is opened as a
 //! pidfd first, which names that process and no other for as long as the
-//! descriptor lives, and its parent is read again after the open: a pid
-//! reused meanwhile has another parent and is skipped. Every descendant is
-//! opened before any is signalled, so a parent dying from its signal does
-//! not hide its children.
+//! descriptor lives; its parent pid is read again after the open, and its
+//! parent is then checked to still exist through the parent's own pidfd
+//! (a process that exists, if only as a zombie, keeps its pid). A pid
+//! reused meanwhile fails one of the two checks and is skipped. Every
+//! descendant is opened before any is signalled, so a parent dying from
+//! its signal does not hide its children.
 //!
 //! This is best effort, as loky's is: a process that forks between the
 //! scan and the signal, or that left the tree (daemonized) before, is not
-//! reached.
+//! reached. Without pidfds (Linux before 5.3, a seccomp filter that
+//! refuses them, other systems) no descendant is signalled at all.
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::time::Instant;
 
-/// Signals every current descendant of `pid` (not `pid` itself). Linux
-/// only; elsewhere it does nothing.
-pub(crate) fn signal_descendants(pid: u32, signal: libc::c_int) {
-    #[cfg(target_os = "linux")]
-    for (_, fd) in open_descendants(pid) {
-        send(&fd, signal);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (pid, signal);
+use super::child::{open_pidfd, send_via_pidfd};
+
+/// Which process is whose child: read once from `/proc` for one round of
+/// stops (a scan reads every process's `stat`, so a pool that stops all
+/// its workers at once reads them once, not once per worker).
+#[derive(Default)]
+pub(crate) struct ProcessTable {
+    children: HashMap<u32, Vec<u32>>,
 }
 
-/// The descendants of `pid`, each with a pidfd checked to name the process
-/// that was `pid`'s descendant (see the module docs).
-#[cfg(target_os = "linux")]
-fn open_descendants(pid: u32) -> Vec<(u32, OwnedFd)> {
-    let children = children_by_parent();
-    let mut found = Vec::new();
-    let mut parents = vec![pid];
-    while let Some(parent) = parents.pop() {
-        for &child in children.get(&parent).into_iter().flatten() {
-            let Some(fd) = crate::process::child::open_pidfd(child as libc::pid_t) else {
-                continue;
-            };
-            if parent_of(child) == Some(parent) {
-                found.push((child, fd));
-                parents.push(child);
+impl ProcessTable {
+    /// Reads `/proc/*/stat` (Linux; an empty table elsewhere).
+    pub(crate) fn read() -> Self {
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        #[cfg(target_os = "linux")]
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
+                if let Some(parent) = parent_of(pid) {
+                    children.entry(parent).or_default().push(pid);
+                }
             }
         }
+        ProcessTable { children }
     }
-    found
+
+    /// The descendants of the process that `root` (a pidfd) names, whose pid
+    /// is `root_pid`, each opened as a pidfd and checked (module docs).
+    pub(crate) fn descendants(&self, root_pid: u32, root: &OwnedFd) -> Tree {
+        let mut found = Vec::new();
+        let mut parents: Vec<(u32, usize)> = Vec::new();
+        // A parent still exists (running or a zombie) after its child was
+        // checked, so its pid was not reused meanwhile, and the child's
+        // parent pid is really that parent. `usize::MAX`: the root.
+        let exists = |found: &Vec<OwnedFd>, at: usize| {
+            let fd = if at == usize::MAX { root } else { &found[at] };
+            send_via_pidfd(fd, 0).is_ok()
+        };
+        if !exists(&found, usize::MAX) {
+            return Tree(found);
+        }
+        parents.push((root_pid, usize::MAX));
+        while let Some((parent, at)) = parents.pop() {
+            for &child in self.children.get(&parent).into_iter().flatten() {
+                let Some(fd) = open_pidfd(child as libc::pid_t) else {
+                    continue;
+                };
+                if parent_of(child) == Some(parent) && exists(&found, at) {
+                    found.push(fd);
+                    parents.push((child, found.len() - 1));
+                }
+            }
+        }
+        Tree(found)
+    }
 }
 
-/// Every process's children, from `/proc/*/stat`.
-#[cfg(target_os = "linux")]
-fn children_by_parent() -> HashMap<u32, Vec<u32>> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return children;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
-            continue;
-        };
-        if let Some(parent) = parent_of(pid) {
-            children.entry(parent).or_default().push(pid);
+/// Processes found in a worker's tree, each held by a pidfd: a handle that
+/// names that process and no other, whatever happens to its pid.
+#[derive(Default)]
+pub(crate) struct Tree(Vec<OwnedFd>);
+
+impl Tree {
+    /// Sends `signal` to every process of the tree still running.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
+        for fd in &self.0 {
+            // ESRCH (it has exited) is what we want anyway.
+            let _ = send_via_pidfd(fd, signal);
         }
     }
-    children
+
+    /// Waits until every process of the tree has exited, or `deadline`
+    /// passes; returns whether they all exited.
+    pub(crate) fn wait_exited(&self, deadline: Option<Instant>) -> bool {
+        use std::os::fd::AsFd;
+        self.0.iter().all(|fd| {
+            // A pidfd polls readable once its process has exited.
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            super::os::poll_readable(fd.as_fd(), left).unwrap_or(true)
+        })
+    }
 }
 
 /// The parent pid of `pid`, or `None` if it is gone.
-#[cfg(target_os = "linux")]
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_parent(&stat)
@@ -93,24 +134,6 @@ fn parent_of(pid: u32) -> Option<u32> {
 fn parse_parent(stat: &str) -> Option<u32> {
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-#[cfg(target_os = "linux")]
-fn send(pidfd: &OwnedFd, signal: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: pidfd_send_signal takes a descriptor we own, a signal number,
-    // a null siginfo (allowed: "as if by kill") and flags; it touches no
-    // memory of ours. A process that has exited meanwhile gives ESRCH,
-    // which is what we want anyway.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        );
-    }
 }
 
 #[cfg(test)]
@@ -136,9 +159,15 @@ mod tests {
         struct Outer(Child);
         impl Drop for Outer {
             fn drop(&mut self) {
-                signal_descendants(self.0.id(), libc::SIGKILL);
+                tree_of(self.0.id()).signal(libc::SIGKILL);
                 let _ = self.0.kill();
                 let _ = self.0.wait();
+            }
+        }
+        fn tree_of(pid: u32) -> Tree {
+            match open_pidfd(pid as libc::pid_t) {
+                Some(root) => ProcessTable::read().descendants(pid, &root),
+                None => Tree::default(),
             }
         }
 
@@ -155,26 +184,21 @@ mod tests {
         let pid = outer.0.id();
         let deadline = Instant::now() + Duration::from_secs(30);
         let tree = loop {
-            let tree: Vec<u32> = open_descendants(pid).into_iter().map(|(p, _)| p).collect();
-            if tree.len() == 2 {
+            let tree = tree_of(pid);
+            if tree.0.len() == 2 {
                 break tree;
             }
-            assert!(Instant::now() < deadline, "tree never grew: {tree:?}");
+            assert!(
+                Instant::now() < deadline,
+                "tree never grew: {}",
+                tree.0.len()
+            );
             std::thread::sleep(Duration::from_millis(5));
         };
-        signal_descendants(pid, libc::SIGKILL);
+        assert!(!tree.wait_exited(Some(Instant::now())), "exited by itself");
+        tree.signal(libc::SIGKILL);
+        assert!(tree.wait_exited(Some(Instant::now() + Duration::from_secs(30))));
         // The outer shell's `wait` returns once its child is gone.
         outer.0.wait().expect("reaped");
-        for p in tree {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-                if stat.is_empty() || stat.contains(") Z ") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "{p} survived: {stat}");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
     }
 }

@@ -314,3 +314,26 @@ pub fn pid_after_gate(gate: String) -> u32 {
     await_file(&gate);
     std::process::id()
 }
+
+/// (state, parent pid) from `/proc/<pid>/stat`, or `None` if there is no
+/// such process.
+pub fn stat_of(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) S ppid ...": comm may contain spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Whether `pid` is running (a zombie or a dead process is not).
+pub fn is_alive(pid: u32) -> bool {
+    matches!(stat_of(pid), Some((s, _)) if s != 'Z' && s != 'X')
+}
+
+/// Whether our child `pid` has been reaped: no process has that pid now,
+/// or one that is not our child does (the pid was reused since).
+pub fn reaped(pid: u32) -> bool {
+    stat_of(pid).is_none_or(|(_, ppid)| ppid != std::process::id())
+}
