@@ -110,10 +110,10 @@ pub(crate) fn open_pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
 /// with its process tree by [`Doomed::kill`], after the lock is released
 /// (finding the tree reads all of `/proc`).
 #[must_use = "a doomed worker stays stopped until killed"]
-pub(crate) struct Doomed(std::sync::Arc<std::sync::Mutex<WorkerChild>>);
+pub(crate) struct Doomed(crate::sync::Arc<crate::sync::Mutex<WorkerChild>>);
 
 impl Doomed {
-    pub(crate) fn halt(child: &std::sync::Arc<std::sync::Mutex<WorkerChild>>) -> Doomed {
+    pub(crate) fn halt(child: &crate::sync::Arc<crate::sync::Mutex<WorkerChild>>) -> Doomed {
         let _ = crate::sync::lock(child).signal(libc::SIGSTOP);
         Doomed(child.clone())
     }
