@@ -61,7 +61,7 @@ pub use pool::*; // Pool, PoolBuilder (unix), ThreadPool, AsyncResult, Callbacks
 pub use process::__test_harness_worker;
 #[cfg(unix)]
 pub use process::{ProcessPoolBuilder, ProcessPoolExecutor, WORKER_ENV, init};
-pub use sync_prims::{Event, Semaphore, SemaphoreGuard};
+pub use sync_prims::{CancelToken, Event, Semaphore, SemaphoreGuard};
 pub use thread::{ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{
     AsCompleted, AsCompletedStream, DoneAndNotDone, ReturnWhen, Waitable, as_completed, wait,

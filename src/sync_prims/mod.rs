@@ -67,9 +67,11 @@
 //! [`clear`]: Event::clear
 //! [`wait`]: Event::wait
 
+mod cancel_token;
 mod event;
 mod semaphore;
 
+pub use cancel_token::CancelToken;
 pub use event::Event;
 pub use semaphore::{Semaphore, SemaphoreGuard};
 

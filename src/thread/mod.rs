@@ -26,7 +26,7 @@ use self::worker::WorkerThread;
 pub(crate) use self::worker::help_while_waiting;
 use crate::executor::{ClosureTask, Task};
 use crate::sync::{Arc, Ordering, lock};
-use crate::{Error, Executor, Future, ShutdownOutcome};
+use crate::{CancelToken, Error, Executor, Future, ShutdownOutcome};
 
 /// Numbers pools for their default thread names (T5).
 static POOL_COUNTER: StdAtomicUsize = StdAtomicUsize::new(0);
@@ -225,6 +225,27 @@ impl ThreadPoolExecutor {
         R: Send + Sync + 'static,
     {
         let (job, future) = ClosureTask::create(f);
+        if let Err((job, e)) = self.inject(job.into_thin()) {
+            job.fail(e);
+        }
+        future
+    }
+
+    /// [`spawn`](Self::spawn) for a task that can be told to stop (PP3):
+    /// `f` is handed `token`, and [`CancelToken::cancel`] cancels the task
+    /// if it is still queued, or lets it see
+    /// [`is_cancelled`](CancelToken::is_cancelled) if it runs. One token
+    /// may serve many tasks: one `cancel()` stops the group.
+    /// ([`Future::cancel`] keeps CPython's meaning: it cancels a queued
+    /// task only.)
+    pub fn spawn_cancellable<F, R>(&self, token: &CancelToken, f: F) -> Future<R>
+    where
+        F: FnOnce(&CancelToken) -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        let handed = token.clone();
+        let (job, future) = ClosureTask::create(move || f(&handed));
+        token.register(&job);
         if let Err((job, e)) = self.inject(job.into_thin()) {
             job.fail(e);
         }
