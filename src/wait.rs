@@ -195,6 +195,15 @@ impl<W: ?Sized> fmt::Debug for DoneAndNotDone<'_, W> {
 /// let sets = wait(&futs, None, ReturnWhen::AllCompleted);
 /// assert_eq!((sets.done.len(), sets.not_done.len()), (4, 0));
 /// ```
+///
+/// `return_when` is an enum, so the invalid values CPython checks only
+/// when it has to block (W7) do not compile:
+///
+/// ```compile_fail
+/// use concurrent_futures::{wait, Future};
+/// let futs: Vec<Future<u32>> = Vec::new();
+/// wait(&futs, None, "FIRST_COMPLETED"); // error: expected `ReturnWhen`
+/// ```
 pub fn wait<'a, W, I>(
     futures: I,
     timeout: Option<Duration>,

@@ -114,7 +114,14 @@ impl ThreadPoolBuilder {
 
     /// Runs `init` once on each worker thread before its first task (T7).
     /// If it panics, the pool is broken: queued futures fail with
-    /// [`Error::Broken`] and later submits are refused (T8).
+    /// [`Error::Broken`] and later submits are refused (T8). Something
+    /// that is not callable is refused when the program is compiled, where
+    /// CPython raises `TypeError` at construction (T3):
+    ///
+    /// ```compile_fail
+    /// use concurrent_futures::ThreadPoolExecutor;
+    /// let pool = ThreadPoolExecutor::builder().initializer(42).build();
+    /// ```
     pub fn initializer(mut self, init: impl Fn() + Send + Sync + 'static) -> Self {
         self.initializer = Some(Arc::new(init));
         self
