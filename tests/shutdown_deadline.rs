@@ -64,6 +64,13 @@ fn assert_gone(pid: u32) {
     assert!(reaped(pid), "worker {pid} not reaped: {:?}", stat_of(pid));
 }
 
+/// `shutdown(wait = true)` returns (under the hang guard) and every worker
+/// in `pids` has been reaped.
+fn shut_down_and_reaped(pool: ProcessPoolExecutor, pids: Vec<u32>, what: &str) {
+    guarded(what, move || pool.shutdown(true, false));
+    pids.into_iter().for_each(assert_gone);
+}
+
 fn assert_stopped_because(f: &Future<u64>, what: &str) {
     match f.result(Some(HANG)) {
         Err(Error::Broken { reason, .. }) => assert!(reason.contains(what), "{reason}"),
@@ -197,12 +204,7 @@ fn pp8_process_pool_kills_a_worker_that_outlives_the_terminate_grace() {
     let pids = pool.worker_pids();
     assert_eq!(pool.shutdown_within(PASSES, false), ShutdownOutcome::Killed);
     assert_stopped_because(&running, "shutdown_within() deadline");
-    let p = Arc::new(pool);
-    let p2 = p.clone();
-    guarded("shutdown(wait) after the kill", move || {
-        p2.shutdown(true, false)
-    });
-    pids.into_iter().for_each(assert_gone);
+    shut_down_and_reaped(pool, pids, "shutdown(wait) after the kill");
 }
 
 /// CPython 3.14's `terminate_workers` (S14 with SIGTERM): running tasks fail
@@ -220,12 +222,7 @@ fn s14_terminate_workers_fails_running_cancels_queued_and_stops_the_pool() {
     assert_stopped_because(&running, "terminate_workers()");
     assert_eq!(queued.result(Some(HANG)), Err(Error::Cancelled));
     assert_eq!(pool.submit(triple, 1).into_result(), Err(Error::Shutdown));
-    let p = Arc::new(pool);
-    let p2 = p.clone();
-    guarded("shutdown(wait) after terminate", move || {
-        p2.shutdown(true, false)
-    });
-    pids.into_iter().for_each(assert_gone);
+    shut_down_and_reaped(pool, pids, "shutdown(wait) after terminate");
 }
 
 /// SIGTERM is a request: a task that handles it and finishes delivers its
@@ -241,10 +238,5 @@ fn s14_a_task_that_survives_terminate_workers_delivers_its_result() {
     pool.terminate_workers();
     gate.open();
     assert_eq!(running.result(Some(HANG)), Ok(&7));
-    let p = Arc::new(pool);
-    let p2 = p.clone();
-    guarded("shutdown(wait) after terminate", move || {
-        p2.shutdown(true, false)
-    });
-    pids.into_iter().for_each(assert_gone);
+    shut_down_and_reaped(pool, pids, "shutdown(wait) after terminate");
 }
