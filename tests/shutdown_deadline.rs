@@ -64,6 +64,31 @@ fn assert_gone(pid: u32) {
     assert!(reaped(pid), "worker {pid} not reaped: {:?}", stat_of(pid));
 }
 
+/// On a one-worker pool: a task held running (by a gate that is never
+/// opened) and one queued behind it, the worker's pid, and the gate.
+fn one_running_one_queued(
+    pool: &ProcessPoolExecutor,
+) -> (Future<u64>, Future<u64>, Vec<u32>, FileGate) {
+    let never = FileGate::new("never");
+    let running = pool.submit(hold, never.arg());
+    let queued = pool.submit(triple, 1);
+    wait_running(&running);
+    (running, queued, pool.worker_pids(), never)
+}
+
+/// What a hard stop leaves: the running task failed naming `why`, the
+/// queued one cancelled, and the pool refusing work.
+fn assert_stopped(
+    pool: &ProcessPoolExecutor,
+    running: &Future<u64>,
+    queued: &Future<u64>,
+    why: &str,
+) {
+    assert_stopped_because(running, why);
+    assert_eq!(queued.result(Some(HANG)), Err(Error::Cancelled));
+    assert_eq!(pool.submit(triple, 1).into_result(), Err(Error::Shutdown));
+}
+
 /// `shutdown(wait = true)` returns (under the hang guard) and every worker
 /// in `pids` has been reaped.
 fn shut_down_and_reaped(pool: ProcessPoolExecutor, pids: Vec<u32>, what: &str) {
@@ -176,18 +201,12 @@ fn pp8_process_pool_shutdown_within_finishes_when_the_work_ends_in_time() {
 #[test]
 fn pp8_process_pool_terminates_its_workers_at_the_deadline() {
     let pool = process_pool(HANG);
-    let never = FileGate::new("never");
-    let running = pool.submit(hold, never.arg());
-    let queued = pool.submit(triple, 1);
-    wait_running(&running);
-    let pids = pool.worker_pids();
+    let (running, queued, pids, _never) = one_running_one_queued(&pool);
     assert_eq!(
         pool.shutdown_within(PASSES, false),
         ShutdownOutcome::Terminated
     );
-    assert_stopped_because(&running, "shutdown_within() deadline");
-    assert_eq!(queued.result(Some(HANG)), Err(Error::Cancelled));
-    assert_eq!(pool.submit(triple, 1).into_result(), Err(Error::Shutdown));
+    assert_stopped(&pool, &running, &queued, "shutdown_within() deadline");
     assert!(pool.worker_pids().is_empty());
     pids.into_iter().for_each(assert_gone);
 }
@@ -213,15 +232,9 @@ fn pp8_process_pool_kills_a_worker_that_outlives_the_terminate_grace() {
 #[test]
 fn s14_terminate_workers_fails_running_cancels_queued_and_stops_the_pool() {
     let pool = process_pool(HANG);
-    let never = FileGate::new("never");
-    let running = pool.submit(hold, never.arg());
-    let queued = pool.submit(triple, 1);
-    wait_running(&running);
-    let pids = pool.worker_pids();
+    let (running, queued, pids, _never) = one_running_one_queued(&pool);
     pool.terminate_workers();
-    assert_stopped_because(&running, "terminate_workers()");
-    assert_eq!(queued.result(Some(HANG)), Err(Error::Cancelled));
-    assert_eq!(pool.submit(triple, 1).into_result(), Err(Error::Shutdown));
+    assert_stopped(&pool, &running, &queued, "terminate_workers()");
     shut_down_and_reaped(pool, pids, "shutdown(wait) after terminate");
 }
 
