@@ -397,6 +397,32 @@ fn zero_and_max_timeouts_on_a_process_pool() {
     pool.shutdown(true, false);
 }
 
+/// `Duration::MAX` as a process pool's task, idle, startup or terminate
+/// limit means "no limit": the pool serves and shuts down normally (an
+/// `Instant + Duration::MAX` used to panic the pool's supervisor thread).
+#[test]
+fn max_durations_as_process_pool_limits_mean_no_limit() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .task_timeout(Duration::MAX)
+        .startup_timeout(Duration::MAX)
+        .idle_timeout(Duration::MAX)
+        .terminate_grace(Duration::MAX)
+        .test_harness()
+        .build()
+        .unwrap();
+    assert_eq!(pool.submit(getpid, ()).into_result().map(|_| ()), Ok(()));
+    let f = pool.submit_with_timeout(getpid, (), Duration::MAX);
+    assert_eq!(f.into_result().map(|_| ()), Ok(()));
+    // The supervisor is alive: it replaces a worker that exits.
+    assert!(pool.submit(exit_worker, ()).into_result().is_err());
+    assert_eq!(pool.submit(getpid, ()).into_result().map(|_| ()), Ok(()));
+    assert_eq!(
+        pool.shutdown_within(Duration::MAX, false),
+        concurrent_futures::ShutdownOutcome::Finished
+    );
+}
+
 // ------------------------------------------------------ panic payloads --
 
 fn panic_with_a_u8(_: ()) -> u32 {
@@ -405,6 +431,10 @@ fn panic_with_a_u8(_: ()) -> u32 {
 
 fn getpid(_: ()) -> u32 {
     std::process::id()
+}
+
+fn exit_worker(_: ()) -> u32 {
+    std::process::exit(3)
 }
 
 fn assert_non_string_panic(r: Result<u32, Error>, what: &str) {

@@ -78,7 +78,8 @@ fn task_with_a_tree(
 ) {
     let (ready, never) = (FileGate::new("ready"), FileGate::new("never"));
     let f = submit((script.to_owned(), ready.arg(), never.arg()));
-    wait_until("the task's pids", || ready.is_open());
+    wait_until("the task's pids", || ready.is_open() || f.done());
+    assert!(!f.done(), "the task ended before its tree was up: {f:?}");
     let pids: Vec<u32> = std::fs::read_to_string(ready.arg())
         .unwrap()
         .split_whitespace()

@@ -139,8 +139,9 @@ pub enum ShutdownOutcome {
     /// [`Error::Broken`] (unless a worker that survived the signal finished
     /// them), and queued ones were cancelled.
     Terminated,
-    /// As [`Terminated`](ShutdownOutcome::Terminated), but some worker was
-    /// still alive when the grace period ended and got SIGKILL.
+    /// As [`Terminated`](ShutdownOutcome::Terminated), but some process (a
+    /// worker, or a process its task started) was still alive when the
+    /// grace period ended, and got SIGKILL.
     Killed,
 }
 

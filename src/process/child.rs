@@ -107,9 +107,9 @@ pub(crate) fn open_pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
 /// A worker the pool has decided to kill for its running task (a timeout,
 /// a cancel): frozen at once with SIGSTOP, under the pool's lock, so it
 /// cannot finish that task and start the next one sent ahead to it; killed
-/// with its process tree by [`Doomed::kill`], after the lock is released
-/// (finding the tree reads all of `/proc`).
-#[must_use = "a doomed worker stays stopped until killed"]
+/// with its process tree when dropped, which the pool does once the lock
+/// is released (finding the tree reads all of `/proc`). Killing in `Drop`
+/// means a panic between the two cannot leave the worker stopped forever.
 pub(crate) struct Doomed(crate::sync::Arc<crate::sync::Mutex<WorkerChild>>);
 
 impl Doomed {
@@ -118,8 +118,15 @@ impl Doomed {
         Doomed(child.clone())
     }
 
-    /// SIGKILLs the worker's descendants, then the worker.
+    /// SIGKILLs the worker's descendants, then the worker (as dropping it
+    /// does; this names the moment).
     pub(crate) fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Doomed {
+    fn drop(&mut self) {
         let table = ProcessTable::read();
         let _ = crate::sync::lock(&self.0).signal_tree(&table, libc::SIGKILL);
     }

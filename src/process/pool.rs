@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::child::Doomed;
-use super::state::{Failures, HardStop, Limits, Pending, Starting, State};
+use super::state::{Failures, HardStop, Limits, Pending, Starting, State, passed};
 use super::tree::{ProcessTable, Tree};
 use super::{link, os, worker};
 use crate::executor::task::Job;
@@ -198,6 +198,7 @@ impl ProcessPoolExecutor {
         st.hard_stop = Some(why);
         st.want = 0;
         let cancelled: Vec<_> = st.queue.drain(..).collect();
+        let held = st.links.iter().any(|l| !l.in_flight.is_empty());
         let serving: Vec<_> = st.links.iter().map(|l| l.child.clone()).collect();
         let starting: Vec<_> = st.starting.iter().map(|s| s.child.clone()).collect();
         // With nothing queued, this tells idle workers to exit, and the
@@ -208,6 +209,7 @@ impl ProcessPoolExecutor {
         drop(st);
         self.shared.cond.notify_all();
         self.shared.finish(failures);
+        let cancelled_was_empty = cancelled.is_empty();
         for p in cancelled {
             if !p.job.clone().cancel() {
                 p.job.fail(why.error());
@@ -220,7 +222,10 @@ impl ProcessPoolExecutor {
         } else {
             ProcessTable::read()
         };
-        let mut stopped = Stopped::default();
+        let mut stopped = Stopped {
+            work_stopped: held || !cancelled_was_empty,
+            ..Stopped::default()
+        };
         for child in &serving {
             let mut c = lock(child);
             stopped.running += usize::from(c.is_running());
@@ -363,7 +368,7 @@ impl Executor for ProcessPoolExecutor {
         // find it.
         let ended = self.wait_for_workers(grace);
         if ended && term.trees.iter().all(|t| t.wait_exited(grace)) {
-            return if term.running == 0 {
+            return if term.running == 0 && !term.work_stopped {
                 ShutdownOutcome::Finished // it all ended just before the signal
             } else {
                 ShutdownOutcome::Terminated
@@ -397,6 +402,9 @@ impl Executor for ProcessPoolExecutor {
 struct Stopped {
     /// Worker processes that were still running.
     running: usize,
+    /// Whether any task was cancelled from the queue or held by a worker
+    /// (it fails, or ends when a worker that survives the signal does).
+    work_stopped: bool,
     /// The process trees of the serving workers, as found then.
     trees: Vec<Tree>,
 }
@@ -491,7 +499,7 @@ fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) -> Vec<Doome
         else {
             continue;
         };
-        if l.kill_reason.is_none() && now >= l.head_since + limit {
+        if l.kill_reason.is_none() && passed(l.head_since, limit, now) {
             l.kill_reason = Some((task_id, Error::TaskTimeout { limit }));
             // No more tasks for a worker about to die.
             l.stopping = true;
@@ -499,14 +507,14 @@ fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) -> Vec<Doome
         }
     }
     for s in &st.starting {
-        if now >= s.since + config.startup_timeout {
+        if passed(s.since, config.startup_timeout, now) {
             let _ = lock(&s.child).kill();
         }
     }
     // A killed start stays in `starting` until its reader reaps it; move its
     // clock so it is not killed again every millisecond.
     for s in &mut st.starting {
-        if now >= s.since + config.startup_timeout {
+        if passed(s.since, config.startup_timeout, now) {
             s.since = now;
         }
     }

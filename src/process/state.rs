@@ -186,6 +186,12 @@ pub(crate) struct State {
     pub(crate) next_worker: u64,
 }
 
+/// Whether `limit` has passed since `since` at `now`. A limit too large to
+/// add (`Duration::MAX`, a common "no limit") never passes.
+pub(crate) fn passed(since: Instant, limit: Duration, now: Instant) -> bool {
+    since.checked_add(limit).is_some_and(|end| now >= end)
+}
+
 /// Tasks to fail once the lock is released.
 pub(crate) type Failures = Vec<(Arc<dyn PortableJob>, Error)>;
 
@@ -256,7 +262,7 @@ impl State {
             return;
         };
         for link in &mut self.links {
-            if !link.stopping && link.in_flight.is_empty() && now >= link.head_since + idle {
+            if !link.stopping && link.in_flight.is_empty() && passed(link.head_since, idle, now) {
                 link.tell_to_exit();
             }
         }
@@ -407,9 +413,12 @@ impl State {
                 None if l.stopping => return None,
                 None => limits.idle_timeout?,
             };
-            Some(l.head_since + limit)
+            l.head_since.checked_add(limit)
         });
-        let starts = self.starting.iter().map(|s| s.since + startup_timeout);
+        let starts = self
+            .starting
+            .iter()
+            .filter_map(|s| s.since.checked_add(startup_timeout));
         tasks.chain(starts).min()
     }
 }

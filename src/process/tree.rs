@@ -111,13 +111,15 @@ impl Tree {
     }
 
     /// Waits until every process of the tree has exited, or `deadline`
-    /// passes; returns whether they all exited.
+    /// passes (`None`: however long that takes); returns whether they all
+    /// exited. A failed poll counts as "not exited": the caller then
+    /// escalates, which is harmless for a process that is gone.
     pub(crate) fn wait_exited(&self, deadline: Option<Instant>) -> bool {
         use std::os::fd::AsFd;
         self.0.iter().all(|fd| {
             // A pidfd polls readable once its process has exited.
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            super::os::poll_readable(fd.as_fd(), left).unwrap_or(true)
+            super::os::poll_readable(fd.as_fd(), left).unwrap_or(false)
         })
     }
 }
