@@ -7,9 +7,14 @@
 //! * [`ThreadPoolExecutor`]: a work-stealing thread pool.
 //! * `ProcessPoolExecutor` (Unix): workers that are this program started
 //!   again; a crashed worker fails only its task. `init()` must be the
-//!   first line of `main`.
+//!   first line of `main`. Per-task timeouts, idle workers that exit,
+//!   workers replaced when their memory grows, one reusable pool for the
+//!   program, and stops that take a task's subprocesses with them.
 //! * [`wait`] and [`as_completed`]: waiting on many futures at once.
-//! * [`ShutdownGuard`]: the scope of Python's `with ... as ex:` block.
+//! * [`ShutdownGuard`]: the scope of Python's `with ... as ex:` block;
+//!   [`Executor::shutdown_within`]: a shutdown with a deadline.
+//! * [`CancelToken`]: cooperative cancellation of running thread-pool
+//!   tasks.
 //! * [`ExecutorConfig`]: threads or processes, picked from configuration.
 //! * `Pool` and [`ThreadPool`]: `multiprocessing.Pool`'s shape over any
 //!   executor; `Process`, `Queue` and `pipe` (Unix) for the rest of
