@@ -227,3 +227,20 @@ fn the_guard_is_its_executor_whatever_form_the_executor_takes() {
     assert_eq!(f.result(None), Ok(&4));
     assert!(refuses(&owned));
 }
+
+/// PP8: a guard with a deadline waits at most that long when it drops. The
+/// running task is held past the deadline; the drop returns anyway, the
+/// pool is shut down, and the task still ends once released.
+#[test]
+fn pp8_a_guard_with_a_deadline_stops_waiting_at_the_deadline() {
+    let (pool, running, release, queued) = busy_pool();
+    let guard = ShutdownGuard::new(pool.clone()).deadline(std::time::Duration::from_millis(50));
+    guarded("dropping the guard with a deadline", move || drop(guard));
+    assert!(!running.done(), "the drop waited for the held task");
+    assert!(refuses(&pool), "the pool was not shut down");
+    drop(release);
+    assert_eq!(running.result(Some(HANG)), Ok(&100));
+    for (i, f) in (0..5u64).zip(&queued) {
+        assert_eq!(f.result(Some(HANG)), Ok(&i));
+    }
+}

@@ -76,6 +76,9 @@ pub struct ShutdownGuard<E: Executor> {
     /// scope did not panic, so it does not cancel (the rule std's `Mutex`
     /// poisoning follows).
     made_while_panicking: bool,
+    /// Set by [`ShutdownGuard::deadline`]: the drop waits at most this
+    /// long, through [`Executor::shutdown_within`].
+    deadline: Option<Duration>,
 }
 
 impl<E: Executor> ShutdownGuard<E> {
@@ -87,6 +90,7 @@ impl<E: Executor> ShutdownGuard<E> {
             executor,
             cancel_on_unwind: true,
             made_while_panicking: std::thread::panicking(),
+            deadline: None,
         }
     }
 
@@ -96,6 +100,30 @@ impl<E: Executor> ShutdownGuard<E> {
     /// CPython's `with` block does.
     pub fn cancel_on_unwind(mut self, cancel: bool) -> Self {
         self.cancel_on_unwind = cancel;
+        self
+    }
+}
+
+impl<E: Executor> ShutdownGuard<E> {
+    /// Bounds the wait when the guard drops (PP8): the drop calls
+    /// [`Executor::shutdown_within`]`(deadline, ..)` instead of
+    /// `shutdown(wait = true, ..)`, so a service's stop keeps its time
+    /// budget. Past the deadline a process pool stops its workers (SIGTERM,
+    /// then SIGKILL); a thread pool's running tasks go on in the background.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{ShutdownGuard, ThreadPoolExecutor};
+    ///
+    /// let pool = ShutdownGuard::new(ThreadPoolExecutor::new(2)?)
+    ///     .deadline(Duration::from_secs(20));
+    /// let answer = pool.spawn(|| 6 * 7);
+    /// drop(pool); // waits at most 20 s
+    /// assert_eq!(answer.result(None)?, &42);
+    /// # Ok::<(), concurrent_futures::Error>(())
+    /// ```
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
         self
     }
 }
@@ -131,8 +159,13 @@ impl<E: Executor> Executor for ShutdownGuard<E> {
 impl<E: Executor> Drop for ShutdownGuard<E> {
     fn drop(&mut self) {
         let unwinding = std::thread::panicking() && !self.made_while_panicking;
-        self.executor
-            .shutdown(true, self.cancel_on_unwind && unwinding);
+        let cancel = self.cancel_on_unwind && unwinding;
+        match self.deadline {
+            None => self.executor.shutdown(true, cancel),
+            Some(deadline) => {
+                let _ = self.executor.shutdown_within(deadline, cancel);
+            }
+        }
     }
 }
 
@@ -141,6 +174,7 @@ impl<E: Executor> fmt::Debug for ShutdownGuard<E> {
         f.debug_struct("ShutdownGuard")
             .field("executor", &self.executor)
             .field("cancel_on_unwind", &self.cancel_on_unwind)
+            .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
 }
