@@ -57,11 +57,11 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
-
-use super::tree::{ProcessTable, Tree};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
+use std::time::Instant;
+
+use super::tree::{ProcessTable, Tree};
 
 /// A child process this process started, by pid.
 ///
@@ -132,6 +132,15 @@ impl Drop for Doomed {
     }
 }
 
+/// Whether the process `pidfd` names has exited by `deadline` (`None`: waits
+/// however long that takes): a pidfd polls readable once its process has
+/// exited. A failed poll answers "not exited", the answer that makes a
+/// caller escalate, which is harmless for a process that is gone.
+pub(crate) fn exited_by(pidfd: &OwnedFd, deadline: Option<Instant>) -> bool {
+    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    super::os::poll_readable(pidfd.as_fd(), left).unwrap_or(false)
+}
+
 /// Sends `sig` to the process `pidfd` names (signal 0: only checks that it
 /// still exists, if only as a zombie). `ESRCH` once it has exited.
 pub(crate) fn send_via_pidfd(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
@@ -199,11 +208,8 @@ impl WorkerChild {
 
     /// Whether the child is neither reaped nor known to have exited.
     pub(crate) fn is_running(&self) -> bool {
-        // A pidfd polls readable once its process has exited.
-        let exited = |fd: &OwnedFd| {
-            super::os::poll_readable(fd.as_fd(), Some(Duration::ZERO)).unwrap_or(false)
-        };
-        self.reaped.is_none() && self.pidfd.as_ref().is_none_or(|fd| !exited(fd))
+        let now = Some(Instant::now());
+        self.reaped.is_none() && self.pidfd.as_ref().is_none_or(|fd| !exited_by(fd, now))
     }
 
     /// Sends `sig` to the child, unless it was already reaped.

@@ -110,10 +110,10 @@ pub(crate) fn start_failed(shared: &Shared, id: u64, child: &Mutex<WorkerChild>,
     st.live -= 1;
     st.finishing += 1;
     let mut failures = Failures::new();
-    // A start that the pool stopped itself (kill_workers()) is no sign that workers cannot
-    // start. After shutdown a failed start counts as before: queued work
-    // still wants workers then (S4), and uncounted failures would respawn
-    // workers forever.
+    // A start that the pool stopped itself (kill_workers() and the like)
+    // is no sign that workers cannot start. After shutdown a failed start
+    // counts as before: queued work still wants workers then (S4), and
+    // uncounted failures would respawn workers forever.
     if st.broken.is_none() && st.hard_stop.is_none() {
         st.start_failures += 1;
         if st.start_failures >= 3 {

@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
-use super::child::{open_pidfd, send_via_pidfd};
+use super::child::{exited_by, open_pidfd, send_via_pidfd};
 
 /// Which process is whose child: read once from `/proc` for one round of
 /// stops (a scan reads every process's `stat`, so a pool that stops all
@@ -68,19 +68,17 @@ impl ProcessTable {
     /// The descendants of the process that `root` (a pidfd) names, whose pid
     /// is `root_pid`, each opened as a pidfd and checked (module docs).
     pub(crate) fn descendants(&self, root_pid: u32, root: &OwnedFd) -> Tree {
-        let mut found = Vec::new();
-        let mut parents: Vec<(u32, usize)> = Vec::new();
+        let mut found: Vec<OwnedFd> = Vec::new();
         // A parent still exists (running or a zombie) after its child was
         // checked, so its pid was not reused meanwhile, and the child's
-        // parent pid is really that parent. `usize::MAX`: the root.
-        let exists = |found: &Vec<OwnedFd>, at: usize| {
-            let fd = if at == usize::MAX { root } else { &found[at] };
-            send_via_pidfd(fd, 0).is_ok()
+        // parent pid is really that parent. `None` names the root.
+        let exists = |found: &[OwnedFd], at: Option<usize>| {
+            send_via_pidfd(at.map_or(root, |i| &found[i]), 0).is_ok()
         };
-        if !exists(&found, usize::MAX) {
+        if !exists(&found, None) {
             return Tree(found);
         }
-        parents.push((root_pid, usize::MAX));
+        let mut parents: Vec<(u32, Option<usize>)> = vec![(root_pid, None)];
         while let Some((parent, at)) = parents.pop() {
             for &child in self.children.get(&parent).into_iter().flatten() {
                 let Some(fd) = open_pidfd(child as libc::pid_t) else {
@@ -88,7 +86,7 @@ impl ProcessTable {
                 };
                 if parent_of(child) == Some(parent) && exists(&found, at) {
                     found.push(fd);
-                    parents.push((child, found.len() - 1));
+                    parents.push((child, Some(found.len() - 1)));
                 }
             }
         }
@@ -115,12 +113,7 @@ impl Tree {
     /// exited. A failed poll counts as "not exited": the caller then
     /// escalates, which is harmless for a process that is gone.
     pub(crate) fn wait_exited(&self, deadline: Option<Instant>) -> bool {
-        use std::os::fd::AsFd;
-        self.0.iter().all(|fd| {
-            // A pidfd polls readable once its process has exited.
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            super::os::poll_readable(fd.as_fd(), left).unwrap_or(false)
-        })
+        self.0.iter().all(|fd| exited_by(fd, deadline))
     }
 }
 

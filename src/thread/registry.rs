@@ -268,13 +268,13 @@ impl Registry {
             if *live <= self.waiting_in_shutdown.load(Relaxed) {
                 break true;
             }
-            live = match crate::sync::wait_deadline(&self.exited, live, deadline) {
-                Ok(g) => g,
+            match crate::sync::wait_deadline(&self.exited, live, deadline) {
+                Ok(g) => live = g,
                 Err(g) => {
                     live = g;
                     break false;
                 }
-            };
+            }
         };
         if from_own_worker {
             self.waiting_in_shutdown.fetch_sub(1, Relaxed);
