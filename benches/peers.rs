@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::mem::MaybeUninit;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -650,6 +650,41 @@ fn run_lowrate<L: Lib>(lib: &L, millis: u64) -> Vec<f64> {
     vec![cpu.as_secs_f64() * 1e3]
 }
 
+/// The row of the low-rate workload that hands each tick to a bare parked
+/// thread: the floor for any pool that runs a task on another thread.
+const WAKEUP_FLOOR: &str = "wake-up floor";
+
+/// The low-rate loop handing each tick to one parked thread with
+/// `Thread::unpark`: no queue, no handle, no result, just the one wake-up
+/// and one park per task that an idle pool cannot avoid. What a pool costs
+/// beyond this row is its own doing.
+fn run_wakeup_floor(millis: u64) -> Vec<f64> {
+    const STOP: u64 = u64::MAX;
+    let slot = Arc::new(AtomicU64::new(0));
+    let taker = {
+        let slot = slot.clone();
+        std::thread::spawn(move || {
+            loop {
+                std::thread::park();
+                match slot.swap(0, Ordering::AcqRel) {
+                    STOP => break,
+                    v => black_box(v),
+                };
+            }
+        })
+    };
+    let cpu = cpu_used_by(|| {
+        pace(millis, |k| {
+            slot.store(k + 1, Ordering::Release);
+            taker.thread().unpark();
+        })
+    });
+    slot.store(STOP, Ordering::Release);
+    taker.thread().unpark();
+    taker.join().expect("the parked thread does not panic");
+    vec![cpu.as_secs_f64() * 1e3]
+}
+
 /// The low-rate loop with no pool: what its own sleeps cost. Every
 /// library's figure includes this; on a virtual machine, where each
 /// wake-up from a 1 ms sleep costs tens of µs, it is most of ours.
@@ -1073,7 +1108,9 @@ fn best_peer(w: &Workload, metric: usize, filter: impl Fn(&str) -> bool) -> Opti
     let better = w.metrics[metric].1;
     w.rows
         .iter()
-        .filter(|(l, _)| l != "ours" && l != "sequential" && l != PACING_ONLY && filter(l))
+        .filter(|(l, _)| {
+            l != "ours" && l != "sequential" && l != PACING_ONLY && l != WAKEUP_FLOOR && filter(l)
+        })
         .filter(|(_, v)| !v[metric].is_nan())
         .map(|(l, v)| (l.clone(), v[metric]))
         .reduce(|a, b| {
@@ -1126,6 +1163,7 @@ fn summarize(ws: &[Workload]) -> Vec<Verdict> {
         let o = ours(w, 0);
         let r = w.get("rayon").map(|v| v[0]).unwrap_or(f64::NAN);
         let pacing = w.get(PACING_ONLY).map(|v| v[0]).unwrap_or(f64::NAN);
+        let floor = w.get(WAKEUP_FLOOR).map(|v| v[0]).unwrap_or(f64::NAN);
         let (bn, bv) = best_peer(w, 0, rust_peer).unwrap_or_default();
         out.push(Verdict {
             load: w.other_load,
@@ -1133,10 +1171,11 @@ fn summarize(ws: &[Workload]) -> Vec<Verdict> {
             ours: fmt_num(o),
             best: format!("{} ({bn}); rayon {}", fmt_num(bv), fmt_num(r)),
             ratio: format!(
-                "{:.2} vs rayon ({:.2} net of the loop's own {} ms)",
+                "{:.2} vs rayon ({:.2} net of the loop's own {} ms; the bare wake-up floor is {:.2})",
                 o / r,
                 (o - pacing) / (r - pacing),
-                fmt_num(pacing)
+                fmt_num(pacing),
+                floor / r
             ),
             target: "≤ ¼ of rayon's",
             met: yes(o <= 0.25 * r),
@@ -1405,9 +1444,14 @@ fn main() {
         );
         let mut runners = for_each_lib!(n, |lib| run_lowrate(&lib, ms));
         runners.insert(0, (PACING_ONLY, Box::new(move || run_pacing_only(ms))));
+        runners.insert(1, (WAKEUP_FLOOR, Box::new(move || run_wakeup_floor(ms))));
         w.rows = interleave(reps, runners);
         w.notes.push(format!(
             "{PACING_ONLY}: the same loop of 1 ms sleeps with no pool; every row includes its cost"
+        ));
+        w.notes.push(format!(
+            "{WAKEUP_FLOOR}: the same loop unparking one parked thread per tick (no queue, \
+             no handle): the least a pool that runs tasks on its own threads can cost"
         ));
         let w = w.done();
         w.print();
