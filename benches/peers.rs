@@ -650,6 +650,10 @@ fn run_lowrate<L: Lib>(lib: &L, millis: u64) -> Vec<f64> {
     vec![cpu.as_secs_f64() * 1e3]
 }
 
+/// The row of the process-fib workload that runs the same tasks on our
+/// thread pool: the host's ceiling for that run, with no transport.
+const THREADS_REFERENCE: &str = "ours on threads";
+
 /// The row of the low-rate workload that hands each tick to a bare parked
 /// thread: the floor for any pool that runs a task on another thread.
 const WAKEUP_FLOOR: &str = "wake-up floor";
@@ -964,22 +968,28 @@ fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                 format!("{tasks} × fib({k}) on a process pool vs sequential"),
                 vec![("speedup", Better::Higher), ("ms", Better::Lower)],
             );
+            // The same tasks on our thread pool: no transport at all, so its
+            // speedup is the most this host gives any pool in this run.
+            let threads = ThreadPoolExecutor::new(cfg.workers).unwrap();
+            let fib_on = |pool: &dyn Executor| {
+                let t = Instant::now();
+                let fs: Vec<_> = (0..tasks).map(|_| pool.submit(fib_task, k)).collect();
+                for f in fs {
+                    black_box(f.into_result().unwrap());
+                }
+                vec![t.elapsed().as_secs_f64() * 1e3]
+            };
             let runners: Vec<Runner<'_>> = vec![
                 ("sequential", Box::new(move || run_fib_sequential(tasks, k))),
-                (
-                    "ours",
-                    Box::new(|| {
-                        let t = Instant::now();
-                        let fs: Vec<_> = (0..tasks).map(|_| pool.submit(fib_task, k)).collect();
-                        for f in fs {
-                            black_box(f.into_result().unwrap());
-                        }
-                        vec![t.elapsed().as_secs_f64() * 1e3]
-                    }),
-                ),
+                ("ours", Box::new(|| fib_on(&pool))),
+                (THREADS_REFERENCE, Box::new(|| fib_on(&threads))),
             ];
             let rows = interleave(reps.max(15), runners);
             w.rows = speedups(rows);
+            w.notes.push(format!(
+                "{THREADS_REFERENCE}: the same tasks on our thread pool, interleaved with \
+                 the rest: what this host gives a pool with no transport in this run"
+            ));
             out.push(w.done());
         }
         Executor::shutdown(&pool, true, false);
@@ -1109,7 +1119,15 @@ fn best_peer(w: &Workload, metric: usize, filter: impl Fn(&str) -> bool) -> Opti
     w.rows
         .iter()
         .filter(|(l, _)| {
-            l != "ours" && l != "sequential" && l != PACING_ONLY && l != WAKEUP_FLOOR && filter(l)
+            ![
+                "ours",
+                "sequential",
+                PACING_ONLY,
+                WAKEUP_FLOOR,
+                THREADS_REFERENCE,
+            ]
+            .contains(&l.as_str())
+                && filter(l)
         })
         .filter(|(_, v)| !v[metric].is_nan())
         .map(|(l, v)| (l.clone(), v[metric]))
@@ -1307,14 +1325,18 @@ fn summarize(ws: &[Workload]) -> Vec<Verdict> {
     if let Some(w) = find("process-fib") {
         let o = ours(w, 0);
         let best = best_peer(w, 0, |_| true);
+        let threads = w.get(THREADS_REFERENCE).map(|v| v[0]).unwrap_or(f64::NAN);
         out.push(Verdict {
             load: w.other_load,
             workload: "process fib (speedup)".into(),
             ours: fmt_num(o),
-            best: best
-                .as_ref()
-                .map(|(n, v)| format!("{} ({n})", fmt_num(*v)))
-                .unwrap_or("-".into()),
+            best: format!(
+                "{}; {THREADS_REFERENCE} {}",
+                best.as_ref()
+                    .map(|(n, v)| format!("{} ({n})", fmt_num(*v)))
+                    .unwrap_or("-".into()),
+                fmt_num(threads)
+            ),
             ratio: best
                 .map(|(_, v)| format!("{:.2}", o / v))
                 .unwrap_or("-".into()),
