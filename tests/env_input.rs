@@ -491,7 +491,8 @@ fn make_unserializable(x: u32) -> Unserializable {
     Unserializable(x)
 }
 
-/// A task whose result fails to serialize: on a process pool the future
+/// D10 (CPython `test_error_during_result_pickle_on_worker`): a task whose
+/// result fails to serialize: on a process pool the future
 /// fails with `Error::Encode` naming the type (and the worker lives on); on
 /// a thread pool the same task just works, since nothing is serialized.
 #[test]

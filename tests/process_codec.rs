@@ -1,5 +1,5 @@
 //! ProcessPoolExecutor: arguments and results that will not cross the
-//! pipe (CONFORMANCE.md 1.11 D1-D4, D8-D12; loky L3; pebble L14): a value
+//! pipe (CONFORMANCE.md 1.11 D1-D4, D8-D12, D14; loky L3; pebble L14): a value
 //! that fails to encode, fails or panics while decoding, or kills its
 //! worker (exit, segfault) while the worker decodes the argument or encodes
 //! the result. Each fails only its own task; the pool serves on.
@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{assert_worker_exited_with, assert_worker_killed_by, pool, segfault, wait};
+use common::{assert_worker_exited_with, assert_worker_killed_by, guarded, pool, segfault, wait};
 
 // ---------------------------------------------------------------- tasks --
 
@@ -298,4 +298,33 @@ fn make_exits_when_encoded(code: i32) -> ExitsWhenEncoded {
 fn d9_exit_while_the_worker_encodes_the_result_is_worker_died_with_its_code() {
     let e = crash_on_the_only_worker(|p| p.submit(make_exits_when_encoded, 4));
     assert_worker_exited_with(&e, 4);
+}
+
+/// D14 (CPython `test_shutdown_deadlock_pickle`, bpo-39104): an argument
+/// that fails to encode, submitted behind a task in flight and followed at
+/// once by `shutdown(wait = false)`, fails only its own future with Encode.
+/// The task before it still runs, and the pool still stops: a later
+/// `shutdown(wait = true)` returns and leaves no worker behind.
+#[test]
+fn d14_encode_failure_then_shutdown_without_wait_fails_its_future_and_the_pool_stops() {
+    let pool = std::sync::Arc::new(pool(1));
+    let in_flight = pool.submit(double, 1);
+    let bad = pool.submit(take_unencodable, UnencodableArg);
+    pool.shutdown(false, false);
+    match wait(bad) {
+        Err(Error::Encode { type_name, .. }) => {
+            assert!(type_name.contains("UnencodableArg"), "{type_name}")
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+    assert_eq!(wait(in_flight), Ok(2));
+    let stopping = pool.clone();
+    guarded("shutdown(wait = true) after an encode failure", move || {
+        stopping.shutdown(true, false)
+    });
+    assert_eq!(
+        pool.worker_pids(),
+        Vec::<u32>::new(),
+        "a worker outlived shutdown"
+    );
 }
