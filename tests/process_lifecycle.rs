@@ -1,4 +1,5 @@
-//! ProcessPoolExecutor lifecycle: shutdown (S1, S3, S5), no child left
+//! ProcessPoolExecutor lifecycle: shutdown (S1, S3, S5), 64 workers at once
+//! (PP17), no child left
 //! behind after drop or shutdown, workers die with their parent (even by SIGKILL), a task's
 //! output reaches the parent's stdout, and the pool refuses to build where
 //! it would start workers recursively (issue 3, parts 3 and 8).
@@ -634,4 +635,28 @@ fn s14_kill_workers_while_workers_start_leaves_the_pool_shut_down_not_broken() {
         );
         pool.shutdown(true, false);
     }
+}
+
+/// PP17 (CPython: a `ProcessPoolExecutor` over 61 workers is refused on
+/// Windows, and `Pool(64)` hangs, gh-89240): a pool of 64 workers starts
+/// them all and runs 64 tasks at once, one on each. Every worker has its
+/// own reader thread in the parent, so nothing waits on a bounded set of
+/// handles.
+#[test]
+fn pp17_a_pool_of_64_workers_runs_64_tasks_at_once_one_on_each() {
+    const WORKERS: usize = 64;
+    let pool = ShutdownGuard::new(pool(WORKERS));
+    let gate = common::FileGate::new("pp17");
+    let tasks: Vec<Future<u32>> = (0..WORKERS)
+        .map(|_| pool.submit(common::pid_after_gate, gate.arg()))
+        .collect();
+    // Each task holds its worker until the gate opens, so 64 distinct pids
+    // mean 64 workers ran at the same time.
+    wait_until("every worker to be up", || {
+        pool.worker_pids().len() == WORKERS
+    });
+    gate.open();
+    let pids: HashSet<u32> = tasks.into_iter().map(|t| wait(t).unwrap()).collect();
+    assert_eq!(pids.len(), WORKERS, "tasks shared workers: {pids:?}");
+    assert_eq!(pids, pool.worker_pids().into_iter().collect());
 }
