@@ -1,8 +1,8 @@
 //! ProcessPoolExecutor lifecycle: shutdown (S1, S3, S5), 64 workers at once
-//! (PP17), no child left
-//! behind after drop or shutdown, workers die with their parent (even by SIGKILL), a task's
-//! output reaches the parent's stdout, and the pool refuses to build where
-//! it would start workers recursively (issue 3, parts 3 and 8).
+//! (PP17), no child left behind after drop or shutdown, workers die with
+//! their parent (even by SIGKILL), a task's output reaches the parent's
+//! stdout, and the pool refuses to build where it would start workers
+//! recursively (issue 3, parts 3 and 8).
 //!
 //! Several tests run this test binary again as a helper process: the
 //! helper is an `#[ignore]`d test selected with `--exact --ignored`, which
