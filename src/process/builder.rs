@@ -114,6 +114,11 @@ impl ProcessPoolBuilder {
     /// abrupt, as for a [`task_timeout`](Self::task_timeout): whatever the
     /// task was doing stops where it was, and so do the processes it
     /// started (L6, best effort: see [`task_timeout`](Self::task_timeout)).
+    /// The kill happens in the `cancel()` call, on the cancelling thread:
+    /// finding the task's processes reads every `/proc/<pid>/stat` once, so
+    /// such a `cancel()` takes about as long as listing the machine's
+    /// processes, and grows with their number (about 1 ms for 70 processes
+    /// on the 2-vCPU CI machine).
     ///
     /// ```no_run
     /// use concurrent_futures::{ExecutorExt, ProcessPoolExecutor};
