@@ -463,6 +463,51 @@ fn t10_task_waiting_on_a_later_external_submit_completes_on_one_worker() {
     pool.shutdown(true, false);
 }
 
+thread_local! {
+    /// Tasks running at once on this thread: more than one when a worker
+    /// waiting in `result()` runs others on top of its task (T10).
+    static STACKED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// T10's helping is bounded: 20,000 queued tasks that all wait for one slow
+/// future (a shared initialisation) do not stack up on a worker while they
+/// wait, which overflowed its stack and aborted the process at about 5,000;
+/// every task still gets the value once it is there.
+#[test]
+fn t10_tasks_waiting_on_one_slow_future_stack_up_boundedly_and_all_complete() {
+    const TASKS: usize = 20_000;
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let (init, ready) = concurrent_futures::Promise::<u64>::new();
+    let ready = Arc::new(ready);
+    let started = Arc::new(AtomicUsize::new(0));
+    let deepest = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<Future<u64>> = (0..TASKS)
+        .map(|_| {
+            let (ready, started, deepest) = (ready.clone(), started.clone(), deepest.clone());
+            pool.spawn(move || {
+                started.fetch_add(1, Ordering::SeqCst);
+                let depth = STACKED.with(|s| s.replace(s.get() + 1)) + 1;
+                deepest.fetch_max(depth, Ordering::SeqCst);
+                let v = *ready.result(None).unwrap();
+                STACKED.with(|s| s.set(s.get() - 1));
+                v
+            })
+        })
+        .collect();
+    // Both workers are waiting, with as many tasks stacked on them as they
+    // will take (a few hundred at most), before the value comes.
+    wait_until("the workers to stack tasks up", || {
+        started.load(Ordering::SeqCst) >= 200
+    });
+    init.set_result(7).unwrap();
+    for t in tasks {
+        assert_eq!(t.result(Some(GUARD)), Ok(&7));
+    }
+    let deepest = deepest.load(Ordering::SeqCst);
+    assert!(deepest <= 1_000, "{deepest} tasks stacked on one worker");
+    pool.shutdown(true, false);
+}
+
 // ---------------------------------------------------------------- stress
 
 #[test]

@@ -117,14 +117,59 @@ impl Watcher for WakeWorker {
     }
 }
 
+/// How many tasks a worker may stack up by helping while it waits, before
+/// it helps only with its own deque (see [`help_while_waiting`]).
+pub(crate) const MAX_HELP_DEPTH: usize = 128;
+
+thread_local! {
+    /// Calls of [`help_while_waiting`] under way on this thread: each one
+    /// runs its tasks on top of the task that waits.
+    static HELP_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// One level of [`HELP_DEPTH`], given back when dropped (also on unwind).
+struct Helping;
+
+impl Helping {
+    fn enter() -> (Helping, usize) {
+        let depth = HELP_DEPTH.with(|d| d.replace(d.get() + 1));
+        (Helping, depth)
+    }
+}
+
+impl Drop for Helping {
+    fn drop(&mut self) {
+        HELP_DEPTH.with(|d| d.set(d.get() - 1));
+    }
+}
+
 /// Called by a thread about to block on `core`. On a pool worker, runs queued
 /// tasks of its pool until `core` ends (T10, PP20): with no deadline it parks
 /// between tasks and is woken by new work or by `core` ending; with a
 /// deadline it helps while there is work and then leaves the timed wait to
 /// the caller. Elsewhere it returns at once.
+///
+/// A task run here runs on top of the waiting one, on the same stack, and
+/// may wait and help in turn. Left alone, tasks that all wait for one slow
+/// future (a shared initialisation) would stack up thousands deep and
+/// overflow the worker's stack. So past [`MAX_HELP_DEPTH`] nested waits a
+/// worker takes only tasks from its own deque, newest first: those are
+/// what the waiting tasks on this stack submitted themselves, so the stack
+/// then grows only as deep as the program's own recursion, as it would
+/// without a pool.
 #[cfg_attr(cf_loom, allow(dead_code))]
 pub(crate) fn help_while_waiting<T>(core: &Core<T>, deadline: Option<Instant>) {
     let Some(w) = current() else { return };
+    let (_level, depth) = Helping::enter();
+    if depth >= MAX_HELP_DEPTH {
+        while !core.is_terminal() && deadline.is_none_or(|d| Instant::now() < d) {
+            match w.local.pop() {
+                Some(job) => w.execute(job),
+                None => return,
+            }
+        }
+        return;
+    }
     if deadline.is_some() {
         while !core.is_terminal() && deadline.is_some_and(|d| Instant::now() < d) {
             match w.find_task() {
