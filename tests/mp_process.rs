@@ -413,3 +413,21 @@ fn queue_consumer_puts_more_than_the_pipe_holds_before_getting() {
         assert_eq!(v, vec![(i % 251) as u8; 1024], "item {i} out of order");
     }
 }
+
+/// A timeout too large to add to the clock (`Duration::MAX`, a common "no
+/// limit") waits without limit in `recv`, `Queue::get` and `join`, as
+/// everywhere else in the crate; it used to panic (`Instant` overflow).
+#[test]
+fn max_durations_as_timeouts_mean_no_limit() {
+    let (tx, rx) = pipe::<u32>().unwrap();
+    tx.send(5).unwrap();
+    assert_eq!(rx.recv(Some(Duration::MAX)), Ok(5));
+    let q = Queue::<u32>::new().unwrap();
+    q.put(6).unwrap();
+    assert_eq!(q.get(Some(Duration::MAX)), Ok(6));
+    let mut p = Process::new(double, 4).test_harness();
+    p.start().unwrap();
+    joined(&p); // with the hang guard first, so a bug fails instead of hanging
+    assert!(p.join(Some(Duration::MAX)));
+    assert_eq!(p.result(), Some(Ok(8)));
+}

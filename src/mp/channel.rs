@@ -223,7 +223,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// `EOFError`; it stays that way), with [`Error::Decode`] for a value
     /// that does not decode as `T` (the next one is still readable).
     pub fn recv(&self, timeout: Option<Duration>) -> Result<T, Error> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::sync::deadline(timeout);
         let mut st = lock(&self.inner);
         loop {
             if st.ended {

@@ -315,7 +315,7 @@ impl<R> Process<R> {
         let Some(s) = &self.started else {
             return false;
         };
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = crate::sync::deadline(timeout);
         let mut st = lock(&s.shared.state);
         while st.status.is_none() {
             match deadline {

@@ -214,7 +214,7 @@ pub(crate) fn poll_readable(
     fd: std::os::fd::BorrowedFd<'_>,
     timeout: Option<std::time::Duration>,
 ) -> io::Result<bool> {
-    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let deadline = crate::sync::deadline(timeout);
     loop {
         let ms = match deadline {
             None => -1,
