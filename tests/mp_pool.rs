@@ -924,3 +924,43 @@ fn pp14_a_worker_that_exits_cleanly_mid_task_fails_that_task() {
     pool.close();
     pool.join().unwrap();
 }
+
+/// MP24: `terminate()` from a callback while another thread's `terminate()`
+/// waits for the callbacks' thread does not deadlock (the callback used to
+/// wait for the other call's lock, and the other call for the callback).
+#[test]
+fn mp24_terminate_from_a_callback_during_another_threads_terminate_returns() {
+    let pool = Arc::new(threads(2));
+    let entered = Arc::new(AtomicBool::new(false));
+    let go = Arc::new(AtomicBool::new(false));
+    let (p, e, g) = (pool.clone(), entered.clone(), go.clone());
+    let r = pool
+        .apply_async_with(
+            square,
+            3,
+            Callbacks::new().callback(move |_| {
+                e.store(true, Ordering::SeqCst);
+                wait_until("the go signal", || g.load(Ordering::SeqCst));
+                p.terminate();
+            }),
+        )
+        .unwrap();
+    wait_until("the callback to run", || entered.load(Ordering::SeqCst));
+    let (returned_tx, returned_rx) = std::sync::mpsc::channel();
+    let other = pool.clone();
+    std::thread::spawn(move || {
+        other.terminate();
+        let _ = returned_tx.send(());
+    });
+    // The other thread's terminate() has begun once submits are refused; it
+    // now waits for the callbacks' thread, which is in our callback.
+    wait_until("terminate() to begin", || {
+        pool.apply_async(square, 1).is_err()
+    });
+    go.store(true, Ordering::SeqCst);
+    returned_rx
+        .recv_timeout(HANG)
+        .expect("terminate() deadlocked with a terminate() in a callback");
+    ready(&r);
+    pool.join().unwrap();
+}

@@ -328,29 +328,44 @@ impl Pool {
     ///
     /// Idempotent. Dropping the pool calls it (MP25).
     pub fn terminate(&self) {
+        if self.handler.on_handler_thread() {
+            // From a callback. The handler thread cannot wait for itself, and
+            // must not wait for `terminating` either: a `terminate` on another
+            // thread may hold it while it waits for this very thread. Every
+            // step is idempotent, so it does them all here, at once.
+            self.set_terminated();
+            self.ex.shutdown(false, true);
+            self.handler.fail_all(&handler::terminated_error());
+            self.kill_workers();
+            return;
+        }
+        // Serializes callers on other threads: the second returns only once
+        // the first has ended every result.
         let _one = lock(&self.terminating);
-        {
-            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-            if *state == Lifecycle::Terminated {
-                return;
-            }
-            *state = Lifecycle::Terminated;
+        if !self.set_terminated() {
+            return;
         }
         // Queued tasks are cancelled here, on this thread: their `Ready`
         // messages reach the handler before the marker below.
         self.ex.shutdown(false, true);
-        if self.handler.on_handler_thread() {
-            self.handler.fail_all(&handler::terminated_error());
-        } else {
-            let (ack, done) = mpsc::channel();
-            if self.tx.send(Msg::Terminate(ack)).is_ok() {
-                let _ = done.recv();
-            }
+        let (ack, done) = mpsc::channel();
+        if self.tx.send(Msg::Terminate(ack)).is_ok() {
+            let _ = done.recv();
         }
+        self.kill_workers();
+    }
+
+    /// Moves the pool to `Terminated`; false if it already was.
+    fn set_terminated(&self) -> bool {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *state, Lifecycle::Terminated) != Lifecycle::Terminated
+    }
+
+    /// A process pool SIGKILLs its workers: the tasks they held fail, none
+    /// is re-sent and no worker is replaced. Threads cannot be killed.
+    fn kill_workers(&self) {
         #[cfg(unix)]
         if let Some(procs) = &self.procs {
-            // SIGKILLs the workers; the tasks they held fail, none is
-            // re-sent and no worker is replaced.
             procs.kill_workers();
         }
     }
