@@ -964,3 +964,21 @@ fn mp24_terminate_from_a_callback_during_another_threads_terminate_returns() {
     ready(&r);
     pool.join().unwrap();
 }
+
+/// M15 for `imap_unordered`, as for `imap`: after `terminate()` an endless
+/// input is not fed to the stopped pool forever; the first refused chunk
+/// yields `Shutdown` and the iteration ends.
+#[test]
+fn m15_imap_unordered_over_an_endless_input_ends_after_terminate() {
+    let pool = threads(1);
+    let mut it = pool.imap_unordered(square, 0u64..).unwrap();
+    assert!(it.next().unwrap().is_ok());
+    pool.terminate();
+    let rest: Vec<_> = it.by_ref().take(10_000).collect();
+    assert!(rest.len() < 10_000, "kept feeding a terminated pool");
+    assert!(
+        rest.iter().any(|r| r == &Err(Error::Shutdown)),
+        "no Shutdown item: {rest:?}"
+    );
+    assert!(it.next().is_none());
+}

@@ -366,20 +366,20 @@ pub trait ExecutorExt: Executor {
 /// map pulls no more input: it ends after that item, as CPython's does
 /// (M15), instead of failing every remaining item of a long or endless
 /// input.
-struct Feed<'a, E: ?Sized> {
+pub(crate) struct Feed<'a, E: ?Sized> {
     executor: &'a E,
-    refused: bool,
+    pub(crate) refused: bool,
 }
 
 impl<'a, E: Executor + ?Sized> Feed<'a, E> {
-    fn new(executor: &'a E) -> Self {
+    pub(crate) fn new(executor: &'a E) -> Self {
         Feed {
             executor,
             refused: false,
         }
     }
 
-    fn submit<F, A, R>(&mut self, func: F, arg: A) -> Future<R>
+    pub(crate) fn submit<F, A, R>(&mut self, func: F, arg: A) -> Future<R>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,
         A: Portable,

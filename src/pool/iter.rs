@@ -4,9 +4,10 @@ use crate::sync::{Arc, Mutex};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
+use crate::executor::Feed;
 use crate::map::{ChunkResult, MapUnordered};
 use crate::sync::lock;
-use crate::{Error, Executor, ExecutorExt, MapOptions, Portable};
+use crate::{Error, Executor, MapOptions, Portable};
 
 /// The results of [`Pool::imap_unordered`](crate::Pool::imap_unordered):
 /// each item's `Result` in completion order (MP14).
@@ -52,14 +53,20 @@ impl<'a, R: Portable + Sync> ImapUnordered<'a, R> {
         let lens2 = lens.clone();
         let mut inputs = inputs.into_iter();
         let mut index = 0usize;
+        // Stops pulling input after a refused chunk, as `imap` does (M15):
+        // an endless input must not be fed to a terminated pool forever.
+        let mut feed = Feed::new(ex);
         let submit = move || {
+            if feed.refused {
+                return None;
+            }
             let chunk: Vec<A> = inputs.by_ref().take(size).collect();
             if chunk.is_empty() {
                 return None;
             }
             lock(&lens2).insert(index, chunk.len());
             index += 1;
-            Some(ex.submit(run_chunk, chunk))
+            Some(feed.submit(run_chunk, chunk))
         };
         ImapUnordered {
             inner: MapUnordered::new(Box::new(submit), window),

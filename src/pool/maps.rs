@@ -176,8 +176,10 @@ impl Pool {
     ///
     /// The iterator keeps submitting after [`close`](Self::close), as
     /// CPython's does; after [`join`](Self::join) or
-    /// [`terminate`](Self::terminate), items not yet submitted fail with
-    /// [`Error::Shutdown`].
+    /// [`terminate`](Self::terminate), the first item it then submits
+    /// yields [`Error::Shutdown`] and the iteration ends there (M15): the
+    /// rest of the input is not read. [`imap_unordered`](Self::imap_unordered)
+    /// does the same.
     pub fn imap<'a, F, A, R, I>(&'a self, func: F, inputs: I) -> Result<Map<'a, R>, Error>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,
