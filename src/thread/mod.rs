@@ -4,7 +4,9 @@
 //! has its own deque for tasks submitted from inside a task; tasks from
 //! outside go to the pool's inbox, a FIFO queue. Idle workers steal. A task that blocks on
 //! another future of the same pool runs queued work while it waits, so
-//! recursive divide and conquer cannot deadlock a small pool.
+//! recursive divide and conquer cannot deadlock a small pool. (Tasks that
+//! wait on unrelated tasks of the same pool, as pipeline stages do, can:
+//! see RELIABILITY.md, "Known issues".)
 
 mod inbox;
 mod registry;
