@@ -154,6 +154,10 @@ impl<E: Executor> Executor for ShutdownGuard<E> {
     fn max_workers(&self) -> usize {
         self.executor.max_workers()
     }
+
+    fn __thread_pool_id(&self) -> u64 {
+        self.executor.__thread_pool_id()
+    }
 }
 
 impl<E: Executor> Drop for ShutdownGuard<E> {

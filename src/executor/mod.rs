@@ -121,6 +121,16 @@ pub trait Executor: Send + Sync + fmt::Debug {
 
     /// How many tasks this executor runs at once.
     fn max_workers(&self) -> usize;
+
+    /// The id of the [`ThreadPoolExecutor`](crate::ThreadPoolExecutor)
+    /// behind this executor, 0 for any other: a task made for it records
+    /// the id, so that a worker of that pool waiting for the task may run
+    /// it itself (T10). For this crate's executors and forwarders only;
+    /// other executors keep the default.
+    #[doc(hidden)]
+    fn __thread_pool_id(&self) -> u64 {
+        0
+    }
 }
 
 /// How [`Executor::shutdown_within`] ended.
@@ -236,7 +246,7 @@ pub trait ExecutorExt: Executor {
         A: Portable,
         R: Portable + Sync,
     {
-        let (task, future) = PortableTask::create(func, arg);
+        let (task, future) = PortableTask::create_for(func, arg, self.__thread_pool_id());
         if let Err((task, error)) = self.execute(Task { job: task }) {
             task.fail(error);
         }
@@ -252,7 +262,7 @@ pub trait ExecutorExt: Executor {
         A: Portable,
         R: Portable + Sync,
     {
-        let (task, future) = PortableTask::create(func, arg);
+        let (task, future) = PortableTask::create_for(func, arg, self.__thread_pool_id());
         match self.execute(Task { job: task }) {
             Ok(()) => Ok(future),
             Err((task, error)) => {
@@ -385,7 +395,8 @@ impl<'a, E: Executor + ?Sized> Feed<'a, E> {
         A: Portable,
         R: Portable + Sync,
     {
-        let (task, future) = PortableTask::create(func, arg);
+        let pool = self.executor.__thread_pool_id();
+        let (task, future) = PortableTask::create_for(func, arg, pool);
         if let Err((task, error)) = self.executor.execute(Task { job: task }) {
             task.fail(error);
             self.refused = true;
@@ -416,6 +427,9 @@ macro_rules! forward_executor {
             }
             fn max_workers(&self) -> usize {
                 (**self).max_workers()
+            }
+            fn __thread_pool_id(&self) -> u64 {
+                (**self).__thread_pool_id()
             }
         }
     )*};

@@ -113,11 +113,19 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + Sync + 'static,
 {
-    /// The job for the executor and the future for the user.
+    /// The job for the executor and the future for the user (for no pool
+    /// in particular: the unit tests' tasks).
+    #[cfg(test)]
     pub(crate) fn create(work: F) -> (Arc<dyn Job>, Future<R>) {
+        Self::create_for(work, 0)
+    }
+
+    /// The job for the executor and the future for the user, for the
+    /// thread pool with id `pool` (see `Core::for_pool`).
+    pub(crate) fn create_for(work: F, pool: u64) -> (Arc<dyn Job>, Future<R>) {
         let task = Arc::new(ClosureTask {
             header: Header::of::<Self>(),
-            core: Core::new(),
+            core: Core::for_pool(pool),
             work: Mutex::new(Some(work)),
         });
         (task.clone(), Future::from_shared(task))
@@ -126,14 +134,17 @@ where
 
 impl<F, R> Completion<R> for ClosureTask<F, R>
 where
-    F: Send,
-    R: Send + Sync,
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + Sync + 'static,
 {
     fn core(&self) -> &Core<R> {
         &self.core
     }
     fn release(&self) {
         drop(lock(&self.work).take());
+    }
+    fn run_here(self: Arc<Self>) {
+        Job::run(self)
     }
 }
 
@@ -191,6 +202,16 @@ where
     R: crate::Portable + Sync,
 {
     pub(crate) fn create(func: F, arg: A) -> (Arc<PortableTask<F, A, R>>, Future<R>) {
+        Self::create_for(func, arg, 0)
+    }
+
+    /// [`create`](Self::create) for the thread pool with id `pool` (see
+    /// `Core::for_pool`); 0 for any other executor.
+    pub(crate) fn create_for(
+        func: F,
+        arg: A,
+        pool: u64,
+    ) -> (Arc<PortableTask<F, A, R>>, Future<R>) {
         const {
             assert!(
                 std::mem::size_of::<F>() == 0,
@@ -200,7 +221,7 @@ where
         };
         let task = Arc::new(PortableTask {
             header: Header::of::<Self>(),
-            core: Core::new(),
+            core: Core::for_pool(pool),
             func,
             arg: Mutex::new(Some(arg)),
         });
@@ -247,15 +268,18 @@ where
 
 impl<F, A, R> Completion<R> for PortableTask<F, A, R>
 where
-    F: Send + Sync,
-    A: Send,
-    R: Send + Sync,
+    F: Fn(A) -> R + Copy + Send + Sync + 'static,
+    A: crate::Portable,
+    R: crate::Portable + Sync,
 {
     fn core(&self) -> &Core<R> {
         &self.core
     }
     fn release(&self) {
         drop(lock(&self.arg).take());
+    }
+    fn run_here(self: Arc<Self>) {
+        Job::run(self)
     }
 }
 

@@ -62,6 +62,13 @@ const AWAITED: usize = 8;
 /// cancelled (see the module docs): `cancel()` succeeds in RUNNING too.
 const STOPPABLE: usize = 16;
 
+/// The bits of `status` from here up hold the id of the thread pool whose
+/// queue holds the task (0: none), set once when it is queued. A worker of
+/// that pool waiting for the future may then run the task itself (see
+/// [`Core::is_queued_in`]). Only 64-bit targets keep it: the ids never wrap
+/// there.
+const POOL_SHIFT: u32 = 8;
+
 /// `SUBMIT_HINTS` bit: this thread's last dealing with futures was a wait
 /// (see [`Core::new`]).
 #[cfg(not(cf_loom))]
@@ -147,6 +154,19 @@ impl<T> Core<T> {
     /// the task ends before the caller gets to `result()`), or when it is a
     /// pool worker (a task submitting subtasks waits for them: fork-join).
     pub(crate) fn new() -> Self {
+        Self::for_pool(0)
+    }
+
+    /// A pending future whose task is for the thread pool with id `pool`
+    /// (0: none; see [`is_queued_in`](Self::is_queued_in)). Recorded here,
+    /// at creation, where it costs nothing: once the task is shared, writing
+    /// it would take an atomic read-modify-write per submitted task.
+    pub(crate) fn for_pool(pool: u64) -> Self {
+        let pool = if usize::BITS >= 64 {
+            (pool as usize) << POOL_SHIFT
+        } else {
+            0
+        };
         #[cfg(not(cf_loom))]
         let hint = if SUBMIT_HINTS.with(|h| h.replace(h.get() & !JUST_WAITED)) != 0 {
             AWAITED
@@ -156,7 +176,7 @@ impl<T> Core<T> {
         #[cfg(cf_loom)]
         let hint = 0;
         Core {
-            status: crate::sync::AtomicUsize::new(PENDING | hint),
+            status: crate::sync::AtomicUsize::new(PENDING | hint | pool),
             waiters: Mutex::new(thin_vec::ThinVec::new()),
             outcome: Slot::new(),
         }
@@ -216,6 +236,13 @@ impl<T> Core<T> {
         }
         w.push(Waiter::Watcher(Arc::clone(watcher), key));
         true
+    }
+
+    /// Whether the task is still waiting in the queue of the thread pool
+    /// with id `pool`: nobody has started it, and it was queued there.
+    pub(crate) fn is_queued_in(&self, pool: u64) -> bool {
+        let s = self.status.load(Ordering::Acquire);
+        usize::BITS >= 64 && s & STATE == PENDING && (s >> POOL_SHIFT) as u64 == pool
     }
 
     /// Records that a caller is about to wait for this unfinished future.
@@ -373,8 +400,15 @@ impl<T> Core<T> {
 
     /// Blocks until the future ends (and, with `settled`, until its
     /// callbacks have run too) or the deadline passes. Returns whether it
-    /// ended. A pool worker helps run queued tasks while it waits (T10).
-    pub(crate) fn wait_until(&self, deadline: Option<Instant>, settled: bool) -> bool {
+    /// ended. A pool worker helps while it waits (T10): `run_here` runs the
+    /// task on this thread if nobody has started it yet (see
+    /// `thread::help_while_waiting`).
+    pub(crate) fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        settled: bool,
+        run_here: &dyn Fn(),
+    ) -> bool {
         let ready = || {
             if settled {
                 self.settled()
@@ -388,10 +422,14 @@ impl<T> Core<T> {
             return true;
         }
         self.mark_awaited();
+        // Under loom there is no pool to help (the models check the future
+        // alone).
+        #[cfg(cf_loom)]
+        let _ = run_here;
         #[cfg(not(cf_loom))]
         {
             if !self.is_terminal() {
-                crate::thread::help_while_waiting(self, deadline);
+                crate::thread::help_while_waiting(self, deadline, run_here);
             }
             // Most short tasks end within the spin: no park, and the
             // completing thread needs no system call to wake us.

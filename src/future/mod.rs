@@ -36,6 +36,10 @@ pub(crate) trait Completion<T>: Send + Sync {
     /// Drops the task's work (closure, argument) once it can no longer run,
     /// so a cancelled task releases its captures at once (C8, S13).
     fn release(&self) {}
+    /// Runs the task on this thread and completes the future, unless a
+    /// worker already took it (a thread-pool worker waiting for this
+    /// future does this while the task is still queued in its pool, T10).
+    fn run_here(self: Arc<Self>) {}
 }
 
 impl<T: Send + Sync> Completion<T> for Core<T> {
@@ -111,11 +115,12 @@ impl<T> Future<T> {
     /// [`Error::Timeout`] if it is still not done (the task keeps running;
     /// R1, R2, R5). A zero timeout never blocks. May be called any number of
     /// times from any number of threads; a failed future gives the same
-    /// error each time (R3). On a thread-pool worker, the wait runs other
-    /// queued tasks of the pool meanwhile, so fork-join code cannot deadlock
-    /// a small pool (T10); a task it runs is not interrupted at the
-    /// timeout, so there the wait may end later than `timeout`, by up to
-    /// the length of that task.
+    /// error each time (R3). On a thread-pool worker, the wait first runs
+    /// the task itself if it is still queued in that pool, then, while it
+    /// runs elsewhere, the subtasks the waiting task submitted, so fork-join
+    /// code cannot deadlock a small pool (T10); it takes no other work. A
+    /// task it runs is not interrupted at the timeout, so there the wait
+    /// may end later than `timeout`, by up to the length of that task.
     pub fn result(&self, timeout: Option<Duration>) -> Result<&T, Error> {
         self.wait_for(timeout, false)?;
         match self.core().outcome() {
@@ -144,7 +149,7 @@ impl<T> Future<T> {
     /// To wait with a limit first, call [`result`](Self::result) with a
     /// timeout, then this.
     pub fn into_result(self) -> Result<T, Error> {
-        self.core().wait_until(None, true);
+        self.core().wait_until(None, true, &|| self.run_here());
         self.core().take_outcome()
     }
 
@@ -166,13 +171,21 @@ impl<T> Future<T> {
 
     fn wait_for(&self, timeout: Option<Duration>, settled: bool) -> Result<(), Error> {
         let deadline = crate::sync::deadline(timeout);
-        if self.core().wait_until(deadline, settled) {
+        if self
+            .core()
+            .wait_until(deadline, settled, &|| self.run_here())
+        {
             Ok(())
         } else {
             Err(Error::Timeout {
                 waited: timeout.unwrap_or_default(),
             })
         }
+    }
+
+    /// Runs the task here if nobody has started it (see `Completion`).
+    fn run_here(&self) {
+        Arc::clone(&self.shared).run_here()
     }
 
     /// The address identifying this future (F9).

@@ -3,10 +3,11 @@
 //! Workers start when the pool is built and park when idle (no CPU). Each
 //! has its own deque for tasks submitted from inside a task; tasks from
 //! outside go to the pool's inbox, a FIFO queue. Idle workers steal. A task that blocks on
-//! another future of the same pool runs queued work while it waits, so
-//! recursive divide and conquer cannot deadlock a small pool. (Tasks that
-//! wait on unrelated tasks of the same pool, as pipeline stages do, can:
-//! see RELIABILITY.md, "Known issues".)
+//! another future of the same pool runs that task itself if it is still
+//! queued, and its own subtasks while it waits, so recursive divide and
+//! conquer cannot deadlock a small pool; it never picks up unrelated work,
+//! which could wait on the very task under it (see
+//! `worker::help_while_waiting`).
 
 mod inbox;
 mod registry;
@@ -233,7 +234,7 @@ impl ThreadPoolExecutor {
         F: FnOnce() -> R + Send + 'static,
         R: Send + Sync + 'static,
     {
-        let (job, future) = ClosureTask::create(f);
+        let (job, future) = ClosureTask::create_for(f, self.registry.id);
         if let Err((job, e)) = self.inject(job.into_thin()) {
             job.fail(e);
         }
@@ -253,7 +254,7 @@ impl ThreadPoolExecutor {
         R: Send + Sync + 'static,
     {
         let handed = token.clone();
-        let (job, future) = ClosureTask::create(move || f(&handed));
+        let (job, future) = ClosureTask::create_for(move || f(&handed), self.registry.id);
         token.register(&job);
         if let Err((job, e)) = self.inject(job.into_thin()) {
             job.fail(e);
@@ -351,6 +352,10 @@ impl Executor for ThreadPoolExecutor {
 
     fn max_workers(&self) -> usize {
         self.max_workers
+    }
+
+    fn __thread_pool_id(&self) -> u64 {
+        self.registry.id
     }
 }
 

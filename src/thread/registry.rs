@@ -59,7 +59,13 @@ use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, fence_seqcst, lock}
 /// A queued task: one word per queue slot (see `executor::thin`).
 pub(crate) type JobRef = crate::executor::thin::ThinJob;
 
+/// Ids for [`Registry::id`]; 0 means "no pool" in a task's status.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 pub(crate) struct Registry {
+    /// This pool's id, unique in the process: a queued task records it, so
+    /// that a worker waiting for the task knows it may run it itself.
+    pub(crate) id: u64,
     pub(crate) inbox: Inbox,
     pub(crate) stealers: Vec<Stealer<JobRef>>,
     pub(crate) sleep: Sleep,
@@ -85,6 +91,7 @@ impl Registry {
     pub(crate) fn new(n: usize) -> (Arc<Registry>, Vec<Worker<JobRef>>) {
         let locals: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let registry = Arc::new(Registry {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             inbox: Inbox::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(n),

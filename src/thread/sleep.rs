@@ -58,7 +58,7 @@ const MASK: usize = SLEEPY - 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wake {
     None,
-    /// Woken for a reason of its own (its awaited future ended, shutdown):
+    /// Woken for a reason of its own (shutdown):
     /// it still counts as sleepy and takes itself off that count.
     Targeted,
     /// Woken by [`Sleep::wake_one`] for new work, which already moved it
@@ -210,20 +210,6 @@ impl Sleep {
         }
     }
 
-    /// Wakes worker `index` specifically (its awaited future ended), or makes
-    /// its next attempt to park return at once.
-    pub(crate) fn wake_worker(&self, index: usize) {
-        let mut p = lock(&self.parked);
-        if p.wake[index] == Wake::None {
-            p.wake[index] = Wake::Targeted;
-        }
-        let asleep = p.asleep[index];
-        drop(p);
-        if asleep {
-            self.conds[index].notify_one();
-        }
-    }
-
     /// Wakes every worker (shutdown).
     pub(crate) fn wake_all(&self) {
         let mut p = lock(&self.parked);
@@ -306,7 +292,7 @@ mod tests {
     #[test]
     fn a_targeted_wake_is_consumed_by_the_next_sleep_only() {
         let sleep = Sleep::new(1);
-        sleep.wake_worker(0);
+        sleep.wake_all();
         sleep.start_searching();
         sleep.sleep(0, || false); // returns at once: the wake was pending
         assert_eq!(lock(&sleep.parked).wake[0], Wake::None);
@@ -393,7 +379,7 @@ mod loom_tests {
                 s2.stop_searching();
             });
             done.store(true, Ordering::SeqCst);
-            sleep.wake_worker(0);
+            sleep.wake_all();
             w.join().unwrap();
         });
     }

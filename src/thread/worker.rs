@@ -1,13 +1,13 @@
 //! A worker thread: its loop, and helping while a task waits (fork-join).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
 use crossbeam_deque::{Steal, Worker};
 
 use super::registry::{JobRef, Registry};
-use crate::future::core::{Core, Ending, Watcher};
+use crate::future::core::Core;
 use crate::spin::IdleSpin;
 use crate::sync::Arc;
 
@@ -54,7 +54,7 @@ impl WorkerThread {
         if self.registry.is_broken() {
             job.fail(self.registry.refusal());
         } else {
-            job.run();
+            as_innermost_task(&self.local, || job.run());
         }
     }
 
@@ -104,97 +104,66 @@ impl WorkerThread {
     }
 }
 
-/// Wakes a parked worker when the future it waits on ends.
-#[cfg_attr(cf_loom, allow(dead_code))]
-struct WakeWorker {
-    registry: Arc<Registry>,
-    index: usize,
-}
-
-impl Watcher for WakeWorker {
-    fn notify(&self, _key: usize, _ending: Ending) {
-        self.registry.sleep.wake_worker(self.index);
-    }
-}
-
-/// How many tasks a worker may stack up by helping while it waits, before
-/// it helps only with its own deque (see [`help_while_waiting`]).
-pub(crate) const MAX_HELP_DEPTH: usize = 128;
-
 thread_local! {
-    /// Calls of [`help_while_waiting`] under way on this thread: each one
-    /// runs its tasks on top of the task that waits.
-    static HELP_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The length of this worker's deque when the innermost task on this
+    /// thread started: what lies above it in the (LIFO) deque that task and
+    /// the tasks it ran pushed, so it all descends from that task.
+    static BOUNDARY: Cell<usize> = const { Cell::new(0) };
 }
 
-/// One level of [`HELP_DEPTH`], given back when dropped (also on unwind).
-struct Helping;
-
-impl Helping {
-    fn enter() -> (Helping, usize) {
-        let depth = HELP_DEPTH.with(|d| d.replace(d.get() + 1));
-        (Helping, depth)
-    }
+/// Runs `run` as the innermost task on this thread, with its own deque
+/// boundary (see [`BOUNDARY`]).
+fn as_innermost_task(local: &Worker<JobRef>, run: impl FnOnce()) {
+    let outer = BOUNDARY.with(|b| b.replace(local.len()));
+    run();
+    BOUNDARY.with(|b| b.set(outer));
 }
 
-impl Drop for Helping {
-    fn drop(&mut self) {
-        HELP_DEPTH.with(|d| d.set(d.get() - 1));
-    }
-}
-
-/// Called by a thread about to block on `core`. On a pool worker, runs queued
-/// tasks of its pool until `core` ends (T10, PP20): with no deadline it parks
-/// between tasks and is woken by new work or by `core` ending; with a
-/// deadline it helps while there is work and then leaves the timed wait to
-/// the caller. Elsewhere it returns at once.
+/// Called by a thread about to block on `core`. On a pool worker, it runs
+/// on this thread, before the caller blocks, the work the waiting task
+/// depends on (T10, PP20), and nothing else:
 ///
-/// A task run here runs on top of the waiting one, on the same stack, and
-/// may wait and help in turn. Left alone, tasks that all wait for one slow
-/// future (a shared initialisation) would stack up thousands deep and
-/// overflow the worker's stack. So past [`MAX_HELP_DEPTH`] nested waits a
-/// worker takes only tasks from its own deque, newest first: those are
-/// what the waiting tasks on this stack submitted themselves, so the stack
-/// then grows only as deep as the program's own recursion, as it would
-/// without a pool.
+/// 1. the awaited task itself, if it is still queued in this worker's pool
+///    (`run_here` runs it unless a worker takes it first). A task waiting
+///    on a later task of a one-worker pool (CPython's deadlock) completes;
+/// 2. then, while the awaited task runs elsewhere, tasks the waiting task
+///    submitted itself (or the tasks it ran did), newest first: they are
+///    in this worker's deque above the waiting task's [`BOUNDARY`]. A
+///    fork-join task that spawned many subtasks works through them while
+///    a thief runs the one it waits for.
+///
+/// It never takes tasks submitted from elsewhere (the inbox, other workers'
+/// deques). A task run here runs on top of the waiting one, on the same
+/// stack, and cannot let the waiting one resume until it returns; an
+/// unrelated task could be waiting for the very task under it (a pipeline
+/// stage waiting on the stage below: a deadlock that plain blocking would
+/// not have), and thousands of tasks waiting for one slow future would
+/// stack up until the stack overflowed. With only dependencies and
+/// descendants, the stack grows as deep as the program's own recursion.
+/// The cost: a worker whose awaited task was stolen, and that has no
+/// subtasks left, blocks instead of taking other work.
+///
+/// With a deadline it stops starting tasks once the deadline has passed (a
+/// task it started is not interrupted). Elsewhere than on a pool worker
+/// it returns at once.
 #[cfg_attr(cf_loom, allow(dead_code))]
-pub(crate) fn help_while_waiting<T>(core: &Core<T>, deadline: Option<Instant>) {
+pub(crate) fn help_while_waiting<T>(
+    core: &Core<T>,
+    deadline: Option<Instant>,
+    run_here: &dyn Fn(),
+) {
     let Some(w) = current() else { return };
-    let (_level, depth) = Helping::enter();
-    if depth >= MAX_HELP_DEPTH {
-        while !core.is_terminal() && deadline.is_none_or(|d| Instant::now() < d) {
-            match w.local.pop() {
-                Some(job) => w.execute(job),
-                None => return,
-            }
+    let in_time = || deadline.is_none_or(|d| Instant::now() < d);
+    if core.is_queued_in(w.registry.id) && !w.registry.is_broken() && in_time() {
+        as_innermost_task(&w.local, run_here);
+    }
+    let boundary = BOUNDARY.with(Cell::get);
+    while !core.is_terminal() && w.local.len() > boundary && in_time() {
+        // Above the boundary the newest task is always one of ours: thieves
+        // take from the other end, so whatever they took first was older.
+        match w.local.pop() {
+            Some(job) => w.execute(job),
+            None => break,
         }
-        return;
     }
-    if deadline.is_some() {
-        while !core.is_terminal() && deadline.is_some_and(|d| Instant::now() < d) {
-            match w.find_task() {
-                Some(job) => w.execute(job),
-                None => return,
-            }
-        }
-        return;
-    }
-    let watcher: Arc<dyn Watcher> = Arc::new(WakeWorker {
-        registry: w.registry.clone(),
-        index: w.index,
-    });
-    if core.watch(&watcher, 0).is_some() {
-        return;
-    }
-    let sleep = &w.registry.sleep;
-    while !core.is_terminal() {
-        if let Some(job) = w.find_task() {
-            w.execute(job);
-            continue;
-        }
-        sleep.start_searching();
-        sleep.sleep(w.index, || core.is_terminal() || w.registry.has_work());
-        sleep.found_work(|| w.registry.has_work());
-    }
-    core.unwatch(&watcher);
 }
