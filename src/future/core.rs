@@ -116,7 +116,9 @@ pub(crate) type Callback<T> = Box<dyn FnOnce(&super::Future<T>) + Send>;
 enum Waiter<T> {
     Callback(Callback<T>),
     Watcher(Arc<dyn Watcher>, usize),
-    Waker(Waker),
+    /// An async task, under the key of the handle that registered it (see
+    /// [`Core::register_waker`]).
+    Waker(usize, Waker),
     /// A thread blocked in `wait_until`, parked until unparked.
     Thread(Thread),
 }
@@ -328,7 +330,7 @@ impl<T> Core<T> {
             match waiter {
                 Waiter::Thread(thread) => thread.unpark(),
                 Waiter::Watcher(watcher, key) => watcher.notify(key, ending),
-                Waiter::Waker(waker) => wake_caught(waker),
+                Waiter::Waker(_, waker) => wake_caught(waker),
                 Waiter::Callback(cb) => callbacks.push(cb),
             }
         }
@@ -344,7 +346,7 @@ impl<T> Core<T> {
             for waiter in list {
                 match waiter {
                     Waiter::Thread(thread) => thread.unpark(),
-                    Waiter::Waker(waker) => wake_caught(waker),
+                    Waiter::Waker(_, waker) => wake_caught(waker),
                     _ => {}
                 }
             }
@@ -472,9 +474,15 @@ impl<T> Core<T> {
     }
 
     /// Registers `waker` to be woken when the future ends (or, with
-    /// `settled`, when its callbacks are done). Returns true if that already
-    /// happened, in which case nothing is registered.
-    pub(crate) fn register_waker(&self, waker: &Waker, settled: bool) -> bool {
+    /// `settled`, when its callbacks are done), under `key`: one entry per
+    /// key, whose waker a later call replaces, so a handle polled again and
+    /// again (with a new waker each time, as a task that moves does) keeps
+    /// one entry. Key 0 is the owning [`Future`](super::Future)'s; each
+    /// borrowed handle ([`Ref`](super::Ref)) takes a key of its own and
+    /// removes its entry when dropped ([`unregister_waker`](Self::unregister_waker)).
+    /// Returns true if the future already ended, in which case nothing is
+    /// registered.
+    pub(crate) fn register_waker(&self, waker: &Waker, settled: bool, key: usize) -> bool {
         let mut w = lock(&self.waiters);
         if if settled {
             self.settled()
@@ -484,14 +492,25 @@ impl<T> Core<T> {
             return true;
         }
         self.mark_awaited();
-        let known = w.iter().any(|x| match x {
-            Waiter::Waker(x) => x.will_wake(waker),
-            _ => false,
+        let mine = w.iter_mut().find_map(|x| match x {
+            Waiter::Waker(k, registered) if *k == key => Some(registered),
+            _ => None,
         });
-        if !known {
-            w.push(Waiter::Waker(waker.clone()));
+        match mine {
+            Some(registered) => {
+                if !registered.will_wake(waker) {
+                    registered.clone_from(waker);
+                }
+            }
+            None => w.push(Waiter::Waker(key, waker.clone())),
         }
         false
+    }
+
+    /// Removes the waker registered under `key`, if it is still there (a
+    /// borrowed handle dropped before the future ended).
+    pub(crate) fn unregister_waker(&self, key: usize) {
+        lock(&self.waiters).retain(|x| !matches!(x, Waiter::Waker(k, _) if *k == key));
     }
 
     /// The outcome, borrowed. `None` if cancelled; `Some(None)` if the value

@@ -190,7 +190,7 @@ fn loom_waker_registered_before_completion_is_woken_exactly_once() {
         let t = thread::spawn(move || {
             finish(&c2, 9);
         });
-        let ready_at_once = core.register_waker(&waker, true);
+        let ready_at_once = core.register_waker(&waker, true, 0);
         t.join().unwrap();
         let wakes = count.0.load(Ordering::SeqCst);
         if ready_at_once {

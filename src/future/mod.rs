@@ -235,7 +235,7 @@ impl<T> std::future::Future for Future<T> {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.core().register_waker(cx.waker(), true) {
+        if self.core().register_waker(cx.waker(), true, OWNER_KEY) {
             Poll::Ready(self.core().take_outcome())
         } else {
             Poll::Pending
@@ -249,24 +249,46 @@ impl<'a, T> std::future::IntoFuture for &'a Future<T> {
     type IntoFuture = Ref<'a, T>;
 
     fn into_future(self) -> Ref<'a, T> {
-        Ref { fut: self }
+        Ref { fut: self, key: 0 }
     }
 }
+
+/// The waker key of the owning [`Future`] (see `Core::register_waker`).
+const OWNER_KEY: usize = 0;
+
+/// Waker keys for [`Ref`]s, never [`OWNER_KEY`]. A `usize` counter does not
+/// wrap in practice (one per `Ref` that ever waited).
+static NEXT_REF_KEY: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 /// The std future that `(&fut).await` polls: it lends the value.
 #[derive(Debug)]
 pub struct Ref<'a, T> {
     fut: &'a Future<T>,
+    /// Its waker's key in the future's list once it has polled `Pending`
+    /// (0 before): dropping the `Ref` (a `select!` that lost, a timeout
+    /// that fired) takes its waker out again.
+    key: usize,
 }
 
 impl<'a, T> std::future::Future for Ref<'a, T> {
     type Output = Result<&'a T, Error>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.fut.core().register_waker(cx.waker(), false) {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.key == 0 {
+            self.key = NEXT_REF_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if self.fut.core().register_waker(cx.waker(), false, self.key) {
             Poll::Ready(self.fut.result(Some(Duration::ZERO)))
         } else {
             Poll::Pending
+        }
+    }
+}
+
+impl<T> Drop for Ref<'_, T> {
+    fn drop(&mut self) {
+        if self.key != 0 && !self.fut.done() {
+            self.fut.core().unregister_waker(self.key);
         }
     }
 }
