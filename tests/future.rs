@@ -1405,3 +1405,34 @@ fn a_panicking_waker_loses_no_worker_callback_or_value() {
     assert_eq!(pool.submit(ident, 9).result(Some(HANG)), Ok(&9));
     assert_eq!(pool.live_workers(), 1);
 }
+
+/// C7: a done-callback that reaches the owned handle through shared state
+/// and calls `into_result()` on it gets an error at once: the value moves
+/// out only after the callbacks have run, so the call would wait for
+/// itself (it used to block the completing thread forever).
+#[test]
+fn into_result_inside_the_futures_own_callback_is_an_error_not_a_hang() {
+    let (promise, fut) = concurrent_futures::Promise::<u8>::new();
+    let stash: Arc<Mutex<Option<concurrent_futures::Future<u8>>>> = Arc::new(Mutex::new(None));
+    let (s, got) = (stash.clone(), Arc::new(Mutex::new(None)));
+    let g = got.clone();
+    fut.add_done_callback(move |f| {
+        assert_eq!(f.result(None), Ok(&5), "borrowing works in a callback");
+        let owned = s.lock().unwrap().take().expect("the handle is stashed");
+        *g.lock().unwrap() = Some(owned.into_result());
+    });
+    *stash.lock().unwrap() = Some(fut);
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        promise.set_result(5).unwrap();
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("set_result hung in the callback's into_result()");
+    let got = got.lock().unwrap().take().expect("the callback ran");
+    assert!(
+        matches!(&got, Err(concurrent_futures::Error::InvalidConfig(m)) if m.contains("own done-callbacks")),
+        "{got:?}"
+    );
+}

@@ -85,6 +85,14 @@ thread_local! {
     static SUBMIT_HINTS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
+#[cfg(not(cf_loom))]
+thread_local! {
+    /// The cores whose done-callbacks this thread is running, innermost
+    /// last (a callback may complete another future).
+    static RUNNING_CALLBACKS_OF: std::cell::RefCell<Vec<usize>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Marks the calling thread as a pool worker (see `IN_POOL_WORKER`).
 #[cfg(not(cf_loom))]
 pub(crate) fn presume_nested_submits_awaited() {
@@ -335,7 +343,11 @@ impl<T> Core<T> {
             }
         }
         if !callbacks.is_empty() {
+            #[cfg(not(cf_loom))]
+            RUNNING_CALLBACKS_OF.with(|r| r.borrow_mut().push(self.addr()));
             run(callbacks);
+            #[cfg(not(cf_loom))]
+            RUNNING_CALLBACKS_OF.with(|r| r.borrow_mut().pop());
             let mut w = lock(&self.waiters);
             self.status.fetch_and(!CALLBACKS_RUNNING, Ordering::Release);
             let list = std::mem::take(&mut *w);
@@ -351,6 +363,20 @@ impl<T> Core<T> {
                 }
             }
         }
+    }
+
+    fn addr(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Whether this thread is running this future's done-callbacks right
+    /// now: moving the value out here would wait for them, that is, for
+    /// itself.
+    pub(crate) fn runs_callbacks_here(&self) -> bool {
+        #[cfg(not(cf_loom))]
+        return RUNNING_CALLBACKS_OF.with(|r| r.borrow().contains(&self.addr()));
+        #[cfg(cf_loom)]
+        false
     }
 
     /// Queues `cb` to run at completion, or returns it if the future already

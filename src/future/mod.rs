@@ -147,8 +147,14 @@ impl<T> Future<T> {
     /// Waits for the task without limit and moves its value out.
     ///
     /// To wait with a limit first, call [`result`](Self::result) with a
-    /// timeout, then this.
+    /// timeout, then this. Called inside one of this future's own
+    /// done-callbacks (with the handle reached through shared state), it
+    /// fails with [`Error::InvalidConfig`] instead of waiting for itself;
+    /// borrow the value with `result` there.
     pub fn into_result(self) -> Result<T, Error> {
+        if self.core().runs_callbacks_here() {
+            return Err(moved_out_in_own_callback());
+        }
         self.core().wait_until(None, true, &|| self.run_here());
         self.core().take_outcome()
     }
@@ -235,6 +241,9 @@ impl<T> std::future::Future for Future<T> {
     type Output = Result<T, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.core().runs_callbacks_here() {
+            return Poll::Ready(Err(moved_out_in_own_callback()));
+        }
         if self.core().register_waker(cx.waker(), true, OWNER_KEY) {
             Poll::Ready(self.core().take_outcome())
         } else {
@@ -251,6 +260,18 @@ impl<'a, T> std::future::IntoFuture for &'a Future<T> {
     fn into_future(self) -> Ref<'a, T> {
         Ref { fut: self, key: 0 }
     }
+}
+
+/// `into_result()` or `.await` of a future inside one of its own
+/// done-callbacks: the value can be moved out only once they have all run,
+/// so it would wait for itself.
+fn moved_out_in_own_callback() -> Error {
+    Error::InvalidConfig(
+        "into_result() or .await of a future inside one of its own done-callbacks \
+         would wait forever: the value moves out only after they have run; \
+         borrow it with result() there"
+            .into(),
+    )
 }
 
 /// The waker key of the owning [`Future`] (see `Core::register_waker`).
