@@ -14,7 +14,7 @@ use std::time::Duration;
 use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor};
 
 mod common;
-use common::{Gate, HANG as GUARD, guarded, wait_until};
+use common::{Gate, HANG as GUARD, guarded, started, wait_until};
 
 /// Waits for `f` with the hang guard and returns a copy of its value.
 fn get<T: Clone>(f: &Future<T>) -> Result<T, Error> {
@@ -566,4 +566,49 @@ fn s3_shutdown_wait_returns_while_refused_submits_keep_arriving() {
         );
         assert_eq!(pool.live_workers(), 0);
     }
+}
+
+/// A capture whose `Drop` panics: user code that runs when a task that will
+/// not run is dropped.
+struct PanicsWhenDropped;
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        panic!("PanicsWhenDropped");
+    }
+}
+
+/// Dropping the captures of a task that will not run never lets their
+/// panic out: `cancel()` returns true, `shutdown(cancel_futures = true)`
+/// cancels every queued task (the panic used to stop it half-way and
+/// reach its caller), and the pool's worker lives on.
+#[test]
+fn captures_that_panic_when_dropped_unrun_reach_neither_caller_nor_worker() {
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let (running, release) = started(&pool, 1u8);
+    let doomed = PanicsWhenDropped;
+    let cancelled = pool.spawn(move || {
+        let _keep = &doomed;
+        2u8
+    });
+    let r = catch_unwind(AssertUnwindSafe(|| cancelled.cancel()));
+    assert_eq!(r.ok(), Some(true), "cancel() panicked or failed");
+    let queued: Vec<Future<u8>> = (0..3)
+        .map(|_| {
+            let doomed = PanicsWhenDropped;
+            pool.spawn(move || {
+                let _keep = &doomed;
+                3u8
+            })
+        })
+        .collect();
+    let r = catch_unwind(AssertUnwindSafe(|| pool.shutdown(false, true)));
+    assert!(r.is_ok(), "shutdown(cancel_futures = true) panicked");
+    assert!(
+        queued.iter().all(Future::cancelled),
+        "a queued task was left"
+    );
+    release.send(()).unwrap();
+    assert_eq!(running.result(Some(GUARD)), Ok(&1), "the worker died");
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
 }

@@ -80,6 +80,21 @@ impl fmt::Debug for Task {
     }
 }
 
+/// Drops a task's work (closure, argument) that will not run. Its
+/// captures are user values whose `Drop` may panic; the panic is logged
+/// rather than let out into whoever drops it: a pool worker (which would
+/// die), a `cancel()` caller, or a shutdown cancelling queued work (which
+/// would stop half-way).
+fn drop_unrun<W>(work: W) {
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(work))) {
+        let message = crate::error::take_panic_message(payload);
+        log::error!(
+            target: "concurrent_futures",
+            "dropping a task that did not run panicked: {message}"
+        );
+    }
+}
+
 /// Runs `work` under `catch_unwind` and completes `this` with its outcome.
 fn run_and_complete<R, S, W>(this: &Arc<S>, core: &Core<R>, work: W)
 where
@@ -87,6 +102,7 @@ where
     W: FnOnce() -> R,
 {
     if core.set_running() == Start::Skip {
+        drop_unrun(work);
         return;
     }
     let outcome = catch_unwind(AssertUnwindSafe(work)).map_err(Error::from_panic);
@@ -141,7 +157,8 @@ where
         &self.core
     }
     fn release(&self) {
-        drop(lock(&self.work).take());
+        let work = lock(&self.work).take();
+        drop_unrun(work);
     }
     fn run_here(self: Arc<Self>) {
         Job::run(self)
@@ -260,7 +277,8 @@ where
     }
 
     pub(crate) fn complete_inner(self: Arc<Self>, outcome: Result<R, Error>) {
-        drop(lock(&self.arg).take());
+        let arg = lock(&self.arg).take();
+        drop_unrun(arg);
         self.core
             .complete(outcome, || Future::from_shared(self.clone()));
     }
@@ -276,7 +294,8 @@ where
         &self.core
     }
     fn release(&self) {
-        drop(lock(&self.arg).take());
+        let arg = lock(&self.arg).take();
+        drop_unrun(arg);
     }
     fn run_here(self: Arc<Self>) {
         Job::run(self)
