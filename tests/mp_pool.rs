@@ -982,3 +982,35 @@ fn m15_imap_unordered_over_an_endless_input_ends_after_terminate() {
     );
     assert!(it.next().is_none());
 }
+
+/// MP24 from a callback: `terminate()` called by a pool callback cancels
+/// the queued tasks (`Error::Cancelled`, as from any other thread; it used
+/// to fail them with `Broken`) and fails the running one with `Broken`.
+#[test]
+fn mp24_terminate_from_a_callback_cancels_queued_and_fails_running() {
+    let pool = Arc::new(threads(1));
+    let p = pool.clone();
+    let a = pool
+        .apply_async_with(
+            square,
+            2,
+            Callbacks::new().callback(move |_| {
+                wait_until("B to run", || started(703));
+                p.terminate();
+            }),
+        )
+        .unwrap();
+    let b = pool.apply_async(gated, 703).unwrap();
+    let c = pool.apply_async(square, 3).unwrap();
+    ready(&a);
+    ready(&b);
+    ready(&c);
+    assert_eq!(c.get(None), Err(Error::Cancelled), "the queued task");
+    assert!(
+        matches!(b.get(None), Err(Error::Broken { .. })),
+        "the running task: {:?}",
+        b.get(None)
+    );
+    open_gate(703); // the running thread cannot be killed; let it end
+    pool.join().unwrap();
+}

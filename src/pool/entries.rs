@@ -50,6 +50,10 @@ impl<R: Send + Sync + 'static> Entry for ApplyEntry<R> {
         };
         async_result::settle(outcome, self.callbacks, self.promise);
     }
+
+    fn cancelled(&self) -> bool {
+        self.fut.cancelled()
+    }
 }
 
 /// What settles a `map_async` job: its callbacks and its promise.
@@ -71,6 +75,10 @@ pub(super) struct ChunkEntry<R: Send + Sync + 'static> {
 }
 
 impl<R: Send + Sync + 'static> Entry for ChunkEntry<R> {
+    fn cancelled(&self) -> bool {
+        self.fut.cancelled()
+    }
+
     fn deliver(self: Box<Self>, forced: Option<Error>) {
         let outcome = match forced {
             Some(e) => Err(e),
