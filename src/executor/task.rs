@@ -110,8 +110,13 @@ where
 }
 
 /// Fails a task's future without running it, dropping its work first.
+/// Does nothing if the work is gone: whoever took it (a run, a cancel)
+/// ends the future. That matters for a task a waiting worker ran in place
+/// (T10), whose queue entry a worker may still find and fail.
 fn fail_task<R, S: Completion<R> + 'static>(this: Arc<S>, error: Error) {
-    this.release();
+    if !this.release() {
+        return;
+    }
     let handle = this.clone();
     this.core()
         .complete(Err(error), move || Future::from_shared(handle));
@@ -156,9 +161,11 @@ where
     fn core(&self) -> &Core<R> {
         &self.core
     }
-    fn release(&self) {
+    fn release(&self) -> bool {
         let work = lock(&self.work).take();
+        let there = work.is_some();
         drop_unrun(work);
+        there
     }
     fn run_here(self: Arc<Self>) {
         Job::run(self)
@@ -293,9 +300,11 @@ where
     fn core(&self) -> &Core<R> {
         &self.core
     }
-    fn release(&self) {
+    fn release(&self) -> bool {
         let arg = lock(&self.arg).take();
+        let there = arg.is_some();
         drop_unrun(arg);
+        there
     }
     fn run_here(self: Arc<Self>) {
         Job::run(self)
@@ -369,6 +378,31 @@ mod tests {
             "PortableTask<noop, u64, u64> is {} bytes",
             size_of_val(&*task)
         );
+    }
+
+    /// A task a waiting worker runs in place (T10) keeps an entry in its
+    /// pool's queue; a worker that later fails that entry (a broken pool)
+    /// must not end the future the run in place will end.
+    #[test]
+    fn failing_a_task_that_runs_elsewhere_leaves_its_future_to_that_run() {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (job, fut) = ClosureTask::create(move || {
+            started_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            5u8
+        });
+        let in_place = job.clone();
+        let runner = std::thread::spawn(move || in_place.run());
+        started_rx.recv().unwrap();
+        job.fail(Error::Shutdown);
+        assert!(
+            !fut.done(),
+            "the stale entry ended the running task's future"
+        );
+        go_tx.send(()).unwrap();
+        runner.join().unwrap();
+        assert_eq!(fut.into_result(), Ok(5));
     }
 
     #[test]

@@ -34,8 +34,12 @@ use crate::sync::Arc;
 pub(crate) trait Completion<T>: Send + Sync {
     fn core(&self) -> &Core<T>;
     /// Drops the task's work (closure, argument) once it can no longer run,
-    /// so a cancelled task releases its captures at once (C8, S13).
-    fn release(&self) {}
+    /// so a cancelled task releases its captures at once (C8, S13). Returns
+    /// whether the work was still there: not taken by a run, nor released
+    /// before.
+    fn release(&self) -> bool {
+        true
+    }
     /// Runs the task on this thread and completes the future, unless a
     /// worker already took it (a thread-pool worker waiting for this
     /// future does this while the task is still queued in its pool, T10).
