@@ -20,8 +20,9 @@
 //! then blocks on the submitted future. With CPython's `ThreadPoolExecutor`
 //! this deadlocks: both workers end up blocked in `future.result()` waiting
 //! for tasks that sit in the queue behind them, and nobody is left to run
-//! those. Here a worker that blocks on a future of its own pool runs queued
-//! tasks of that pool while it waits, so the recursion completes. Part 2
+//! those. Here a worker that blocks on a future of its own pool runs that
+//! task itself if it is still queued, and the subtasks its own task
+//! submitted, while it waits, so the recursion completes. Part 2
 //! always uses a thread pool, whatever `--executor` says: a process worker
 //! is a separate program and cannot reach this process's static pool, and
 //! only a thread-pool worker can run the tasks it is waiting for.
@@ -66,8 +67,8 @@ fn pfib(n: u64) -> u64 {
     let pool = POOL.get().expect("POOL is set before the first pfib task");
     let left = pool.submit(pfib, n - 1);
     let right = pfib(n - 2);
-    // Blocking here is fine: this worker runs other queued tasks of the pool
-    // while `left` is not done (fork-join helping).
+    // Blocking here is fine: this worker runs `left` itself if no other
+    // worker took it, and this task's other subtasks while it waits.
     let left = left
         .into_result()
         .unwrap_or_else(|e| panic!("pfib({}) failed: {e}", n - 1));
@@ -248,7 +249,7 @@ fn main() -> ExitCode {
     println!(
         "  finished: CPython's ThreadPoolExecutor(max_workers=2) deadlocks on this recursion \
          (both workers block in result() on tasks queued behind them); here a waiting worker \
-         runs queued tasks instead."
+         runs the task it waits for instead."
     );
     pool.shutdown(true, false);
     ExitCode::SUCCESS

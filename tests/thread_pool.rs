@@ -542,6 +542,42 @@ fn t10_a_waiting_task_does_not_take_a_queued_task_that_waits_on_it() {
     pool.shutdown(true, false);
 }
 
+/// T10 with a stolen branch: task T waits on its subtask A, which the other
+/// worker stole and runs; A pushes a subtask S and, without helping, waits
+/// for S to have run. T's worker, waiting on A, takes S from the thief's
+/// deque (everything there descends from A) and runs it: fork-join keeps
+/// both workers busy. A worker that only blocked would leave S unrun.
+#[test]
+fn t10_a_waiting_worker_runs_the_subtasks_of_its_stolen_subtask() {
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let s_pushed = Arc::new(AtomicUsize::new(0));
+    let s_ran_on = Arc::new(Mutex::new(None));
+    let (p, sp, sro) = (pool.clone(), s_pushed.clone(), s_ran_on.clone());
+    let t = pool.spawn(move || {
+        let (p2, sp2, sro2) = (p.clone(), sp.clone(), sro.clone());
+        let a = p.spawn(move || {
+            let sro3 = sro2.clone();
+            let _s = p2.spawn(move || {
+                *sro3.lock().unwrap() = Some(std::thread::current().id());
+            });
+            sp2.store(1, Ordering::SeqCst);
+            // Waits for S without helping: only another worker can run it.
+            wait_until("S to run on another worker", || {
+                sro2.lock().unwrap().is_some()
+            });
+            std::thread::current().id()
+        });
+        wait_until("A to be stolen and S pushed", || {
+            a.running() && sp.load(Ordering::SeqCst) == 1
+        });
+        (*a.result(None).unwrap(), std::thread::current().id())
+    });
+    let (a_ran_on, t_ran_on) = *t.result(Some(GUARD)).unwrap();
+    assert_ne!(a_ran_on, t_ran_on, "A was not stolen");
+    assert_eq!(*s_ran_on.lock().unwrap(), Some(t_ran_on), "S ran elsewhere");
+    pool.shutdown(true, false);
+}
+
 // ---------------------------------------------------------------- stress
 
 #[test]

@@ -35,6 +35,9 @@ pub(crate) trait Job: Send + Sync {
     }
     /// The same task as one word, for the thread pool's queues.
     fn into_thin(self: Arc<Self>) -> ThinJob;
+    /// The address of its future's `Core`: the task's identity while it
+    /// lives (see `thread::roots`).
+    fn core_addr(&self) -> usize;
 }
 
 /// A task an [`Executor`](crate::Executor) has been asked to run.
@@ -197,6 +200,10 @@ where
     fn into_thin(self: Arc<Self>) -> ThinJob {
         ThinJob::new(self)
     }
+
+    fn core_addr(&self) -> usize {
+        &self.core as *const Core<R> as usize
+    }
 }
 
 // SAFETY: `header` is a `Header` field, set to `Header::of::<Self>()` in
@@ -343,6 +350,10 @@ where
 
     fn into_thin(self: Arc<Self>) -> ThinJob {
         ThinJob::new(self)
+    }
+
+    fn core_addr(&self) -> usize {
+        &self.core as *const Core<R> as usize
     }
 }
 

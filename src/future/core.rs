@@ -365,7 +365,8 @@ impl<T> Core<T> {
         }
     }
 
-    fn addr(&self) -> usize {
+    /// This core's address: its task's identity while it lives.
+    pub(crate) fn addr(&self) -> usize {
         self as *const Self as usize
     }
 

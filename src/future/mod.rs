@@ -121,8 +121,9 @@ impl<T> Future<T> {
     /// times from any number of threads; a failed future gives the same
     /// error each time (R3). On a thread-pool worker, the wait first runs
     /// the task itself if it is still queued in that pool, then, while it
-    /// runs elsewhere, the subtasks the waiting task submitted, so fork-join
-    /// code cannot deadlock a small pool (T10); it takes no other work. A
+    /// runs elsewhere, the subtasks the waiting task submitted and those the
+    /// awaited task pushed, so fork-join code cannot deadlock a small pool
+    /// (T10); it takes no other work. A
     /// task it runs is not interrupted at the timeout, so there the wait
     /// may end later than `timeout`, by up to the length of that task.
     pub fn result(&self, timeout: Option<Duration>) -> Result<&T, Error> {

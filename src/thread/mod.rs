@@ -11,6 +11,7 @@
 
 mod inbox;
 mod registry;
+mod roots;
 mod sleep;
 mod worker;
 

@@ -68,6 +68,8 @@ pub(crate) struct Registry {
     pub(crate) id: u64,
     pub(crate) inbox: Inbox,
     pub(crate) stealers: Vec<Stealer<JobRef>>,
+    /// What each worker runs at the bottom of its stack (see `roots`).
+    pub(crate) roots: super::roots::Roots,
     pub(crate) sleep: Sleep,
     /// Set once, by shutdown or `mark_broken`; never cleared. Read twice by
     /// every submit: kept off the lines that others write.
@@ -94,6 +96,7 @@ impl Registry {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             inbox: Inbox::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
+            roots: (0..n).map(|_| Default::default()).collect(),
             sleep: Sleep::new(n),
             shut_down: CachePadded::new(AtomicBool::new(false)),
             broken: Mutex::new(None),
@@ -134,6 +137,16 @@ impl Registry {
         }
         self.sleep.new_work_fenced();
         Ok(())
+    }
+
+    /// Puts back in the inbox a task a waiting worker stole and may not
+    /// run (see `roots`). It was accepted before, so a shutdown does not
+    /// refuse it; the worker putting it back is alive, so it cannot be
+    /// stranded.
+    pub(crate) fn requeue(&self, job: JobRef) {
+        self.inbox.push(job);
+        fence_seqcst();
+        self.sleep.new_work_fenced();
     }
 
     /// A submit pushed its task and then saw the pool shut down: make sure

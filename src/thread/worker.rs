@@ -58,6 +58,20 @@ impl WorkerThread {
         }
     }
 
+    /// [`execute`](Self::execute) for a job the main loop found: with the
+    /// deque empty, it is published as this worker's root while it runs, so
+    /// that workers waiting for it may take what it pushes (see `roots`).
+    fn execute_root(&self, job: JobRef) {
+        if self.registry.is_broken() || !self.local.is_empty() {
+            return self.execute(job);
+        }
+        let job = job.into_arc();
+        let root = &self.registry.roots[self.index];
+        root.publish(job.core_addr());
+        as_innermost_task(&self.local, || job.run());
+        root.publish(0);
+    }
+
     /// The worker's main loop. Returns when the pool shuts down and no work
     /// is left.
     pub(crate) fn main_loop(self: Rc<Self>) {
@@ -80,7 +94,7 @@ impl WorkerThread {
                     searching = false;
                     idle.idle_ended();
                 }
-                self.execute(job);
+                self.execute_root(job);
                 continue;
             }
             if !searching {
@@ -130,7 +144,10 @@ fn as_innermost_task(local: &Worker<JobRef>, run: impl FnOnce()) {
 ///    submitted itself (or the tasks it ran did), newest first: they are
 ///    in this worker's deque above the waiting task's [`BOUNDARY`]. A
 ///    fork-join task that spawned many subtasks works through them while
-///    a thief runs the one it waits for.
+///    a thief runs the one it waits for;
+/// 3. then, if the awaited task runs at the bottom of another worker's
+///    stack, the tasks it pushed there, stolen from that worker's deque
+///    (see `roots`): the thief of a fork-join branch gets help with it.
 ///
 /// It never takes tasks submitted from elsewhere (the inbox, other workers'
 /// deques). A task run here runs on top of the waiting one, on the same
@@ -164,6 +181,24 @@ pub(crate) fn help_while_waiting<T>(
         match w.local.pop() {
             Some(job) => w.execute(job),
             None => break,
+        }
+    }
+    let r = &*w.registry;
+    let target = core.addr();
+    let Some(owner) =
+        (0..r.roots.len()).find(|&i| i != w.index && r.roots[i].runs(target).is_some())
+    else {
+        return;
+    };
+    while !core.is_terminal() && in_time() {
+        let Some(generation) = r.roots[owner].runs(target) else {
+            return;
+        };
+        match r.stealers[owner].steal() {
+            Steal::Success(job) if r.roots[owner].unchanged_since(generation) => w.execute(job),
+            Steal::Success(job) => return r.requeue(job),
+            Steal::Retry => continue,
+            Steal::Empty => return,
         }
     }
 }
