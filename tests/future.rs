@@ -1436,3 +1436,35 @@ fn into_result_inside_the_futures_own_callback_is_an_error_not_a_hang() {
         "{got:?}"
     );
 }
+
+thread_local! {
+    /// A promise that lives until its thread exits.
+    static HELD_PROMISE: std::cell::RefCell<Option<concurrent_futures::Promise<u8>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A `Promise` held in a thread-local is dropped while the thread's
+/// thread-locals are torn down, and fails its future then, running its
+/// callbacks: the crate's own thread-locals must still work at that point
+/// (a callback-tracking thread-local with a destructor, torn down first,
+/// aborted the process).
+#[test]
+fn a_promise_dropped_during_thread_exit_fails_its_future_and_runs_callbacks() {
+    let (tx, rx) = mpsc::channel();
+    let handle = thread::spawn(move || {
+        let (promise, fut) = concurrent_futures::Promise::<u8>::new();
+        fut.add_done_callback(move |f| {
+            let _ = tx.send(f.result(None).is_err());
+        });
+        HELD_PROMISE.with(|p| *p.borrow_mut() = Some(promise));
+        // Runs callbacks now, so the crate's callback tracking is set up
+        // after HELD_PROMISE, and torn down before it.
+        let (other, other_fut) = concurrent_futures::Promise::<u8>::new();
+        other_fut.add_done_callback(|_| {});
+        other.set_result(1).unwrap();
+        fut
+    });
+    let fut = handle.join().expect("the thread exited cleanly");
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(true));
+    assert!(fut.result(None).is_err(), "the dropped promise failed it");
+}

@@ -578,6 +578,95 @@ fn t10_a_waiting_worker_runs_the_subtasks_of_its_stolen_subtask() {
     pool.shutdown(true, false);
 }
 
+/// T10: what a done-callback submits does not descend from the task whose
+/// completion ran the callback, so it goes to the pool's inbox, not onto
+/// the running worker's deque among that task's subtasks. Here task X
+/// completes a promise whose callback submits Z, which waits on X; X then
+/// waits on its subtask Y. Had Z gone onto X's worker's deque, X would run
+/// it on top of itself, and Z would wait for X forever. (Y gives Z up to
+/// 300 ms to start.)
+#[test]
+fn t10_a_task_submitted_by_a_callback_is_not_run_on_top_of_the_task_that_completed() {
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let (promise, done) = concurrent_futures::Promise::<u8>::new();
+    let x_slot: Arc<OnceLock<Future<u64>>> = Arc::new(OnceLock::new());
+    let z_slot: Arc<OnceLock<Future<u64>>> = Arc::new(OnceLock::new());
+    let z_started = Arc::new(AtomicUsize::new(0));
+    let (p, xs, zs, zst) = (
+        pool.clone(),
+        x_slot.clone(),
+        z_slot.clone(),
+        z_started.clone(),
+    );
+    done.add_done_callback(move |_| {
+        let (xs, zst) = (xs.clone(), zst.clone());
+        let z = p.spawn(move || {
+            zst.store(1, Ordering::SeqCst);
+            *xs.get().unwrap().result(None).unwrap() + 1
+        });
+        let _ = zs.set(z);
+    });
+    let (p, zst) = (pool.clone(), z_started.clone());
+    let x = pool.spawn(move || {
+        let zst = zst.clone();
+        let y = p.spawn(move || {
+            let until = std::time::Instant::now() + Duration::from_millis(300);
+            while zst.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            1u64
+        });
+        wait_until("the other worker to take Y", || y.running());
+        promise.set_result(0).unwrap(); // runs the callback here, in X
+        *y.result(None).unwrap() + 1
+    });
+    let _ = x_slot.set(x);
+    let z = z_slot.wait();
+    assert_eq!(z.result(Some(GUARD)), Ok(&3), "X and Z deadlocked");
+    pool.shutdown(true, false);
+}
+
+static CHAIN: OnceLock<Vec<Future<u64>>> = OnceLock::new();
+static CHAIN_DEEPEST: AtomicUsize = AtomicUsize::new(0);
+
+/// Task `i` of a chain in which each waits (at most 200 ms) on the next.
+/// It records how many links run nested on its thread, and stops the chain
+/// past 250, where a worker without a bound would go on towards a stack
+/// overflow.
+fn link(i: usize) -> u64 {
+    let depth = STACKED.with(|s| s.replace(s.get() + 1)) + 1;
+    CHAIN_DEEPEST.fetch_max(depth, Ordering::SeqCst);
+    let chain = CHAIN.get().unwrap();
+    let v = match chain.get(i + 1) {
+        Some(next) if depth < 250 => next
+            .result(Some(Duration::from_millis(200)))
+            .map_or(0, |v| v + 1),
+        _ => 0,
+    };
+    STACKED.with(|s| s.set(s.get() - 1));
+    v
+}
+
+/// T10's runs in place are bounded: on one worker, a chain of queued tasks,
+/// each waiting on the next, is not run ever deeper on the worker's stack
+/// (1,000 links overflowed it and aborted the process); past a bounded
+/// depth the worker waits without helping, as it would without T10.
+#[test]
+fn t10_a_long_chain_of_waiting_tasks_is_not_run_in_place_without_bound() {
+    const LINKS: usize = 300;
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let (gate, release) = common::gated(&pool, 0u8);
+    let chain = CHAIN.get_or_init(|| (0..LINKS).map(|i| pool.submit(link, i)).collect());
+    release.send(()).unwrap();
+    assert_eq!(gate.result(Some(GUARD)), Ok(&0));
+    for f in chain {
+        assert!(f.result(Some(GUARD)).is_ok());
+    }
+    let deepest = CHAIN_DEEPEST.load(Ordering::SeqCst);
+    assert!(deepest <= 200, "{deepest} links ran nested on one thread");
+    pool.shutdown(true, false);
+}
+
 // ---------------------------------------------------------------- stress
 
 #[test]

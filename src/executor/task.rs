@@ -38,6 +38,9 @@ pub(crate) trait Job: Send + Sync {
     /// The address of its future's `Core`: the task's identity while it
     /// lives (see `thread::roots`).
     fn core_addr(&self) -> usize;
+    /// Records that the thread pool with id `pool` queues it, if it was not
+    /// made for a pool (see `Core::adopt_pool`).
+    fn adopt_pool(&self, pool: u64);
 }
 
 /// A task an [`Executor`](crate::Executor) has been asked to run.
@@ -204,6 +207,10 @@ where
     fn core_addr(&self) -> usize {
         &self.core as *const Core<R> as usize
     }
+
+    fn adopt_pool(&self, pool: u64) {
+        self.core.adopt_pool(pool)
+    }
 }
 
 // SAFETY: `header` is a `Header` field, set to `Header::of::<Self>()` in
@@ -354,6 +361,10 @@ where
 
     fn core_addr(&self) -> usize {
         &self.core as *const Core<R> as usize
+    }
+
+    fn adopt_pool(&self, pool: u64) {
+        self.core.adopt_pool(pool)
     }
 }
 

@@ -63,11 +63,17 @@ const AWAITED: usize = 8;
 const STOPPABLE: usize = 16;
 
 /// The bits of `status` from here up hold the id of the thread pool whose
-/// queue holds the task (0: none), set once when it is queued. A worker of
-/// that pool waiting for the future may then run the task itself (see
-/// [`Core::is_queued_in`]). Only 64-bit targets keep it: the ids never wrap
-/// there.
+/// queue holds the task (0: none), set when it is made for that pool. A
+/// worker of that pool waiting for the future may then run the task itself
+/// (see [`Core::is_queued_in`]). Ids are kept modulo the bits there are:
+/// 2^56 on 64-bit targets, so they never repeat; 2^24 on 32-bit ones, where
+/// two live pools could share an id only after 16 million pools were made.
 const POOL_SHIFT: u32 = 8;
+
+/// `pool`'s id as it sits in `status`.
+fn pool_tag(pool: u64) -> usize {
+    ((pool as usize) << POOL_SHIFT) & !((1 << POOL_SHIFT) - 1)
+}
 
 /// `SUBMIT_HINTS` bit: this thread's last dealing with futures was a wait
 /// (see [`Core::new`]).
@@ -85,12 +91,58 @@ thread_local! {
     static SUBMIT_HINTS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
+/// How many nested callback runs [`CALLBACKS_OF`] remembers.
+#[cfg(not(cf_loom))]
+const TRACKED_CALLBACK_RUNS: usize = 8;
+
 #[cfg(not(cf_loom))]
 thread_local! {
-    /// The cores whose done-callbacks this thread is running, innermost
-    /// last (a callback may complete another future).
-    static RUNNING_CALLBACKS_OF: std::cell::RefCell<Vec<usize>> =
-        const { std::cell::RefCell::new(Vec::new()) };
+    /// How many futures' done-callbacks this thread is running right now
+    /// (a callback may complete another future, whose callbacks then run
+    /// inside it).
+    static CALLBACK_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The addresses of those futures' cores, outermost first (the first
+    /// [`TRACKED_CALLBACK_RUNS`] of them). Plain cells, with no destructor,
+    /// so they still work while the thread's other thread-locals are torn
+    /// down (a `Promise` dropped then completes its future).
+    static CALLBACKS_OF: [std::cell::Cell<usize>; TRACKED_CALLBACK_RUNS] =
+        const { [const { std::cell::Cell::new(0) }; TRACKED_CALLBACK_RUNS] };
+}
+
+/// Whether this thread is running some future's done-callbacks: a thread
+/// pool then queues what they submit in its inbox, not on the running
+/// worker's own deque (see `thread::help_while_waiting`).
+pub(crate) fn in_callbacks() -> bool {
+    #[cfg(not(cf_loom))]
+    return CALLBACK_DEPTH.with(std::cell::Cell::get) > 0;
+    #[cfg(cf_loom)]
+    false
+}
+
+/// Marks, until dropped (also on unwind), that this thread runs the
+/// done-callbacks of the core at `addr`.
+struct RunningCallbacks;
+
+impl RunningCallbacks {
+    fn enter(addr: usize) -> Self {
+        #[cfg(not(cf_loom))]
+        {
+            let depth = CALLBACK_DEPTH.with(|d| d.replace(d.get() + 1));
+            if depth < TRACKED_CALLBACK_RUNS {
+                CALLBACKS_OF.with(|c| c[depth].set(addr));
+            }
+        }
+        #[cfg(cf_loom)]
+        let _ = addr;
+        RunningCallbacks
+    }
+}
+
+impl Drop for RunningCallbacks {
+    fn drop(&mut self) {
+        #[cfg(not(cf_loom))]
+        CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
+    }
 }
 
 /// Marks the calling thread as a pool worker (see `IN_POOL_WORKER`).
@@ -172,11 +224,7 @@ impl<T> Core<T> {
     /// at creation, where it costs nothing: once the task is shared, writing
     /// it would take an atomic read-modify-write per submitted task.
     pub(crate) fn for_pool(pool: u64) -> Self {
-        let pool = if usize::BITS >= 64 {
-            (pool as usize) << POOL_SHIFT
-        } else {
-            0
-        };
+        let pool = pool_tag(pool);
         #[cfg(not(cf_loom))]
         let hint = if SUBMIT_HINTS.with(|h| h.replace(h.get() & !JUST_WAITED)) != 0 {
             AWAITED
@@ -248,11 +296,22 @@ impl<T> Core<T> {
         true
     }
 
+    /// Records that the thread pool with id `pool` queued the task, unless
+    /// it was made for a pool already (see [`for_pool`](Self::for_pool)):
+    /// a task that reached the pool through an executor of the user's. The
+    /// read-modify-write happens only then.
+    pub(crate) fn adopt_pool(&self, pool: u64) {
+        if self.status.load(Ordering::Relaxed) & pool_tag(u64::MAX) == 0 {
+            self.status.fetch_or(pool_tag(pool), Ordering::Relaxed);
+        }
+    }
+
     /// Whether the task is still waiting in the queue of the thread pool
     /// with id `pool`: nobody has started it, and it was queued there.
     pub(crate) fn is_queued_in(&self, pool: u64) -> bool {
         let s = self.status.load(Ordering::Acquire);
-        usize::BITS >= 64 && s & STATE == PENDING && (s >> POOL_SHIFT) as u64 == pool
+        let tag = pool_tag(pool);
+        tag != 0 && s & STATE == PENDING && s & pool_tag(u64::MAX) == tag
     }
 
     /// Records that a caller is about to wait for this unfinished future.
@@ -343,11 +402,9 @@ impl<T> Core<T> {
             }
         }
         if !callbacks.is_empty() {
-            #[cfg(not(cf_loom))]
-            RUNNING_CALLBACKS_OF.with(|r| r.borrow_mut().push(self.addr()));
+            let running = RunningCallbacks::enter(self.addr());
             run(callbacks);
-            #[cfg(not(cf_loom))]
-            RUNNING_CALLBACKS_OF.with(|r| r.borrow_mut().pop());
+            drop(running);
             let mut w = lock(&self.waiters);
             self.status.fetch_and(!CALLBACKS_RUNNING, Ordering::Release);
             let list = std::mem::take(&mut *w);
@@ -375,7 +432,12 @@ impl<T> Core<T> {
     /// itself.
     pub(crate) fn runs_callbacks_here(&self) -> bool {
         #[cfg(not(cf_loom))]
-        return RUNNING_CALLBACKS_OF.with(|r| r.borrow().contains(&self.addr()));
+        return CALLBACKS_OF.with(|c| {
+            let depth = CALLBACK_DEPTH.with(std::cell::Cell::get);
+            c[..depth.min(TRACKED_CALLBACK_RUNS)]
+                .iter()
+                .any(|a| a.get() == self.addr())
+        });
         #[cfg(cf_loom)]
         false
     }

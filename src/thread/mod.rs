@@ -265,7 +265,14 @@ impl ThreadPoolExecutor {
 
     fn inject(&self, job: JobRef) -> Result<(), (JobRef, Error)> {
         match worker::current() {
-            Some(w) if Arc::ptr_eq(&w.registry, &self.registry) => {
+            // Not from a done-callback: a callback runs inside whatever task
+            // completed its future, and what it submits does not descend
+            // from that task, so it must not sit on the worker's deque among
+            // that task's subtasks (see `worker::help_while_waiting`).
+            Some(w)
+                if Arc::ptr_eq(&w.registry, &self.registry)
+                    && !crate::future::core::in_callbacks() =>
+            {
                 self.registry.inject(job, Some(&w.local))
             }
             _ => self.registry.inject(job, None),
@@ -324,6 +331,7 @@ impl ThreadPoolExecutor {
 
 impl Executor for ThreadPoolExecutor {
     fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
+        task.job.adopt_pool(self.registry.id);
         self.inject(task.job.into_thin()).map_err(|(job, e)| {
             (
                 Task {

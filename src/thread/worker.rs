@@ -118,7 +118,15 @@ impl WorkerThread {
     }
 }
 
+/// How many tasks a waiting worker may run nested on its stack, each on
+/// top of a waiting one, before it just blocks: chains of tasks each
+/// waiting on the next would otherwise overflow the stack and abort the
+/// process. Fork-join nests as deep as its recursion, far less than this.
+const MAX_NESTED_RUNS: usize = 128;
+
 thread_local! {
+    /// Tasks this thread runs while waiting, nested on its stack.
+    static NESTED_RUNS: Cell<usize> = const { Cell::new(0) };
     /// The length of this worker's deque when the innermost task on this
     /// thread started: what lies above it in the (LIFO) deque that task and
     /// the tasks it ran pushed, so it all descends from that task.
@@ -170,6 +178,16 @@ pub(crate) fn help_while_waiting<T>(
     run_here: &dyn Fn(),
 ) {
     let Some(w) = current() else { return };
+    if NESTED_RUNS.with(Cell::get) >= MAX_NESTED_RUNS {
+        return;
+    }
+    NESTED_RUNS.with(|n| n.set(n.get() + 1));
+    help(&w, core, deadline, run_here);
+    NESTED_RUNS.with(|n| n.set(n.get() - 1));
+}
+
+/// [`help_while_waiting`] once it knows it is on a worker.
+fn help<T>(w: &WorkerThread, core: &Core<T>, deadline: Option<Instant>, run_here: &dyn Fn()) {
     let in_time = || deadline.is_none_or(|d| Instant::now() < d);
     if core.is_queued_in(w.registry.id) && !w.registry.is_broken() && in_time() {
         as_innermost_task(&w.local, run_here);
