@@ -75,6 +75,14 @@ fn pool_tag(pool: u64) -> usize {
     ((pool as usize) << POOL_SHIFT) & !((1 << POOL_SHIFT) - 1)
 }
 
+/// How long a pool worker waiting for a task that another worker runs
+/// parks before it looks for that task's subtasks again (doubling each
+/// time up to [`LOOK_AGAIN_MAX`]; see `Core::wait_until`).
+#[cfg(not(cf_loom))]
+const LOOK_AGAIN_FIRST: std::time::Duration = std::time::Duration::from_micros(50);
+#[cfg(not(cf_loom))]
+const LOOK_AGAIN_MAX: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// `SUBMIT_HINTS` bit: this thread's last dealing with futures was a wait
 /// (see [`Core::new`]).
 #[cfg(not(cf_loom))]
@@ -519,8 +527,21 @@ impl<T> Core<T> {
         let _ = run_here;
         #[cfg(not(cf_loom))]
         {
-            if !self.is_terminal() {
-                crate::thread::help_while_waiting(self, deadline, run_here);
+            // A pool worker first runs what it may of the work the task
+            // depends on. While the task runs at the bottom of another
+            // worker's stack, that worker may push more of it, so the wait
+            // looks again now and then (backing off) as well as when the
+            // future ends.
+            let mut again = LOOK_AGAIN_FIRST;
+            while crate::thread::help_while_waiting(self, deadline, run_here) {
+                let until = Instant::now() + again;
+                if self.park_until_ready(Some(deadline.map_or(until, |d| d.min(until))), &ready) {
+                    return true;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return false;
+                }
+                again = (again * 2).min(LOOK_AGAIN_MAX);
             }
             // Most short tasks end within the spin: no park, and the
             // completing thread needs no system call to wake us.
@@ -530,9 +551,14 @@ impl<T> Core<T> {
                 return true;
             }
         }
-        // Park as an entry of the waiter list. Whoever ends the future (or,
-        // with `settled`, finishes its callbacks) takes the list and
-        // unparks us; a park may also return spuriously, so re-check.
+        self.park_until_ready(deadline, &ready)
+    }
+
+    /// Parks as an entry of the waiter list until `ready()` or `until`
+    /// passes; returns whether it is ready. Whoever ends the future (or,
+    /// with `settled`, finishes its callbacks) takes the list and unparks
+    /// us; a park may also return spuriously, so it re-checks.
+    fn park_until_ready(&self, until: Option<Instant>, ready: &dyn Fn() -> bool) -> bool {
         let me = crate::sync::current_thread();
         let mut w = lock(&self.waiters);
         let mut listed = false;
@@ -548,7 +574,7 @@ impl<T> Core<T> {
             }
             listed = true;
             drop(w);
-            let timed_out = !crate::sync::park_until(deadline);
+            let timed_out = !crate::sync::park_until(until);
             w = lock(&self.waiters);
             if timed_out && !ready() {
                 break false;

@@ -171,23 +171,33 @@ fn as_innermost_task(local: &Worker<JobRef>, run: impl FnOnce()) {
 /// With a deadline it stops starting tasks once the deadline has passed (a
 /// task it started is not interrupted). Elsewhere than on a pool worker
 /// it returns at once.
+///
+/// Returns true when it stopped only because the awaited task, running at
+/// the bottom of another worker's stack, has pushed nothing more for now:
+/// worth looking again later.
 #[cfg_attr(cf_loom, allow(dead_code))]
 pub(crate) fn help_while_waiting<T>(
     core: &Core<T>,
     deadline: Option<Instant>,
     run_here: &dyn Fn(),
-) {
-    let Some(w) = current() else { return };
-    if NESTED_RUNS.with(Cell::get) >= MAX_NESTED_RUNS {
-        return;
+) -> bool {
+    let Some(w) = current() else { return false };
+    if core.is_terminal() || NESTED_RUNS.with(Cell::get) >= MAX_NESTED_RUNS {
+        return false;
     }
     NESTED_RUNS.with(|n| n.set(n.get() + 1));
-    help(&w, core, deadline, run_here);
+    let again = help(&w, core, deadline, run_here);
     NESTED_RUNS.with(|n| n.set(n.get() - 1));
+    again
 }
 
 /// [`help_while_waiting`] once it knows it is on a worker.
-fn help<T>(w: &WorkerThread, core: &Core<T>, deadline: Option<Instant>, run_here: &dyn Fn()) {
+fn help<T>(
+    w: &WorkerThread,
+    core: &Core<T>,
+    deadline: Option<Instant>,
+    run_here: &dyn Fn(),
+) -> bool {
     let in_time = || deadline.is_none_or(|d| Instant::now() < d);
     if core.is_queued_in(w.registry.id) && !w.registry.is_broken() && in_time() {
         as_innermost_task(&w.local, run_here);
@@ -206,17 +216,21 @@ fn help<T>(w: &WorkerThread, core: &Core<T>, deadline: Option<Instant>, run_here
     let Some(owner) =
         (0..r.roots.len()).find(|&i| i != w.index && r.roots[i].runs(target).is_some())
     else {
-        return;
+        return false;
     };
     while !core.is_terminal() && in_time() {
         let Some(generation) = r.roots[owner].runs(target) else {
-            return;
+            return false;
         };
         match r.stealers[owner].steal() {
             Steal::Success(job) if r.roots[owner].unchanged_since(generation) => w.execute(job),
-            Steal::Success(job) => return r.requeue(job),
+            Steal::Success(job) => {
+                r.requeue(job);
+                return false;
+            }
             Steal::Retry => continue,
-            Steal::Empty => return,
+            Steal::Empty => return !core.is_terminal() && in_time(),
         }
     }
+    false
 }
