@@ -39,8 +39,10 @@ pub(crate) trait Job: Send + Sync {
     /// lives (see `thread::roots`).
     fn core_addr(&self) -> usize;
     /// Records that the thread pool with id `pool` queues it, if it was not
-    /// made for a pool (see `Core::adopt_pool`).
-    fn adopt_pool(&self, pool: u64);
+    /// made for a pool (see `Core::adopt_pool`); returns whether it did.
+    fn adopt_pool(&self, pool: u64) -> bool;
+    /// Undoes a successful [`adopt_pool`](Self::adopt_pool).
+    fn disown_pool(&self);
 }
 
 /// A task an [`Executor`](crate::Executor) has been asked to run.
@@ -208,8 +210,12 @@ where
         &self.core as *const Core<R> as usize
     }
 
-    fn adopt_pool(&self, pool: u64) {
+    fn adopt_pool(&self, pool: u64) -> bool {
         self.core.adopt_pool(pool)
+    }
+
+    fn disown_pool(&self) {
+        self.core.disown_pool()
     }
 }
 
@@ -363,8 +369,12 @@ where
         &self.core as *const Core<R> as usize
     }
 
-    fn adopt_pool(&self, pool: u64) {
+    fn adopt_pool(&self, pool: u64) -> bool {
         self.core.adopt_pool(pool)
+    }
+
+    fn disown_pool(&self) {
+        self.core.disown_pool()
     }
 }
 

@@ -81,7 +81,7 @@ fn pool_tag(pool: u64) -> usize {
 #[cfg(not(cf_loom))]
 const LOOK_AGAIN_FIRST: std::time::Duration = std::time::Duration::from_micros(50);
 #[cfg(not(cf_loom))]
-const LOOK_AGAIN_MAX: std::time::Duration = std::time::Duration::from_millis(2);
+const LOOK_AGAIN_MAX: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// `SUBMIT_HINTS` bit: this thread's last dealing with futures was a wait
 /// (see [`Core::new`]).
@@ -308,10 +308,26 @@ impl<T> Core<T> {
     /// it was made for a pool already (see [`for_pool`](Self::for_pool)):
     /// a task that reached the pool through an executor of the user's. The
     /// read-modify-write happens only then.
-    pub(crate) fn adopt_pool(&self, pool: u64) {
-        if self.status.load(Ordering::Relaxed) & pool_tag(u64::MAX) == 0 {
+    /// Returns whether it recorded it (see [`disown_pool`](Self::disown_pool)).
+    pub(crate) fn adopt_pool(&self, pool: u64) -> bool {
+        let untagged = self.status.load(Ordering::Relaxed) & pool_tag(u64::MAX) == 0;
+        if untagged {
             self.status.fetch_or(pool_tag(pool), Ordering::Relaxed);
         }
+        untagged
+    }
+
+    /// Undoes [`adopt_pool`](Self::adopt_pool): the pool refused the task,
+    /// which may go on to another executor.
+    pub(crate) fn disown_pool(&self) {
+        self.status
+            .fetch_and(!pool_tag(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Whether `pool` can be recorded in a task (its tag is not 0, which
+    /// means "no pool").
+    pub(crate) fn is_taggable(pool: u64) -> bool {
+        pool_tag(pool) != 0
     }
 
     /// Whether the task is still waiting in the queue of the thread pool

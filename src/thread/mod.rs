@@ -331,14 +331,13 @@ impl ThreadPoolExecutor {
 
 impl Executor for ThreadPoolExecutor {
     fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
-        task.job.adopt_pool(self.registry.id);
+        let adopted = task.job.adopt_pool(self.registry.id);
         self.inject(task.job.into_thin()).map_err(|(job, e)| {
-            (
-                Task {
-                    job: job.into_arc(),
-                },
-                e,
-            )
+            let job = job.into_arc();
+            if adopted {
+                job.disown_pool();
+            }
+            (Task { job }, e)
         })
     }
 

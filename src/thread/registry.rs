@@ -93,7 +93,11 @@ impl Registry {
     pub(crate) fn new(n: usize) -> (Arc<Registry>, Vec<Worker<JobRef>>) {
         let locals: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let registry = Arc::new(Registry {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: std::iter::repeat_with(|| {
+                NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            })
+            .find(|&id| crate::future::core::Core::<()>::is_taggable(id))
+            .expect("an endless supply of ids"),
             inbox: Inbox::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
             roots: (0..n).map(|_| Default::default()).collect(),

@@ -66,10 +66,12 @@ impl WorkerThread {
             return self.execute(job);
         }
         let job = job.into_arc();
-        let root = &self.registry.roots[self.index];
-        root.publish(job.core_addr());
+        // Held until the root is withdrawn: the run may drop the last other
+        // reference, and a task freed while still published could have its
+        // address reused by a task that a waiter then mistakes for it.
+        let keep = job.clone();
+        let _published = Published::new(&self.registry.roots[self.index], keep.core_addr());
         as_innermost_task(&self.local, || job.run());
-        root.publish(0);
     }
 
     /// The worker's main loop. Returns when the pool shuts down and no work
@@ -115,6 +117,23 @@ impl WorkerThread {
         }
         sleep.stop_searching();
         CURRENT.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+/// A root task published while it runs (see `roots`), withdrawn when this
+/// is dropped, also on unwind.
+struct Published<'a>(&'a super::roots::Root);
+
+impl<'a> Published<'a> {
+    fn new(root: &'a super::roots::Root, task: usize) -> Self {
+        root.publish(task);
+        Published(root)
+    }
+}
+
+impl Drop for Published<'_> {
+    fn drop(&mut self) {
+        self.0.publish(0);
     }
 }
 
