@@ -442,3 +442,62 @@ mod tests {
         assert!(size_of::<Core<u64>>() <= 5 * size_of::<usize>());
     }
 }
+
+/// Loom models of a task run in place by a waiting worker (T10): the
+/// worker that finds the task's queue entry, the waiting worker that runs
+/// it in place, and a cancel, all racing. Run with
+/// `RUSTFLAGS="--cfg cf_loom" cargo test --release --lib loom`.
+#[cfg(all(test, cf_loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use loom::thread;
+
+    #[test]
+    fn loom_a_task_run_in_place_racing_its_queue_entry_and_a_cancel_runs_at_most_once() {
+        loom::model(|| {
+            let runs = Arc::new(AtomicUsize::new(0));
+            let r = runs.clone();
+            let (job, fut) = ClosureTask::create(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+                7u32
+            });
+            let queued = job.clone();
+            let worker = thread::spawn(move || queued.run());
+            let waiter = thread::spawn(move || job.run());
+            let cancelled = fut.cancel();
+            worker.join().unwrap();
+            waiter.join().unwrap();
+            let ran = runs.load(Ordering::SeqCst);
+            match fut.into_result() {
+                Ok(7) => assert_eq!((ran, cancelled), (1, false)),
+                Err(Error::Cancelled) => assert_eq!((ran, cancelled), (0, true)),
+                other => panic!("unexpected outcome {other:?} after {ran} runs"),
+            }
+        });
+    }
+
+    /// The queue entry of a task being run in place is failed (a broken
+    /// pool) while the run goes on: the run's outcome stands.
+    #[test]
+    fn loom_failing_the_queue_entry_of_a_task_run_in_place_leaves_the_run_its_outcome() {
+        loom::model(|| {
+            let runs = Arc::new(AtomicUsize::new(0));
+            let r = runs.clone();
+            let (job, fut) = ClosureTask::create(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+                7u32
+            });
+            let queued = job.clone();
+            let worker = thread::spawn(move || queued.fail(Error::Shutdown));
+            job.run();
+            worker.join().unwrap();
+            let ran = runs.load(Ordering::SeqCst);
+            match fut.into_result() {
+                Ok(7) => assert_eq!(ran, 1),
+                Err(Error::Shutdown) => assert_eq!(ran, 0, "failed while it ran"),
+                other => panic!("unexpected outcome {other:?} after {ran} runs"),
+            }
+        });
+    }
+}
