@@ -35,14 +35,35 @@ pub(crate) trait Job: Send + Sync {
     }
     /// The same task as one word, for the thread pool's queues.
     fn into_thin(self: Arc<Self>) -> ThinJob;
-    /// The address of its future's `Core`: the task's identity while it
+    /// Its future's state, as far as a thread pool needs it whatever the
+    /// result type: the task's identity and the pool it is queued in.
+    fn pool_view(&self) -> &dyn PoolView;
+}
+
+/// What a thread pool reads and writes of a task's future whatever its
+/// result type (implemented by `Core`).
+pub(crate) trait PoolView {
+    /// The address of the future's `Core`: the task's identity while it
     /// lives (see `thread::roots`).
-    fn core_addr(&self) -> usize;
-    /// Records that the thread pool with id `pool` queues it, if it was not
-    /// made for a pool (see `Core::adopt_pool`); returns whether it did.
+    fn addr(&self) -> usize;
+    /// Records that the thread pool with id `pool` queues the task, if it
+    /// was not made for a pool (see `Core::adopt_pool`); returns whether it
+    /// did.
     fn adopt_pool(&self, pool: u64) -> bool;
     /// Undoes a successful [`adopt_pool`](Self::adopt_pool).
     fn disown_pool(&self);
+}
+
+impl<T> PoolView for Core<T> {
+    fn addr(&self) -> usize {
+        Core::addr(self)
+    }
+    fn adopt_pool(&self, pool: u64) -> bool {
+        Core::adopt_pool(self, pool)
+    }
+    fn disown_pool(&self) {
+        Core::disown_pool(self)
+    }
 }
 
 /// A task an [`Executor`](crate::Executor) has been asked to run.
@@ -206,16 +227,8 @@ where
         ThinJob::new(self)
     }
 
-    fn core_addr(&self) -> usize {
-        &self.core as *const Core<R> as usize
-    }
-
-    fn adopt_pool(&self, pool: u64) -> bool {
-        self.core.adopt_pool(pool)
-    }
-
-    fn disown_pool(&self) {
-        self.core.disown_pool()
+    fn pool_view(&self) -> &dyn PoolView {
+        &self.core
     }
 }
 
@@ -365,16 +378,8 @@ where
         ThinJob::new(self)
     }
 
-    fn core_addr(&self) -> usize {
-        &self.core as *const Core<R> as usize
-    }
-
-    fn adopt_pool(&self, pool: u64) -> bool {
-        self.core.adopt_pool(pool)
-    }
-
-    fn disown_pool(&self) {
-        self.core.disown_pool()
+    fn pool_view(&self) -> &dyn PoolView {
+        &self.core
     }
 }
 

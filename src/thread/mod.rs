@@ -331,11 +331,11 @@ impl ThreadPoolExecutor {
 
 impl Executor for ThreadPoolExecutor {
     fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
-        let adopted = task.job.adopt_pool(self.registry.id);
+        let adopted = task.job.pool_view().adopt_pool(self.registry.id);
         self.inject(task.job.into_thin()).map_err(|(job, e)| {
             let job = job.into_arc();
             if adopted {
-                job.disown_pool();
+                job.pool_view().disown_pool();
             }
             (Task { job }, e)
         })

@@ -70,7 +70,7 @@ impl WorkerThread {
         // reference, and a task freed while still published could have its
         // address reused by a task that a waiter then mistakes for it.
         let keep = job.clone();
-        let _published = Published::new(&self.registry.roots[self.index], keep.core_addr());
+        let _published = Published::new(&self.registry.roots[self.index], keep.pool_view().addr());
         as_innermost_task(&self.local, || job.run());
     }
 
