@@ -458,15 +458,21 @@ mod loom_tests {
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::thread;
 
+    /// A task returning 7 that counts its runs.
+    fn counted_task() -> (Arc<AtomicUsize>, Arc<dyn Job>, Future<u32>) {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let (job, fut) = ClosureTask::create(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+            7u32
+        });
+        (runs, job, fut)
+    }
+
     #[test]
     fn loom_a_task_run_in_place_racing_its_queue_entry_and_a_cancel_runs_at_most_once() {
         loom::model(|| {
-            let runs = Arc::new(AtomicUsize::new(0));
-            let r = runs.clone();
-            let (job, fut) = ClosureTask::create(move || {
-                r.fetch_add(1, Ordering::SeqCst);
-                7u32
-            });
+            let (runs, job, fut) = counted_task();
             let queued = job.clone();
             let worker = thread::spawn(move || queued.run());
             let waiter = thread::spawn(move || job.run());
@@ -487,12 +493,7 @@ mod loom_tests {
     #[test]
     fn loom_failing_the_queue_entry_of_a_task_run_in_place_leaves_the_run_its_outcome() {
         loom::model(|| {
-            let runs = Arc::new(AtomicUsize::new(0));
-            let r = runs.clone();
-            let (job, fut) = ClosureTask::create(move || {
-                r.fetch_add(1, Ordering::SeqCst);
-                7u32
-            });
+            let (runs, job, fut) = counted_task();
             let queued = job.clone();
             let worker = thread::spawn(move || queued.fail(Error::Shutdown));
             job.run();
