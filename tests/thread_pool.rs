@@ -527,7 +527,8 @@ fn t10_a_waiting_task_does_not_take_a_queued_task_that_waits_on_it() {
             }
             1u64
         });
-        wait_until("the other worker to take Y", || y.running());
+        // (Or to have run it already, on a very slow machine.)
+        wait_until("the other worker to take Y", || y.running() || y.done());
         xw.store(1, Ordering::SeqCst);
         *y.result(None).unwrap() + 1
     }));
@@ -616,7 +617,8 @@ fn t10_a_task_submitted_by_a_callback_is_not_run_on_top_of_the_task_that_complet
             }
             1u64
         });
-        wait_until("the other worker to take Y", || y.running());
+        // (Or to have run it already, on a very slow machine.)
+        wait_until("the other worker to take Y", || y.running() || y.done());
         promise.set_result(0).unwrap(); // runs the callback here, in X
         *y.result(None).unwrap() + 1
     });

@@ -176,16 +176,17 @@ fn as_innermost_task(local: &Worker<JobRef>, run: impl FnOnce()) {
 ///    stack, the tasks it pushed there, stolen from that worker's deque
 ///    (see `roots`): the thief of a fork-join branch gets help with it.
 ///
-/// It never takes tasks submitted from elsewhere (the inbox, other workers'
-/// deques). A task run here runs on top of the waiting one, on the same
+/// It takes nothing else: not the inbox, not other workers' deques beyond
+/// what the awaited task pushed. A task run here runs on top of the waiting one, on the same
 /// stack, and cannot let the waiting one resume until it returns; an
 /// unrelated task could be waiting for the very task under it (a pipeline
 /// stage waiting on the stage below: a deadlock that plain blocking would
 /// not have), and thousands of tasks waiting for one slow future would
 /// stack up until the stack overflowed. With only dependencies and
 /// descendants, the stack grows as deep as the program's own recursion.
-/// The cost: a worker whose awaited task was stolen, and that has no
-/// subtasks left, blocks instead of taking other work.
+/// The cost: a worker that finds none of that (its awaited task runs on
+/// another worker, not at the bottom of its stack, and it has no subtasks
+/// of its own left) blocks instead of taking other work.
 ///
 /// With a deadline it stops starting tasks once the deadline has passed (a
 /// task it started is not interrupted). Elsewhere than on a pool worker
