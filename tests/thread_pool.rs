@@ -507,6 +507,24 @@ fn t10_tasks_waiting_on_one_slow_future_do_not_stack_up_and_all_complete() {
     pool.shutdown(true, false);
 }
 
+/// Submits, from a task, its subtask Y, which returns 1 once `z_started`
+/// is set or after 300 ms, and waits until the pool's other worker has
+/// taken it (or already ran it, on a very slow machine).
+fn subtask_y_taken_by_the_other_worker(
+    pool: &ThreadPoolExecutor,
+    z_started: Arc<AtomicUsize>,
+) -> Future<u64> {
+    let y = pool.spawn(move || {
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        while z_started.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        1u64
+    });
+    wait_until("the other worker to take Y", || y.running() || y.done());
+    y
+}
+
 /// T10 without a deadlock of its own: task X waits on its subtask Y, which
 /// the other worker runs; task Z, submitted meanwhile, waits on X. A
 /// waiting worker that took Z would run it on top of X, where Z waits for
@@ -519,16 +537,7 @@ fn t10_a_waiting_task_does_not_take_a_queued_task_that_waits_on_it() {
     let z_started = Arc::new(AtomicUsize::new(0));
     let (p, xw, zs) = (pool.clone(), x_waits.clone(), z_started.clone());
     let x = Arc::new(pool.spawn(move || {
-        let zs = zs.clone();
-        let y = p.spawn(move || {
-            let until = std::time::Instant::now() + Duration::from_millis(300);
-            while zs.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            1u64
-        });
-        // (Or to have run it already, on a very slow machine.)
-        wait_until("the other worker to take Y", || y.running() || y.done());
+        let y = subtask_y_taken_by_the_other_worker(&p, zs.clone());
         xw.store(1, Ordering::SeqCst);
         *y.result(None).unwrap() + 1
     }));
@@ -609,16 +618,7 @@ fn t10_a_task_submitted_by_a_callback_is_not_run_on_top_of_the_task_that_complet
     });
     let (p, zst) = (pool.clone(), z_started.clone());
     let x = pool.spawn(move || {
-        let zst = zst.clone();
-        let y = p.spawn(move || {
-            let until = std::time::Instant::now() + Duration::from_millis(300);
-            while zst.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            1u64
-        });
-        // (Or to have run it already, on a very slow machine.)
-        wait_until("the other worker to take Y", || y.running() || y.done());
+        let y = subtask_y_taken_by_the_other_worker(&p, zst.clone());
         promise.set_result(0).unwrap(); // runs the callback here, in X
         *y.result(None).unwrap() + 1
     });

@@ -109,6 +109,15 @@ impl fmt::Debug for Task {
     }
 }
 
+/// Takes a task's work out of `slot` and drops it ([`drop_unrun`]);
+/// returns whether it was still there.
+fn release_slot<W>(slot: &Mutex<Option<W>>) -> bool {
+    let work = lock(slot).take();
+    let there = work.is_some();
+    drop_unrun(work);
+    there
+}
+
 /// Drops a task's work (closure, argument) that will not run. Its
 /// captures are user values whose `Drop` may panic; the panic is logged
 /// rather than let out into whoever drops it: a pool worker (which would
@@ -191,10 +200,7 @@ where
         &self.core
     }
     fn release(&self) -> bool {
-        let work = lock(&self.work).take();
-        let there = work.is_some();
-        drop_unrun(work);
-        there
+        release_slot(&self.work)
     }
     fn run_here(self: Arc<Self>) {
         Job::run(self)
@@ -317,8 +323,7 @@ where
     }
 
     pub(crate) fn complete_inner(self: Arc<Self>, outcome: Result<R, Error>) {
-        let arg = lock(&self.arg).take();
-        drop_unrun(arg);
+        release_slot(&self.arg);
         self.core
             .complete(outcome, || Future::from_shared(self.clone()));
     }
@@ -334,10 +339,7 @@ where
         &self.core
     }
     fn release(&self) -> bool {
-        let arg = lock(&self.arg).take();
-        let there = arg.is_some();
-        drop_unrun(arg);
-        there
+        release_slot(&self.arg)
     }
     fn run_here(self: Arc<Self>) {
         Job::run(self)

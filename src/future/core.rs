@@ -71,7 +71,13 @@ const POOL_SHIFT: u32 = 8;
 
 /// `pool`'s id as it sits in `status`.
 fn pool_tag(pool: u64) -> usize {
-    ((pool as usize) << POOL_SHIFT) & !((1 << POOL_SHIFT) - 1)
+    (pool as usize) << POOL_SHIFT
+}
+
+/// Whether tasks can record thread pool id `pool` (its tag is not 0,
+/// which means "no pool").
+pub(crate) fn pool_id_fits(pool: u64) -> bool {
+    pool_tag(pool) != 0
 }
 
 /// `SUBMIT_HINTS` bit: this thread's last dealing with futures was a wait
@@ -313,12 +319,6 @@ impl<T> Core<T> {
     pub(crate) fn disown_pool(&self) {
         self.status
             .fetch_and(!pool_tag(u64::MAX), Ordering::Relaxed);
-    }
-
-    /// Whether `pool` can be recorded in a task (its tag is not 0, which
-    /// means "no pool").
-    pub(crate) fn is_taggable(pool: u64) -> bool {
-        pool_tag(pool) != 0
     }
 
     /// Whether the task is still waiting in the queue of the thread pool

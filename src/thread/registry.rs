@@ -96,7 +96,7 @@ impl Registry {
             id: std::iter::repeat_with(|| {
                 NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             })
-            .find(|&id| crate::future::core::Core::<()>::is_taggable(id))
+            .find(|&id| crate::future::core::pool_id_fits(id))
             .expect("an endless supply of ids"),
             inbox: Inbox::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
