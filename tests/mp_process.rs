@@ -431,3 +431,60 @@ fn max_durations_as_timeouts_mean_no_limit() {
     assert!(p.join(Some(Duration::MAX)));
     assert_eq!(p.result(), Some(Ok(8)));
 }
+
+// -------------------------------------------------- fork without exec --
+
+/// Child: forks a grandchild that sleeps 30 s (no exec, so it inherits
+/// every descriptor the child has), sends its pid, and exits with 3 without
+/// returning a result.
+fn fork_a_sleeper_then_exit(tx: Sender<u32>) {
+    // SAFETY: fork() in a process whose other threads the grandchild never
+    // needs: the grandchild only sleeps and `_exit`s, both async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see above; `_exit` skips the destructors and atexit
+        // handlers that belong to the parent.
+        unsafe {
+            libc::sleep(30);
+            libc::_exit(0);
+        }
+    }
+    tx.send(pid as u32).unwrap();
+    std::process::exit(3);
+}
+
+/// Kills the listed processes when the test ends, however it ends.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill() takes plain integers; `pid` is a grandchild
+            // this test had forked, still ours to end.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+/// A grandchild forked without exec inherits the child's result pipe; it
+/// must not keep `join()` from seeing the child's exit (multiprocessing's
+/// `join` waits on the pid, not on a pipe).
+#[test]
+fn a_grandchild_forked_without_exec_does_not_delay_join() {
+    let (tx, rx) = pipe::<u32>().unwrap();
+    let mut p = Process::new(fork_a_sleeper_then_exit, tx).test_harness();
+    p.start().unwrap();
+    let grandchild = rx.recv(Some(HANG)).unwrap();
+    let _cleanup = KillOnDrop(vec![grandchild]);
+    assert!(is_alive(grandchild));
+    assert!(
+        p.join(Some(Duration::from_secs(10))),
+        "join waited for the grandchild"
+    );
+    assert_eq!(p.exitcode(), Some(3));
+    assert!(matches!(p.result(), Some(Err(Error::WorkerDied { .. }))));
+    assert!(
+        is_alive(grandchild),
+        "the grandchild is not the child's to end"
+    );
+}

@@ -737,3 +737,50 @@ fn a_task_leaving_a_grandchild_does_not_block_shutdown() {
         );
     }
 }
+
+/// Task: forks a grandchild that sleeps 120 s without exec (so it inherits
+/// the worker's descriptors, protocol pipes included) and returns its pid.
+fn fork_sleeper(_: ()) -> u32 {
+    // SAFETY: the grandchild only sleeps and `_exit`s, both
+    // async-signal-safe, so the worker's other threads do not matter to it.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe {
+            libc::sleep(120);
+            libc::_exit(0);
+        }
+    }
+    pid as u32
+}
+
+/// Task: ends the worker without a result.
+fn exit_worker(code: i32) -> u32 {
+    std::process::exit(code);
+}
+
+/// A grandchild forked without exec inherits the worker's result pipe; the
+/// worker's death must still fail its task at once (not when the grandchild
+/// exits), and the pool must go on with a new worker.
+#[test]
+fn a_grandchild_forked_without_exec_does_not_hide_its_workers_death() {
+    let pool = pool(1);
+    let grandchild = wait(pool.submit(fork_sleeper, ())).expect("fork a sleeper");
+    let _cleanup = KillOnDrop(vec![grandchild]);
+    let t0 = Instant::now();
+    match wait(pool.submit(exit_worker, 3)) {
+        Err(Error::WorkerDied { code: Some(3), .. }) => {}
+        other => panic!("expected WorkerDied with code 3, got {other:?}"),
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(60),
+        "the death was seen only after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(wait(pool.submit(echo_u32, 5)).unwrap(), 5);
+    assert!(is_alive(grandchild), "the test would prove nothing");
+}
+
+fn echo_u32(x: u32) -> u32 {
+    x
+}

@@ -150,7 +150,53 @@ pub(crate) fn take_protocol_fds() -> io::Result<(File, File)> {
             return Err(io::Error::last_os_error());
         }
     }
+    keep_protocol_fds_from_forked_children()?;
     Ok((cmd, res))
+}
+
+/// Close-on-exec keeps the protocol pipes from programs a task *execs*, but
+/// a task that forks without exec (a daemonizing library, `nix::fork`)
+/// hands the grandchild copies of them. The parent learns that a worker
+/// died from the end-of-file of its result pipe, and a grandchild holding
+/// a copy would hide the death until it exits too: the dead worker's task
+/// would never fail, and a `Process`'s `join()` would wait for the
+/// grandchild. So a fork handler points the forked child's copies at
+/// `/dev/null` (or closes them if that cannot be opened) before `fork()`
+/// returns there.
+///
+/// The grandchild loses nothing it could use: the pipes belong to the
+/// worker's conversation with its parent, and a grandchild that wandered
+/// back into the worker's loop now reads end-of-file and exits instead of
+/// interleaving frames with the worker's. `posix_spawn` and raw `clone`
+/// skip fork handlers, but what they start either execs (close-on-exec
+/// applies) or is no `fork()` a library would issue.
+fn keep_protocol_fds_from_forked_children() -> io::Result<()> {
+    extern "C" fn detach_protocol_fds() {
+        // SAFETY: runs in the child of a fork, where only async-signal-safe
+        // calls are allowed: open, dup3 and close are, and they take a
+        // static C string and plain integers.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            for fd in [CMD_FD, RES_FD] {
+                if null < 0 || libc::dup3(null, fd, libc::O_CLOEXEC) < 0 {
+                    libc::close(fd);
+                }
+            }
+            if null >= 0 {
+                libc::close(null);
+            }
+        }
+    }
+    static REGISTERED: once_cell::sync::OnceCell<i32> = once_cell::sync::OnceCell::new();
+    // SAFETY: registers a handler with no captured state (a plain function
+    // that touches only the two fixed descriptors); it stays valid for the
+    // life of the process, as pthread_atfork requires.
+    let r = *REGISTERED
+        .get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(detach_protocol_fds)) });
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
 }
 
 /// `Process` child side: takes ownership of the `n` channel ends the parent
