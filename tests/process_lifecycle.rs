@@ -104,6 +104,53 @@ fn s3_shutdown_wait_waits_for_queued_tasks() {
     }
 }
 
+/// S3 from a done-callback, which runs on the reader thread of the worker
+/// that finished the task: `shutdown(wait = true)` waits for every other
+/// worker and their tasks, but not for the worker whose reader it blocks
+/// (that one exits once the callback returns). It used to wait for that
+/// worker too, and never returned. (CPython raises `RuntimeError` here.)
+#[test]
+fn s3_shutdown_wait_from_a_done_callback_waits_for_the_other_workers_only() {
+    let pool = std::sync::Arc::new(pool(2));
+    worker_pids_after_some_work(&pool);
+    let slow = std::sync::Arc::new(pool.submit(sleep_ms, 300));
+    let quick = pool.submit(double, 1);
+    let (tx, rx) = mpsc::channel();
+    let (p, slow2) = (pool.clone(), slow.clone());
+    quick.add_done_callback(move |_| {
+        p.shutdown(true, false);
+        let _ = tx.send(slow2.done());
+    });
+    let slow_done = rx
+        .recv_timeout(HANG)
+        .expect("shutdown(wait = true) in a done-callback returned");
+    assert!(
+        slow_done,
+        "it returned before the other worker's task ended"
+    );
+    assert!(slow.result(Some(Duration::ZERO)).is_ok());
+    assert!(pool.worker_pids().len() <= 1);
+}
+
+/// PP8 from a done-callback: `shutdown_within` finishes as soon as the
+/// other workers have, instead of running into its deadline and signalling
+/// workers that were only waiting for the callback to return.
+#[test]
+fn pp8_shutdown_within_from_a_done_callback_finishes_without_the_deadline() {
+    let pool = std::sync::Arc::new(pool(1));
+    let f = pool.submit(double, 1);
+    let (tx, rx) = mpsc::channel();
+    let p = pool.clone();
+    f.add_done_callback(move |_| {
+        let t = Instant::now();
+        let outcome = p.shutdown_within(Duration::from_secs(20), false);
+        let _ = tx.send((outcome, t.elapsed()));
+    });
+    let (outcome, took) = rx.recv_timeout(HANG).expect("the callback ran");
+    assert_eq!(outcome, concurrent_futures::ShutdownOutcome::Finished);
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
+
 fn abort_after_ms(ms: u64) -> u32 {
     std::thread::sleep(Duration::from_millis(ms));
     std::process::abort()

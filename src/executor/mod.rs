@@ -78,10 +78,12 @@ pub trait Executor: Send + Sync + fmt::Debug {
     /// the workers have exited (S3); otherwise returns at once while queued
     /// work still runs to completion (S4). Every future resolves either way.
     ///
-    /// `wait = true` from a thread the pool itself needs is the one call
-    /// that cannot finish: a thread-pool task waits for every worker but its
-    /// own; a done-callback of a process pool (which runs on the pool's
-    /// reader thread) must not wait for that pool.
+    /// `wait = true` from a thread the pool itself needs waits for
+    /// everything but that thread's own share, which could not end while it
+    /// waits: a thread-pool task waits for every worker but its own; a
+    /// done-callback of a process pool, which runs on the reader thread of
+    /// the worker that finished the task, waits for every worker but that
+    /// one (it exits once the callback returns).
     fn shutdown(&self, wait: bool, cancel_futures: bool);
 
     /// Shuts down, then waits at most `deadline` for every task to end and

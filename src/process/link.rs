@@ -46,6 +46,7 @@ pub(crate) fn run(
     to_worker: File,
     from_worker: File,
 ) {
+    super::own_thread::enter(&shared, super::own_thread::Role::Reader);
     let mut input = BufReader::with_capacity(64 * 1024, from_worker);
     let mut output = BufWriter::with_capacity(64 * 1024, to_worker);
     match handshake(&shared, &mut input, &mut output) {
@@ -362,7 +363,14 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
             },
         };
         failures.push((head.job, error));
-        // Tasks sent behind the running one never started: send them again.
+        // Tasks sent behind the running one never started: send them again,
+        // unless the pool broke, which starts no worker for them; they fail
+        // with the reason it broke, like the tasks queued when it did.
+        if let Some(refusal) = st.broken.is_some().then(|| st.refusal()).flatten() {
+            for p in link.in_flight.drain(..) {
+                failures.push((p.job, refusal.clone()));
+            }
+        }
         for p in link.in_flight.drain(..).rev() {
             st.queue.push_front(p);
         }

@@ -44,6 +44,7 @@ pub(crate) mod frame;
 mod link;
 pub(crate) mod os;
 mod outbox;
+mod own_thread;
 mod pool;
 pub(crate) mod protocol;
 mod reusable;

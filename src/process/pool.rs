@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use super::child::Doomed;
 use super::state::{Failures, HardStop, Limits, Pending, Starting, State, passed};
 use super::tree::{ProcessTable, Tree};
-use super::{link, os, worker};
+use super::{link, os, own_thread, worker};
 use crate::executor::task::Job;
 use crate::executor::task::PortableTask;
 use crate::executor::{Portable, Task};
@@ -242,9 +242,15 @@ impl ProcessPoolExecutor {
     /// Waits until every worker has exited and every task it held has
     /// ended, or `deadline` passes (`None`: no deadline). Returns whether
     /// everything ended.
+    ///
+    /// On one of the pool's own threads (a done-callback), it waits for
+    /// everything but what that thread itself holds (see [`own_thread`]).
     fn wait_for_workers(&self, deadline: Option<Instant>) -> bool {
+        let role = own_thread::role_in(&self.shared);
+        let mine = usize::from(role.is_some());
+        let want_matters = role != Some(own_thread::Role::Supervisor);
         let mut st = lock(&self.shared.state);
-        while st.live > 0 || st.want > 0 || st.finishing > 0 {
+        while st.live + st.finishing > mine || (want_matters && st.want > 0) {
             st = match crate::sync::wait_deadline(&self.shared.cond, st, deadline) {
                 Ok(g) => g,
                 Err(_) => return false,
@@ -446,6 +452,7 @@ impl Drop for ProcessPoolExecutor {
 /// is reaped. Workers are started from this thread because, on Linux, the
 /// parent-death signal follows the thread that started a child.
 pub(super) fn supervise(shared: Arc<Shared>) {
+    own_thread::enter(&shared, own_thread::Role::Supervisor);
     loop {
         let mut st = lock(&shared.state);
         let id = loop {

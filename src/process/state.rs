@@ -192,6 +192,26 @@ pub(crate) fn passed(since: Instant, limit: Duration, now: Instant) -> bool {
     since.checked_add(limit).is_some_and(|end| now >= end)
 }
 
+/// Encodes the argument of a task sent again after its worker died (its
+/// bytes went with the first send). This runs the user's `Serialize` a
+/// second time, under the pool's lock on a reader or submitting thread: a
+/// panic there fails only this task, instead of unwinding through the
+/// pool's bookkeeping and stranding the thread's worker.
+fn encode_again(job: &dyn PortableJob) -> Result<Vec<u8>, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.encode_arg())).unwrap_or_else(
+        |panic| {
+            Err(Error::Encode {
+                type_name: job.arg_type_name(),
+                message: format!(
+                    "serializing the argument again, to send the task to a new worker, \
+                     panicked: {}",
+                    crate::error::panic_message(&*panic)
+                ),
+            })
+        },
+    )
+}
+
 /// Tasks to fail once the lock is released.
 pub(crate) type Failures = Vec<(Arc<dyn PortableJob>, Error)>;
 
@@ -341,7 +361,7 @@ impl State {
             }
             let arg = match p.arg.take() {
                 Some(a) => a,
-                None => match p.job.encode_arg() {
+                None => match encode_again(&*p.job) {
                     Ok(a) => a,
                     Err(e) => {
                         failures.push((p.job, e));
@@ -382,6 +402,7 @@ impl State {
             link.sent += 1;
             link.in_flight.push_back(p);
         }
+        self.fail_stranded(failures);
         let nothing_left = self.queue.is_empty() && (self.shutdown || self.broken.is_some());
         for link in &mut self.links {
             let retired =
@@ -391,6 +412,27 @@ impl State {
             }
         }
         self.top_up(limits);
+    }
+
+    /// Fails the queued tasks no worker will ever take: the pool broke or
+    /// stopped its workers (so it starts none), and no worker is left that
+    /// takes tasks or is on its way. Every path that queues a task again
+    /// (a dead worker's tasks sent ahead, a send to a closing pipe) ends in
+    /// a dispatch, so none is stranded.
+    fn fail_stranded(&mut self, failures: &mut Failures) {
+        if self.queue.is_empty()
+            || self.should_replace()
+            || self.coming() > 0
+            || self.links.iter().any(|l| !l.stopping)
+        {
+            return;
+        }
+        let error = match (&self.hard_stop, self.refusal()) {
+            (Some(stop), _) => stop.error(),
+            (None, Some(refusal)) => refusal,
+            (None, None) => return, // shut down with queued work: replaced
+        };
+        self.fail_queue(&error, failures);
     }
 
     /// Fails every queued task with `error` (a broken pool).

@@ -1,0 +1,166 @@
+//! Tasks sent ahead to a process-pool worker that dies before starting
+//! them: they never ran, so the pool sends them again (P7, "a crash fails
+//! only the task that ran"), unless it can no longer run them. Each test
+//! holds a running task on a worker with a second task sent ahead behind
+//! it, then makes the running task end its worker.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use concurrent_futures::{Error, ExecutorExt, ProcessPoolExecutor};
+
+concurrent_futures::process_pool_test_worker!();
+
+mod common;
+use common::{FileGate, HANG, await_file, guarded, wait_at_most, wait_until};
+
+/// Names (through `worker_env`) the directory [`first_ok_then_fail`] uses.
+const INIT_DIR: &str = "CF_RESEND_INIT_DIR";
+
+/// Initializer: the first worker to run it succeeds; every later one waits
+/// until `<dir>/break` exists, then panics, which breaks the pool.
+fn first_ok_then_fail() {
+    let dir = std::env::var(INIT_DIR).expect("INIT_DIR is set");
+    let first = std::path::Path::new(&dir).join("first");
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&first);
+    if created.is_ok() {
+        return;
+    }
+    await_file(&format!("{dir}/break"));
+    panic!("a later initializer fails on purpose");
+}
+
+/// Task: waits for the gate, then ends its worker without a result.
+fn exit_after_gate(gate: String) -> u32 {
+    await_file(&gate);
+    std::process::exit(7);
+}
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// Removes the test's directory when the test ends, however it ends.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("cf-resend-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A broken pool starts no worker, so a task sent ahead to a worker that
+/// dies after the pool broke cannot be sent again: it fails with the
+/// reason the pool broke, as the tasks queued at that moment did. (It used
+/// to go back on the queue, where nothing ever took or failed it: a future
+/// that never resolved, even after `shutdown(wait = true)` returned.)
+#[test]
+fn p7_a_task_sent_ahead_to_a_worker_dying_after_the_pool_broke_fails_as_broken() {
+    let dir = TempDir::new("broken");
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .test_harness()
+        .worker_env(INIT_DIR, &dir.0)
+        .initializer(first_ok_then_fail)
+        .build()
+        .unwrap();
+    // Worker A serves; worker B waits in its initializer.
+    wait_until("worker A serves", || pool.worker_pids().len() == 1);
+    let crash = FileGate::new("resend-broken");
+    let head = pool.submit(exit_after_gate, crash.arg());
+    let behind = pool.submit(double, 21);
+    let queued = pool.submit(double, 1);
+    // A holds `head` and `behind`; `queued` waits for B.
+    wait_until("`behind` is sent to A", || behind.running());
+    std::fs::write(dir.0.join("break"), b"").unwrap();
+    let e = wait_at_most(queued, HANG).unwrap_err();
+    assert!(matches!(e, Error::Broken { .. }), "queued: {e:?}");
+    crash.open();
+    common::assert_worker_exited_with(&wait_at_most(head, HANG).unwrap_err(), 7);
+    match wait_at_most(behind, HANG) {
+        Err(Error::Broken { reason, .. }) => {
+            assert!(reason.contains("initializer"), "{reason}");
+        }
+        other => panic!("expected the pool's Broken error, got {other:?}"),
+    }
+    let pool = std::sync::Arc::new(pool);
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+}
+
+/// An argument whose `Serialize` works once (at submit) and panics after.
+/// A task's encoded argument goes with its first send, so sending it again
+/// encodes it again.
+#[derive(Debug)]
+struct SerializesOnce(u64);
+
+static ENCODES: AtomicUsize = AtomicUsize::new(0);
+
+impl serde::Serialize for SerializesOnce {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if ENCODES.fetch_add(1, Ordering::SeqCst) > 0 {
+            panic!("SerializesOnce serialized twice");
+        }
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SerializesOnce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(SerializesOnce)
+    }
+}
+
+fn take(x: SerializesOnce) -> u64 {
+    x.0
+}
+
+/// The second encoding runs the user's `Serialize` on a pool thread, under
+/// the pool's lock: a panic there fails only that task, with
+/// `Error::Encode`, and the pool goes on. (It used to kill the reader
+/// thread of the new worker: the task never resolved, the worker was never
+/// reaped and `shutdown(wait = true)` hung.)
+#[test]
+fn p7_a_serialize_panicking_when_a_task_is_sent_again_fails_only_that_task() {
+    let pool = std::sync::Arc::new(common::pool(1));
+    wait_until("the worker serves", || pool.worker_pids().len() == 1);
+    let crash = FileGate::new("resend-encode");
+    let head = pool.submit(exit_after_gate, crash.arg());
+    let behind = pool.submit(take, SerializesOnce(5));
+    wait_until("`behind` is sent ahead", || behind.running());
+    crash.open();
+    common::assert_worker_exited_with(&wait_at_most(head, HANG).unwrap_err(), 7);
+    match wait_at_most(behind, HANG) {
+        Err(Error::Encode { message, .. }) => {
+            assert!(message.contains("serialized twice"), "{message}");
+        }
+        other => panic!("expected Error::Encode, got {other:?}"),
+    }
+    assert_eq!(wait_at_most(pool.submit(double, 4), HANG).unwrap(), 8);
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+}
+
+/// What the pool sends again is the task's own argument: a task sent ahead
+/// to a worker that crashes runs on the replacement with the same input.
+#[test]
+fn p7_a_task_sent_ahead_to_a_crashed_worker_runs_on_its_replacement() {
+    let pool = common::pool(1);
+    wait_until("the worker serves", || pool.worker_pids().len() == 1);
+    let crash = FileGate::new("resend-ok");
+    let head = pool.submit(exit_after_gate, crash.arg());
+    let behind = pool.submit(double, 21);
+    wait_until("`behind` is sent ahead", || behind.running());
+    crash.open();
+    common::assert_worker_exited_with(&wait_at_most(head, HANG).unwrap_err(), 7);
+    assert_eq!(wait_at_most(behind, Duration::from_secs(30)).unwrap(), 42);
+}
