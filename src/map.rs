@@ -177,6 +177,11 @@ impl<R> Iterator for Map<'_, R> {
     }
 }
 
+/// Room reserved up front for the in-flight futures of a map: a window is
+/// a bound, not a size (`usize::MAX` asks for CPython's eager map), and a
+/// map over a few items must not allocate for the whole bound.
+const PREALLOCATED: usize = 64;
+
 type CountedSubmitter<'a, T> = Box<dyn FnMut() -> Option<(Future<T>, usize)> + Send + 'a>;
 
 /// The bounded, ordered window of futures behind [`Map`].
@@ -193,7 +198,7 @@ impl<'a, T> Window<'a, T> {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t).map(|d| (d, t)));
         let mut w = Window {
             submit,
-            in_flight: VecDeque::with_capacity(window),
+            in_flight: VecDeque::with_capacity(window.min(PREALLOCATED)),
             window,
             deadline,
             exhausted: false,
@@ -238,11 +243,10 @@ impl<'a, T> Window<'a, T> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = self.in_flight.len();
-        if self.exhausted {
-            (n, Some(n))
-        } else {
-            (n, None)
-        }
+        // A deadline may end the map early: one `MapDeadline` item then
+        // stands for everything still in flight.
+        let at_least = if self.deadline.is_some() { n.min(1) } else { n };
+        (at_least, self.exhausted.then_some(n))
     }
 }
 
@@ -279,7 +283,7 @@ impl<'a, R> MapUnordered<'a, R> {
     pub(crate) fn new(submit: Submitter<'a, R>, window: usize) -> Self {
         let mut m = MapUnordered {
             submit,
-            slots: Vec::with_capacity(window),
+            slots: Vec::with_capacity(window.min(PREALLOCATED)),
             free: Vec::new(),
             inbox: Inbox::new(),
             window,

@@ -754,3 +754,50 @@ fn m3_huge_timeout_means_no_limit() {
         .collect();
     assert_eq!(got, [0, 2, 4, 6]);
 }
+
+fn identity(x: u64) -> u64 {
+    x
+}
+
+/// M13/decision 5: the window is a bound, not a size. `usize::MAX` (the
+/// natural way to ask for CPython's eager map) used to panic with
+/// "capacity overflow", and 2^40 aborted the process trying to allocate
+/// 24 TiB up front, for a map over three items.
+#[test]
+fn m13_a_huge_window_is_a_bound_and_allocates_nothing_up_front() {
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    for window in [usize::MAX, 1 << 40] {
+        let got: Vec<u64> = pool
+            .map_with(identity, 0..3u64, MapOptions::new().window(window))
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(got, [0, 1, 2], "window {window}");
+    }
+}
+
+fn slow_identity(x: u64) -> u64 {
+    thread::sleep(Duration::from_millis(200));
+    x
+}
+
+/// `size_hint`'s lower bound never exceeds what the map yields: with a
+/// deadline, one `MapDeadline` item may stand for everything in flight.
+#[test]
+fn size_hint_of_a_map_with_a_deadline_counts_at_most_one_item_as_certain() {
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let m = pool.map_with(
+        slow_identity,
+        0..3u64,
+        MapOptions::new()
+            .window(3)
+            .timeout(Duration::from_millis(20)),
+    );
+    let (lower, upper) = m.size_hint();
+    let items: Vec<_> = m.collect();
+    assert!(matches!(items.last(), Some(Err(Error::MapDeadline { .. }))));
+    assert!(
+        lower <= items.len(),
+        "size_hint ({lower}, {upper:?}), {items:?}"
+    );
+    assert!(upper.is_none_or(|u| u >= items.len()));
+}

@@ -612,3 +612,78 @@ fn captures_that_panic_when_dropped_unrun_reach_neither_caller_nor_worker() {
     assert_eq!(running.result(Some(GUARD)), Ok(&1), "the worker died");
     guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
 }
+
+fn one(_: ()) -> u32 {
+    1
+}
+
+/// S5 under a race: submits from other threads racing
+/// `shutdown(wait = false, cancel_futures = true)`, with the only worker
+/// held. Each accepted task must end cancelled, never run. A submit that
+/// had looked before the shutdown but pushed after its cancelling sweep
+/// (it waited for the inbox meanwhile) used to be accepted, left queued,
+/// and run once the worker was free. Randomized: fails in most runs
+/// without the fix, never with it.
+#[test]
+fn s5_a_submit_racing_shutdown_cancel_futures_is_cancelled_or_refused_never_run() {
+    let started = std::time::Instant::now();
+    for trial in 0..200 {
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+        let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+        let gate = Gate::new();
+        let held = started_gate(&pool, &gate);
+        let stop = Arc::new(AtomicBool::new(false));
+        let submitters: Vec<_> = (0..3)
+            .map(|_| {
+                let (pool, stop) = (pool.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut accepted = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let f = pool.submit(one, ());
+                        if f.exception(Some(Duration::ZERO)) == Ok(Some(Error::Shutdown)) {
+                            break;
+                        }
+                        accepted.push(f);
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(2));
+        pool.shutdown(false, true);
+        stop.store(true, Ordering::Relaxed);
+        let accepted: Vec<Future<u32>> = submitters
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        gate.open();
+        held.result(Some(GUARD)).unwrap();
+        guarded("shutdown(wait = true)", {
+            let pool = pool.clone();
+            move || pool.shutdown(true, false)
+        });
+        let ran = accepted
+            .iter()
+            .filter(|f| f.result(Some(GUARD)).is_ok())
+            .count();
+        assert_eq!(
+            ran, 0,
+            "trial {trial}: {ran} accepted tasks ran after the shutdown"
+        );
+        assert!(accepted.iter().all(|f| f.cancelled()), "trial {trial}");
+    }
+}
+
+/// Holds the pool's only worker until `gate` opens; returns once it runs.
+fn started_gate(pool: &ThreadPoolExecutor, gate: &Arc<Gate>) -> Future<()> {
+    let (up, is_up) = mpsc::channel();
+    let g = gate.clone();
+    let held = pool.spawn(move || {
+        up.send(()).unwrap();
+        g.wait();
+    });
+    is_up.recv_timeout(GUARD).unwrap();
+    held
+}

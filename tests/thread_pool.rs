@@ -819,3 +819,53 @@ fn decision10_idle_workers_are_parked_and_use_no_cpu() {
     assert_eq!(pool.parked_workers(), N);
     pool.shutdown(true, false);
 }
+
+/// A result whose `Drop` panics (for the tests below).
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("PanicsOnDrop dropped");
+        }
+    }
+}
+
+/// Decision 7: a task's result is dropped by whoever holds its last
+/// reference; when the user dropped the future before the task ended, that
+/// is the worker. A `Drop` that panics there is logged; it used to kill the
+/// worker, which was not replaced: with one worker, every later task hung.
+#[test]
+fn d7_a_result_whose_drop_panics_dropped_on_a_worker_does_not_kill_it() {
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let gate = Gate::new();
+    let g = gate.clone();
+    let held = pool.spawn(move || g.wait());
+    drop(pool.spawn(|| PanicsOnDrop)); // the worker will hold the last reference
+    gate.open();
+    held.result(Some(GUARD)).unwrap();
+    assert_eq!(pool.spawn(|| 1u32).result(Some(GUARD)), Ok(&1));
+    assert_eq!(pool.live_workers(), 1);
+}
+
+/// Decision 7, while helping: a waiting task's worker runs its subtask in
+/// place (T10) and drops the subtask's last reference there. The subtask's
+/// result panicking in `Drop` used to unwind into the waiting task, which
+/// failed with another task's panic.
+#[test]
+fn d7_a_result_whose_drop_panics_dropped_while_helping_does_not_fail_the_waiting_task() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let (promise, awaited) = concurrent_futures::Promise::<u32>::new();
+    let p2 = pool.clone();
+    let waiter = pool.spawn(move || {
+        drop(p2.spawn(|| PanicsOnDrop)); // above the waiting task's boundary
+        awaited.result(Some(GUARD)).cloned()
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    promise.set_result(7).unwrap();
+    assert_eq!(waiter.result(Some(GUARD)), Ok(&Ok(7)));
+    // The worker's nesting budget was given back: it still helps.
+    let p3 = pool.clone();
+    let nested = pool.spawn(move || p3.spawn(|| 2u32).into_result());
+    assert_eq!(nested.result(Some(GUARD)), Ok(&Ok(2)));
+}

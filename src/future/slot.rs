@@ -91,3 +91,28 @@ impl<T> Slot<T> {
         }
     }
 }
+
+/// The outcome is dropped by whoever releases the future's last reference:
+/// often a pool thread (a worker, a waiting worker running the task in
+/// place, a process pool's reader), when the user dropped the handle before
+/// the task ended. A value whose `Drop` panics must not take that thread
+/// down (decision 7) nor fail the unrelated task it runs on top of, so the
+/// panic is logged, as for a task's captures dropped unrun.
+impl<T> Drop for Slot<T> {
+    fn drop(&mut self) {
+        if !std::mem::needs_drop::<T>() {
+            return;
+        }
+        // SAFETY: `&mut self`: no borrow of the value and no other access
+        // can exist any more (rule 3 at its strongest).
+        let value = unsafe { self.take() };
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(value)));
+        if let Err(payload) = dropped {
+            let message = crate::error::take_panic_message(payload);
+            log::error!(
+                target: "concurrent_futures",
+                "dropping a future's result panicked: {message}"
+            );
+        }
+    }
+}

@@ -45,6 +45,15 @@
 //! fails the task itself (its future ends with the shutdown error, as a
 //! refused submit's does). Only the last case ever touches the task again,
 //! and only tasks that raced shutdown can be in the queues by then.
+//!
+//! `shutdown(cancel_futures = true)` adds one more case: a task pushed
+//! after its sweep cancelled the queues, by a submit that had looked
+//! before the shutdown, was accepted before the shutdown and must end
+//! cancelled, not run. Such a submit sees the shutdown on its second look
+//! and sweeps again; and a worker cancels, instead of running, any task it
+//! takes from a queue once the pool cancels queued work ([`Fate`]), which
+//! also covers the tasks a worker was moving in a batch while the sweeps
+//! looked.
 
 use std::thread::JoinHandle;
 
@@ -58,6 +67,19 @@ use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering, fence_seqcst, lock}
 
 /// A queued task: one word per queue slot (see `executor::thin`).
 pub(crate) type JobRef = crate::executor::thin::ThinJob;
+
+/// What a worker does with a task it takes from a queue, by how far the
+/// pool has stopped; ordered, since it only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub(crate) enum Fate {
+    /// Runs it.
+    Run = 0,
+    /// Cancels it: the pool was shut down with `cancel_futures` (S5).
+    Cancel = 1,
+    /// Fails it with the reason: the pool is broken (T8).
+    Fail = 2,
+}
 
 /// Ids for [`Registry::id`]; 0 means "no pool" in a task's status.
 static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -76,8 +98,9 @@ pub(crate) struct Registry {
     shut_down: CachePadded<AtomicBool>,
     /// Why the pool is broken (an initializer panicked), if it is.
     broken: Mutex<Option<String>>,
-    /// `broken.is_some()`, readable without the lock on every task.
-    is_broken: std::sync::atomic::AtomicBool,
+    /// What a worker does with a task it takes from a queue (a [`Fate`]),
+    /// read without a lock on every task. Only ever raised.
+    fate: std::sync::atomic::AtomicU8,
     /// Workers that have not retired yet (see the module docs).
     live: Mutex<usize>,
     /// Workers blocked in `shutdown(wait = true)` of this very pool, from
@@ -104,7 +127,7 @@ impl Registry {
             sleep: Sleep::new(n),
             shut_down: CachePadded::new(AtomicBool::new(false)),
             broken: Mutex::new(None),
-            is_broken: std::sync::atomic::AtomicBool::new(false),
+            fate: std::sync::atomic::AtomicU8::new(Fate::Run as u8),
             live: Mutex::new(n),
             waiting_in_shutdown: std::sync::atomic::AtomicUsize::new(0),
             exited: Condvar::new(),
@@ -135,9 +158,14 @@ impl Registry {
         // One fence for both handshakes that follow: the shutdown re-check
         // (module docs) and the sleep counters (sleep module).
         fence_seqcst();
-        if external && self.is_shutdown() {
-            self.settle_raced_submit();
-            return Ok(());
+        if self.is_shutdown() {
+            if self.fate() == Fate::Cancel {
+                self.cancel_queued();
+            }
+            if external {
+                self.settle_raced_submit();
+                return Ok(());
+            }
         }
         self.sleep.new_work_fenced();
         Ok(())
@@ -188,7 +216,21 @@ impl Registry {
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        self.is_broken.load(std::sync::atomic::Ordering::Acquire)
+        self.fate() == Fate::Fail
+    }
+
+    /// What a worker does with a task it takes from a queue now.
+    pub(crate) fn fate(&self) -> Fate {
+        match self.fate.load(std::sync::atomic::Ordering::Acquire) {
+            0 => Fate::Run,
+            1 => Fate::Cancel,
+            _ => Fate::Fail,
+        }
+    }
+
+    fn raise_fate(&self, fate: Fate) {
+        self.fate
+            .fetch_max(fate as u8, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) fn is_shutdown(&self) -> bool {
@@ -243,21 +285,30 @@ impl Registry {
     /// Sets the shutdown bit; with `cancel_futures`, cancels every queued
     /// task (S5). Wakes every worker so idle ones can exit.
     pub(crate) fn shutdown(&self, cancel_futures: bool) {
+        if cancel_futures {
+            // Before the flag: a submit that sees the pool shut down sees
+            // this too (see the module docs).
+            self.raise_fate(Fate::Cancel);
+        }
         self.shut_down.store(true, Ordering::SeqCst);
         if cancel_futures {
-            while let Some(job) = self.steal_any() {
-                job.cancel();
-            }
+            self.cancel_queued();
         }
         self.sleep.wake_all();
+    }
+
+    /// Cancels every task the queues hold (S5).
+    fn cancel_queued(&self) {
+        while let Some(job) = self.steal_any() {
+            job.cancel();
+        }
     }
 
     /// Marks the pool broken (T8): refuses later submits, and workers fail
     /// every queued task with the reason instead of running it.
     pub(crate) fn mark_broken(&self, reason: String) {
         lock(&self.broken).get_or_insert(reason);
-        self.is_broken
-            .store(true, std::sync::atomic::Ordering::Release);
+        self.raise_fate(Fate::Fail);
         self.shut_down.store(true, Ordering::SeqCst);
         self.fail_queued();
         self.sleep.wake_all();

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crossbeam_deque::{Steal, Worker};
 
-use super::registry::{JobRef, Registry};
+use super::registry::{Fate, JobRef, Registry};
 use crate::future::core::Core;
 use crate::spin::IdleSpin;
 use crate::sync::Arc;
@@ -49,12 +49,16 @@ impl WorkerThread {
         .and_then(Steal::success)
     }
 
-    /// Runs a job, or fails it if the pool is broken (T8).
+    /// Runs a job taken from a queue; or cancels it if the pool was shut
+    /// down with `cancel_futures` (S5), or fails it if the pool is broken
+    /// (T8).
     fn execute(&self, job: JobRef) {
-        if self.registry.is_broken() {
-            job.fail(self.registry.refusal());
-        } else {
-            as_innermost_task(&self.local, || job.run());
+        match self.registry.fate() {
+            Fate::Run => as_innermost_task(&self.local, || job.run()),
+            Fate::Cancel => {
+                job.cancel();
+            }
+            Fate::Fail => job.fail(self.registry.refusal()),
         }
     }
 
@@ -62,7 +66,7 @@ impl WorkerThread {
     /// deque empty, it is published as this worker's root while it runs, so
     /// that workers waiting for it may take what it pushes (see `roots`).
     fn execute_root(&self, job: JobRef) {
-        if self.registry.is_broken() || !self.local.is_empty() {
+        if self.registry.fate() != Fate::Run || !self.local.is_empty() {
             return self.execute(job);
         }
         let job = job.into_arc();
@@ -155,9 +159,18 @@ thread_local! {
 /// Runs `run` as the innermost task on this thread, with its own deque
 /// boundary (see [`BOUNDARY`]).
 fn as_innermost_task(local: &Worker<JobRef>, run: impl FnOnce()) {
-    let outer = BOUNDARY.with(|b| b.replace(local.len()));
+    let _outer = Restore(&BOUNDARY, BOUNDARY.with(|b| b.replace(local.len())));
     run();
-    BOUNDARY.with(|b| b.set(outer));
+}
+
+/// Sets a thread-local counter back to the value it had, when dropped
+/// (also on unwind, which nothing a worker runs should let out).
+struct Restore(&'static std::thread::LocalKey<Cell<usize>>, usize);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        self.0.with(|c| c.set(self.1));
+    }
 }
 
 /// Called by a thread about to block on `core`. On a pool worker, it runs
@@ -205,10 +218,8 @@ pub(crate) fn help_while_waiting<T>(
     if core.is_terminal() || NESTED_RUNS.with(Cell::get) >= MAX_NESTED_RUNS {
         return false;
     }
-    NESTED_RUNS.with(|n| n.set(n.get() + 1));
-    let again = help(&w, core, deadline, run_here);
-    NESTED_RUNS.with(|n| n.set(n.get() - 1));
-    again
+    let _nested = Restore(&NESTED_RUNS, NESTED_RUNS.with(|n| n.replace(n.get() + 1)));
+    help(&w, core, deadline, run_here)
 }
 
 /// [`help_while_waiting`] once it knows it is on a worker.
@@ -219,7 +230,7 @@ fn help<T>(
     run_here: &dyn Fn(),
 ) -> bool {
     let in_time = || deadline.is_none_or(|d| Instant::now() < d);
-    if core.is_queued_in(w.registry.id) && !w.registry.is_broken() && in_time() {
+    if core.is_queued_in(w.registry.id) && w.registry.fate() == Fate::Run && in_time() {
         as_innermost_task(&w.local, run_here);
     }
     let boundary = BOUNDARY.with(Cell::get);
