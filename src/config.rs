@@ -15,6 +15,25 @@ use crate::{Error, Executor, ThreadPoolExecutor};
 /// The environment variable [`ExecutorConfig::from_env_or`] reads.
 pub const EXECUTOR_ENV: &str = "CF_EXECUTOR";
 
+/// The most workers a pool may have: far above any machine's useful
+/// parallelism, and low enough that a mistyped count (`usize::MAX` from a
+/// config file) is an [`Error::InvalidConfig`] rather than an allocation
+/// that panics or aborts the process.
+pub const MAX_WORKERS: usize = 1 << 15;
+
+/// Checks a requested worker count: at least 1, at most [`MAX_WORKERS`].
+pub(crate) fn check_worker_count(n: usize) -> Result<usize, Error> {
+    match n {
+        0 => Err(Error::InvalidConfig(
+            "max_workers must be greater than 0".into(),
+        )),
+        n if n > MAX_WORKERS => Err(Error::InvalidConfig(format!(
+            "max_workers is {n}, more than the {MAX_WORKERS} a pool may have"
+        ))),
+        n => Ok(n),
+    }
+}
+
 /// Which kind of pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,6 +141,9 @@ impl ExecutorConfig {
     pub fn from_env_or(default: &str) -> Result<Self, Error> {
         match std::env::var(EXECUTOR_ENV) {
             Ok(v) if !v.trim().is_empty() => v.parse(),
+            Err(std::env::VarError::NotUnicode(v)) => Err(Error::InvalidConfig(format!(
+                "{EXECUTOR_ENV}={v:?} is not valid UTF-8; expected \"thread[:N]\" or \"process[:N]\""
+            ))),
             _ => default.parse(),
         }
     }

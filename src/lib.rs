@@ -53,7 +53,7 @@ mod sync_prims;
 mod thread;
 mod wait;
 
-pub use config::{EXECUTOR_ENV, ExecutorConfig, ExecutorKind};
+pub use config::{EXECUTOR_ENV, ExecutorConfig, ExecutorKind, MAX_WORKERS};
 pub use error::Error;
 pub use executor::{Executor, ExecutorExt, Portable, ShutdownGuard, ShutdownOutcome, Task};
 pub use future::{Future, Promise, Ref};

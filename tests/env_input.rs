@@ -173,7 +173,7 @@ fn helper_executor_env() {
     println!("FROM ENV: {got:?}");
 }
 
-fn executor_env_helper(value: &str) -> String {
+fn executor_env_helper(value: impl AsRef<std::ffi::OsStr>) -> String {
     let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
     cmd.args([
         "helper_executor_env",
@@ -206,6 +206,15 @@ fn cf_executor_variable_invalid_is_an_error_and_empty_is_the_default() {
     assert!(got.contains("Thread") && got.contains("Some(2)"), "{got}");
     let got = executor_env_helper("process:3");
     assert!(got.contains("Process") && got.contains("Some(3)"), "{got}");
+}
+
+/// A `CF_EXECUTOR` that is not UTF-8 is set and invalid: an error too. It
+/// used to be taken for unset, and the default was used.
+#[test]
+fn cf_executor_variable_not_utf8_is_an_error() {
+    use std::os::unix::ffi::OsStrExt;
+    let got = executor_env_helper(std::ffi::OsStr::from_bytes(b"process:\xff"));
+    assert!(got.starts_with("Err(InvalidConfig("), "{got}");
 }
 
 // ------------------------------------------------------ configuration --
@@ -254,6 +263,58 @@ fn zero_max_workers_is_invalid_config_for_both_pools() {
         "process:0".parse::<ExecutorConfig>().map(drop),
         "\"process:0\"",
     );
+}
+
+/// A worker count above `MAX_WORKERS` (say `usize::MAX` from a config
+/// file) is `InvalidConfig` for both pools. The thread pool used to
+/// allocate for it first: `usize::MAX` panicked, 2^40 aborted the process.
+#[test]
+fn worker_counts_above_max_workers_are_invalid_config_for_both_pools() {
+    use concurrent_futures::MAX_WORKERS;
+    let invalid = |r: Result<(), Error>, what: &str| match r {
+        Err(Error::InvalidConfig(msg)) => assert!(msg.contains("max_workers"), "{what}: {msg}"),
+        other => panic!("{what}: expected InvalidConfig, got {other:?}"),
+    };
+    for n in [MAX_WORKERS + 1, 1 << 40, usize::MAX] {
+        invalid(
+            ThreadPoolExecutor::new(n).map(drop),
+            &format!("threads {n}"),
+        );
+        invalid(
+            ProcessPoolExecutor::builder()
+                .max_workers(n)
+                .test_harness()
+                .build()
+                .map(drop),
+            &format!("processes {n}"),
+        );
+        let config: ExecutorConfig = format!("thread:{n}").parse().unwrap();
+        invalid(config.build().map(drop), &format!("\"thread:{n}\""));
+    }
+}
+
+/// `max_frame_bytes` must leave room for the handshake and a task's error
+/// (1 KiB at least) and fit a frame's 32-bit length. Below, the pool used
+/// to build and then fail every task (or lose its worker); above 4 GiB, a
+/// result between 4 GiB and the limit killed the worker.
+#[test]
+fn max_frame_bytes_outside_1_kib_to_4_gib_is_invalid_config() {
+    let build = |n: usize| {
+        ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .max_frame_bytes(n)
+            .test_harness()
+            .build()
+    };
+    for n in [0, 64, 1023, u32::MAX as usize + 1, usize::MAX] {
+        match build(n) {
+            Err(Error::InvalidConfig(msg)) => assert!(msg.contains("max_frame_bytes"), "{msg}"),
+            other => panic!("max_frame_bytes({n}): expected InvalidConfig, got {other:?}"),
+        }
+    }
+    let pool = build(1024).expect("1 KiB is enough");
+    assert_eq!(get(&pool.submit(double, 21)), Ok(42));
+    pool.shutdown(true, false);
 }
 
 // ------------------------------------------------------------ empty map --

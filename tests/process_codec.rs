@@ -328,3 +328,64 @@ fn d14_encode_failure_then_shutdown_without_wait_fails_its_future_and_the_pool_s
         "a worker outlived shutdown"
     );
 }
+
+/// Panics with a message of `n` bytes (an `assert_eq!` on two big values
+/// says that much).
+fn panic_at_length(n: usize) -> u32 {
+    panic!("{}", "x".repeat(n))
+}
+
+fn small_frames() -> concurrent_futures::ProcessPoolBuilder {
+    ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_frame_bytes(4096)
+        .test_harness()
+}
+
+/// Decision 7 across the pipe: a panic message longer than a frame is cut
+/// to fit, and the task fails with `Panicked`, not with the worker. Only
+/// arguments were checked against `max_frame_bytes`; a worker that could
+/// not send its task's error exited, and the task failed `WorkerDied`.
+#[test]
+fn d7_a_panic_message_longer_than_max_frame_bytes_is_cut_and_the_worker_lives_on() {
+    let pool = small_frames().build().unwrap();
+    let before = wait(pool.submit(getpid, ())).unwrap();
+    match wait(pool.submit(panic_at_length, 5_000)) {
+        Err(Error::Panicked { message, .. }) => {
+            assert!(message.starts_with("xxx"), "{message}");
+            assert!(
+                message.ends_with("(cut to fit max_frame_bytes)"),
+                "{message}"
+            );
+            assert!(message.len() < 4096, "{} bytes", message.len());
+        }
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+    assert_eq!(
+        wait(pool.submit(getpid, ())).unwrap(),
+        before,
+        "the worker was replaced"
+    );
+    pool.shutdown(true, false);
+}
+
+fn initializer_with_a_long_panic() {
+    panic!("{}", "i".repeat(5_000));
+}
+
+/// The same for an initializer's panic: the pool breaks, naming the
+/// initializer (it used to say "expected Initialized, got None").
+#[test]
+fn an_initializer_panic_longer_than_max_frame_bytes_still_names_the_initializer() {
+    let pool = small_frames()
+        .initializer(initializer_with_a_long_panic)
+        .build()
+        .unwrap();
+    match wait(pool.submit(getpid, ())) {
+        Err(Error::Broken { reason, .. }) => {
+            assert!(reason.contains("initializer"), "{reason}");
+        }
+        other => panic!("expected Broken, got {other:?}"),
+    }
+    pool.shutdown(true, false);
+}

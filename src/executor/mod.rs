@@ -27,6 +27,14 @@
 //!
 //! Use [`ThreadPoolExecutor::spawn`](crate::ThreadPoolExecutor::spawn) for
 //! closures that capture.
+//!
+//! A closure that captures only zero-sized values is accepted: a worker
+//! re-creates it from nothing, as it does a `fn` item. Do not capture a
+//! zero-sized *proof token* (a `Copy` marker with a private constructor,
+//! whose existence promises that something was done in this process): the
+//! worker gets a token although nothing was done there. That is the one
+//! case in which this design, like `mitosis`' and `procspawn`'s, lets safe
+//! code break another crate's invariant.
 
 mod guard;
 pub(crate) mod task;

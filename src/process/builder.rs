@@ -11,6 +11,12 @@ use super::{entry, worker};
 use crate::Error;
 use crate::sync::lock;
 
+/// The smallest `max_frame_bytes` a pool accepts: room for the handshake
+/// and for a task's error, cut to fit, with some words of its message.
+const MIN_FRAME_BYTES: usize = 1024;
+/// The largest: a frame's length travels as 32 bits.
+const MAX_FRAME_BYTES: usize = u32::MAX as usize;
+
 /// Configures a [`ProcessPoolExecutor`]. Two builders are equal when they
 /// would build pools configured alike (see
 /// [`build_reusable`](Self::build_reusable)).
@@ -73,7 +79,9 @@ impl ProcessPoolBuilder {
 
     /// The largest message either side may send (default 1 GiB). A result
     /// over it fails its task with [`Error::Encode`]; a worker announcing a
-    /// larger frame is treated as broken, and replaced.
+    /// larger frame is treated as broken, and replaced. A task's panic
+    /// message and backtrace are cut to fit. [`build`](Self::build) refuses
+    /// values under 1 KiB or over 4 GiB − 1 (a frame's length is 32 bits).
     pub fn max_frame_bytes(mut self, n: usize) -> Self {
         self.max_frame_bytes = n;
         self
@@ -292,11 +300,14 @@ impl ProcessPoolBuilder {
     /// Starts the pool; its workers start in the background.
     pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
         worker::check_can_start_children("building a ProcessPoolExecutor", self.test_harness)?;
-        let max_workers = self.max_workers.unwrap_or_else(num_cpus::get);
-        if max_workers == 0 {
-            return Err(Error::InvalidConfig(
-                "max_workers must be greater than 0".into(),
-            ));
+        let max_workers =
+            crate::config::check_worker_count(self.max_workers.unwrap_or_else(num_cpus::get))?;
+        if !(MIN_FRAME_BYTES..=MAX_FRAME_BYTES).contains(&self.max_frame_bytes) {
+            return Err(Error::InvalidConfig(format!(
+                "max_frame_bytes is {}; it must be between {MIN_FRAME_BYTES} and \
+                 {MAX_FRAME_BYTES} (a frame's length is 32 bits)",
+                self.max_frame_bytes
+            )));
         }
         if self.max_tasks_per_child == Some(0) {
             return Err(Error::InvalidConfig(

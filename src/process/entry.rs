@@ -43,9 +43,16 @@
 //! * **Zero-sized `F` only.** A closure that captures data (or a `fn`
 //!   pointer, which is 8 bytes) is a compile error at monomorphisation
 //!   (`cargo build`, not always `cargo check`). A closure that captures only
-//!   zero-sized `Copy` values is accepted and conjured like a `fn` item;
-//!   such a capture must not stand for process-local state (no real type
-//!   does that and is also `Send + Copy + 'static`).
+//!   zero-sized `Copy` values is accepted and conjured like a `fn` item.
+//!   That is sound for every such capture but one kind: a *proof token*, a
+//!   zero-sized `Copy + Send + 'static` type with a private constructor
+//!   whose existence promises that something happened in this process
+//!   (`initialize()` ran, say). The worker gets a token although nothing
+//!   happened there, and a library that relies on the promise in `unsafe`
+//!   code would then misbehave. Stable Rust cannot tell such a closure
+//!   from one that captures nothing, so the public docs (`executor`
+//!   module) say not to capture one; `mitosis` and `procspawn` conjure
+//!   tasks the same way and share the gap.
 //! * Function pointers must be addresses in the image: true on every
 //!   target with processes that Rust supports (on ELFv1 PowerPC64 they point
 //!   at descriptors, which are also in the image).
@@ -170,12 +177,15 @@ where
     let run = || -> Result<Vec<u8>, RemoteError> {
         let a: A = codec::decode(arg)?;
         // SAFETY: `F` is zero-sized (asserted at compile time above), so a
-        // value of it has no bytes and `zeroed` writes none. `F: Fn` on
-        // stable Rust means `F` is a fn item or a closure; zero-sized means
-        // it captures nothing, or only zero-sized values. It is `Copy`, so
-        // duplicating the value the parent passed to `submit` is allowed,
-        // and every value of a zero-sized type is that same value: this is
-        // a copy of the parent's `F`. `'static` means it borrows nothing.
+        // value of it has no bytes and `zeroed` writes none: it is a valid
+        // `F`. `F: Fn` on stable Rust means `F` is a fn item or a closure;
+        // zero-sized means it captures nothing, or only zero-sized values.
+        // It is `Copy`, so duplicating the value the parent passed to
+        // `submit` is allowed, and every value of a zero-sized type is that
+        // same value: this is a copy of the parent's `F`. `'static` means it
+        // borrows nothing. The one promise a copy cannot carry to another
+        // process is a captured proof token's "this happened here"; the
+        // module docs and the public docs say not to capture one.
         let f: F = unsafe { std::mem::zeroed() };
         let r = f(a);
         Ok(codec::encode(&r)?)

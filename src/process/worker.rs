@@ -100,10 +100,7 @@ fn serve_if_worker() {
         let code = match run_worker(&marker.to_string_lossy()) {
             Ok(code) => code,
             Err(message) => {
-                eprintln!(
-                    "concurrent-futures worker {}: {message}",
-                    std::process::id()
-                );
+                report_failure(&message);
                 EXIT_BAD_START
             }
         };
@@ -187,24 +184,44 @@ fn run_worker(marker: &str) -> Result<i32, String> {
     if let Mode::Process { .. } = marker.mode {
         return crate::mp::serve_child(cmd, res);
     }
-    serve_pool(cmd, res).map(|()| 0)
+    Ok(serve_pool(cmd, res))
+}
+
+/// Tells the worker's stderr why it is giving up.
+fn report_failure(message: &str) {
+    eprintln!(
+        "concurrent-futures worker {}: {message}",
+        std::process::id()
+    );
+}
+
+/// Serves as a pool worker; returns the exit code. A failure is reported
+/// while the pipes are still open: the parent kills and reaps a worker
+/// once its result pipe closes, which would cut the report short.
+fn serve_pool(cmd: std::fs::File, res: std::fs::File) -> i32 {
+    let mut input = BufReader::with_capacity(64 * 1024, cmd);
+    let mut output = BufWriter::with_capacity(64 * 1024, res);
+    match serve_tasks(&mut input, &mut output) {
+        Ok(()) => 0,
+        Err(message) => {
+            report_failure(&message);
+            EXIT_BAD_START
+        }
+    }
 }
 
 /// The pool worker's loop: handshake, then tasks until `Shutdown` or end
 /// of stream.
-fn serve_pool(cmd: std::fs::File, res: std::fs::File) -> Result<(), String> {
-    let mut input = BufReader::with_capacity(64 * 1024, cmd);
-    let mut output = BufWriter::with_capacity(64 * 1024, res);
+fn serve_tasks(input: &mut impl std::io::BufRead, output: &mut impl Write) -> Result<(), String> {
     // Until the parent says otherwise, the handshake messages are small.
     let mut max_frame = 1 << 20;
     let hello = FromWorker::Ready {
         pid: std::process::id(),
         build: BuildId::current(),
     };
-    send(&mut output, &hello, max_frame)?;
+    send(output, &hello, max_frame)?;
     loop {
-        let msg: Option<ToWorker> =
-            read_message(&mut input, max_frame).map_err(|e| e.to_string())?;
+        let msg: Option<ToWorker> = read_message(input, max_frame).map_err(|e| e.to_string())?;
         match msg {
             None | Some(ToWorker::Shutdown) => return Ok(()),
             Some(ToWorker::Welcome {
@@ -226,7 +243,8 @@ fn serve_pool(cmd: std::fs::File, res: std::fs::File) -> Result<(), String> {
                     None => Ok(()),
                 };
                 let failed = outcome.is_err();
-                send(&mut output, &FromWorker::Initialized { outcome }, max_frame)?;
+                let outcome = outcome.map_err(|e| fit_error(e, max_frame));
+                send(output, &FromWorker::Initialized { outcome }, max_frame)?;
                 if failed {
                     return Ok(());
                 }
@@ -242,11 +260,7 @@ fn serve_pool(cmd: std::fs::File, res: std::fs::File) -> Result<(), String> {
                 let tramp = unsafe { entry::resolve(entry) };
                 let outcome = fit(tramp(&arg), max_frame);
                 drop(arg);
-                send(
-                    &mut output,
-                    &FromWorker::Done { task_id, outcome },
-                    max_frame,
-                )?;
+                send(output, &FromWorker::Done { task_id, outcome }, max_frame)?;
             }
             Some(other) => return Err(format!("unexpected message {other:?}")),
         }
@@ -254,18 +268,78 @@ fn serve_pool(cmd: std::fs::File, res: std::fs::File) -> Result<(), String> {
 }
 
 /// A result too large for one frame becomes that task's error instead of a
-/// frame the parent would refuse.
+/// frame the parent would refuse; an error too large (a long panic message
+/// or backtrace) is cut to fit. Either way the task gets an answer and the
+/// worker lives on: a frame it cannot send would end it.
 fn fit(outcome: Result<Vec<u8>, RemoteError>, max_frame: usize) -> Result<Vec<u8>, RemoteError> {
     match outcome {
-        Ok(bytes) if bytes.len() + 64 > max_frame => Err(RemoteError::Encode {
+        Ok(bytes) if bytes.len() + ENVELOPE > max_frame => Err(RemoteError::Encode {
             type_name: "task result".into(),
             message: format!(
                 "the encoded result is {} bytes, more than max_frame_bytes ({max_frame})",
                 bytes.len()
             ),
         }),
-        other => other,
+        Err(e) => Err(fit_error(e, max_frame)),
+        ok => ok,
     }
+}
+
+/// Room a `Done` or `Initialized` message takes around its payload.
+const ENVELOPE: usize = 64;
+
+/// Cuts an error's texts so that the message carrying it fits `max_frame`:
+/// the backtrace first, then the message, then the type name (the pool
+/// refuses a `max_frame_bytes` under 1 KiB, so some of each survives).
+fn fit_error(e: RemoteError, max_frame: usize) -> RemoteError {
+    // Each string is encoded with a length prefix of at most 8 bytes.
+    let mut room = max_frame.saturating_sub(ENVELOPE + 3 * 8);
+    let mut take = |s: String| {
+        let s = cut_to(s, room);
+        room -= s.len();
+        s
+    };
+    match e {
+        RemoteError::Panicked { message, backtrace } => {
+            let message = take(message);
+            let backtrace = backtrace.map(&mut take).filter(|b| !b.is_empty());
+            RemoteError::Panicked { message, backtrace }
+        }
+        RemoteError::Decode { type_name, message } => {
+            let type_name = take(type_name);
+            RemoteError::Decode {
+                type_name,
+                message: take(message),
+            }
+        }
+        RemoteError::Encode { type_name, message } => {
+            let type_name = take(type_name);
+            RemoteError::Encode {
+                type_name,
+                message: take(message),
+            }
+        }
+    }
+}
+
+/// `s` if it is at most `max` bytes; otherwise its start, cut at a
+/// character boundary, and a note saying so, in at most `max` bytes.
+fn cut_to(s: String, max: usize) -> String {
+    const NOTE: &str = "… (cut to fit max_frame_bytes)";
+    if s.len() <= max {
+        return s;
+    }
+    let Some(keep) = max.checked_sub(NOTE.len()) else {
+        return String::new();
+    };
+    let end = (0..=keep)
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0);
+    let mut out = s;
+    out.truncate(end);
+    out.push_str(NOTE);
+    out
 }
 
 fn send(out: &mut impl Write, msg: &FromWorker, max_frame: usize) -> Result<(), String> {
@@ -276,6 +350,41 @@ fn send(out: &mut impl Write, msg: &FromWorker, max_frame: usize) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_over_its_room_is_cut_at_a_char_boundary_with_a_note() {
+        assert_eq!(cut_to("short".into(), 100), "short");
+        let cut = cut_to("é".repeat(100), 60);
+        assert!(cut.len() <= 60, "{} bytes", cut.len());
+        assert!(
+            cut.starts_with('é') && cut.ends_with("max_frame_bytes)"),
+            "{cut}"
+        );
+        assert_eq!(cut_to("x".repeat(100), 5), "", "no room even for the note");
+    }
+
+    #[test]
+    fn an_error_too_long_for_its_frame_is_cut_until_its_message_fits() {
+        let max_frame = 1024;
+        let e = RemoteError::Panicked {
+            message: "m".repeat(5_000),
+            backtrace: Some("b".repeat(5_000)),
+        };
+        let fitted = fit(Err(e), max_frame).unwrap_err();
+        let msg = FromWorker::Done {
+            task_id: 1,
+            outcome: Err(fitted.clone()),
+        };
+        let mut frame = Vec::new();
+        write_message(&mut frame, &msg, max_frame).expect("fits one frame");
+        match fitted {
+            RemoteError::Panicked { message, backtrace } => {
+                assert!(message.starts_with("mmm"));
+                assert!(backtrace.is_none_or(|b| b.starts_with('b')));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn marker_parses_version_and_parent_pid() {

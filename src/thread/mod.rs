@@ -133,12 +133,7 @@ impl ThreadPoolBuilder {
 
     /// Starts the workers.
     pub fn build(self) -> Result<ThreadPoolExecutor, Error> {
-        let n = self.max_workers.unwrap_or_else(num_cpus::get);
-        if n == 0 {
-            return Err(Error::InvalidConfig(
-                "max_workers must be greater than 0".into(),
-            ));
-        }
+        let n = crate::config::check_worker_count(self.max_workers.unwrap_or_else(num_cpus::get))?;
         let name = self.prefix.unwrap_or_else(|| {
             format!(
                 "ThreadPoolExecutor-{}",
