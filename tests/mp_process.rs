@@ -488,3 +488,109 @@ fn a_grandchild_forked_without_exec_does_not_delay_join() {
         "the grandchild is not the child's to end"
     );
 }
+
+// ------------------------------------------- channels shared by threads --
+
+/// A `Queue::get` with a timeout gives up at its timeout even while
+/// another thread of the consumer waits in `get(None)` (Python's
+/// `get(timeout=t)` takes the reader lock within `t` too). It used to wait
+/// for that thread's lock without limit, until a value arrived.
+#[test]
+fn a_timed_get_times_out_while_another_thread_waits_in_get_none() {
+    let q = std::sync::Arc::new(Queue::<u32>::new().unwrap());
+    let q2 = q.clone();
+    let blocker = std::thread::spawn(move || q2.get(None));
+    std::thread::sleep(Duration::from_millis(100)); // it takes the turn
+    let (took_tx, took) = std::sync::mpsc::channel();
+    let q3 = q.clone();
+    let timed = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let r = q3.get(Some(Duration::from_millis(100)));
+        let _ = took_tx.send(t0.elapsed());
+        r
+    });
+    let waited = took.recv_timeout(Duration::from_secs(10));
+    q.put(1).unwrap(); // releases the blocker (and a hung timed get)
+    q.put(2).unwrap();
+    assert_eq!(blocker.join().unwrap(), Ok(1));
+    let waited = waited.expect("the timed get returned within 10 s");
+    assert!(waited < Duration::from_secs(5), "took {waited:?}");
+    assert!(matches!(timed.join().unwrap(), Err(Error::Timeout { .. })));
+    assert_eq!(q.get(Some(HANG)), Ok(2));
+}
+
+fn put_marker(q: Queue<Vec<u8>>) {
+    q.put(vec![7u8; 8]).unwrap();
+}
+
+/// The consumer's feeder thread blocked on a full pipe (more put than the
+/// pipe holds) does not keep the consumer from passing a producer to a
+/// child: `Process::new` only duplicates the descriptor. It used to take
+/// the lock the blocked feeder held, and wait for a drain that only the
+/// blocked caller could do.
+#[test]
+fn process_new_with_a_producer_does_not_wait_for_a_feeder_blocked_on_a_full_pipe() {
+    let q = Queue::<Vec<u8>>::new().unwrap();
+    for _ in 0..64 {
+        q.put(vec![1u8; 4000]).unwrap(); // 256 KB, four times the pipe
+    }
+    std::thread::sleep(Duration::from_millis(200)); // the feeder fills the pipe
+    let producer = q.producer();
+    let (made_tx, made) = std::sync::mpsc::channel();
+    let maker = std::thread::spawn(move || {
+        let p = Process::new(put_marker, producer).test_harness();
+        let _ = made_tx.send(());
+        p
+    });
+    let made = made.recv_timeout(Duration::from_secs(10));
+    let mut drained = 0; // lets a hung `Process::new` return, so the test ends
+    while drained < 64 {
+        q.get(Some(HANG)).unwrap();
+        drained += 1;
+    }
+    let mut p = maker.join().unwrap();
+    assert!(made.is_ok(), "Process::new waited for the pipe to drain");
+    p.start().unwrap();
+    assert_eq!(q.get(Some(HANG)).unwrap(), vec![7u8; 8]);
+    joined(&p);
+}
+
+/// A value whose `Serialize` panics.
+#[derive(Debug, serde::Deserialize)]
+struct PanicsOnSerialize;
+
+impl serde::Serialize for PanicsOnSerialize {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("PanicsOnSerialize serialized")
+    }
+}
+
+fn take_end_and_panicker(_: (Sender<u8>, PanicsOnSerialize)) {}
+
+/// A `Process` argument whose `Serialize` panics leaves the thread as it
+/// was: a channel end serialized outside a `Process` argument is still
+/// refused, and no duplicate of it is kept. The thread used to stay in
+/// "passing ends" mode, accepting such ends and keeping a descriptor for
+/// each.
+#[test]
+fn a_panicking_serialize_in_process_new_leaves_the_thread_refusing_stray_ends() {
+    let (tx, _rx) = pipe::<u8>().unwrap();
+    let (ends_tx, _ends_rx) = pipe::<Sender<u8>>().unwrap();
+    let tx2 = tx.clone();
+    let r = std::panic::catch_unwind(move || {
+        Process::new(take_end_and_panicker, (tx2, PanicsOnSerialize))
+    });
+    assert!(
+        r.is_err(),
+        "the panic reaches the caller, as any panic of its own"
+    );
+    let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = open_fds();
+    for _ in 0..20 {
+        assert!(matches!(
+            ends_tx.send(tx.clone()),
+            Err(Error::Encode { .. })
+        ));
+    }
+    assert_eq!(open_fds(), before, "descriptors kept for refused ends");
+}

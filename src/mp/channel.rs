@@ -1,7 +1,6 @@
 //! Typed channels between a parent and its [`Process`](crate::Process)
 //! children: [`pipe`] ([`Sender`] / [`Receiver`]) and [`Queue`].
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
@@ -9,12 +8,11 @@ use std::io::{self, Read, Write};
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
-use serde::de::{DeserializeOwned, Deserializer};
-use serde::ser::Serializer;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::lock;
 use crate::Error;
@@ -80,7 +78,12 @@ pub struct Sender<T> {
 }
 
 struct SenderInner {
-    pipe: Mutex<File>,
+    /// Written through `&File`, under `writing`; outside that lock only
+    /// duplicated (to pass this end to a child), which must not wait for
+    /// a send blocked on a full pipe.
+    pipe: File,
+    /// Held across all the chunks of one value.
+    writing: Mutex<()>,
     /// Tells this sender's chunks from those of other senders of this
     /// process on the same pipe.
     writer: u32,
@@ -108,7 +111,8 @@ impl<T> Sender<T> {
         static WRITERS: AtomicU32 = AtomicU32::new(0);
         Sender {
             inner: Arc::new(SenderInner {
-                pipe: Mutex::new(File::from(fd)),
+                pipe: File::from(fd),
+                writing: Mutex::new(()),
                 writer: WRITERS.fetch_add(1, Ordering::Relaxed),
             }),
             _type: PhantomData,
@@ -129,7 +133,8 @@ impl SenderInner {
     /// Writes one encoded value as tagged chunks (see the module docs).
     fn send_encoded(&self, payload: &[u8]) -> Result<(), Error> {
         let pid = std::process::id();
-        let mut pipe = lock(&self.pipe);
+        let _writing = lock(&self.writing);
+        let mut pipe = &self.pipe;
         let mut chunks = payload.chunks(CHUNK_PAYLOAD).peekable();
         let mut flags = FIRST;
         let mut buf = Vec::with_capacity(CHUNK_BYTES);
@@ -155,7 +160,7 @@ impl SenderInner {
 }
 
 /// Writes `buf` (at most `PIPE_BUF` bytes) with one `write` call.
-fn write_atomic(pipe: &mut File, buf: &[u8]) -> Result<(), Error> {
+fn write_atomic(pipe: &mut &File, buf: &[u8]) -> Result<(), Error> {
     loop {
         match pipe.write(buf) {
             Ok(n) if n == buf.len() => return Ok(()),
@@ -183,12 +188,20 @@ fn write_atomic(pipe: &mut File, buf: &[u8]) -> Result<(), Error> {
 ///
 /// Serializable only inside a [`Process`](crate::Process) argument.
 pub struct Receiver<T> {
+    /// Read through `&File` by the thread whose turn it is; outside a
+    /// turn only duplicated (to pass this end to a child).
+    pipe: File,
+    /// Whether a thread is reading: one at a time, since the chunks of a
+    /// value must all reach the one reassembling it. A thread waits for
+    /// its turn on `turn` within its own timeout.
+    reading: Mutex<bool>,
+    turn: Condvar,
+    /// Locked only by the thread whose turn it is.
     inner: Mutex<ReceiverState>,
     _type: PhantomData<fn() -> T>,
 }
 
 struct ReceiverState {
-    pipe: File,
     /// Values being reassembled, by (writer pid, writer number).
     partial: HashMap<(u32, u32), Vec<u8>>,
     ended: bool,
@@ -203,13 +216,45 @@ impl<T> fmt::Debug for Receiver<T> {
 impl<T> Receiver<T> {
     fn from_fd(fd: OwnedFd) -> Self {
         Receiver {
+            pipe: File::from(fd),
+            reading: Mutex::new(false),
+            turn: Condvar::new(),
             inner: Mutex::new(ReceiverState {
-                pipe: File::from(fd),
                 partial: HashMap::new(),
                 ended: false,
             }),
             _type: PhantomData,
         }
+    }
+
+    /// Waits, until `deadline`, for this thread's turn to read; the turn
+    /// passes on when the returned guard drops.
+    fn take_turn(&self, deadline: Option<Instant>) -> Option<Turn<'_>> {
+        let mut reading = lock(&self.reading);
+        while *reading {
+            reading = match deadline {
+                None => self.turn.wait(reading).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.checked_duration_since(Instant::now())?;
+                    self.turn
+                        .wait_timeout(reading, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        *reading = true;
+        Some(Turn(&self.reading, &self.turn))
+    }
+}
+
+/// A thread's turn to read a [`Receiver`]; passed on when dropped.
+struct Turn<'a>(&'a Mutex<bool>, &'a Condvar);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *lock(self.0) = false;
+        self.1.notify_one();
     }
 }
 
@@ -224,20 +269,24 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// that does not decode as `T` (the next one is still readable).
     pub fn recv(&self, timeout: Option<Duration>) -> Result<T, Error> {
         let deadline = crate::sync::deadline(timeout);
+        let timed_out = || Error::Timeout {
+            waited: timeout.unwrap_or_default(),
+        };
+        // Another thread's `recv(None)` may hold the turn indefinitely;
+        // this one waits for it only within its own timeout.
+        let _turn = self.take_turn(deadline).ok_or_else(timed_out)?;
         let mut st = lock(&self.inner);
         loop {
             if st.ended {
                 return Err(end_of_stream());
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let ready = os::poll_readable(st.pipe.as_fd(), left)
+            let ready = os::poll_readable(self.pipe.as_fd(), left)
                 .map_err(|e| Error::Io(format!("pipe poll failed: {e}")))?;
             if !ready {
-                return Err(Error::Timeout {
-                    waited: timeout.unwrap_or_default(),
-                });
+                return Err(timed_out());
             }
-            if let Some(value) = st.read_chunk()? {
+            if let Some(value) = st.read_chunk(&self.pipe)? {
                 return codec::decode(&value);
             }
         }
@@ -247,9 +296,9 @@ impl<T: DeserializeOwned> Receiver<T> {
 impl ReceiverState {
     /// Reads one chunk (present whole once any of it is, as it was written
     /// atomically). Returns a value when the chunk completes one.
-    fn read_chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {
+    fn read_chunk(&mut self, mut pipe: &File) -> Result<Option<Vec<u8>>, Error> {
         let mut len = [0u8; 4];
-        match read_full(&mut self.pipe, &mut len)? {
+        match read_full(&mut pipe, &mut len)? {
             0 => {
                 // Every writer is gone; a value some writer left unfinished
                 // (it died mid-send) will never complete.
@@ -268,7 +317,7 @@ impl ReceiverState {
             )));
         }
         let mut chunk = vec![0u8; rest];
-        let n = read_full(&mut self.pipe, &mut chunk)?;
+        let n = read_full(&mut pipe, &mut chunk)?;
         if n != rest {
             return Err(truncated(n, rest));
         }
@@ -313,7 +362,7 @@ fn truncated(got: usize, expected: usize) -> Error {
 }
 
 /// Reads until `buf` is full or end of file; returns the bytes read.
-fn read_full(pipe: &mut File, buf: &mut [u8]) -> Result<usize, Error> {
+fn read_full(pipe: &mut &File, buf: &mut [u8]) -> Result<usize, Error> {
     let mut got = 0;
     while got < buf.len() {
         match pipe.read(&mut buf[got..]) {
@@ -445,135 +494,9 @@ impl<T: DeserializeOwned> Queue<T> {
     }
 }
 
-// ------------------------------------------------ passing ends to a child --
-
-#[derive(Default)]
-struct Passing {
-    fds: Vec<OwnedFd>,
-    error: Option<String>,
-}
-
-thread_local! {
-    /// Set while `Process::new` serializes an argument: the channel ends
-    /// met so far.
-    static PASSING: RefCell<Option<Passing>> = const { RefCell::new(None) };
-}
-
-/// In the child: the passed descriptors, until an end claims its own.
-static RECEIVED: Mutex<Vec<Option<OwnedFd>>> = Mutex::new(Vec::new());
-
-/// Serializes a `Process` argument, collecting duplicates of the channel
-/// ends in it; the index an end serializes as is its place in the list.
-pub(crate) fn encode_passing<A: Serialize>(arg: &A) -> (Result<Vec<u8>, Error>, Vec<OwnedFd>) {
-    let outer = PASSING.with(|p| p.borrow_mut().replace(Passing::default()));
-    let encoded = codec::encode(arg);
-    let passing = PASSING
-        .with(|p| std::mem::replace(&mut *p.borrow_mut(), outer))
-        .unwrap_or_default();
-    let encoded = match (encoded, passing.error) {
-        // postcard drops a Serialize impl's own message; put ours back.
-        (Err(Error::Encode { type_name, .. }), Some(message)) => {
-            Err(Error::Encode { type_name, message })
-        }
-        (other, _) => other,
-    };
-    (encoded, passing.fds)
-}
-
-/// Child side: claims the `n` descriptors the parent passed.
-pub(crate) fn receive_passed(n: u32) -> Result<(), String> {
-    if n == 0 {
-        return Ok(());
-    }
-    let fds = os::take_passed_fds(n as usize).map_err(|e| e.to_string())?;
-    *lock(&RECEIVED) = fds.into_iter().map(Some).collect();
-    Ok(())
-}
-
-/// Records a duplicate of `fd` for the child; its index.
-fn pass<S: Serializer>(fd: std::os::fd::BorrowedFd<'_>, s: S) -> Result<S::Ok, S::Error> {
-    let index = PASSING.with(|p| {
-        let mut p = p.borrow_mut();
-        let Some(passing) = p.as_mut() else {
-            return Err(
-                "a channel end can only be serialized as part of a Process argument \
-                 (Process::new), not in a result or a pool task"
-                    .to_owned(),
-            );
-        };
-        match fd.try_clone_to_owned() {
-            Ok(dup) => {
-                passing.fds.push(dup);
-                Ok(passing.fds.len() as u32 - 1)
-            }
-            Err(e) => {
-                let message = format!("could not duplicate a channel end: {e}");
-                passing.error = Some(message.clone());
-                Err(message)
-            }
-        }
-    });
-    match index {
-        Ok(i) => s.serialize_u32(i),
-        Err(message) => Err(serde::ser::Error::custom(message)),
-    }
-}
-
-/// Claims passed descriptor `index` (each at most once).
-fn claim<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Error> {
-    let index = u32::deserialize(d)? as usize;
-    lock(&RECEIVED)
-        .get_mut(index)
-        .and_then(Option::take)
-        .ok_or_else(|| {
-            serde::de::Error::custom(
-                "a channel end that was not passed to this process (or was already claimed)",
-            )
-        })
-}
-
-impl<T> Serialize for Sender<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let pipe = lock(&self.inner.pipe);
-        pass(pipe.as_fd(), s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for Sender<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        claim(d).map(Sender::from_fd)
-    }
-}
-
-impl<T> Serialize for Receiver<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let st = lock(&self.inner);
-        pass(st.pipe.as_fd(), s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for Receiver<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        claim(d).map(Receiver::from_fd)
-    }
-}
-
-impl<T> Serialize for Queue<T> {
-    /// A queue travels as its sender: the child is a producer.
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.tx.serialize(s)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for Queue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Queue {
-            tx: Sender::deserialize(d)?,
-            rx: None,
-            feeder: OnceLock::new(),
-        })
-    }
-}
+#[path = "passing.rs"]
+mod passing;
+pub(crate) use passing::{encode_passing, receive_passed};
 
 #[cfg(test)]
 #[path = "channel_tests.rs"]

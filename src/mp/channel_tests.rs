@@ -29,7 +29,7 @@ fn interleaved_chunks_of_two_senders_reassemble() {
     // on two threads: their chunks interleave on the pipe.
     let (a, b) = (
         tx.clone(),
-        Sender::<Vec<u8>>::from_fd(lock(&tx.inner.pipe).as_fd().try_clone_to_owned().unwrap()),
+        Sender::<Vec<u8>>::from_fd(tx.inner.pipe.as_fd().try_clone_to_owned().unwrap()),
     );
     drop(tx);
     let ta = std::thread::spawn(move || {

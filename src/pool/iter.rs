@@ -16,7 +16,7 @@ use crate::{Error, Executor, MapOptions, Portable};
 /// input is read only as results are consumed. Items of one chunk come out
 /// together, in their input order. Dropping the iterator cancels the tasks
 /// not yet yielded. For the input index of each result, use
-/// [`ExecutorExt::map_unordered`] on [`Pool::executor`](crate::Pool::executor).
+/// [`ExecutorExt::map_unordered`](crate::ExecutorExt::map_unordered) on [`Pool::executor`](crate::Pool::executor).
 pub struct ImapUnordered<'a, R> {
     inner: MapUnordered<'a, ChunkResult<R>>,
     /// Items per chunk, by chunk index, until the chunk is yielded (a chunk
