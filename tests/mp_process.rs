@@ -11,7 +11,7 @@ use concurrent_futures::{Error, Process, Queue, Receiver, Sender, pipe};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::is_alive;
+use common::{KillOnDrop, is_alive};
 
 /// Longest any single wait may take before the test calls it a hang.
 const HANG: Duration = Duration::from_secs(60);
@@ -451,19 +451,6 @@ fn fork_a_sleeper_then_exit(tx: Sender<u32>) {
     }
     tx.send(pid as u32).unwrap();
     std::process::exit(3);
-}
-
-/// Kills the listed processes when the test ends, however it ends.
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: kill() takes plain integers; `pid` is a grandchild
-            // this test had forked, still ours to end.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-    }
 }
 
 /// A grandchild forked without exec inherits the child's result pipe; it

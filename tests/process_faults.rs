@@ -30,7 +30,7 @@ use concurrent_futures::{Error, ExecutorExt, MapOptions, ProcessPoolExecutor, WO
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{HANG, is_alive, pool, stat_of, wait};
+use common::{HANG, KillOnDrop, is_alive, pool, stat_of, wait};
 
 /// Set in helper processes started by this file's tests (not the workers).
 const HELPER_ENV: &str = "CF_FAULTS_HELPER";
@@ -688,21 +688,6 @@ fn spawn_daemon(_: ()) -> u32 {
         .trim()
         .parse()
         .expect("the daemon's pid")
-}
-
-/// Kills the grandchildren when the test ends, however it ends.
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            if is_alive(pid) {
-                // SAFETY: kill() takes plain integers; `pid` is a `sleep`
-                // this test started through a task and is still running.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            }
-        }
-    }
 }
 
 /// Part 4: a task that leaves a child (or a daemon) running does not keep

@@ -14,7 +14,7 @@ use concurrent_futures::{Error, ExecutorExt, ProcessPoolExecutor};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{FileGate, HANG, await_file, is_alive, stat_of, wait, wait_until};
+use common::{FileGate, HANG, KillOnDrop, await_file, is_alive, stat_of, wait, wait_until};
 
 const SLEEP: &str = "sleep 1000; true";
 /// Ignores SIGTERM, and so does its sleep (an ignored signal stays ignored
@@ -87,22 +87,6 @@ fn task_with_a_tree(
         .collect();
     let pids = [pids[0], pids[1]];
     (f, pids, KillOnDrop(pids.to_vec()), never)
-}
-
-/// Kills the processes still alive when dropped, so that a failing test
-/// leaves no `sleep` behind.
-struct KillOnDrop(Vec<u32>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for &pid in self.0.iter().filter(|&&p| is_alive(p)) {
-            // SAFETY: kill() takes two integers and touches no memory.
-            // `pid` was alive a moment ago, a process this test's task
-            // started (it sleeps 1000 s: it has not exited and been
-            // replaced since).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-    }
 }
 
 fn assert_stopped(pids: &[u32]) {

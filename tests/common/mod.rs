@@ -332,6 +332,22 @@ pub fn is_alive(pid: u32) -> bool {
     matches!(stat_of(pid), Some((s, _)) if s != 'Z' && s != 'X')
 }
 
+/// Kills the listed processes still alive when dropped, so that a test
+/// that fails leaves none of the processes it started behind.
+pub struct KillOnDrop(pub Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for &pid in self.0.iter().filter(|&&p| is_alive(p)) {
+            // SAFETY: kill() takes two integers and touches no memory.
+            // `pid` was alive a moment ago and is a process the test
+            // started (they all sleep far longer than any test runs, so it
+            // has not exited and had its pid reused since).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
 /// Whether our child `pid` has been reaped: no process has that pid now,
 /// or one that is not our child does (the pid was reused since).
 pub fn reaped(pid: u32) -> bool {
