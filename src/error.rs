@@ -23,9 +23,11 @@ pub enum Error {
         backtrace: Option<String>,
     },
 
-    /// The future was cancelled before it started (by `cancel()`, by
-    /// `shutdown(cancel_futures = true)`, or by a `map` whose deadline passed).
-    #[error("the task was cancelled before it ran")]
+    /// The future was cancelled: before it started (by `cancel()`, by
+    /// `shutdown(cancel_futures = true)`, or by a `map` whose deadline
+    /// passed), or while it ran on a process pool built with
+    /// `kill_on_cancel`.
+    #[error("the task was cancelled")]
     Cancelled,
 
     /// `result(timeout)` or `exception(timeout)` gave up waiting. The task is
@@ -46,10 +48,12 @@ pub enum Error {
     },
 
     /// A `map` deadline (counted from the `map` call) passed before this item
-    /// was done; this item and every later one were cancelled. Distinct from a
-    /// task's own failure (PP12).
+    /// was done; the map ends here, and the items not yet started were
+    /// cancelled (one already running goes on in the background, as a task
+    /// past `result`'s timeout does). Distinct from a task's own failure
+    /// (PP12).
     #[error(
-        "the map deadline of {timeout:?} passed before this item finished; it and later items were cancelled"
+        "the map deadline of {timeout:?} passed before this item finished; the items not yet started were cancelled"
     )]
     MapDeadline {
         /// The timeout given to `map`.
@@ -78,11 +82,16 @@ pub enum Error {
     #[error("cannot schedule new futures after shutdown")]
     Shutdown,
 
-    /// The executor can no longer run tasks (for example, a worker
-    /// initializer panicked). Build a new executor.
+    /// The executor can no longer run tasks (a worker initializer
+    /// panicked, workers cannot start), or it was stopped by force while it
+    /// held this task (`kill_workers`, `terminate_workers`, a
+    /// `shutdown_within` deadline, `Pool::terminate`). Build a new executor.
     #[error("the {executor} is broken and will not run tasks: {reason}; build a new one")]
     Broken {
-        /// Which executor (`"thread pool"`, `"process pool"`).
+        /// Which executor: `"thread pool"`, `"process pool"`,
+        /// `"multiprocessing-style pool"` (a [`Pool`](crate::Pool) stopped
+        /// by `terminate()`), or `"promise"` (a `Promise` dropped
+        /// unfulfilled).
         executor: &'static str,
         /// What broke it.
         reason: String,

@@ -389,3 +389,30 @@ fn an_initializer_panic_longer_than_max_frame_bytes_still_names_the_initializer(
     }
     pool.shutdown(true, false);
 }
+
+fn byte_len(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+/// D1 in a map: an argument that does not fit (or does not encode) fails
+/// its own item with `Encode`, and the map goes on with the next inputs,
+/// ordered or not (decision 2). The map used to take the error for a
+/// refusal and end there, dropping the rest of the input without a word.
+#[test]
+fn d1_an_argument_that_fails_to_encode_fails_only_its_item_in_a_map() {
+    let pool = small_frames().build().unwrap();
+    let inputs = || [10, 20, 10_000, 30, 40].map(|n| vec![0u8; n]);
+    let ordered: Vec<Result<usize, Error>> = pool.map(byte_len, inputs()).collect();
+    assert_eq!(ordered.len(), 5, "{ordered:?}");
+    assert!(
+        matches!(ordered[2], Err(Error::Encode { .. })),
+        "{ordered:?}"
+    );
+    assert_eq!(ordered[4], Ok(40));
+    let mut unordered: Vec<(usize, Result<usize, Error>)> =
+        pool.map_unordered(byte_len, inputs()).collect();
+    unordered.sort_by_key(|(i, _)| *i);
+    assert_eq!(unordered.len(), 5, "{unordered:?}");
+    assert!(matches!(unordered[2].1, Err(Error::Encode { .. })));
+    pool.shutdown(true, false);
+}

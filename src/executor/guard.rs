@@ -47,8 +47,9 @@ use crate::Error;
 /// * inside a task of its own thread pool, it waits for the other workers;
 ///   tasks queued behind it on its own worker have not run yet when the
 ///   drop returns;
-/// * inside a done-callback of its own process pool (those run on the
-///   pool's reader threads), it waits forever: drop it elsewhere.
+/// * inside a done-callback of its own process pool (which runs on the
+///   reader thread of the worker that finished the task), it waits for
+///   every other worker; that worker exits once the callback returns.
 ///
 /// Bind it to a name: `ShutdownGuard::new(pool);` alone, or
 /// `let _ = ShutdownGuard::new(pool);`, drops it, and so shuts the pool

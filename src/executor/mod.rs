@@ -53,7 +53,9 @@ use crate::map::{ChunkResult, ItemPanic, Map, MapOptions, MapUnordered};
 use crate::{Error, Future};
 
 /// A value that can be a portable task's argument or result: serde both
-/// ways, `Send`, and owning its data. Implemented for every such type.
+/// ways, `Send`, and owning its data. Implemented for every such type. A
+/// result must also be `Sync` (`submit` asks for it), since
+/// [`Future::result`] lends it to any thread.
 pub trait Portable: Serialize + DeserializeOwned + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Send + 'static> Portable for T {}
 
@@ -284,7 +286,8 @@ pub trait ExecutorExt: Executor {
 
     /// Maps `func` over `inputs`, yielding each result in input order as a
     /// `Result` at its own position: an error does not end the iteration
-    /// (decision 2). At most `2 × max_workers` tasks are in flight (M13,
+    /// (decision 2), except a refusal: once the executor is shut down or
+    /// broken, that item carries the error and the map ends (M15). At most `2 × max_workers` tasks are in flight (M13,
     /// decision 5); see [`map_with`](Self::map_with) for the window, a
     /// deadline and chunking. Dropping the iterator cancels the tasks not
     /// yet yielded (M7).
@@ -385,7 +388,9 @@ pub trait ExecutorExt: Executor {
 /// shut down or is broken), that item's future carries the refusal and the
 /// map pulls no more input: it ends after that item, as CPython's does
 /// (M15), instead of failing every remaining item of a long or endless
-/// input.
+/// input. Any other error of `execute` fails only its own item: a process
+/// pool reports an argument that does not encode that way (D1), and the
+/// map goes on with the next input.
 pub(crate) struct Feed<'a, E: ?Sized> {
     executor: &'a E,
     pub(crate) refused: bool,
@@ -408,8 +413,8 @@ impl<'a, E: Executor + ?Sized> Feed<'a, E> {
         let pool = self.executor.__thread_pool_id();
         let (task, future) = PortableTask::create_for(func, arg, pool);
         if let Err((task, error)) = self.executor.execute(Task { job: task }) {
+            self.refused = matches!(error, Error::Shutdown | Error::Broken { .. });
             task.fail(error);
-            self.refused = true;
         }
         future
     }

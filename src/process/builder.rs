@@ -235,7 +235,9 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Command-line arguments for workers (default: none).
+    /// Command-line arguments for workers (default: none; with
+    /// [`test_harness`](Self::test_harness), the harness filter that runs
+    /// the hidden worker test, which these replace).
     pub fn worker_args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,

@@ -81,7 +81,8 @@ pub use worker::{WORKER_ENV, init};
 /// ```
 ///
 /// Workers re-run the test binary as
-/// `<binary> __concurrent_futures_worker --nocapture` (a name filter, so
+/// `<binary> __concurrent_futures_worker --nocapture --test-threads=1 --quiet`
+/// (a name filter, so
 /// the macro may also sit inside a module); the hidden
 /// test calls [`init`], which serves tasks and exits. In a normal test run
 /// the hidden test passes at once.

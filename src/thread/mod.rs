@@ -223,8 +223,9 @@ impl ThreadPoolExecutor {
     }
 
     /// Runs any `Send` closure on the pool (threads only: no serde bounds,
-    /// captures allowed). If the pool is shut down or broken, the future has
-    /// already failed with that error.
+    /// captures allowed); its result must be `Send + Sync`, since
+    /// [`Future::result`] lends it to any thread. If the pool is shut down
+    /// or broken, the future has already failed with that error.
     pub fn spawn<F, R>(&self, f: F) -> Future<R>
     where
         F: FnOnce() -> R + Send + 'static,
