@@ -581,3 +581,49 @@ fn a_panicking_serialize_in_process_new_leaves_the_thread_refusing_stray_ends() 
     }
     assert_eq!(open_fds(), before, "descriptors kept for refused ends");
 }
+
+/// Child: opens a file (the child closed its command pipe, so the file
+/// gets descriptor 3, that pipe's old number) and runs `cat` on it through
+/// a `fork()` (a `pre_exec` hook makes std fork); returns the descriptor
+/// and what `cat` read.
+fn cat_a_file_through_a_forked_child(path: String) -> (i32, String) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let file = std::fs::File::open(&path).expect("open the file");
+    let fd = file.as_raw_fd();
+    let mut cmd = std::process::Command::new("cat");
+    cmd.stdin(std::process::Stdio::from(file));
+    // SAFETY: the hook does nothing; it only makes std use fork().
+    unsafe {
+        cmd.pre_exec(|| Ok(()));
+    }
+    let out = cmd.output().expect("run cat");
+    (fd, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The fork handler that hides the protocol pipes from forked children
+/// touches only the pipes: a file of the function's that reuses a pipe's
+/// old descriptor number reaches a forked child intact. (The handler's
+/// first version pointed descriptors 3 and 4 at /dev/null whatever they
+/// held.)
+#[test]
+fn a_file_on_a_closed_pipes_descriptor_number_reaches_a_forked_child_intact() {
+    let dir = std::env::temp_dir().join(format!("cf-fd-reuse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("input.txt");
+    std::fs::write(&path, "hello from the file\n").unwrap();
+    let mut p = Process::new(
+        cat_a_file_through_a_forked_child,
+        path.to_string_lossy().into_owned(),
+    )
+    .test_harness();
+    p.start().unwrap();
+    joined(&p);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (fd, text) = p.result().expect("a result").expect("the function ran");
+    assert_eq!(fd, 3, "the test no longer reuses the pipe's number");
+    assert_eq!(
+        text, "hello from the file\n",
+        "cat read something else on fd {fd}"
+    );
+}

@@ -132,6 +132,31 @@ fn s3_shutdown_wait_from_a_done_callback_waits_for_the_other_workers_only() {
     assert!(pool.worker_pids().len() <= 1);
 }
 
+/// S3 from several done-callbacks at once, on the readers of two workers
+/// ("on the first error, shut down", attached to every future): each waits
+/// for the other workers but not for those whose callbacks wait too. They
+/// used to wait for each other's worker, and neither returned.
+#[test]
+fn s3_shutdown_wait_from_two_done_callbacks_on_two_workers_returns_in_both() {
+    let pool = std::sync::Arc::new(pool(2));
+    wait_until("both workers serve", || pool.worker_pids().len() == 2);
+    let (tx, rx) = mpsc::channel();
+    let a = pool.submit(sleep_ms, 300);
+    let b = pool.submit(sleep_ms, 300);
+    for f in [&a, &b] {
+        let (p, tx) = (pool.clone(), tx.clone());
+        f.add_done_callback(move |_| {
+            p.shutdown(true, false);
+            let _ = tx.send(());
+        });
+    }
+    assert_ne!(wait(a), wait(b), "the two tasks ran on one worker");
+    for n in 1..=2 {
+        rx.recv_timeout(HANG)
+            .unwrap_or_else(|_| panic!("shutdown(wait = true) in callback {n} never returned"));
+    }
+}
+
 /// PP8 from a done-callback: `shutdown_within` finishes as soon as the
 /// other workers have, instead of running into its deadline and signalling
 /// workers that were only waiting for the callback to return.

@@ -23,7 +23,9 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::child::{self, WorkerChild};
 
@@ -150,7 +152,7 @@ pub(crate) fn take_protocol_fds() -> io::Result<(File, File)> {
             return Err(io::Error::last_os_error());
         }
     }
-    keep_protocol_fds_from_forked_children()?;
+    keep_protocol_fds_from_forked_children([&cmd, &res])?;
     Ok((cmd, res))
 }
 
@@ -164,39 +166,71 @@ pub(crate) fn take_protocol_fds() -> io::Result<(File, File)> {
 /// `/dev/null` (or closes them if that cannot be opened) before `fork()`
 /// returns there.
 ///
+/// Only copies of *the pipes*: a descriptor number is reused once closed
+/// (a `Process` child closes its command pipe before it runs the
+/// function, whose first file then gets that number), so the handler
+/// checks each descriptor's device and inode against the pipe's, recorded
+/// here, and leaves any other file alone.
+///
 /// The grandchild loses nothing it could use: the pipes belong to the
 /// worker's conversation with its parent, and a grandchild that wandered
 /// back into the worker's loop now reads end-of-file and exits instead of
 /// interleaving frames with the worker's. `posix_spawn` and raw `clone`
 /// skip fork handlers, but what they start either execs (close-on-exec
 /// applies) or is no `fork()` a library would issue.
-fn keep_protocol_fds_from_forked_children() -> io::Result<()> {
-    extern "C" fn detach_protocol_fds() {
-        // SAFETY: runs in the child of a fork, where only async-signal-safe
-        // calls are allowed: open, dup3 and close are, and they take a
-        // static C string and plain integers.
-        unsafe {
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
-            for fd in [CMD_FD, RES_FD] {
-                if null < 0 || libc::dup3(null, fd, libc::O_CLOEXEC) < 0 {
-                    libc::close(fd);
-                }
-            }
-            if null >= 0 {
-                libc::close(null);
-            }
-        }
+fn keep_protocol_fds_from_forked_children(pipes: [&File; 2]) -> io::Result<()> {
+    for (file, id) in pipes.into_iter().zip(&PROTOCOL_PIPES) {
+        let meta = file.metadata()?;
+        id.0.store(meta.dev(), Ordering::Relaxed);
+        id.1.store(meta.ino(), Ordering::Relaxed);
     }
     static REGISTERED: once_cell::sync::OnceCell<i32> = once_cell::sync::OnceCell::new();
     // SAFETY: registers a handler with no captured state (a plain function
-    // that touches only the two fixed descriptors); it stays valid for the
-    // life of the process, as pthread_atfork requires.
+    // that reads two statics and touches only the two fixed descriptors);
+    // it stays valid for the life of the process, as pthread_atfork
+    // requires.
     let r = *REGISTERED
         .get_or_init(|| unsafe { libc::pthread_atfork(None, None, Some(detach_protocol_fds)) });
     if r != 0 {
         return Err(io::Error::from_raw_os_error(r));
     }
     Ok(())
+}
+
+/// (device, inode) of the pipes on [`CMD_FD`] and [`RES_FD`]; zero until
+/// recorded (no pipe has inode 0).
+static PROTOCOL_PIPES: [(AtomicU64, AtomicU64); 2] = [
+    (AtomicU64::new(0), AtomicU64::new(0)),
+    (AtomicU64::new(0), AtomicU64::new(0)),
+];
+
+/// The fork handler (see [`keep_protocol_fds_from_forked_children`]).
+extern "C" fn detach_protocol_fds() {
+    for (fd, id) in [CMD_FD, RES_FD].into_iter().zip(&PROTOCOL_PIPES) {
+        let (dev, ino) = (id.0.load(Ordering::Relaxed), id.1.load(Ordering::Relaxed));
+        // SAFETY: `stat` is plain old data, all zeroes a valid value.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: runs in the child of a fork, where only async-signal-safe
+        // calls are allowed: fstat, open, dup3 and close are. fstat writes
+        // into `st`, which lives across the call; the rest take a static C
+        // string and plain integers.
+        unsafe {
+            if ino == 0
+                || libc::fstat(fd, &mut st) != 0
+                || st.st_dev as u64 != dev
+                || st.st_ino as u64 != ino
+            {
+                continue; // not (any more) the pipe: someone else's file
+            }
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            if null < 0 || libc::dup3(null, fd, libc::O_CLOEXEC) < 0 {
+                libc::close(fd);
+            }
+            if null >= 0 {
+                libc::close(null);
+            }
+        }
+    }
 }
 
 /// `Process` child side: takes ownership of the `n` channel ends the parent

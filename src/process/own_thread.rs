@@ -13,13 +13,19 @@
 //! `live + finishing` count while it runs a callback: a reader's worker is
 //! counted in `live` while served and in `finishing` while its tasks are
 //! failed; the supervisor fails tasks only for a start counted in
-//! `finishing`. So a waiter on an own thread waits for everything but that
-//! one unit (CPython raises `RuntimeError` here instead: it cannot join
-//! its own thread).
+//! `finishing`. So own threads waiting in shutdown wait for everything but
+//! one unit each: several callbacks may shut the pool down at once (each
+//! on its own reader: "on the first error, shut down"), and each must
+//! discount the others' units too, or none would ever return. While the
+//! supervisor is one of them, nobody waits for wanted workers either: it is
+//! the one that starts them. (CPython raises `RuntimeError` here instead:
+//! it cannot join its own thread.)
 
 use std::cell::Cell;
+use std::time::Instant;
 
 use super::pool::Shared;
+use crate::sync::lock;
 
 /// What an own thread does for its pool.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -47,6 +53,36 @@ pub(crate) fn enter(shared: &Shared, role: Role) {
 pub(crate) fn role_in(shared: &Shared) -> Option<Role> {
     let (pool, role) = OWN.with(Cell::get);
     if pool == address(shared) { role } else { None }
+}
+
+/// `shutdown(wait = true)`'s wait, on one of `shared`'s own threads:
+/// until everything has ended but the units the own threads waiting here
+/// hold, or `deadline` passes. Returns whether it got there.
+pub(crate) fn wait_for_the_others(shared: &Shared, deadline: Option<Instant>) -> bool {
+    let supervisor = role_in(shared) == Some(Role::Supervisor);
+    let mut st = lock(&shared.state);
+    st.own_waiters += 1;
+    st.supervisor_waits |= supervisor;
+    // The others may be waiting for this one's unit.
+    shared.cond.notify_all();
+    let ended = loop {
+        let others = st.live + st.finishing > st.own_waiters;
+        if !others && (st.want == 0 || st.supervisor_waits) {
+            break true;
+        }
+        st = match crate::sync::wait_deadline(&shared.cond, st, deadline) {
+            Ok(g) => g,
+            Err(g) => {
+                st = g;
+                break false;
+            }
+        };
+    };
+    st.own_waiters -= 1;
+    if supervisor {
+        st.supervisor_waits = false;
+    }
+    ended
 }
 
 fn address(shared: &Shared) -> usize {

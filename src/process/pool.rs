@@ -244,13 +244,13 @@ impl ProcessPoolExecutor {
     /// everything ended.
     ///
     /// On one of the pool's own threads (a done-callback), it waits for
-    /// everything but what that thread itself holds (see [`own_thread`]).
+    /// everything but what such waiting threads hold (see [`own_thread`]).
     fn wait_for_workers(&self, deadline: Option<Instant>) -> bool {
-        let role = own_thread::role_in(&self.shared);
-        let mine = usize::from(role.is_some());
-        let want_matters = role != Some(own_thread::Role::Supervisor);
+        if own_thread::role_in(&self.shared).is_some() {
+            return own_thread::wait_for_the_others(&self.shared, deadline);
+        }
         let mut st = lock(&self.shared.state);
-        while st.live + st.finishing > mine || (want_matters && st.want > 0) {
+        while st.live > 0 || st.want > 0 || st.finishing > 0 {
             st = match crate::sync::wait_deadline(&self.shared.cond, st, deadline) {
                 Ok(g) => g,
                 Err(_) => return false,

@@ -179,6 +179,11 @@ pub(crate) struct State {
     /// (outside the lock): `shutdown(wait = true)` waits for these too, so
     /// it never returns before a dead worker's futures have ended (S3).
     pub(crate) finishing: usize,
+    /// The pool's own threads blocked in `shutdown(wait = true)` (from a
+    /// done-callback), each holding back one unit of `live + finishing`,
+    /// and whether the supervisor is one of them (see `own_thread`).
+    pub(crate) own_waiters: usize,
+    pub(crate) supervisor_waits: bool,
     /// Set in a `kill_on_cancel` pool: watches every task sent, and stops
     /// the ones cancelled while they run (see `cancel`).
     pub(crate) stop_on_cancel: Option<Arc<dyn crate::future::core::Watcher>>,

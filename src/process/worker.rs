@@ -288,9 +288,11 @@ fn fit(outcome: Result<Vec<u8>, RemoteError>, max_frame: usize) -> Result<Vec<u8
 /// Room a `Done` or `Initialized` message takes around its payload.
 const ENVELOPE: usize = 64;
 
-/// Cuts an error's texts so that the message carrying it fits `max_frame`:
-/// the backtrace first, then the message, then the type name (the pool
-/// refuses a `max_frame_bytes` under 1 KiB, so some of each survives).
+/// Cuts an error's texts so that the message carrying it fits `max_frame`.
+/// The room goes to the texts in order of use, so what is cut is the last:
+/// a panic's message before its backtrace (which is dropped if nothing is
+/// left), a codec error's type name before its message. The pool refuses a
+/// `max_frame_bytes` under 1 KiB, so the first text keeps most of that.
 fn fit_error(e: RemoteError, max_frame: usize) -> RemoteError {
     // Each string is encoded with a length prefix of at most 8 bytes.
     let mut room = max_frame.saturating_sub(ENVELOPE + 3 * 8);
