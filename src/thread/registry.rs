@@ -292,6 +292,11 @@ impl Registry {
         }
         self.shut_down.store(true, Ordering::SeqCst);
         if cancel_futures {
+            // The sweep's half of the handshake with a racing submit
+            // (module docs): flag, fence, then look at the queues. Either
+            // the sweep sees the task, or the submit sees the flag and
+            // sweeps itself.
+            fence_seqcst();
             self.cancel_queued();
         }
         self.sleep.wake_all();
@@ -411,6 +416,39 @@ mod loom_tests {
                     );
                 }
             }
+        });
+    }
+
+    /// S5: `shutdown(cancel_futures = true)` racing a submit. Once both
+    /// calls have returned, the task was refused, or it is cancelled, not
+    /// left queued to run: the submit that pushed after the shutdown's
+    /// sweep sweeps again, and the pool's fate is `Cancel` for anything a
+    /// worker still takes.
+    #[test]
+    fn loom_shutdown_cancelling_queued_work_racing_submit_never_leaves_the_task_to_run() {
+        loom::model(|| {
+            let (registry, _locals) = Registry::new(1);
+            let (r1, r2) = (registry.clone(), registry.clone());
+            let (job, fut) = ClosureTask::create(|| 1u8);
+            let job = job.into_thin();
+            // As `ThreadPoolExecutor::execute`: a refused task is failed.
+            let submitter = thread::spawn(move || match r1.inject(job, None) {
+                Ok(()) => true,
+                Err((job, error)) => {
+                    job.fail(error);
+                    false
+                }
+            });
+            let stopper = thread::spawn(move || r2.shutdown(true));
+            let accepted = submitter.join().unwrap();
+            stopper.join().unwrap();
+            assert_eq!(registry.fate(), super::Fate::Cancel);
+            if accepted {
+                assert!(fut.cancelled(), "an accepted task is left to run");
+            } else {
+                assert!(fut.done() && !fut.cancelled(), "a refused task fails");
+            }
+            assert!(!registry.has_work(), "a cancelled task stays queued");
         });
     }
 
