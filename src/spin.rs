@@ -31,7 +31,7 @@
 //! that looks every few nanoseconds while a thread streams tasks takes them
 //! one at a time and makes every submit pay a round trip between cores (a
 //! 200k-task stream: 28–38 ms against 21–25 ms when the worker looks every
-//! ~6 µs and takes them in batches). But a caller doing submit-then-wait
+//! ~6 µs and finds several queued). But a caller doing submit-then-wait
 //! round trips needs the next task noticed at once (0.4 µs round trips
 //! against 6.4 µs). The worker tells the two apart by whether anyone was
 //! waiting for the result of the task it just ran ([`note_task_awaited`],

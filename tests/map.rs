@@ -801,3 +801,53 @@ fn size_hint_of_a_map_with_a_deadline_counts_at_most_one_item_as_certain() {
     );
     assert!(upper.is_none_or(|u| u >= items.len()));
 }
+
+/// A user's executor that has been closed: as `Executor::execute`'s docs
+/// say ("On error (the executor is shut down or broken) the task is
+/// handed back"), it refuses every task. It names the refusal with an
+/// error of its own choosing, as `Pool` does for its own refusal
+/// (`InvalidConfig("Pool not running")`).
+#[derive(Debug, Default)]
+struct Closed {
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl Executor for Closed {
+    fn execute(
+        &self,
+        task: concurrent_futures::Task,
+    ) -> Result<(), (concurrent_futures::Task, Error)> {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Err((task, Error::InvalidConfig("executor not running".into())))
+    }
+    fn shutdown(&self, _wait: bool, _cancel_futures: bool) {}
+    fn max_workers(&self) -> usize {
+        2
+    }
+}
+
+/// M15 with a user's executor that refuses with an error of its own: the
+/// map ends after that item, whatever the error (only a process pool's
+/// `Encode` fails one item and goes on). Mapping over an endless input
+/// must not call `execute` forever.
+#[test]
+fn m15_a_map_over_an_endless_input_ends_when_a_user_executor_refuses() {
+    let ex = Closed::default();
+    let yielded = ex.map(double_it, 0u64..).take(10_000).count();
+    let unordered = ex.map_unordered(double_it, 0u64..).take(10_000).count();
+    let chunked = ex
+        .map_with(double_it, 0u64.., MapOptions::new().chunksize(4))
+        .take(10_000)
+        .count();
+    assert_eq!(
+        (yielded, unordered, chunked),
+        (1, 1, 4),
+        "the map did not end at the refusal: execute was called {} times",
+        ex.calls.load(std::sync::atomic::Ordering::Relaxed)
+    );
+}
+
+fn double_it(x: u64) -> u64 {
+    x * 2
+}

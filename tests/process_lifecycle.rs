@@ -157,6 +157,107 @@ fn s3_shutdown_wait_from_two_done_callbacks_on_two_workers_returns_in_both() {
     }
 }
 
+/// S3 from a done-callback (on worker W1's reader) that shuts the pool down
+/// and waits, at a moment when the other worker W2 has just been reaped
+/// and its replacement is wanted but not yet started (`want == 1`,
+/// `live == 1`: only W1). `wait_for_the_others` waits for `want == 0`;
+/// the supervisor then sees the pool shut down with nothing queued and
+/// zeroes `want` (pool.rs `supervise`) without notifying, and nothing
+/// else will ever notify: W1 cannot be reaped while its reader waits.
+///
+/// The callback spins until W2's link is gone (same critical section
+/// that sets `want`), then shuts down at once, to beat the supervisor.
+/// The supervisor zeroing `want` now wakes the waiter. Randomized: hung
+/// in 2 of 3 runs before.
+#[test]
+fn s3_shutdown_wait_from_a_callback_while_a_replacement_is_wanted_returns() {
+    use std::sync::{Arc, mpsc};
+    use std::time::Instant;
+    let mut hung = 0;
+    let mut tried = 0;
+    // Load on the (2) cores, so the woken supervisor is slow to run, as on
+    // a busy machine; stopped when the test ends.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let burners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    for _ in 0..10 {
+        let pool = Arc::new(
+            ProcessPoolExecutor::builder()
+                .max_workers(2)
+                .max_tasks_per_child(1)
+                .test_harness()
+                .build()
+                .unwrap(),
+        );
+        let up = Instant::now() + Duration::from_secs(20);
+        while pool.worker_pids().len() < 2 {
+            assert!(Instant::now() < up, "workers never came up");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let a = pool.submit(sleep_ms, 100);
+        let b = pool.submit(sleep_ms, 150);
+        let (tx, rx) = mpsc::channel::<&'static str>();
+        let p2 = pool.clone();
+        let spun = Arc::new(std::sync::atomic::AtomicU8::new(0));
+        let s2 = spun.clone();
+        a.add_done_callback(move |_| {
+            let _ = tx.send("started");
+            let guard = Instant::now() + Duration::from_secs(5);
+            let spun = loop {
+                if p2.worker_pids().len() <= 1 {
+                    break true;
+                }
+                if Instant::now() > guard {
+                    break false;
+                }
+                std::hint::spin_loop();
+            };
+            // Not the moment sought (both tasks went to one worker, say):
+            // the iteration does not count. No lock or wake-up before the
+            // shutdown: the supervisor is racing for the state lock.
+            s2.store(
+                if spun { 1 } else { 2 },
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            p2.shutdown(true, true);
+            let _ = tx.send("returned");
+        });
+        let started = rx.recv_timeout(Duration::from_secs(20));
+        if started.is_err() {
+            // `a` completed before the callback was added: it ran here.
+            continue;
+        }
+        let returned = rx.recv_timeout(Duration::from_secs(12)).is_ok();
+        let counted = spun.load(std::sync::atomic::Ordering::SeqCst) == 1;
+        tried += usize::from(counted);
+        if !returned {
+            hung += usize::from(counted);
+            // Rescue: kill_workers zeroes `want` and notifies.
+            pool.kill_workers();
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+        let _ = b.result(Some(Duration::from_secs(10)));
+        pool.shutdown(true, true);
+        if hung > 0 {
+            break;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    burners.into_iter().for_each(|b| b.join().unwrap());
+    assert_eq!(
+        hung, 0,
+        "shutdown(wait = true) in a done-callback never returned ({hung} of {tried} tries)"
+    );
+}
+
 /// PP8 from a done-callback: `shutdown_within` finishes as soon as the
 /// other workers have, instead of running into its deadline and signalling
 /// workers that were only waiting for the callback to return.

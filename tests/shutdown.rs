@@ -687,3 +687,20 @@ fn started_gate(pool: &ThreadPoolExecutor, gate: &Arc<Gate>) -> Future<()> {
     is_up.recv_timeout(GUARD).unwrap();
     held
 }
+
+/// PP8 from inside a task of a one-worker pool whose subtask is still
+/// queued: the subtask can run only once the caller returns, so the
+/// outcome is `TimedOut`, not `Finished` ("every task ended").
+#[test]
+fn pp8_shutdown_within_from_a_task_with_its_subtask_queued_is_not_finished() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let p = pool.clone();
+    let t = pool.spawn(move || {
+        let s = p.spawn(|| 7u8);
+        let outcome = p.shutdown_within(Duration::from_millis(100), false);
+        (outcome, s)
+    });
+    let (outcome, s) = t.into_result().unwrap();
+    assert_eq!(outcome, concurrent_futures::ShutdownOutcome::TimedOut);
+    assert_eq!(s.into_result(), Ok(7), "the subtask still runs afterwards");
+}

@@ -869,3 +869,104 @@ fn d7_a_result_whose_drop_panics_dropped_while_helping_does_not_fail_the_waiting
     let nested = pool.spawn(move || p3.spawn(|| 2u32).into_result());
     assert_eq!(nested.result(Some(GUARD)), Ok(&Ok(2)));
 }
+
+/// T10 and a subtask fed by its parent: T starts a consumer S, then waits
+/// for a value from outside the pool (a `Promise`) before feeding S. A
+/// waiting worker used to run T's queued subtasks on top of T whatever T
+/// waited for, so S ran there and waited for a feed that T, stuck under
+/// it, could never send. Plain blocking (CPython) finishes; so does this
+/// pool now, since it helps only while the awaited future is one of its
+/// own tasks.
+#[test]
+fn t10_a_consumer_subtask_is_not_run_on_top_of_its_producer_waiting_on_a_promise() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let (promise, value) = concurrent_futures::Promise::<u8>::new();
+    let p = pool.clone();
+    let (s_tx, s_rx) = std::sync::mpsc::channel();
+    let t = pool.spawn(move || {
+        let (feed, fed) = std::sync::mpsc::channel::<u8>();
+        let s = p.spawn(move || fed.recv_timeout(Duration::from_secs(5)).ok());
+        s_tx.send(s).unwrap();
+        let v = *value.result(None).unwrap();
+        let _ = feed.send(v);
+    });
+    let s = s_rx.recv_timeout(GUARD).unwrap();
+    std::thread::sleep(Duration::from_millis(50)); // T waits on the promise
+    promise.set_result(9).unwrap();
+    assert_eq!(s.result(Some(GUARD)), Ok(&Some(9)), "the consumer starved");
+    t.result(Some(GUARD)).unwrap();
+}
+
+/// T10, the same with a subtask that waits for its parent's own result (a
+/// continuation), while the parent waits on a `Promise`.
+#[test]
+fn t10_a_subtask_waiting_on_its_parent_is_not_run_on_top_of_it() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let parent: Arc<OnceLock<Future<u8>>> = Arc::default();
+    let (promise, value) = concurrent_futures::Promise::<u8>::new();
+    let (p, slot) = (pool.clone(), parent.clone());
+    let (s_tx, s_rx) = std::sync::mpsc::channel();
+    let t = pool.spawn(move || {
+        let s = p.spawn(move || slot.wait().result(Some(Duration::from_secs(5))).cloned());
+        s_tx.send(s).unwrap();
+        *value.result(None).unwrap()
+    });
+    let _ = parent.set(t);
+    let s = s_rx.recv_timeout(GUARD).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    promise.set_result(5).unwrap();
+    assert_eq!(
+        s.result(Some(GUARD)),
+        Ok(&Ok(5)),
+        "the continuation ran under its parent"
+    );
+}
+
+/// A one-shot event with a timed wait (plain std: the pool cannot help).
+#[derive(Default)]
+struct Event {
+    set: Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+impl Event {
+    fn set(&self) {
+        *self.set.lock().unwrap() = true;
+        self.cond.notify_all();
+    }
+    /// Whether it was set within `t`.
+    fn wait(&self, t: Duration) -> bool {
+        let g = self.set.lock().unwrap();
+        *self.cond.wait_timeout_while(g, t, |s| !*s).unwrap().0
+    }
+}
+
+/// T9: external submissions start in submission order. On two workers, A
+/// (waits for an event), B (sets it) and C (waits for it) finish at once,
+/// as in CPython, where A and B start first. A worker used to take A and,
+/// in the same steal, set B aside in its own deque, behind A; the other
+/// worker took C, and B waited until A and C gave up. Repeated, from an
+/// idle pool each time (most rounds failed before).
+#[test]
+fn t9_a_b_c_where_b_releases_a_and_c_all_finish_on_two_workers() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    for round in 0..20 {
+        std::thread::sleep(Duration::from_millis(2)); // the workers park
+        let ev = Arc::new(Event::default());
+        let (e1, e2, e3) = (ev.clone(), ev.clone(), ev.clone());
+        let a = pool.spawn(move || e1.wait(Duration::from_secs(2)));
+        let b = pool.spawn(move || e2.set());
+        let c = pool.spawn(move || e3.wait(Duration::from_secs(2)));
+        assert_eq!(
+            a.result(Some(GUARD)),
+            Ok(&true),
+            "round {round}: A timed out"
+        );
+        assert_eq!(
+            c.result(Some(GUARD)),
+            Ok(&true),
+            "round {round}: C timed out"
+        );
+        b.result(Some(GUARD)).unwrap();
+    }
+}

@@ -388,9 +388,11 @@ pub trait ExecutorExt: Executor {
 /// shut down or is broken), that item's future carries the refusal and the
 /// map pulls no more input: it ends after that item, as CPython's does
 /// (M15), instead of failing every remaining item of a long or endless
-/// input. Any other error of `execute` fails only its own item: a process
-/// pool reports an argument that does not encode that way (D1), and the
-/// map goes on with the next input.
+/// input. The one exception is [`Error::Encode`]: a process pool reports
+/// an argument that does not encode (or does not fit a frame) that way, and
+/// it fails only its own item (its chunk, with `chunksize` > 1; D1) while
+/// the map goes on with the next input. Any other error, from this crate's
+/// executors or a user's, is a refusal.
 pub(crate) struct Feed<'a, E: ?Sized> {
     executor: &'a E,
     pub(crate) refused: bool,
@@ -413,7 +415,7 @@ impl<'a, E: Executor + ?Sized> Feed<'a, E> {
         let pool = self.executor.__thread_pool_id();
         let (task, future) = PortableTask::create_for(func, arg, pool);
         if let Err((task, error)) = self.executor.execute(Task { job: task }) {
-            self.refused = matches!(error, Error::Shutdown | Error::Broken { .. });
+            self.refused = !matches!(error, Error::Encode { .. });
             task.fail(error);
         }
         future

@@ -329,6 +329,14 @@ impl<T> Core<T> {
         tag != 0 && s & STATE == PENDING && s & pool_tag(u64::MAX) == tag
     }
 
+    /// Whether this future is that of a task made for (or adopted by) the
+    /// thread pool with id `pool`, in whatever state: not a `Promise`, nor
+    /// a task of another executor.
+    pub(crate) fn is_task_of(&self, pool: u64) -> bool {
+        let tag = pool_tag(pool);
+        tag != 0 && self.status.load(Ordering::Relaxed) & pool_tag(u64::MAX) == tag
+    }
+
     /// Records that a caller is about to wait for this unfinished future.
     fn mark_awaited(&self) {
         if self.status.load(Ordering::Relaxed) & AWAITED == 0 {

@@ -458,6 +458,8 @@ pub(super) fn supervise(shared: Arc<Shared>) {
         let id = loop {
             if st.want > 0 && !st.should_replace() {
                 st.want = 0; // broken, or shut down with nothing left to run
+                // A shutdown waiting on a pool thread may wait for just this.
+                shared.cond.notify_all();
             }
             if st.want > 0 {
                 st.want -= 1;

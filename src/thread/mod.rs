@@ -347,7 +347,12 @@ impl Executor for ThreadPoolExecutor {
     fn shutdown_within(&self, deadline: Duration, cancel_futures: bool) -> ShutdownOutcome {
         let until = crate::sync::deadline(Some(deadline));
         self.registry.shutdown(cancel_futures);
-        if self.wait_for_workers(until) {
+        let from_own_worker =
+            worker::current().is_some_and(|w| Arc::ptr_eq(&w.registry, &self.registry));
+        // From a task, the other workers may all be gone while tasks it
+        // queued wait for its own worker, which runs them only once the
+        // caller returns: that is not finished.
+        if self.wait_for_workers(until) && !(from_own_worker && self.registry.has_work()) {
             ShutdownOutcome::Finished
         } else {
             ShutdownOutcome::TimedOut

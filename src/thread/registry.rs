@@ -1,9 +1,13 @@
 //! The shared state of one thread pool: its queues, its sleep state and its
 //! lifecycle.
 //!
-//! Tasks from outside the pool go to the pool's [`Inbox`], in FIFO order
-//! (T9: external submissions start in submission order, give or take the
-//! batches a worker steals). Tasks submitted from inside a task go to that
+//! Tasks from outside the pool go to the pool's [`Inbox`], in FIFO order,
+//! and workers take them one at a time (T9: external submissions start in
+//! submission order). Taking a batch into a worker's own deque would set
+//! the rest of the batch aside behind a task that may block: three tasks
+//! A, B, C, where A and C wait for B, then started A and C on two workers
+//! while B sat unstarted behind A, where CPython starts A and B. Tasks
+//! submitted from inside a task go to that
 //! worker's own deque, where they are cheap to push and pop and where idle
 //! workers steal them, oldest first.
 //!
@@ -14,8 +18,8 @@
 //! waits in turn, and so on, one stack frame per level across the whole
 //! recursion: recursive `fib(38)` (cutoff 20) overflowed a worker's stack
 //! that way. A worker looks for work in the order the
-//! crossbeam-deque docs give: its own deque, then a batch from the
-//! inbox, then its peers (see `WorkerThread::find_task`).
+//! crossbeam-deque docs give: its own deque, then the inbox, then its
+//! peers (see `WorkerThread::find_task`).
 //!
 //! Shutdown must not strand a task that a racing submit is pushing, and the
 //! submit path must not write to anything the workers read, or every submit
@@ -52,8 +56,7 @@
 //! cancelled, not run. Such a submit sees the shutdown on its second look
 //! and sweeps again; and a worker cancels, instead of running, any task it
 //! takes from a queue once the pool cancels queued work ([`Fate`]), which
-//! also covers the tasks a worker was moving in a batch while the sweeps
-//! looked.
+//! also covers a task a worker took just before the sweeps looked.
 
 use std::thread::JoinHandle;
 

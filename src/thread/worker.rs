@@ -28,8 +28,9 @@ pub(crate) fn current() -> Option<Rc<WorkerThread>> {
 }
 
 impl WorkerThread {
-    /// The find-task loop of the crossbeam-deque docs: our own deque, then a
-    /// batch from the inbox, then one task from each peer in turn
+    /// The find-task loop of the crossbeam-deque docs: our own deque, then
+    /// the oldest task of the inbox (one: see `registry` on why not a
+    /// batch), then one task from each peer in turn
     /// (starting after ourselves, so peers are not all robbed in the same
     /// order), repeating while any source asked us to retry.
     pub(crate) fn find_task(&self) -> Option<JobRef> {
@@ -39,7 +40,7 @@ impl WorkerThread {
         let r = &*self.registry;
         let n = r.stealers.len();
         std::iter::repeat_with(|| {
-            r.inbox.steal_batch_and_pop(&self.local).or_else(|| {
+            r.inbox.steal().or_else(|| {
                 (1..n)
                     .map(|k| r.stealers[(self.index + k) % n].steal())
                     .collect::<Steal<JobRef>>()
@@ -189,6 +190,16 @@ impl Drop for Restore {
 ///    stack, the tasks it pushed there, stolen from that worker's deque
 ///    (see `roots`): the thief of a fork-join branch gets help with it.
 ///
+/// Steps 2 and 3 only when the awaited future is a task of this pool (the
+/// fork-join case they serve). Waiting on anything else (a `Promise`, a
+/// channel-fed value, a task of another executor) is often how a task
+/// hands work to a subtask it started (a consumer it feeds once the value
+/// arrives): run on top of it, that subtask would wait for it forever.
+/// The case left is a subtask that waits on its parent while the parent
+/// waits on a task of the pool (or a subtask of the awaited task waiting
+/// on the waiter): helping can then stack the two; CPython's plain
+/// blocking would not (RELIABILITY.md, "Known issues").
+///
 /// It takes nothing else: not the inbox, not other workers' deques beyond
 /// what the awaited task pushed. A task run here runs on top of the waiting one, on the same
 /// stack, and cannot let the waiting one resume until it returns; an
@@ -232,6 +243,9 @@ fn help<T>(
     let in_time = || deadline.is_none_or(|d| Instant::now() < d);
     if core.is_queued_in(w.registry.id) && w.registry.fate() == Fate::Run && in_time() {
         as_innermost_task(&w.local, run_here);
+    }
+    if !core.is_task_of(w.registry.id) {
+        return false;
     }
     let boundary = BOUNDARY.with(Cell::get);
     while !core.is_terminal() && w.local.len() > boundary && in_time() {
