@@ -970,3 +970,80 @@ fn t9_a_b_c_where_b_releases_a_and_c_all_finish_on_two_workers() {
         b.result(Some(GUARD)).unwrap();
     }
 }
+
+static TP1: OnceLock<concurrent_futures::ThreadPool> = OnceLock::new();
+
+fn leaf(x: u64) -> u64 {
+    x + 1
+}
+
+fn nested_apply(x: u64) -> u64 {
+    TP1.get().unwrap().apply(leaf, x).unwrap()
+}
+
+/// T10 through the `multiprocessing` facade: `ThreadPool::apply` from a
+/// task of the same one-thread pool. Its result is a `Pool` result (a
+/// promise the pool fulfils when the task ends), and the waiting worker
+/// runs the task it just queued. A first version of "help only on task
+/// futures" did not count `Pool` results and hung here.
+#[test]
+fn t10_nested_apply_on_a_one_thread_thread_pool_completes() {
+    TP1.get_or_init(|| concurrent_futures::ThreadPool::new(1).unwrap());
+    let r = common::guarded("nested ThreadPool::apply", || {
+        TP1.get().unwrap().apply(nested_apply, 41)
+    });
+    assert_eq!(r.unwrap(), 42);
+}
+
+#[derive(Debug)]
+struct Instrumented {
+    inner: ThreadPoolExecutor,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl concurrent_futures::Executor for Instrumented {
+    fn execute(
+        &self,
+        task: concurrent_futures::Task,
+    ) -> Result<(), (concurrent_futures::Task, Error)> {
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        drop(self.inner.spawn(move || task.run())); // the user's future is the task's own
+        Ok(())
+    }
+    fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.inner.shutdown(wait, cancel_futures)
+    }
+    fn max_workers(&self) -> usize {
+        self.inner.max_workers()
+    }
+}
+
+static WRAPPED: OnceLock<Instrumented> = OnceLock::new();
+
+fn wrapped_fib(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let ex = WRAPPED.get().unwrap();
+    let a = ex.submit(wrapped_fib, n - 1);
+    let b = wrapped_fib(n - 2);
+    a.into_result().unwrap() + b
+}
+
+/// T10 through a user's executor that wraps each task in a closure of its
+/// own (instrumentation, a span, a counter) before handing it to the pool:
+/// the user's futures are task futures, though not the pool's, and
+/// recursive fork-join still completes. A first version of "help only on
+/// task futures" asked for the pool's own and deadlocked here.
+#[test]
+fn t10_fork_join_through_a_wrapping_user_executor_on_two_workers_completes() {
+    WRAPPED.get_or_init(|| Instrumented {
+        inner: ThreadPoolExecutor::new(2).unwrap(),
+        count: Default::default(),
+    });
+    let r = common::guarded("fork-join through a wrapping executor", || {
+        WRAPPED.get().unwrap().submit(wrapped_fib, 12).into_result()
+    });
+    assert_eq!(r.unwrap(), 144);
+}

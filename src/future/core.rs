@@ -60,6 +60,13 @@ const AWAITED: usize = 8;
 /// Set by an executor that stops a running task when its future is
 /// cancelled (see the module docs): `cancel()` succeeds in RUNNING too.
 const STOPPABLE: usize = 16;
+/// Set at creation on a future that a task's end completes: a task's own
+/// future, or a result a pool makes ready when its task ends (`Pool`'s
+/// `AsyncResult`). A pool worker waiting on such a future may run the
+/// waiting task's subtasks meanwhile (fork-join); on any other (a user's
+/// `Promise`, fed from who knows where) it must not (see
+/// `thread::worker::help_while_waiting`).
+const TASK_RESULT: usize = 32;
 
 /// The bits of `status` from here up hold the id of the thread pool whose
 /// queue holds the task (0: none), set when it is made for that pool. A
@@ -221,7 +228,7 @@ impl<T> Core<T> {
     /// the task ends before the caller gets to `result()`), or when it is a
     /// pool worker (a task submitting subtasks waits for them: fork-join).
     pub(crate) fn new() -> Self {
-        Self::for_pool(0)
+        Self::with_bits(0)
     }
 
     /// A pending future whose task is for the thread pool with id `pool`
@@ -229,7 +236,16 @@ impl<T> Core<T> {
     /// at creation, where it costs nothing: once the task is shared, writing
     /// it would take an atomic read-modify-write per submitted task.
     pub(crate) fn for_pool(pool: u64) -> Self {
-        let pool = pool_tag(pool);
+        Self::with_bits(pool_tag(pool) | TASK_RESULT)
+    }
+
+    /// A pending future with no task of its own that a task's end will
+    /// complete (see [`TASK_RESULT`]).
+    pub(crate) fn for_task_result() -> Self {
+        Self::with_bits(TASK_RESULT)
+    }
+
+    fn with_bits(bits: usize) -> Self {
         #[cfg(not(cf_loom))]
         let hint = if SUBMIT_HINTS.with(|h| h.replace(h.get() & !JUST_WAITED)) != 0 {
             AWAITED
@@ -239,7 +255,7 @@ impl<T> Core<T> {
         #[cfg(cf_loom)]
         let hint = 0;
         Core {
-            status: crate::sync::AtomicUsize::new(PENDING | hint | pool),
+            status: crate::sync::AtomicUsize::new(PENDING | hint | bits),
             waiters: Mutex::new(thin_vec::ThinVec::new()),
             outcome: Slot::new(),
         }
@@ -329,12 +345,10 @@ impl<T> Core<T> {
         tag != 0 && s & STATE == PENDING && s & pool_tag(u64::MAX) == tag
     }
 
-    /// Whether this future is that of a task made for (or adopted by) the
-    /// thread pool with id `pool`, in whatever state: not a `Promise`, nor
-    /// a task of another executor.
-    pub(crate) fn is_task_of(&self, pool: u64) -> bool {
-        let tag = pool_tag(pool);
-        tag != 0 && self.status.load(Ordering::Relaxed) & pool_tag(u64::MAX) == tag
+    /// Whether a task's end completes this future (see [`TASK_RESULT`]):
+    /// a task's own future, for any executor, or a pool's result.
+    pub(crate) fn is_task_result(&self) -> bool {
+        self.status.load(Ordering::Relaxed) & TASK_RESULT != 0
     }
 
     /// Records that a caller is about to wait for this unfinished future.

@@ -23,7 +23,7 @@ pub struct AsyncResult<T> {
 
 impl<T: Send + Sync + 'static> AsyncResult<T> {
     pub(crate) fn new() -> (Promise<T>, AsyncResult<T>) {
-        let (promise, fut) = Promise::new();
+        let (promise, fut) = Promise::for_task_result();
         (promise, AsyncResult { fut })
     }
 
