@@ -103,60 +103,6 @@ thread_local! {
     static SUBMIT_HINTS: std::cell::Cell<u8> = const { std::cell::Cell::new(0) };
 }
 
-/// How many nested callback runs [`CALLBACKS_OF`] remembers.
-#[cfg(not(cf_loom))]
-const TRACKED_CALLBACK_RUNS: usize = 8;
-
-#[cfg(not(cf_loom))]
-thread_local! {
-    /// How many futures' done-callbacks this thread is running right now
-    /// (a callback may complete another future, whose callbacks then run
-    /// inside it).
-    static CALLBACK_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    /// The addresses of those futures' cores, outermost first (the first
-    /// [`TRACKED_CALLBACK_RUNS`] of them). Plain cells, with no destructor,
-    /// so they still work while the thread's other thread-locals are torn
-    /// down (a `Promise` dropped then completes its future).
-    static CALLBACKS_OF: [std::cell::Cell<usize>; TRACKED_CALLBACK_RUNS] =
-        const { [const { std::cell::Cell::new(0) }; TRACKED_CALLBACK_RUNS] };
-}
-
-/// Whether this thread is running some future's done-callbacks: a thread
-/// pool then queues what they submit in its inbox, not on the running
-/// worker's own deque (see `thread::help_while_waiting`).
-pub(crate) fn in_callbacks() -> bool {
-    #[cfg(not(cf_loom))]
-    return CALLBACK_DEPTH.with(std::cell::Cell::get) > 0;
-    #[cfg(cf_loom)]
-    false
-}
-
-/// Marks, until dropped (also on unwind), that this thread runs the
-/// done-callbacks of the core at `addr`.
-struct RunningCallbacks;
-
-impl RunningCallbacks {
-    fn enter(addr: usize) -> Self {
-        #[cfg(not(cf_loom))]
-        {
-            let depth = CALLBACK_DEPTH.with(|d| d.replace(d.get() + 1));
-            if depth < TRACKED_CALLBACK_RUNS {
-                CALLBACKS_OF.with(|c| c[depth].set(addr));
-            }
-        }
-        #[cfg(cf_loom)]
-        let _ = addr;
-        RunningCallbacks
-    }
-}
-
-impl Drop for RunningCallbacks {
-    fn drop(&mut self) {
-        #[cfg(not(cf_loom))]
-        CALLBACK_DEPTH.with(|d| d.set(d.get() - 1));
-    }
-}
-
 /// Marks the calling thread as a pool worker (see `IN_POOL_WORKER`).
 #[cfg(not(cf_loom))]
 pub(crate) fn presume_nested_submits_awaited() {
@@ -468,15 +414,7 @@ impl<T> Core<T> {
     /// now: moving the value out here would wait for them, that is, for
     /// itself.
     pub(crate) fn runs_callbacks_here(&self) -> bool {
-        #[cfg(not(cf_loom))]
-        return CALLBACKS_OF.with(|c| {
-            let depth = CALLBACK_DEPTH.with(std::cell::Cell::get);
-            c[..depth.min(TRACKED_CALLBACK_RUNS)]
-                .iter()
-                .any(|a| a.get() == self.addr())
-        });
-        #[cfg(cf_loom)]
-        false
+        callbacks::running_those_of(self.addr())
     }
 
     /// Queues `cb` to run at completion, or returns it if the future already
@@ -595,6 +533,11 @@ pub(crate) fn run_callbacks<T>(fut: &super::Future<T>, callbacks: Vec<Callback<T
         }
     }
 }
+
+#[path = "core_callbacks.rs"]
+mod callbacks;
+use callbacks::RunningCallbacks;
+pub(crate) use callbacks::in_callbacks;
 
 #[path = "core_waiting.rs"]
 mod waiting;
