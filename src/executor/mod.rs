@@ -287,8 +287,9 @@ pub trait ExecutorExt: Executor {
     /// Maps `func` over `inputs`, yielding each result in input order as a
     /// `Result` at its own position: an error does not end the iteration
     /// (decision 2), except a refusal: once the executor is shut down or
-    /// broken, that item carries the error and the map ends (M15). At most `2 × max_workers` tasks are in flight (M13,
-    /// decision 5); see [`map_with`](Self::map_with) for the window, a
+    /// broken, that item carries the error and the map ends (M15). At most
+    /// `2 × max_workers` tasks are in flight (M13, decision 5); see
+    /// [`map_with`](Self::map_with) for the window, a
     /// deadline and chunking. Dropping the iterator cancels the tasks not
     /// yet yielded (M7).
     fn map<'a, F, A, R, I>(&'a self, func: F, inputs: I) -> Map<'a, R>
