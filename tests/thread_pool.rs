@@ -1047,3 +1047,52 @@ fn t10_fork_join_through_a_wrapping_user_executor_on_two_workers_completes() {
     });
     assert_eq!(r.unwrap(), 144);
 }
+
+fn slow9(x: u8) -> u8 {
+    std::thread::sleep(Duration::from_millis(300));
+    x
+}
+
+/// T10 helping and another pool: consumer S queued under producer T; T
+/// waits on a task of ANOTHER thread
+/// pool (B) before feeding S. T blocks plainly, as before 99c7fb1, which helped on any task's
+/// future and ran S on top.
+#[test]
+fn t10_a_consumer_is_not_run_on_top_of_its_producer_waiting_on_another_pools_task() {
+    let a = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let b = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let (pa, pb) = (a.clone(), b.clone());
+    let (s_tx, s_rx) = std::sync::mpsc::channel();
+    let t = a.spawn(move || {
+        let (feed, fed) = std::sync::mpsc::channel::<u8>();
+        let s = pa.spawn(move || fed.recv_timeout(Duration::from_secs(2)).ok());
+        s_tx.send(s).unwrap();
+        let v = *pb.submit(slow9, 9).result(None).unwrap();
+        let _ = feed.send(v);
+    });
+    let s: Future<Option<u8>> = s_rx.recv_timeout(GUARD).unwrap();
+    assert_eq!(s.result(Some(GUARD)), Ok(&Some(9)), "the consumer starved");
+    t.result(Some(GUARD)).unwrap();
+}
+
+static OTHER_POOL: OnceLock<concurrent_futures::ThreadPool> = OnceLock::new();
+
+/// The same, T waiting on a `Pool` result (AsyncResult) of another pool.
+#[test]
+fn t10_a_consumer_is_not_run_on_top_of_its_producer_waiting_on_another_pools_result() {
+    OTHER_POOL.get_or_init(|| concurrent_futures::ThreadPool::new(1).unwrap());
+    let a = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let pa = a.clone();
+    let (s_tx, s_rx) = std::sync::mpsc::channel();
+    let t = a.spawn(move || {
+        let (feed, fed) = std::sync::mpsc::channel::<u8>();
+        let s = pa.spawn(move || fed.recv_timeout(Duration::from_secs(2)).ok());
+        s_tx.send(s).unwrap();
+        let r = OTHER_POOL.get().unwrap().apply_async(slow9, 9).unwrap();
+        let v = *r.get(None).unwrap();
+        let _ = feed.send(v);
+    });
+    let s: Future<Option<u8>> = s_rx.recv_timeout(GUARD).unwrap();
+    assert_eq!(s.result(Some(GUARD)), Ok(&Some(9)), "the consumer starved");
+    t.result(Some(GUARD)).unwrap();
+}

@@ -134,11 +134,12 @@ pub trait Executor: Send + Sync + fmt::Debug {
     /// How many tasks this executor runs at once.
     fn max_workers(&self) -> usize;
 
-    /// The id of the [`ThreadPoolExecutor`](crate::ThreadPoolExecutor)
-    /// behind this executor, 0 for any other: a task made for it records
-    /// the id, so that a worker of that pool waiting for the task may run
-    /// it itself (T10). For this crate's executors and forwarders only;
-    /// other executors keep the default.
+    /// The id a task made for this executor records: that of the
+    /// [`ThreadPoolExecutor`](crate::ThreadPoolExecutor) behind it, so that
+    /// a worker of that pool waiting for the task may run it itself (T10);
+    /// a process pool's own id, so that a thread-pool worker waiting on it
+    /// knows it is no task of its pool; 0 for any other. For this crate's
+    /// executors and forwarders only; other executors keep the default.
     #[doc(hidden)]
     fn __thread_pool_id(&self) -> u64 {
         0

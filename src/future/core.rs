@@ -187,8 +187,10 @@ impl<T> Core<T> {
 
     /// A pending future with no task of its own that a task's end will
     /// complete (see [`TASK_RESULT`]).
-    pub(crate) fn for_task_result() -> Self {
-        Self::with_bits(TASK_RESULT)
+    /// `pool`: the id of the executor running the task (see
+    /// [`helps_in`](Self::helps_in)).
+    pub(crate) fn for_task_result(pool: u64) -> Self {
+        Self::with_bits(pool_tag(pool) | TASK_RESULT)
     }
 
     fn with_bits(bits: usize) -> Self {
@@ -291,10 +293,16 @@ impl<T> Core<T> {
         tag != 0 && s & STATE == PENDING && s & pool_tag(u64::MAX) == tag
     }
 
-    /// Whether a task's end completes this future (see [`TASK_RESULT`]):
-    /// a task's own future, for any executor, or a pool's result.
-    pub(crate) fn is_task_result(&self) -> bool {
-        self.status.load(Ordering::Relaxed) & TASK_RESULT != 0
+    /// Whether a worker of the thread pool with id `pool`, waiting on this
+    /// future, may help with the waiting task's subtasks: a task's end
+    /// completes it (see [`TASK_RESULT`]), and that task runs in this pool
+    /// or in an executor that records no id (a user's executor, which may
+    /// well hand its tasks to this pool). Not a task of another thread pool
+    /// or of a process pool: its end does not depend on this pool's work.
+    pub(crate) fn helps_in(&self, pool: u64) -> bool {
+        let s = self.status.load(Ordering::Relaxed);
+        let tag = s & pool_tag(u64::MAX);
+        s & TASK_RESULT != 0 && (tag == 0 || tag == pool_tag(pool))
     }
 
     /// Records that a caller is about to wait for this unfinished future.

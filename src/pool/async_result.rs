@@ -22,8 +22,10 @@ pub struct AsyncResult<T> {
 }
 
 impl<T: Send + Sync + 'static> AsyncResult<T> {
-    pub(crate) fn new() -> (Promise<T>, AsyncResult<T>) {
-        let (promise, fut) = Promise::for_task_result();
+    /// `pool`: the id of the executor that runs the task
+    /// (`Executor::__thread_pool_id`).
+    pub(crate) fn new(pool: u64) -> (Promise<T>, AsyncResult<T>) {
+        let (promise, fut) = Promise::for_task_result(pool);
         (promise, AsyncResult { fut })
     }
 

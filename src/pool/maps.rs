@@ -84,7 +84,7 @@ impl Pool {
             .unwrap_or_else(|| default_chunksize(len, self.ex.max_workers()))
             .max(1);
         self.running(move || {
-            let (promise, result) = AsyncResult::new();
+            let (promise, result) = AsyncResult::new(self.ex.__thread_pool_id());
             let chunks = len.div_ceil(size);
             let agg = Arc::new(Mutex::new(MapAgg {
                 slots: std::iter::repeat_with(|| None).take(len).collect(),
@@ -212,7 +212,11 @@ impl Pool {
     }
 
     /// Like [`imap`](Self::imap), but yields in completion order
-    /// (`imap_unordered`, MP14), with the same bounded window.
+    /// (`imap_unordered`, MP14), with the same bounded window. Like
+    /// [`ExecutorExt::map_unordered`](crate::ExecutorExt::map_unordered), it
+    /// blocks without running other tasks: inside a task of the same
+    /// thread-backed pool, prefer [`imap`](Self::imap), whose waits help
+    /// run queued work (on a one-thread pool this one waits forever).
     pub fn imap_unordered<'a, F, A, R, I>(
         &'a self,
         func: F,

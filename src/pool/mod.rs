@@ -267,7 +267,7 @@ impl Pool {
         R: Portable + Sync,
     {
         self.running(|| {
-            let (promise, result) = AsyncResult::new();
+            let (promise, result) = AsyncResult::new(self.ex.__thread_pool_id());
             let fut = self.ex.submit(func, arg);
             self.track(fut, |fut| {
                 Box::new(ApplyEntry {

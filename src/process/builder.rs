@@ -356,6 +356,7 @@ impl ProcessPoolBuilder {
                 shared: shared.clone(),
             };
             Shared {
+                id: crate::thread::new_executor_id(),
                 config,
                 state: Mutex::new(State {
                     stop_on_cancel: kill_on_cancel

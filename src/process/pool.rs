@@ -23,6 +23,10 @@ use crate::{Error, Executor, Future, ShutdownOutcome};
 
 /// What every thread of one pool shares.
 pub(crate) struct Shared {
+    /// What this pool's tasks record in their futures (see
+    /// `Executor::__thread_pool_id`): not a thread pool's, so that a
+    /// thread-pool worker waiting on one knows it is no task of its own.
+    pub(crate) id: u64,
     pub(crate) config: Config,
     pub(crate) state: Mutex<State>,
     /// Signalled on every change a waiter may care about: the supervisor
@@ -400,6 +404,10 @@ impl Executor for ProcessPoolExecutor {
 
     fn max_workers(&self) -> usize {
         self.shared.config.limits.max_workers
+    }
+
+    fn __thread_pool_id(&self) -> u64 {
+        self.shared.id
     }
 }
 

@@ -27,6 +27,7 @@ use self::worker::WorkerThread;
 // Under loom, `Core::wait_until` does not help (the models check the
 // future alone), so this is unused there.
 #[cfg_attr(cf_loom, allow(unused_imports))]
+pub(crate) use self::registry::new_executor_id;
 pub(crate) use self::worker::help_while_waiting;
 use crate::executor::{ClosureTask, Task};
 use crate::sync::{Arc, Ordering, lock};

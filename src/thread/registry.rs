@@ -114,16 +114,20 @@ pub(crate) struct Registry {
     pub(crate) handles: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// A new id for an executor whose tasks record it (see
+/// `Executor::__thread_pool_id`): unique in the process, never 0.
+pub(crate) fn new_executor_id() -> u64 {
+    std::iter::repeat_with(|| NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+        .find(|&id| crate::future::core::pool_id_fits(id))
+        .expect("an endless supply of ids")
+}
+
 impl Registry {
     /// A registry for `n` workers and the local deques they will own.
     pub(crate) fn new(n: usize) -> (Arc<Registry>, Vec<Worker<JobRef>>) {
         let locals: Vec<Worker<JobRef>> = (0..n).map(|_| Worker::new_lifo()).collect();
         let registry = Arc::new(Registry {
-            id: std::iter::repeat_with(|| {
-                NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            })
-            .find(|&id| crate::future::core::pool_id_fits(id))
-            .expect("an endless supply of ids"),
+            id: new_executor_id(),
             inbox: Inbox::new(),
             stealers: locals.iter().map(Worker::stealer).collect(),
             roots: (0..n).map(|_| Default::default()).collect(),

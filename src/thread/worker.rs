@@ -190,12 +190,13 @@ impl Drop for Restore {
 ///    stack, the tasks it pushed there, stolen from that worker's deque
 ///    (see `roots`): the thief of a fork-join branch gets help with it.
 ///
-/// Steps 2 and 3 only when a task's end completes the awaited future (a
-/// task's own future, through whatever executor, or a `Pool` result: the
-/// fork-join case they serve). Waiting on a user's `Promise` or another
-/// value fed from outside is often how a task hands work to a subtask it
-/// started (a consumer it feeds once the value arrives): run on top of it,
-/// that subtask would wait for it forever.
+/// Steps 2 and 3 only when the awaited future is completed by the end of a
+/// task of this pool (directly, through a user's executor, or as a `Pool`
+/// result: the fork-join case they serve; see `Core::helps_in`). Waiting
+/// on a user's `Promise`, a value fed from outside, or a task of another
+/// pool is often how a task hands work to a subtask it started (a consumer
+/// it feeds once the value arrives): run on top of it, that subtask would
+/// wait for it forever.
 /// The case left is a subtask that waits on its parent while the parent
 /// waits on a task of the pool (or a subtask of the awaited task waiting
 /// on the waiter): helping can then stack the two; CPython's plain
@@ -245,7 +246,7 @@ fn help<T>(
     if core.is_queued_in(w.registry.id) && w.registry.fate() == Fate::Run && in_time() {
         as_innermost_task(&w.local, run_here);
     }
-    if !core.is_task_result() {
+    if !core.helps_in(w.registry.id) {
         return false;
     }
     let boundary = BOUNDARY.with(Cell::get);
