@@ -178,6 +178,18 @@ impl Error {
     }
 }
 
+/// Drops `value`, a user's value whose `Drop` may panic, where a panic
+/// must not get out (a pool thread, a `cancel()` caller, a shutdown half
+/// way through its sweep): the panic is logged as "dropping `what`
+/// panicked".
+pub(crate) fn drop_caught<T>(value: T, what: &str) {
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(value)));
+    if let Err(payload) = dropped {
+        let message = take_panic_message(payload);
+        log::error!(target: "concurrent_futures", "dropping {what} panicked: {message}");
+    }
+}
+
 /// The text of a panic payload, which is then dropped with
 /// [`drop_panic_payload`]: what every thread of ours that catches a panic
 /// uses.

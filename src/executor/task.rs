@@ -124,13 +124,7 @@ fn release_slot<W>(slot: &Mutex<Option<W>>) -> bool {
 /// die), a `cancel()` caller, or a shutdown cancelling queued work (which
 /// would stop half-way).
 fn drop_unrun<W>(work: W) {
-    if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop(work))) {
-        let message = crate::error::take_panic_message(payload);
-        log::error!(
-            target: "concurrent_futures",
-            "dropping a task that did not run panicked: {message}"
-        );
-    }
+    crate::error::drop_caught(work, "a task that did not run");
 }
 
 /// Runs `work` under `catch_unwind` and completes `this` with its outcome.

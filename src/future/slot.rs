@@ -106,13 +106,6 @@ impl<T> Drop for Slot<T> {
         // SAFETY: `&mut self`: no borrow of the value and no other access
         // can exist any more (rule 3 at its strongest).
         let value = unsafe { self.take() };
-        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(value)));
-        if let Err(payload) = dropped {
-            let message = crate::error::take_panic_message(payload);
-            log::error!(
-                target: "concurrent_futures",
-                "dropping a future's result panicked: {message}"
-            );
-        }
+        crate::error::drop_caught(value, "a future's result");
     }
 }

@@ -210,7 +210,7 @@ fn encode_again(job: &dyn PortableJob) -> Result<Vec<u8>, Error> {
                 message: format!(
                     "serializing the argument again, to send the task to a new worker, \
                      panicked: {}",
-                    crate::error::panic_message(&*panic)
+                    crate::error::take_panic_message(panic)
                 ),
             })
         },
