@@ -37,6 +37,7 @@
 #![warn(missing_docs, missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod chunk;
 mod config;
 mod error;
 mod executor;

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::chunk::ChunkResult;
 use crate::future::Future;
 use crate::wait::Inbox;
 use crate::{Error, sync::Arc};
@@ -66,16 +67,6 @@ impl MapOptions {
             .max(1)
     }
 }
-
-/// A panic of one item inside a chunk, carried back with the chunk so that
-/// each item keeps its own result (decision 2, M10).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub(crate) struct ItemPanic {
-    pub(crate) message: String,
-}
-
-/// What a chunk task returns: one result per item, in order.
-pub(crate) type ChunkResult<R> = Vec<Result<R, ItemPanic>>;
 
 /// Pulls the next chunk and submits it; also says how many items it holds.
 pub(crate) type ChunkSubmitter<'a, R> =
@@ -153,12 +144,7 @@ impl<R> Iterator for Map<'_, R> {
                     return Some(r);
                 }
                 match window.next()? {
-                    (Ok(items), _) => ready.extend(items.into_iter().map(|r| {
-                        r.map_err(|p| Error::Panicked {
-                            message: p.message,
-                            backtrace: None,
-                        })
-                    })),
+                    (Ok(items), _) => ready.extend(items.into_results()),
                     // The map deadline ends the iteration after one error.
                     (Err(e @ Error::MapDeadline { .. }), _) => return Some(Err(e)),
                     // A chunk that failed as a whole (its worker died, ...)

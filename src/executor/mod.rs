@@ -49,7 +49,8 @@ pub use self::guard::ShutdownGuard;
 
 pub use self::task::Task;
 use self::task::{Job, PortableTask};
-use crate::map::{ChunkResult, ItemPanic, Map, MapOptions, MapUnordered};
+use crate::chunk::{ChunkFeed, ChunkResult, run_items};
+use crate::map::{Map, MapOptions, MapUnordered};
 use crate::{Error, Future};
 
 /// A value that can be a portable task's argument or result: serde both
@@ -308,8 +309,9 @@ pub trait ExecutorExt: Executor {
     /// counted from this call (M3), and a chunk size (M9): with
     /// `chunksize > 1`, each task carries that many items (one frame to a
     /// process worker instead of one per item), and each item still gets
-    /// its own `Result` (a panic fails only its item, M10). The window then
-    /// counts chunks.
+    /// its own `Result`: a panic, an argument that does not encode or fit
+    /// a frame, a result that does not cross back each fail only their
+    /// item (M10, D1, D10). The window then counts chunks.
     fn map_with<'a, F, A, R, I>(&'a self, func: F, inputs: I, options: MapOptions) -> Map<'a, R>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,
@@ -325,26 +327,9 @@ pub trait ExecutorExt: Executor {
                 // One task per chunk; each item keeps its own result. The
                 // closure captures only the zero-sized `func`, so it is
                 // itself a portable task.
-                let run_chunk = move |items: Vec<A>| -> ChunkResult<R> {
-                    items
-                        .into_iter()
-                        .map(|a| {
-                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| func(a)))
-                                .map_err(|p| ItemPanic {
-                                    message: crate::error::take_panic_message(p),
-                                })
-                        })
-                        .collect()
-                };
-                let mut feed = Feed::new(self);
-                let submit = move || {
-                    if feed.refused {
-                        return None;
-                    }
-                    let chunk: Vec<A> = inputs.by_ref().take(size).collect();
-                    let n = chunk.len();
-                    (n > 0).then(|| (feed.submit(run_chunk, chunk), n))
-                };
+                let run_chunk = move |items: Vec<A>| run_items(func, items);
+                let mut chunks = ChunkFeed::new(self, run_chunk, inputs, size);
+                let submit = move || chunks.next();
                 Map::chunked(Box::new(submit), window, options.timeout)
             }
             _ => {
@@ -392,8 +377,9 @@ pub trait ExecutorExt: Executor {
 /// (M15), instead of failing every remaining item of a long or endless
 /// input. The one exception is [`Error::Encode`]: a process pool reports
 /// an argument that does not encode (or does not fit a frame) that way, and
-/// it fails only its own item (its chunk, with `chunksize` > 1; D1) while
-/// the map goes on with the next input. Any other error, from this crate's
+/// it fails only its own item (D1; a chunk is sent again item by item, see
+/// [`submit_chunk`](Self::submit_chunk)) while the map goes on with the
+/// next input. Any other error, from this crate's
 /// executors or a user's, is a refusal.
 pub(crate) struct Feed<'a, E: ?Sized> {
     executor: &'a E,
@@ -421,6 +407,47 @@ impl<'a, E: Executor + ?Sized> Feed<'a, E> {
             task.fail(error);
         }
         future
+    }
+
+    /// Submits `items` as one chunk task (see the `chunk` module). When
+    /// the chunk's argument does not encode (an item does not serialize,
+    /// or the chunk does not fit in a frame), nothing is submitted and the
+    /// items come back, to be sent one by one; for a chunk of one item,
+    /// its future carries the error, naming the item's type (D1).
+    pub(crate) fn submit_chunk<C, A, R>(
+        &mut self,
+        run_chunk: C,
+        items: Vec<A>,
+    ) -> Result<Future<ChunkResult<R>>, Vec<A>>
+    where
+        C: Fn(Vec<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static,
+        A: Portable,
+        R: Portable + Sync,
+    {
+        let single = items.len() == 1;
+        let pool = self.executor.__thread_pool_id();
+        let (task, future) = PortableTask::create_for(run_chunk, items, pool);
+        let kept = task.clone();
+        let Err((task, error)) = self.executor.execute(Task { job: task }) else {
+            return Ok(future);
+        };
+        let error = match error {
+            Error::Encode { message, .. } if single => Error::Encode {
+                type_name: std::any::type_name::<A>(),
+                message,
+            },
+            Error::Encode { .. } => match kept.take_arg() {
+                // Not submitted: the task and its future go unused.
+                Some(items) => return Err(items),
+                None => error,
+            },
+            other => {
+                self.refused = true;
+                other
+            }
+        };
+        task.fail(error);
+        Ok(future)
     }
 }
 

@@ -299,6 +299,12 @@ where
         }
     }
 
+    /// Takes back the argument of a task that no executor accepted (a
+    /// chunk whose argument did not encode, to be sent again item by item).
+    pub(crate) fn take_arg(&self) -> Option<A> {
+        lock(&self.arg).take()
+    }
+
     pub(crate) fn mark_running_inner(&self) -> bool {
         self.core.set_running() == Start::Run
     }

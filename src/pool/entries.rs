@@ -5,8 +5,7 @@ use crate::sync::{Arc, Mutex};
 
 use super::async_result::{self, Callbacks};
 use super::handler::Entry;
-use crate::error::take_panic_message;
-use crate::map::{ChunkResult, ItemPanic};
+use crate::chunk::{ChunkResult, run_items};
 use crate::sync::lock;
 use crate::{Error, Future, Portable, Promise};
 
@@ -21,18 +20,7 @@ where
     A: Portable,
     R: Portable + Sync,
 {
-    move |items: Vec<A>| -> ChunkResult<R> {
-        items
-            .into_iter()
-            .map(|a| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| func(a))).map_err(|p| {
-                    ItemPanic {
-                        message: take_panic_message(p),
-                    }
-                })
-            })
-            .collect()
-    }
+    move |items: Vec<A>| run_items(func, items)
 }
 
 /// One `apply_async` job.
@@ -62,6 +50,7 @@ pub(super) type Finish<R> = (Callbacks<Vec<R>>, Promise<Vec<R>>);
 /// The shared state of one `map_async` job.
 pub(super) struct MapAgg<R: Send + Sync + 'static> {
     pub(super) slots: Vec<Option<R>>,
+    /// Items not yet delivered.
     pub(super) left: usize,
     pub(super) first_error: Option<Error>,
     pub(super) finish: Option<Finish<R>>,
@@ -70,7 +59,10 @@ pub(super) struct MapAgg<R: Send + Sync + 'static> {
 /// One chunk of a `map_async` job; the last one to arrive settles the job.
 pub(super) struct ChunkEntry<R: Send + Sync + 'static> {
     pub(super) fut: Future<ChunkResult<R>>,
+    /// The position of its first item in the input.
     pub(super) start: usize,
+    /// How many items it delivers.
+    pub(super) items: usize,
     pub(super) agg: Arc<Mutex<MapAgg<R>>>,
 }
 
@@ -87,15 +79,12 @@ impl<R: Send + Sync + 'static> Entry for ChunkEntry<R> {
         let mut agg = lock(&self.agg);
         match outcome {
             Ok(items) => {
-                for (i, item) in items.into_iter().enumerate() {
+                for (i, item) in items.into_results().enumerate() {
                     match item {
                         Ok(v) if agg.first_error.is_none() => agg.slots[self.start + i] = Some(v),
                         Ok(_) => {}
-                        Err(p) => {
-                            agg.first_error.get_or_insert(Error::Panicked {
-                                message: p.message,
-                                backtrace: None,
-                            });
+                        Err(e) => {
+                            agg.first_error.get_or_insert(e);
                         }
                     }
                 }
@@ -107,7 +96,7 @@ impl<R: Send + Sync + 'static> Entry for ChunkEntry<R> {
         if agg.first_error.is_some() {
             agg.slots = Vec::new(); // nothing will use the values (MP27)
         }
-        agg.left = agg.left.saturating_sub(1);
+        agg.left = agg.left.saturating_sub(self.items);
         if agg.left > 0 {
             return;
         }

@@ -4,8 +4,8 @@ use crate::sync::{Arc, Mutex};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 
-use crate::executor::Feed;
-use crate::map::{ChunkResult, MapUnordered};
+use crate::chunk::{ChunkFeed, ChunkResult};
+use crate::map::MapUnordered;
 use crate::sync::lock;
 use crate::{Error, Executor, MapOptions, Portable};
 
@@ -51,22 +51,15 @@ impl<'a, R: Portable + Sync> ImapUnordered<'a, R> {
         let window = options.window_for(ex.max_workers());
         let lens = Arc::new(Mutex::new(HashMap::new()));
         let lens2 = lens.clone();
-        let mut inputs = inputs.into_iter();
         let mut index = 0usize;
         // Stops pulling input after a refused chunk, as `imap` does (M15):
         // an endless input must not be fed to a terminated pool forever.
-        let mut feed = Feed::new(ex);
+        let mut chunks = ChunkFeed::new(&**ex, run_chunk, inputs.into_iter(), size);
         let submit = move || {
-            if feed.refused {
-                return None;
-            }
-            let chunk: Vec<A> = inputs.by_ref().take(size).collect();
-            if chunk.is_empty() {
-                return None;
-            }
-            lock(&lens2).insert(index, chunk.len());
+            let (future, n) = chunks.next()?;
+            lock(&lens2).insert(index, n);
             index += 1;
-            Some(feed.submit(run_chunk, chunk))
+            Some(future)
         };
         ImapUnordered {
             inner: MapUnordered::new(Box::new(submit), window),
@@ -93,12 +86,7 @@ impl<R: Portable + Sync> Iterator for ImapUnordered<'_, R> {
             let (index, outcome) = self.inner.next()?;
             let n = lock(&self.lens).remove(&index).unwrap_or(1);
             match outcome {
-                Ok(items) => self.ready.extend(items.into_iter().map(|r| {
-                    r.map_err(|p| Error::Panicked {
-                        message: p.message,
-                        backtrace: None,
-                    })
-                })),
+                Ok(items) => self.ready.extend(items.into_results()),
                 Err(e) => self.ready.extend(std::iter::repeat_n(e, n).map(Err)),
             }
         }

@@ -85,30 +85,44 @@ impl Pool {
             .max(1);
         self.running(move || {
             let (promise, result) = AsyncResult::new(self.ex.__thread_pool_id());
-            let chunks = len.div_ceil(size);
             let agg = Arc::new(Mutex::new(MapAgg {
                 slots: std::iter::repeat_with(|| None).take(len).collect(),
-                left: chunks,
+                left: len,
                 first_error: None,
                 finish: Some((callbacks, promise)),
             }));
-            if chunks == 0 {
+            if len == 0 {
                 // Delivered on the handler thread like any other result.
                 let (p, done) = Promise::<ChunkResult<R>>::new();
-                let _ = p.set_result(Vec::new());
+                let _ = p.set_result(ChunkResult(Vec::new()));
                 let agg = agg.clone();
-                self.track(done, move |fut| Box::new(ChunkEntry { fut, start: 0, agg }));
+                self.track(done, move |fut| {
+                    Box::new(ChunkEntry {
+                        fut,
+                        start: 0,
+                        items: 0,
+                        agg,
+                    })
+                });
                 return result;
             }
             let run_chunk = chunk_task(func);
-            let mut items = items.into_iter();
+            let mut chunks = ChunkFeed::new(&*self.ex, run_chunk, items.into_iter(), size);
             let mut start = 0;
-            while start < len {
-                let chunk: Vec<A> = items.by_ref().take(size).collect();
-                let n = chunk.len();
-                let fut = self.ex.submit(run_chunk, chunk);
+            while let Some((fut, n)) = chunks.next() {
+                // No input is sent after a refusal; the refused chunk,
+                // which fails the job, stands for the items after it too,
+                // so that the job settles.
+                let n = if chunks.refused() { len - start } else { n };
                 let agg = agg.clone();
-                self.track(fut, move |fut| Box::new(ChunkEntry { fut, start, agg }));
+                self.track(fut, move |fut| {
+                    Box::new(ChunkEntry {
+                        fut,
+                        start,
+                        items: n,
+                        agg,
+                    })
+                });
                 start += n;
             }
             result

@@ -38,7 +38,7 @@ use self::entries::{ApplyEntry, ChunkEntry, MapAgg, chunk_task};
 use self::handler::{Entry, Handler, Msg};
 pub use self::iter::ImapUnordered;
 pub use self::star::StarFn;
-use crate::map::ChunkResult;
+use crate::chunk::{ChunkFeed, ChunkResult};
 use crate::sync::lock;
 use crate::{Error, Executor, ExecutorExt, Future, Map, MapOptions, Portable, Promise};
 

@@ -173,7 +173,7 @@ where
     R: Serialize,
 {
     const { assert_zero_sized::<F>() };
-    let _ = LAST_BACKTRACE.try_with(|b| b.borrow_mut().take());
+    forget_last_backtrace();
     let run = || -> Result<Vec<u8>, RemoteError> {
         let a: A = codec::decode(arg)?;
         // SAFETY: `F` is zero-sized (asserted at compile time above), so a
@@ -195,10 +195,7 @@ where
         Err(payload) => {
             // A payload whose `Drop` panics must not take the worker down.
             let message = take_panic_message(payload);
-            let backtrace = LAST_BACKTRACE
-                .try_with(|b| b.borrow_mut().take())
-                .ok()
-                .flatten();
+            let backtrace = take_last_backtrace();
             Err(RemoteError::Panicked { message, backtrace })
         }
     }
@@ -208,6 +205,21 @@ thread_local! {
     /// The backtrace text of the last panic on this thread, recorded by the
     /// worker panic hook when backtraces are enabled.
     static LAST_BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Forgets a backtrace recorded on this thread and not taken: what is
+/// taken next belongs to a panic that happens after this call.
+pub(crate) fn forget_last_backtrace() {
+    let _ = LAST_BACKTRACE.try_with(|b| b.borrow_mut().take());
+}
+
+/// The backtrace text the worker panic hook recorded for the last panic on
+/// this thread (none outside a worker, or with backtraces off).
+pub(crate) fn take_last_backtrace() -> Option<String> {
+    LAST_BACKTRACE
+        .try_with(|b| b.borrow_mut().take())
+        .ok()
+        .flatten()
 }
 
 /// Records the backtrace of a panic happening now on this thread, if

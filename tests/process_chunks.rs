@@ -1,0 +1,238 @@
+//! Chunked maps on a process pool: many items in one task, and still one
+//! `Result` per item (decision 2, M10), wherever an item fails: its
+//! argument does not encode or fit a frame (D1), its call panics (with the
+//! worker's backtrace, decision 8 / MP17), its result does not encode in
+//! the worker (D10) or decode in the parent (D11). CPython's
+//! `ProcessPoolExecutor` fails the whole chunk in each case.
+//!
+//! Every wait has a hang guard (the pools' maps collect within `guarded`);
+//! no test asserts a duration.
+
+use std::sync::Arc;
+
+use concurrent_futures::{Error, ExecutorExt, MapOptions, Pool, ProcessPoolExecutor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+concurrent_futures::process_pool_test_worker!();
+
+mod common;
+use common::guarded;
+
+fn byte_len(v: Vec<u8>) -> usize {
+    v.len()
+}
+
+fn small_frames() -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_frame_bytes(4096)
+        .test_harness()
+        .build()
+        .expect("a test-harness pool builds")
+}
+
+fn chunks_of(n: usize) -> MapOptions {
+    MapOptions::new().chunksize(n)
+}
+
+#[test]
+fn d1_m10_an_argument_larger_than_a_frame_fails_only_its_item_in_a_chunk() {
+    let pool = small_frames();
+    let got: Vec<Result<usize, Error>> = guarded("the map", move || {
+        let inputs = [10, 20, 10_000, 30, 40, 50].map(|n| vec![0u8; n]);
+        pool.map_with(byte_len, inputs, chunks_of(3)).collect()
+    });
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert_eq!(&got[..2], &[Ok(10), Ok(20)], "its neighbours in the chunk");
+    match &got[2] {
+        Err(Error::Encode { type_name, message }) => {
+            assert_eq!(
+                *type_name,
+                std::any::type_name::<Vec<u8>>(),
+                "the item's type"
+            );
+            assert!(message.contains("max_frame_bytes"), "{message}");
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+    assert_eq!(&got[3..], &[Ok(30), Ok(40), Ok(50)]);
+}
+
+#[test]
+fn a_chunk_larger_than_a_frame_whose_items_each_fit_is_sent_item_by_item() {
+    let pool = small_frames();
+    let got: Vec<Result<usize, Error>> = guarded("the map", move || {
+        let inputs = [3000, 3000, 3000, 5].map(|n| vec![0u8; n]);
+        pool.map_with(byte_len, inputs, chunks_of(4)).collect()
+    });
+    assert_eq!(got, vec![Ok(3000), Ok(3000), Ok(3000), Ok(5)]);
+}
+
+/// Serializes like a `u32`, except 13, which it refuses.
+#[derive(Debug, PartialEq)]
+struct NotThirteen(u32);
+
+impl Serialize for NotThirteen {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            return Err(serde::ser::Error::custom("13 refuses"));
+        }
+        s.serialize_u32(self.0)
+    }
+}
+
+/// Deserializes like a `u32`, except 7, which it rejects.
+impl<'de> Deserialize<'de> for NotThirteen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            7 => Err(serde::de::Error::custom("7 is rejected")),
+            n => Ok(NotThirteen(n)),
+        }
+    }
+}
+
+fn wrap(n: u32) -> NotThirteen {
+    NotThirteen(n)
+}
+
+fn unwrap(n: NotThirteen) -> u32 {
+    n.0
+}
+
+#[test]
+fn d1_m10_an_argument_that_does_not_serialize_fails_only_its_item_and_names_its_type() {
+    let pool = small_frames();
+    let got: Vec<Result<u32, Error>> = guarded("the map", move || {
+        pool.map_with(unwrap, (11..16).map(NotThirteen), chunks_of(5))
+            .collect()
+    });
+    assert_eq!(&got[..2], &[Ok(11), Ok(12)]);
+    assert!(
+        matches!(&got[2], Err(Error::Encode { type_name, .. }) if type_name.ends_with("NotThirteen")),
+        "{:?}",
+        got[2]
+    );
+    assert_eq!(&got[3..], &[Ok(14), Ok(15)]);
+}
+
+#[test]
+fn d10_m10_a_result_that_does_not_serialize_fails_only_its_item_in_a_chunk() {
+    let pool = small_frames();
+    let got: Vec<Result<NotThirteen, Error>> = guarded("the map", move || {
+        pool.map_with(wrap, 11..16, chunks_of(5)).collect()
+    });
+    assert_eq!(got[..2], [Ok(NotThirteen(11)), Ok(NotThirteen(12))]);
+    assert!(
+        matches!(&got[2], Err(Error::Encode { type_name, .. }) if type_name.ends_with("NotThirteen")),
+        "{:?}",
+        got[2]
+    );
+    assert_eq!(got[3..], [Ok(NotThirteen(14)), Ok(NotThirteen(15))]);
+}
+
+#[test]
+fn d11_m10_a_result_that_does_not_decode_fails_only_its_item_in_a_chunk() {
+    let pool = small_frames();
+    let got: Vec<Result<NotThirteen, Error>> = guarded("the map", move || {
+        pool.map_with(wrap, 6..9, chunks_of(3)).collect()
+    });
+    assert_eq!(got[0], Ok(NotThirteen(6)));
+    assert!(
+        matches!(&got[1], Err(Error::Decode { type_name, .. }) if type_name.ends_with("NotThirteen")),
+        "{:?}",
+        got[1]
+    );
+    assert_eq!(got[2], Ok(NotThirteen(8)));
+}
+
+fn odd_panics(n: u32) -> u32 {
+    assert!(n.is_multiple_of(2), "odd {n}");
+    n
+}
+
+fn backtraces_on() -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .worker_env("RUST_LIB_BACKTRACE", "1")
+        .test_harness()
+        .build()
+        .expect("a test-harness pool builds")
+}
+
+#[test]
+fn decision8_an_item_panic_in_a_chunk_keeps_its_message_and_the_workers_backtrace() {
+    let pool = backtraces_on();
+    let got: Vec<Result<u32, Error>> = guarded("the map", move || {
+        pool.map_with(odd_panics, 0..4, chunks_of(4)).collect()
+    });
+    assert_eq!((&got[0], &got[2]), (&Ok(0), &Ok(2)));
+    for (i, r) in [(1, &got[1]), (3, &got[3])] {
+        match r {
+            Err(Error::Panicked { message, backtrace }) => {
+                assert!(message.contains(&format!("odd {i}")), "{message}");
+                let bt = backtrace.as_deref().expect("the worker's backtrace");
+                assert!(bt.contains("odd_panics"), "{bt}");
+            }
+            other => panic!("item {i}: expected Panicked, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn mp17_pool_map_and_imap_unordered_keep_the_workers_backtrace() {
+    let procs = Pool::builder()
+        .processes(1)
+        .worker_env("RUST_LIB_BACKTRACE", "1")
+        .test_harness()
+        .build()
+        .expect("a pool builds");
+    let (mapped, unordered) = guarded("the maps", move || {
+        let mapped = procs.map(odd_panics, 0..8u32);
+        let unordered: Vec<Result<u32, Error>> = procs
+            .imap_unordered_with(odd_panics, 0..8u32, chunks_of(4))
+            .expect("the pool runs")
+            .collect();
+        (mapped, unordered)
+    });
+    assert!(
+        matches!(&mapped, Err(Error::Panicked { backtrace: Some(bt), .. }) if bt.contains("odd_panics")),
+        "{mapped:?}"
+    );
+    let failed: Vec<&Error> = unordered.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(failed.len(), 4, "{unordered:?}");
+    assert!(
+        failed.iter().all(|e| matches!(
+            e,
+            Error::Panicked {
+                backtrace: Some(_),
+                ..
+            }
+        )),
+        "{failed:?}"
+    );
+}
+
+#[test]
+fn pool_map_async_sends_a_chunk_that_does_not_fit_a_frame_item_by_item() {
+    let procs = Pool::from_executor(Arc::new(small_frames())).expect("a pool");
+    let got = guarded("the map", move || {
+        procs.map_chunked(
+            byte_len,
+            [3000, 3000, 3000, 5].map(|n| vec![0u8; n]),
+            Some(4),
+        )
+    });
+    assert_eq!(got, Ok(vec![3000, 3000, 3000, 5]));
+}
+
+#[test]
+fn pool_map_fails_with_the_item_that_does_not_fit_naming_its_type() {
+    let procs = Pool::from_executor(Arc::new(small_frames())).expect("a pool");
+    let got = guarded("the map", move || {
+        procs.map_chunked(byte_len, [10, 10_000, 20].map(|n| vec![0u8; n]), Some(3))
+    });
+    assert!(
+        matches!(&got, Err(Error::Encode { type_name, .. }) if *type_name == std::any::type_name::<Vec<u8>>()),
+        "{got:?}"
+    );
+}
