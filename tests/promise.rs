@@ -9,9 +9,8 @@ use std::time::Duration;
 #[test]
 fn f3_set_running_moves_pending_to_running_once() {
     let (p, f) = Promise::<u32>::new();
-    assert!(p.set_running_or_notify_cancel());
+    assert_eq!(p.set_running_or_notify_cancel(), Ok(true));
     assert!(f.running());
-    assert!(!p.set_running_or_notify_cancel(), "already running");
     assert!(!f.cancel(), "X2: a running future cannot be cancelled");
 }
 
@@ -19,8 +18,31 @@ fn f3_set_running_moves_pending_to_running_once() {
 fn f3_set_running_on_a_cancelled_future_returns_false() {
     let (p, f) = Promise::<u32>::new();
     assert!(f.cancel());
-    assert!(!p.set_running_or_notify_cancel());
+    assert_eq!(p.set_running_or_notify_cancel(), Ok(false));
     assert!(f.cancelled());
+}
+
+#[test]
+fn f3_set_running_on_a_running_future_is_invalid_state_not_a_cancel() {
+    let (p, f) = Promise::<u32>::new();
+    assert_eq!(p.set_running_or_notify_cancel(), Ok(true));
+    assert_eq!(
+        p.set_running_or_notify_cancel(),
+        Err(Error::InvalidState("running"))
+    );
+    assert!(f.running(), "the future is left running");
+}
+
+#[test]
+fn f3_set_running_on_a_finished_future_is_invalid_state_not_a_cancel() {
+    let (p, f) = Promise::<u32>::new();
+    p.set_result(1).unwrap();
+    assert_eq!(
+        p.set_running_or_notify_cancel(),
+        Err(Error::InvalidState("finished"))
+    );
+    assert!(!f.cancelled());
+    assert_eq!(f.result(None), Ok(&1));
 }
 
 #[test]

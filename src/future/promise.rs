@@ -8,7 +8,7 @@
 use std::fmt;
 
 use super::Future;
-use super::core::{Core, Start};
+use super::core::{CANCELLED, Core, RUNNING, Start};
 use crate::Error;
 use crate::sync::Arc;
 
@@ -21,7 +21,7 @@ use crate::sync::Arc;
 /// use concurrent_futures::{Error, Promise};
 ///
 /// let (promise, future) = Promise::new();
-/// assert!(promise.set_running_or_notify_cancel());
+/// assert_eq!(promise.set_running_or_notify_cancel(), Ok(true));
 /// assert!(future.running());
 /// promise.set_result(42).unwrap();
 /// assert_eq!(future.result(None), Ok(&42));
@@ -50,12 +50,40 @@ impl<T: Send + Sync + 'static> Promise<T> {
         (Promise { core: core.clone() }, Future::from_shared(core))
     }
 
-    /// PENDING → RUNNING: true, and the future can no longer be cancelled.
-    /// If it was cancelled: false (its waiters were already notified at
-    /// cancel time, decision 1). Otherwise (already running or finished):
-    /// false (F3).
-    pub fn set_running_or_notify_cancel(&self) -> bool {
-        self.core.set_running() == Start::Run
+    /// Call before running the work, as CPython's executors do (F3):
+    ///
+    /// * PENDING → RUNNING: `Ok(true)`; run the work. The future can no
+    ///   longer be cancelled.
+    /// * Cancelled: `Ok(false)`; drop the work. Its waiters were notified
+    ///   when it was cancelled (decision 1).
+    /// * Already running or finished: [`Error::InvalidState`] (`"running"`
+    ///   or `"finished"`), where CPython raises `RuntimeError('Future in
+    ///   unexpected state')`: a second call is a bug in the caller, not a
+    ///   cancel, so it is not answered like one.
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// assert_eq!(promise.set_running_or_notify_cancel(), Ok(true));
+    /// assert_eq!(
+    ///     promise.set_running_or_notify_cancel(),
+    ///     Err(Error::InvalidState("running"))
+    /// );
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// assert!(future.cancel());
+    /// assert_eq!(promise.set_running_or_notify_cancel(), Ok(false));
+    /// ```
+    pub fn set_running_or_notify_cancel(&self) -> Result<bool, Error> {
+        match self.core.set_running() {
+            Start::Run => Ok(true),
+            Start::Skip => match self.core.status() {
+                CANCELLED => Ok(false),
+                RUNNING => Err(Error::InvalidState("running")),
+                _ => Err(Error::InvalidState("finished")),
+            },
+        }
     }
 
     /// Completes the future with `value` (F5: allowed from PENDING too).
@@ -80,7 +108,7 @@ impl<T: Send + Sync + 'static> Promise<T> {
             Ok(())
         } else {
             Err(Error::InvalidState(match self.core.status() {
-                super::core::CANCELLED => "cancelled",
+                CANCELLED => "cancelled",
                 _ => "finished",
             }))
         }
