@@ -301,6 +301,25 @@ fn l2_worker_died_error_names_the_signal() {
     }
 }
 
+/// Any `prefetch` is taken: one larger than half of `usize::MAX` used to
+/// overflow when a tiny task deepened the pipeline, killing the thread that
+/// reads the worker's results (its task never resolved, and shutdown(wait)
+/// waited for that reader forever). Found by review.
+#[test]
+fn a_prefetch_of_usize_max_serves_tiny_tasks() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(usize::MAX)
+        .test_harness()
+        .build()
+        .unwrap();
+    let results: Vec<_> = (0..4).map(|i| pool.submit(double, i)).collect();
+    for (i, f) in results.into_iter().enumerate() {
+        assert_eq!(wait(f), Ok(2 * i as u64));
+    }
+    pool.shutdown(true, false);
+}
+
 /// Decision 3: tasks already sent to a worker behind the task that kills it
 /// are sent again to its replacement, not failed.
 #[test]

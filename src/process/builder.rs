@@ -5,8 +5,9 @@ use std::ffi::OsString;
 use std::fmt;
 use std::time::Duration;
 
-use super::pool::{Config, ProcessPoolExecutor, Shared, supervise};
+use super::pool::{Config, ProcessPoolExecutor, Shared};
 use super::state::{Limits, State};
+use super::supervisor::supervise;
 use super::{entry, worker};
 use crate::Error;
 use crate::sync::lock;

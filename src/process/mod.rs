@@ -49,6 +49,7 @@ mod pool;
 pub(crate) mod protocol;
 mod reusable;
 mod state;
+mod supervisor;
 mod tree;
 pub(crate) mod worker;
 

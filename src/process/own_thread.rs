@@ -25,6 +25,7 @@ use std::cell::Cell;
 use std::time::Instant;
 
 use super::pool::Shared;
+use super::supervisor::{Kept, keep_deadlines};
 use crate::sync::lock;
 
 /// What an own thread does for its pool.
@@ -70,12 +71,27 @@ pub(crate) fn wait_for_the_others(shared: &Shared, deadline: Option<Instant>) ->
         if !others && (st.want == 0 || st.supervisor_waits) {
             break true;
         }
-        st = match crate::sync::wait_deadline(&shared.cond, st, deadline) {
-            Ok(g) => g,
-            Err(g) => {
-                st = g;
-                break false;
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break false;
+        }
+        // The supervisor alone keeps the deadlines, and the tasks waited
+        // for may need theirs kept to end (a task past its limit, a start
+        // that hangs): it keeps them while it waits here too.
+        let mut wake = deadline;
+        if supervisor {
+            match keep_deadlines(shared, st) {
+                Kept::Killed(g) => {
+                    st = g;
+                    continue;
+                }
+                Kept::Next(g, next) => {
+                    st = g;
+                    wake = earliest(deadline, next);
+                }
             }
+        }
+        st = match crate::sync::wait_deadline(&shared.cond, st, wake) {
+            Ok(g) | Err(g) => g,
         };
     };
     st.own_waiters -= 1;
@@ -83,6 +99,14 @@ pub(crate) fn wait_for_the_others(shared: &Shared, deadline: Option<Instant>) ->
         st.supervisor_waits = false;
     }
     ended
+}
+
+/// The earlier of two optional instants (`None`: never).
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn address(shared: &Shared) -> usize {

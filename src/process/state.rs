@@ -76,7 +76,7 @@ impl Link {
     /// worker running dry (see [`State::dispatch`]).
     pub(crate) fn task_done(&mut self, ran: Duration, limits: &Limits) {
         self.depth = if ran < SHORT_TASK {
-            (self.depth * 2).clamp(limits.prefetch, MAX_DEPTH.max(limits.prefetch))
+            (self.depth.saturating_mul(2)).clamp(limits.prefetch, MAX_DEPTH.max(limits.prefetch))
         } else {
             limits.prefetch
         };

@@ -1,0 +1,155 @@
+//! The process pool's supervisor thread keeps the deadlines (task limits,
+//! startup timeouts, idle retirement) and nobody else does. It also runs
+//! user code: the done-callbacks of the tasks it fails when workers cannot
+//! start. A callback that shuts the pool down and waits blocks the
+//! supervisor in that wait, and the tasks waited for may need their limits
+//! kept to end. Found by review: such a wait left a task past its limit
+//! running, and the shutdown waited for the task's own end.
+//!
+//! The failed start is real: the helper process uses up its descriptors so
+//! that the pipes for a new worker cannot be made (EMFILE).
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use concurrent_futures::{Error, Executor, ExecutorExt, ProcessPoolExecutor, Task};
+
+concurrent_futures::process_pool_test_worker!();
+
+mod common;
+
+const HELPER_ENV: &str = "CF_TEST_SUPERVISOR_HELPER";
+
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+fn sleep_ms(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// An executor that keeps the task it is given, so that the test can add
+/// a done-callback before any pool sees the task.
+#[derive(Debug, Default)]
+struct Stash(Mutex<Option<Task>>);
+
+impl Executor for Stash {
+    fn execute(&self, task: Task) -> Result<(), (Task, Error)> {
+        *self.0.lock().unwrap() = Some(task);
+        Ok(())
+    }
+    fn shutdown(&self, _wait: bool, _cancel_futures: bool) {}
+    fn max_workers(&self) -> usize {
+        1
+    }
+}
+
+static FILLERS: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+
+/// Uses up every descriptor number (a lowered `RLIMIT_NOFILE`, filled with
+/// `/dev/null`), so that the next `pipe()` fails with EMFILE; returns the
+/// old limit.
+fn exhaust_fds() -> libc::rlimit {
+    let highest = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()))
+        .max()
+        .unwrap();
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct we own.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) }, 0);
+    let new = libc::rlimit {
+        rlim_cur: highest + 32,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: setrlimit reads one struct we own.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) }, 0);
+    let mut fillers = FILLERS.lock().unwrap();
+    while let Ok(file) = std::fs::File::open("/dev/null") {
+        fillers.push(file);
+    }
+    old
+}
+
+fn restore_fds(old: libc::rlimit) {
+    FILLERS.lock().unwrap().clear();
+    // SAFETY: setrlimit reads one struct we own.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &old) };
+}
+
+#[test]
+fn a_shutdown_wait_in_a_callback_on_the_supervisor_still_enforces_task_limits() {
+    let out = common::run_helper(
+        common::helper_command("helper_shutdown_wait_on_the_supervisor", HELPER_ENV),
+        Duration::from_secs(90),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One worker runs task A (a 3 s limit, 20 s of sleep). Task B, queued
+/// with a done-callback, wants a second worker, which cannot start; after
+/// three failed starts the supervisor fails B as `Broken`, and B's callback
+/// (on the supervisor) calls `shutdown(wait = true)`. A must still be
+/// stopped at its limit (or the shutdown waits for its 20 s, and it ends
+/// `Ok`).
+#[test]
+#[ignore = "helper: run by a_shutdown_wait_in_a_callback_on_the_supervisor_still_enforces_task_limits"]
+fn helper_shutdown_wait_on_the_supervisor() {
+    if std::env::var_os(HELPER_ENV).is_none() {
+        return;
+    }
+    let pool = Arc::new(
+        ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .idle_timeout(Duration::from_secs(60))
+            .test_harness()
+            .build()
+            .unwrap(),
+    );
+    let a = pool.submit_with_timeout(sleep_ms, 20_000, Duration::from_secs(3));
+    common::wait_until("A runs on the one worker", || {
+        a.running() && pool.worker_pids().len() == 1
+    });
+    let stash = Stash::default();
+    let b = stash.submit(double, 1);
+    let task = stash.0.lock().unwrap().take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    let p = pool.clone();
+    let old = Arc::new(Mutex::new(None::<libc::rlimit>));
+    let old2 = old.clone();
+    b.add_done_callback(move |f| {
+        let on = std::thread::current().name().map(str::to_owned);
+        if let Some(old) = old2.lock().unwrap().take() {
+            restore_fds(old);
+        }
+        let failed = f.exception(Some(Duration::ZERO)).ok().flatten();
+        p.shutdown(true, false);
+        let _ = tx.send((on, failed));
+    });
+    *old.lock().unwrap() = Some(exhaust_fds());
+    if let Err((_, e)) = pool.execute(task) {
+        panic!("B was refused: {e:?}");
+    }
+    let (on, failed) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the callback's shutdown returns");
+    assert_eq!(on.as_deref(), Some("cf-process-supervisor"));
+    assert!(matches!(failed, Some(Error::Broken { .. })), "{failed:?}");
+    assert!(
+        matches!(
+            a.result(Some(Duration::ZERO)),
+            Err(Error::TaskTimeout { .. })
+        ),
+        "A's limit was not enforced: {:?}",
+        a.result(Some(Duration::ZERO))
+    );
+}
