@@ -4,7 +4,6 @@
 //! reaped.
 
 use std::process::Command;
-use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use super::child::Doomed;
@@ -12,7 +11,7 @@ use super::pool::{Config, Shared};
 use super::state::{Failures, Starting, State, passed};
 use super::{link, os, own_thread, worker};
 use crate::Error;
-use crate::sync::{Arc, Mutex, lock};
+use crate::sync::{Arc, Mutex, MutexGuard, lock};
 
 /// The supervisor thread: starts workers when asked, enforces task and
 /// startup deadlines, and exits once the pool is shut down and every worker
