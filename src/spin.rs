@@ -57,6 +57,7 @@ pub(crate) const SPIN_LIMIT: Duration = Duration::from_micros(20);
 /// round trip drops from 9.5 to under 2 µs. Past a few steps the watch
 /// yields the core on each look, so a worker sharing the caller's CPU
 /// loses little to it.
+#[cfg_attr(cf_loom, allow(dead_code))]
 pub(crate) const WAIT_SPIN_LIMIT: Duration = Duration::from_micros(60);
 
 /// An idle period up to this long counts as "a spin would have caught it"

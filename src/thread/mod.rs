@@ -28,6 +28,7 @@ use self::worker::WorkerThread;
 // future alone), so this is unused there.
 #[cfg_attr(cf_loom, allow(unused_imports))]
 pub(crate) use self::registry::new_executor_id;
+#[cfg(not(cf_loom))]
 pub(crate) use self::worker::help_while_waiting;
 use crate::executor::{ClosureTask, Task};
 use crate::sync::{Arc, Ordering, lock};
