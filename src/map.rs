@@ -131,6 +131,67 @@ impl<'a, R: 'a> Map<'a, R> {
             Inner::Chunks { window, .. } => window.in_flight.len(),
         }
     }
+
+    /// [`next`](Iterator::next), waiting at most `timeout` for the next
+    /// result (`IMapIterator.next(timeout)`, MP12): `Err(Error::Timeout)`
+    /// if it is not ready by then. Nothing is lost: that result stays next,
+    /// and the map goes on (call again, or use the iterator). `Ok(None)`
+    /// once every result was yielded. A map deadline
+    /// ([`MapOptions::timeout`]) that passes first ends the map as in
+    /// `next`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::{Error, ExecutorExt, ThreadPoolExecutor};
+    ///
+    /// fn slow(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// let pool = ThreadPoolExecutor::new(1).unwrap();
+    /// let mut results = pool.map(slow, [300, 1]);
+    /// assert!(matches!(
+    ///     results.next_timeout(Duration::from_millis(1)),
+    ///     Err(Error::Timeout { .. })
+    /// ));
+    /// assert_eq!(results.next_timeout(Duration::from_secs(30)), Ok(Some(Ok(300))));
+    /// assert_eq!(results.next(), Some(Ok(1)));
+    /// assert_eq!(results.next_timeout(Duration::ZERO), Ok(None));
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<R, Error>>, Error> {
+        match &mut self.inner {
+            Inner::One(w) => Ok(w.next_within(timeout)?.map(|(r, _)| r)),
+            Inner::Chunks { window, ready } => loop {
+                if let Some(r) = ready.pop_front() {
+                    return Ok(Some(r));
+                }
+                let Some(got) = window.next_within(timeout)? else {
+                    return Ok(None);
+                };
+                if let Some(r) = unpack_chunk(ready, got) {
+                    return Ok(Some(r));
+                }
+            },
+        }
+    }
+}
+
+/// Queues the items of a chunk's outcome in `ready`; returns the one
+/// result that must come out at once instead (a map deadline ends the
+/// iteration after one error).
+fn unpack_chunk<R>(
+    ready: &mut VecDeque<Result<R, Error>>,
+    (outcome, n): (Result<ChunkResult<R>, Error>, usize),
+) -> Option<Result<R, Error>> {
+    match outcome {
+        Ok(items) => ready.extend(items.into_results()),
+        Err(e @ Error::MapDeadline { .. }) => return Some(Err(e)),
+        // A chunk that failed as a whole (its worker died, ...) fails each
+        // of its items, each at its own position.
+        Err(e) => ready.extend(std::iter::repeat_n(e, n).map(Err)),
+    }
+    None
 }
 
 impl<R> Iterator for Map<'_, R> {
@@ -143,13 +204,8 @@ impl<R> Iterator for Map<'_, R> {
                 if let Some(r) = ready.pop_front() {
                     return Some(r);
                 }
-                match window.next()? {
-                    (Ok(items), _) => ready.extend(items.into_results()),
-                    // The map deadline ends the iteration after one error.
-                    (Err(e @ Error::MapDeadline { .. }), _) => return Some(Err(e)),
-                    // A chunk that failed as a whole (its worker died, ...)
-                    // fails each of its items, each at its own position.
-                    (Err(e), n) => ready.extend(std::iter::repeat_n(e, n).map(Err)),
+                if let Some(r) = unpack_chunk(ready, window.next()?) {
+                    return Some(r);
                 }
             },
         }
@@ -227,6 +283,32 @@ impl<'a, T> Window<'a, T> {
         Some((out, n))
     }
 
+    /// [`next`](Self::next), waiting at most `patience` for the front
+    /// future to end: `Err(Timeout)` leaves it in front. When the map's
+    /// deadline passes first, `next` ends the map as usual.
+    fn next_within(
+        &mut self,
+        patience: Duration,
+    ) -> Result<Option<(Result<T, Error>, usize)>, Error> {
+        let Some((front, _)) = self.in_flight.front() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let until = [started.checked_add(patience), self.deadline.map(|(d, _)| d)]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(until) = until {
+            // Only to wait: the outcome is read by `next`.
+            let _ = front.result(Some(until.saturating_duration_since(started)));
+        }
+        let deadline_passed = self.deadline.is_some_and(|(d, _)| Instant::now() >= d);
+        if !front.done() && !deadline_passed {
+            return Err(Error::Timeout { waited: patience });
+        }
+        Ok(self.next())
+    }
+
     fn size_hint(&self) -> (usize, Option<usize>) {
         let n = self.in_flight.len();
         // A deadline may end the map early: one `MapDeadline` item then
@@ -286,6 +368,34 @@ impl<'a, R> MapUnordered<'a, R> {
         self.in_flight
     }
 
+    /// [`next`](Iterator::next), waiting at most `timeout` for a result
+    /// (MP12, as [`Map::next_timeout`]): `Err(Error::Timeout)` if none
+    /// ended by then; the map goes on. `Ok(None)` once every result was
+    /// yielded.
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<(usize, Result<R, Error>)>, Error> {
+        if self.in_flight == 0 {
+            return Ok(None);
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        match self.inbox.recv(deadline) {
+            Some((key, _)) => Ok(self.take(key)),
+            None => Err(Error::Timeout { waited: timeout }),
+        }
+    }
+
+    /// Yields the future registered under `key`, and submits the next input.
+    fn take(&mut self, key: usize) -> Option<(usize, Result<R, Error>)> {
+        let (index, fut) = self.slots[key].take()?;
+        self.free.push(key);
+        self.in_flight -= 1;
+        let out = fut.into_result();
+        self.fill();
+        Some((index, out))
+    }
+
     fn fill(&mut self) {
         while !self.exhausted && self.in_flight < self.window {
             let Some(fut) = (self.submit)() else {
@@ -320,12 +430,7 @@ impl<R> Iterator for MapUnordered<'_, R> {
             return None;
         }
         let (key, _) = self.inbox.recv(None)?;
-        let (index, fut) = self.slots[key].take()?;
-        self.free.push(key);
-        self.in_flight -= 1;
-        let out = fut.into_result();
-        self.fill();
-        Some((index, out))
+        self.take(key)
     }
 }
 

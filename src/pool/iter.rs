@@ -3,6 +3,7 @@
 use crate::sync::{Arc, Mutex};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::time::Duration;
 
 use crate::chunk::{ChunkFeed, ChunkResult};
 use crate::map::MapUnordered;
@@ -73,6 +74,32 @@ impl<'a, R: Portable + Sync> ImapUnordered<'a, R> {
     pub fn in_flight(&self) -> usize {
         self.inner.in_flight()
     }
+
+    /// [`next`](Iterator::next), waiting at most `timeout` for a result
+    /// (`IMapIterator.next(timeout)`, MP12): `Err(Error::Timeout)` if none
+    /// is ready by then; the iteration goes on. `Ok(None)` once every
+    /// result was yielded.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<R, Error>>, Error> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Ok(Some(r));
+            }
+            let Some((index, outcome)) = self.inner.next_timeout(timeout)? else {
+                return Ok(None);
+            };
+            self.unpack(index, outcome);
+        }
+    }
+
+    /// Queues the results of the chunk with index `index`, each at its
+    /// own position; a chunk that failed as a whole fails each item.
+    fn unpack(&mut self, index: usize, outcome: Result<ChunkResult<R>, Error>) {
+        let n = lock(&self.lens).remove(&index).unwrap_or(1);
+        match outcome {
+            Ok(items) => self.ready.extend(items.into_results()),
+            Err(e) => self.ready.extend(std::iter::repeat_n(e, n).map(Err)),
+        }
+    }
 }
 
 impl<R: Portable + Sync> Iterator for ImapUnordered<'_, R> {
@@ -84,11 +111,7 @@ impl<R: Portable + Sync> Iterator for ImapUnordered<'_, R> {
                 return Some(r);
             }
             let (index, outcome) = self.inner.next()?;
-            let n = lock(&self.lens).remove(&index).unwrap_or(1);
-            match outcome {
-                Ok(items) => self.ready.extend(items.into_results()),
-                Err(e) => self.ready.extend(std::iter::repeat_n(e, n).map(Err)),
-            }
+            self.unpack(index, outcome);
         }
     }
 }
