@@ -433,3 +433,36 @@ impl<W: Waitable + ?Sized> Drop for AsCompleted<'_, W> {
         }
     }
 }
+
+#[cfg(all(test, not(cf_loom)))]
+mod tests {
+    use super::*;
+    use crate::Promise;
+
+    /// A6: an iterator dropped before it yielded every future takes its
+    /// watcher out of each future it still watched, whether it waited or
+    /// not; the futures' lists do not grow with every iterator made.
+    #[test]
+    fn a6_a_dropped_iterator_leaves_no_watcher_behind() {
+        let (_keep_a, a) = Promise::<u8>::new();
+        let (pb, b) = Promise::<u8>::new();
+        {
+            let it = as_completed([&a, &b], None);
+            assert_eq!((a.core().watchers(), b.core().watchers()), (1, 1));
+            drop(it);
+            assert_eq!((a.core().watchers(), b.core().watchers()), (0, 0));
+        }
+        pb.set_result(1).unwrap();
+        for _ in 0..100 {
+            let mut it = as_completed([&a, &b], Some(Duration::from_secs(30)));
+            assert_eq!(it.next().map(|r| r.map(|f| f.done())), Some(Ok(true)));
+            assert_eq!(a.core().watchers(), 1, "still watched: not yet yielded");
+            drop(it);
+        }
+        assert_eq!(
+            a.core().watchers(),
+            0,
+            "a dropped iterator left its watcher"
+        );
+    }
+}

@@ -124,19 +124,36 @@ fn decision1_cancel_notifies_registered_as_completed() {
 }
 
 /// Decision 1 (X4): a cancel wakes a thread already blocked in `wait()`
-/// with no timeout (the channel's timeout is only a hang guard).
+/// with no timeout (the channel's timeout is only a hang guard). Linux:
+/// the waiter's state comes from `/proc`.
 #[test]
 fn decision1_cancel_wakes_blocked_wait() {
     let (pool, _blocker, _release) = busy_pool();
     let fut = Arc::new(pool.spawn(|| 1));
     let (tx, rx) = mpsc::channel();
     let f2 = fut.clone();
+    let (tid_tx, tid_rx) = mpsc::channel();
     thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() }).unwrap();
         let sets = wait([&*f2], None, ReturnWhen::AllCompleted);
         tx.send((sets.done.len(), sets.not_done.len())).unwrap();
     });
-    // Lets the waiter block first; the test passes either way.
-    thread::sleep(SHORT);
+    // Cancel only once the waiter sleeps (blocked, past any spinning), so
+    // that the cancel has to wake it.
+    let tid = tid_rx.recv_timeout(HANG).unwrap();
+    let stat = format!("/proc/self/task/{tid}/stat");
+    let asleep = || {
+        std::fs::read_to_string(&stat)
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('S')))
+            .unwrap_or(false)
+    };
+    let began = Instant::now();
+    while !asleep() {
+        assert!(began.elapsed() < HANG, "the waiter never blocked");
+        thread::sleep(Duration::from_millis(1));
+    }
     assert!(fut.cancel());
     assert_eq!(rx.recv_timeout(HANG), Ok((1, 0)), "wait() was not woken");
 }

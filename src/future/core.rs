@@ -457,6 +457,15 @@ impl<T> Core<T> {
         });
     }
 
+    /// Watchers registered now (tests of A6).
+    #[cfg(all(test, not(cf_loom)))]
+    pub(crate) fn watchers(&self) -> usize {
+        lock(&self.waiters)
+            .iter()
+            .filter(|w| matches!(w, Waiter::Watcher(..)))
+            .count()
+    }
+
     /// The ending, if ended. Callers hold a `&Future` borrow (slot rule 2).
     fn ending(&self) -> Option<Ending> {
         match self.status() {
