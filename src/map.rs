@@ -224,6 +224,9 @@ impl<R> Iterator for Map<'_, R> {
 /// map over a few items must not allocate for the whole bound.
 const PREALLOCATED: usize = 64;
 
+/// A result of a [`Window`], with the number of items it stands for.
+type Counted<T> = (Result<T, Error>, usize);
+
 type CountedSubmitter<'a, T> = Box<dyn FnMut() -> Option<(Future<T>, usize)> + Send + 'a>;
 
 /// The bounded, ordered window of futures behind [`Map`].
@@ -266,7 +269,7 @@ impl<'a, T> Window<'a, T> {
     }
 
     /// The next result in order, with the number of items it stands for.
-    fn next(&mut self) -> Option<(Result<T, Error>, usize)> {
+    fn next(&mut self) -> Option<Counted<T>> {
         let (front, n) = self.in_flight.front()?;
         let n = *n;
         if let Some((deadline, timeout)) = self.deadline {
@@ -286,10 +289,7 @@ impl<'a, T> Window<'a, T> {
     /// [`next`](Self::next), waiting at most `patience` for the front
     /// future to end: `Err(Timeout)` leaves it in front. When the map's
     /// deadline passes first, `next` ends the map as usual.
-    fn next_within(
-        &mut self,
-        patience: Duration,
-    ) -> Result<Option<(Result<T, Error>, usize)>, Error> {
+    fn next_within(&mut self, patience: Duration) -> Result<Option<Counted<T>>, Error> {
         let Some((front, _)) = self.in_flight.front() else {
             return Ok(None);
         };
@@ -375,7 +375,7 @@ impl<'a, R> MapUnordered<'a, R> {
     pub fn next_timeout(
         &mut self,
         timeout: Duration,
-    ) -> Result<Option<(usize, Result<R, Error>)>, Error> {
+    ) -> Result<Option<<Self as Iterator>::Item>, Error> {
         if self.in_flight == 0 {
             return Ok(None);
         }
