@@ -18,6 +18,7 @@ use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::ThreadId;
+use std::time::Instant;
 
 use crate::Error;
 use crate::sync::lock;
@@ -92,12 +93,17 @@ impl Handler {
         book.undelivered += 1;
     }
 
-    /// Blocks until every registered entry has been delivered.
-    pub(crate) fn wait_idle(&self) {
+    /// Blocks until every registered entry has been delivered, or
+    /// `deadline` passes (`None`: no limit); returns whether they were.
+    pub(crate) fn wait_idle_until(&self, deadline: Option<Instant>) -> bool {
         let mut book = lock(&self.book);
         while book.undelivered > 0 {
-            book = crate::sync::wait(&self.idle, book);
+            book = match crate::sync::wait_deadline(&self.idle, book, deadline) {
+                Ok(book) => book,
+                Err(book) => return book.undelivered == 0,
+            };
         }
+        true
     }
 
     fn delivered(&self, n: usize) {

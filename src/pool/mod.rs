@@ -29,6 +29,7 @@ use crate::sync::{Arc, Mutex};
 use std::fmt;
 use std::sync::RwLock;
 use std::sync::mpsc::{self, Sender};
+use std::time::{Duration, Instant};
 
 pub use self::async_result::{AsyncResult, Callbacks};
 #[cfg(unix)]
@@ -40,7 +41,9 @@ pub use self::iter::ImapUnordered;
 pub use self::star::StarFn;
 use crate::chunk::{ChunkFeed, ChunkResult};
 use crate::sync::lock;
-use crate::{Error, Executor, ExecutorExt, Future, Map, MapOptions, Portable, Promise};
+use crate::{
+    Error, Executor, ExecutorExt, Future, Map, MapOptions, Portable, Promise, ShutdownOutcome,
+};
 
 /// Where a pool is in its life (MP23-MP25).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,16 +303,70 @@ impl Pool {
     /// `close` nor `terminate` was called (MP23); a call from a pool
     /// callback, which would deadlock.
     pub fn join(&self) -> Result<(), Error> {
-        let state = self.state();
-        if state == Lifecycle::Running {
-            return Err(Error::InvalidConfig(
-                "Pool is still running: call close() or terminate() before join()".into(),
-            ));
-        }
-        self.not_in_callback("join()")?;
-        self.handler.wait_idle();
+        let state = self.joinable("join()")?;
+        self.handler.wait_idle_until(None);
         self.ex.shutdown(true, state == Lifecycle::Terminated);
         Ok(())
+    }
+
+    /// [`join`](Self::join), waiting at most `timeout` (pebble's
+    /// `join(timeout)`, L13): [`Error::Timeout`] if the pool's work is not
+    /// over by then (results not all ready, or, after `terminate`, tasks
+    /// still running on threads, which cannot be stopped). The work goes on;
+    /// call it again to wait longer. The same errors as `join` otherwise.
+    ///
+    /// Over a [`from_executor`](Self::from_executor) executor of your own
+    /// that does not implement
+    /// [`shutdown_within`](crate::Executor::shutdown_within), it cannot see
+    /// its workers exit and answers `Timeout` once the results are ready.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::ThreadPool;
+    ///
+    /// fn double(x: u64) -> u64 { x * 2 }
+    ///
+    /// let pool = ThreadPool::new(2).unwrap().into_pool();
+    /// let result = pool.apply_async(double, 21).unwrap();
+    /// pool.close();
+    /// pool.join_timeout(Duration::from_secs(30)).unwrap();
+    /// assert_eq!(result.get(None), Ok(&42));
+    /// ```
+    pub fn join_timeout(&self, timeout: Duration) -> Result<(), Error> {
+        let state = self.joinable("join_timeout()")?;
+        let deadline = Instant::now().checked_add(timeout);
+        let timed_out = Err(Error::Timeout { waited: timeout });
+        if !self.handler.wait_idle_until(deadline) {
+            return timed_out;
+        }
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        match self
+            .ex
+            .shutdown_within(left, state == Lifecycle::Terminated)
+        {
+            // Every worker is gone: a process pool's idle workers that
+            // had not yet exited were stopped, with no work left to lose.
+            ShutdownOutcome::Finished | ShutdownOutcome::Terminated | ShutdownOutcome::Killed => {
+                Ok(())
+            }
+            ShutdownOutcome::TimedOut => timed_out,
+        }
+    }
+
+    /// The checks before a join: the pool was closed or terminated (MP23),
+    /// and the caller is not a pool callback, which the join would wait
+    /// for. Returns the pool's state.
+    fn joinable(&self, what: &str) -> Result<Lifecycle, Error> {
+        let state = self.state();
+        if state == Lifecycle::Running {
+            return Err(Error::InvalidConfig(format!(
+                "Pool is still running: call close() or terminate() before {what}"
+            )));
+        }
+        self.not_in_callback(what)?;
+        Ok(state)
     }
 
     /// Stops the pool at once (MP24), and returns without waiting for
