@@ -294,14 +294,13 @@ impl<'a, T> Window<'a, T> {
             return Ok(None);
         };
         let started = Instant::now();
-        let until = [started.checked_add(patience), self.deadline.map(|(d, _)| d)]
-            .into_iter()
-            .flatten()
-            .min();
-        if let Some(until) = until {
-            // Only to wait: the outcome is read by `next`.
-            let _ = front.result(Some(until.saturating_duration_since(started)));
-        }
+        // A patience too long for the clock is no limit, as everywhere.
+        let until = match (started.checked_add(patience), self.deadline) {
+            (Some(p), Some((d, _))) => Some(p.min(d)),
+            (p, d) => p.or(d.map(|(d, _)| d)),
+        };
+        // Only to wait (`None`: until it ends): the outcome is read by `next`.
+        let _ = front.result(until.map(|u| u.saturating_duration_since(started)));
         let deadline_passed = self.deadline.is_some_and(|(d, _)| Instant::now() >= d);
         if !front.done() && !deadline_passed {
             return Err(Error::Timeout { waited: patience });

@@ -185,3 +185,25 @@ fn mp12_pool_imap_unordered_next_timeout_on_threads_and_processes() {
         assert_eq!(got, vec![0, 10, 20, 30], "{name}");
     }
 }
+
+fn slow(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// A timeout too long for the clock is no limit, as everywhere in the
+/// crate: it waits for the result (it returned `Timeout` at once, so a
+/// caller looping on `Timeout` spun). Found by review.
+#[test]
+fn mp12_next_timeout_with_duration_max_waits_for_the_result() {
+    let pool = threads();
+    for chunksize in [1, 2] {
+        let options = MapOptions::new().chunksize(chunksize);
+        let mut results = pool.map_with(slow, [50, 1], options);
+        assert_eq!(results.next_timeout(Duration::MAX), Ok(Some(Ok(50))));
+        assert_eq!(results.next_timeout(Duration::MAX), Ok(Some(Ok(1))));
+        assert_eq!(results.next_timeout(Duration::MAX), Ok(None));
+    }
+    let mut unordered = pool.map_unordered(slow, [50]);
+    assert_eq!(unordered.next_timeout(Duration::MAX), Ok(Some((0, Ok(50)))));
+}

@@ -55,7 +55,9 @@ impl<T: Send + Sync + 'static> Promise<T> {
     /// * PENDING → RUNNING: `Ok(true)`; run the work. The future can no
     ///   longer be cancelled.
     /// * Cancelled: `Ok(false)`; drop the work. Its waiters were notified
-    ///   when it was cancelled (decision 1).
+    ///   when it was cancelled (decision 1), so there is no separate
+    ///   "cancelled and notified" state: a later call answers `Ok(false)`
+    ///   again, where CPython raises.
     /// * Already running or finished: [`Error::InvalidState`] (`"running"`
     ///   or `"finished"`), where CPython raises `RuntimeError('Future in
     ///   unexpected state')`: a second call is a bug in the caller, not a
