@@ -32,7 +32,7 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::de::{self, Deserializer, Visitor};
-use serde::ser::{SerializeSeq, Serializer};
+use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
 use crate::error::take_panic_message;
@@ -91,11 +91,14 @@ pub(crate) fn run_items<F, A, R>(func: F, items: Vec<A>) -> ChunkResult<R>
 where
     F: Fn(A) -> R,
 {
+    // The worker's panic hook records the backtrace of every panic (when
+    // backtraces are on), so what is taken after an item's panic is that
+    // panic's; one that was never taken is dropped here, once.
+    forget_last_backtrace();
     ChunkResult(
         items
             .into_iter()
             .map(|a| {
-                forget_last_backtrace();
                 catch_unwind(AssertUnwindSafe(|| func(a))).map_err(|payload| ItemError::Panicked {
                     message: take_panic_message(payload),
                     backtrace: take_last_backtrace(),
@@ -164,103 +167,143 @@ where
     }
 }
 
-/// One item on the wire: its value serialized on its own, or its error.
-/// The two enums are the same on the wire (same variants, same order).
-#[derive(Serialize)]
-enum WireOut<'a> {
-    Value(Bytes<'a>),
-    Failed(&'a ItemError),
-}
+// The wire form of a chunk's results, one serde byte string: a header
+// (the item count, then per item a tag byte, [`VALUE`] or [`FAILED`], and
+// a LEB128 length) followed by the items' bodies (the value, or its
+// [`ItemError`]), each encoded on its own. One serializer writes every
+// body ([`codec::SeqWriter`]), and the header is parsed by hand: per item
+// no serde enum is built and moved, so a large chunk of small values costs
+// little more than encoding them in one sequence.
 
-#[derive(Deserialize)]
-#[serde(bound = "R: serde::de::DeserializeOwned")]
-enum WireIn<R> {
-    Value(Decoded<R>),
-    Failed(ItemError),
-}
+const VALUE: u8 = 0;
+const FAILED: u8 = 1;
 
-/// Borrowed bytes written as one serde byte string (a length and a copy).
-struct Bytes<'a>(&'a [u8]);
-
-impl Serialize for Bytes<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(self.0)
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
     }
+    out.push(n as u8);
 }
 
-/// An item's value decoded from its own byte string; a failure stays with
-/// the item.
-struct Decoded<R>(Result<R, ItemError>);
-
-impl<'de, R: serde::de::DeserializeOwned> Deserialize<'de> for Decoded<R> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<R>(PhantomData<R>);
-        impl<R: serde::de::DeserializeOwned> Visitor<'_> for V<R> {
-            type Value = Decoded<R>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an item's encoded value")
-            }
-            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
-                Ok(Decoded(codec::decode_caught::<R>(bytes).map_err(|e| {
-                    ItemError::Decode {
-                        message: match e {
-                            Error::Decode { message, .. } => message,
-                            other => other.to_string(),
-                        },
-                    }
-                })))
-            }
+/// Reads a LEB128 length at the front of `bytes`; `None` if it is cut or
+/// longer than a `usize`.
+fn take_len(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    let mut n = 0usize;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        let bits = usize::from(b & 0x7f);
+        let part = bits.checked_shl(7 * i as u32)?;
+        if part >> (7 * i) != bits {
+            return None;
         }
-        d.deserialize_bytes(V(PhantomData))
+        n |= part;
+        if b & 0x80 == 0 {
+            return Some((n, &bytes[i + 1..]));
+        }
     }
+    None
 }
 
-/// Serializes `value` alone, catching a panic of its `Serialize`.
-fn encode_item<R: Serialize>(value: &R) -> Result<Vec<u8>, ItemError> {
-    forget_last_backtrace();
-    match catch_unwind(AssertUnwindSafe(|| codec::encode(value))) {
-        Ok(Ok(bytes)) => Ok(bytes),
+/// Reads one header entry: a tag and a length.
+fn take_entry(bytes: &[u8]) -> Option<(u8, usize, &[u8])> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (len, rest) = take_len(rest)?;
+    Some((tag, len, rest))
+}
+
+/// Writes `value` as the next body, catching a panic of its `Serialize`
+/// (whatever it wrote is dropped).
+fn write_value<R: Serialize>(w: &mut codec::SeqWriter, value: &R) -> Result<usize, ItemError> {
+    let start = w.bytes().len();
+    match catch_unwind(AssertUnwindSafe(|| w.push(value))) {
+        Ok(Ok(len)) => Ok(len),
         Ok(Err(e)) => Err(ItemError::Encode {
             message: match e {
                 Error::Encode { message, .. } => message,
                 other => other.to_string(),
             },
         }),
-        Err(payload) => Err(ItemError::Panicked {
-            message: format!(
-                "serializing the result panicked: {}",
-                take_panic_message(payload)
-            ),
-            backtrace: take_last_backtrace(),
-        }),
+        Err(payload) => {
+            w.truncate(start);
+            Err(ItemError::Panicked {
+                message: format!(
+                    "serializing the result panicked: {}",
+                    take_panic_message(payload)
+                ),
+                backtrace: take_last_backtrace(),
+            })
+        }
     }
 }
 
 impl<R: Serialize> Serialize for ChunkResult<R> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        let mut out = Vec::new();
+        put_len(&mut out, self.0.len());
+        let mut bodies = codec::SeqWriter::new();
         for item in &self.0 {
-            match item.as_ref().map_err(Clone::clone).and_then(encode_item) {
-                Ok(bytes) => seq.serialize_element(&WireOut::Value(Bytes(&bytes)))?,
-                Err(e) => seq.serialize_element(&WireOut::Failed(&e))?,
-            }
+            let written = match item {
+                Ok(value) => write_value(&mut bodies, value),
+                Err(e) => Err(e.clone()),
+            };
+            let (tag, len) = match written {
+                Ok(len) => (VALUE, len),
+                Err(e) => (FAILED, bodies.push(&e).map_err(serde::ser::Error::custom)?),
+            };
+            out.push(tag);
+            put_len(&mut out, len);
         }
-        seq.end()
+        out.extend_from_slice(bodies.bytes());
+        s.serialize_bytes(&out)
     }
 }
 
 impl<'de, R: serde::de::DeserializeOwned> Deserialize<'de> for ChunkResult<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let wire = Vec::<WireIn<R>>::deserialize(d)?;
-        Ok(ChunkResult(
-            wire.into_iter()
-                .map(|w| match w {
-                    WireIn::Value(Decoded(r)) => r,
-                    WireIn::Failed(e) => Err(e),
-                })
-                .collect(),
-        ))
+        struct V<R>(PhantomData<R>);
+        impl<R: serde::de::DeserializeOwned> Visitor<'_> for V<R> {
+            type Value = ChunkResult<R>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a chunk's results")
+            }
+            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+                parse::<R>(bytes).ok_or_else(|| E::custom("a malformed chunk result"))
+            }
+        }
+        d.deserialize_bytes(V(PhantomData))
     }
+}
+
+/// Parses the wire form; `None` if it is malformed (the whole chunk then
+/// fails with a decode error). A value that does not decode, or whose
+/// `Deserialize` panics, fails only its item.
+fn parse<R: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<ChunkResult<R>> {
+    let (count, entries) = take_len(bytes)?;
+    // Where the bodies start: past `count` header entries.
+    let mut bodies = entries;
+    for _ in 0..count {
+        bodies = take_entry(bodies)?.2;
+    }
+    // The count comes from the peer: trust it only as far as the bytes go.
+    let mut items = Vec::with_capacity(count.min(bytes.len()));
+    let mut header = entries;
+    for _ in 0..count {
+        let (tag, len, rest) = take_entry(header)?;
+        header = rest;
+        let body = bodies.get(..len)?;
+        bodies = &bodies[len..];
+        items.push(match tag {
+            VALUE => codec::decode_caught::<R>(body).map_err(|e| ItemError::Decode {
+                message: match e {
+                    Error::Decode { message, .. } => message,
+                    other => other.to_string(),
+                },
+            }),
+            FAILED => Err(codec::decode::<ItemError>(body).ok()?),
+            _ => return None,
+        });
+    }
+    bodies.is_empty().then_some(ChunkResult(items))
 }
 
 #[cfg(test)]
@@ -389,6 +432,33 @@ mod tests {
             out[1]
         );
         assert_eq!(out[2], Ok(30));
+    }
+
+    /// The parent parses bytes a worker sent: cut or corrupted, they are
+    /// refused (the chunk fails as a whole), never a panic or a hang.
+    #[test]
+    fn a_cut_or_corrupted_chunk_result_is_refused_without_panicking() {
+        let c = ChunkResult(vec![
+            Ok(300u64),
+            Err(ItemError::Encode {
+                message: "m".into(),
+            }),
+            Ok(7),
+        ]);
+        let wire = codec::encode(&c).unwrap();
+        let inner = &wire[1..]; // past the byte string's own length
+        assert_eq!(parse::<u64>(inner).map(|c| c.0.len()), Some(3));
+        for cut in 0..inner.len() {
+            assert!(parse::<u64>(&inner[..cut]).is_none(), "cut at {cut}");
+        }
+        for at in 0..inner.len() {
+            for byte in [0x00, 0x02, 0x7f, 0x80, 0xff] {
+                let mut bad = inner.to_vec();
+                bad[at] = byte;
+                let _ = parse::<u64>(&bad);
+            }
+        }
+        assert!(parse::<u64>(&[0xff; 11]).is_none(), "a length past usize");
     }
 
     #[test]

@@ -88,6 +88,72 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error>
     DefaultCodec::encode(value)
 }
 
+/// Encodes many values one after another into one buffer, each on its own
+/// (its bytes decode alone with [`decode`]): one serializer for all of them,
+/// no allocation or setup per value. A value that fails to encode leaves
+/// nothing behind. (postcard, the [`DefaultCodec`].)
+pub(crate) struct SeqWriter {
+    ser: postcard::Serializer<Growing>,
+}
+
+/// A postcard output that appends to a `Vec` whose length can be read
+/// between values.
+struct Growing(Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Growing {
+    type Output = Vec<u8>;
+
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<Vec<u8>> {
+        Ok(self.0)
+    }
+}
+
+impl SeqWriter {
+    pub(crate) fn new() -> Self {
+        SeqWriter {
+            ser: postcard::Serializer {
+                output: Growing(Vec::new()),
+            },
+        }
+    }
+
+    /// Appends `value`'s encoding; returns how many bytes it took.
+    pub(crate) fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<usize, Error> {
+        let start = self.ser.output.0.len();
+        match value.serialize(&mut self.ser) {
+            Ok(()) => Ok(self.ser.output.0.len() - start),
+            Err(e) => {
+                self.ser.output.0.truncate(start);
+                Err(Error::Encode {
+                    type_name: std::any::type_name::<T>(),
+                    message: postcard_message(&e),
+                })
+            }
+        }
+    }
+
+    /// Everything written so far, in order.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.ser.output.0
+    }
+
+    /// Drops what was written after the first `len` bytes (a value that
+    /// panicked half-way).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.ser.output.0.truncate(len);
+    }
+}
+
 /// Decodes a `T` with the [`DefaultCodec`]; fails with [`Error::Decode`].
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     DefaultCodec::decode(bytes)
