@@ -10,7 +10,7 @@
 //!   first line of `main`. Per-task timeouts, idle workers that exit,
 //!   workers replaced when their memory grows, one reusable pool for the
 //!   program, and stops that take a task's subprocesses with them.
-//! * [`wait`] and [`as_completed`]: waiting on many futures at once.
+//! * [`wait`](fn@wait) and [`as_completed`]: waiting on many futures at once.
 //! * [`ShutdownGuard`]: the scope of Python's `with ... as ex:` block;
 //!   [`Executor::shutdown_within`]: a shutdown with a deadline.
 //! * [`CancelToken`]: cooperative cancellation of running thread-pool

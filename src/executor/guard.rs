@@ -39,7 +39,7 @@ use crate::Error;
 /// The guard shuts down the executor itself, not one handle to it: guarding
 /// an `Arc<dyn Executor>` or a `&pool` that others share shuts the pool
 /// down for them too (their submits then fail with
-/// [`Error::Shutdown`](crate::Error::Shutdown)), and a panicking scope
+/// [`Error::Shutdown`]), and a panicking scope
 /// cancels their queued tasks as well.
 ///
 /// Where it is dropped matters as for `shutdown(wait = true)`:

@@ -347,7 +347,7 @@ pub trait ExecutorExt: Executor {
 
     /// Maps `func` over `inputs`, yielding `(index, result)` pairs in
     /// completion order, with the same bounded window as [`map`](Self::map).
-    /// Like [`wait`](crate::wait), it blocks without running other tasks:
+    /// Like [`wait`](fn@crate::wait), it blocks without running other tasks:
     /// inside a task of the same thread pool, prefer [`map`](Self::map),
     /// whose waits help run queued work.
     fn map_unordered<'a, F, A, R, I>(&'a self, func: F, inputs: I) -> MapUnordered<'a, R>

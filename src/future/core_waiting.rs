@@ -114,8 +114,8 @@ impl<T> Core<T> {
     /// `settled`, when its callbacks are done), under `key`: one entry per
     /// key, whose waker a later call replaces, so a handle polled again and
     /// again (with a new waker each time, as a task that moves does) keeps
-    /// one entry. Key 0 is the owning [`Future`](super::Future)'s; each
-    /// borrowed handle ([`Ref`](super::Ref)) takes a key of its own and
+    /// one entry. Key 0 is the owning [`Future`](crate::Future)'s; each
+    /// borrowed handle ([`Ref`](crate::future::Ref)) takes a key of its own and
     /// removes its entry when dropped ([`unregister_waker`](Self::unregister_waker)).
     /// Returns true if the future already ended, in which case nothing is
     /// registered.

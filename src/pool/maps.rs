@@ -227,7 +227,7 @@ impl Pool {
 
     /// Like [`imap`](Self::imap), but yields in completion order
     /// (`imap_unordered`, MP14), with the same bounded window. Like
-    /// [`ExecutorExt::map_unordered`](crate::ExecutorExt::map_unordered), it
+    /// [`ExecutorExt::map_unordered`], it
     /// blocks without running other tasks: inside a task of the same
     /// thread-backed pool, prefer [`imap`](Self::imap), whose waits help
     /// run queued work (on a one-thread pool this one waits forever).

@@ -7,7 +7,7 @@
 //! `imap_unordered`, `starmap`, and the `close` / `join` / `terminate`
 //! lifecycle. The work itself runs on the executor underneath, a
 //! [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) for [`Pool::new`] or
-//! a [`ThreadPoolExecutor`] for [`ThreadPool::new`]; tasks are portable
+//! a [`ThreadPoolExecutor`](crate::ThreadPoolExecutor) for [`ThreadPool::new`]; tasks are portable
 //! tasks (a `fn` item and one serde argument), as for
 //! [`ExecutorExt::submit`].
 //!

@@ -1,6 +1,6 @@
 //! The messages a parent and a worker exchange, one per frame.
 //!
-//! Every message is a serde enum encoded with the [codec](super::codec)
+//! Every message is a serde enum encoded with the [codec]
 //! and carried in one [frame](super::frame). The conversation:
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The worker side: [`init`](crate::init) and the loop a worker process runs.
+//! The worker side: [`init`] and the loop a worker process runs.
 //!
 //! A worker is this same executable started again with the
 //! [`WORKER_ENV`] marker in its environment. Its `main` runs as usual up to
@@ -27,7 +27,7 @@ pub(crate) const EXIT_BAD_START: i32 = 86;
 
 static INIT_CALLED: AtomicBool = AtomicBool::new(false);
 
-/// Whether this process called [`init`](crate::init).
+/// Whether this process called [`init`].
 pub(crate) fn init_called() -> bool {
     INIT_CALLED.load(Ordering::SeqCst)
 }

@@ -134,7 +134,7 @@ impl Sleep {
         self.new_work_fenced();
     }
 
-    /// [`new_work`](Self::new_work) for a caller that has issued a `SeqCst`
+    /// `new_work` (the loom models' submit) for a caller that has issued a `SeqCst`
     /// fence since its push (a submit shares one fence between this
     /// handshake and its shutdown check: a fence drains the store buffer,
     /// which the task's freshly written allocation fills).
