@@ -128,3 +128,42 @@ fn l13_join_timeout_of_a_finished_process_pool_returns_ok() {
     pool.close();
     assert_eq!(pool.join_timeout(HANG), Ok(()));
 }
+
+/// `(gate file, x)` → `x`, once the gate file exists (a gate a process
+/// worker sees as well as a thread).
+fn held_until_file_exists((gate, x): (String, u64)) -> u64 {
+    let began = std::time::Instant::now();
+    while !std::path::Path::new(&gate).exists() && began.elapsed() < HANG {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    x
+}
+
+/// `join_timeout` stops nothing: the tasks of an `imap` still running on
+/// a closed process pool go on and deliver (it used to shut the pool down
+/// with `shutdown_within`, whose deadline stopped the workers, and to
+/// answer `Ok`). Found by review.
+#[test]
+fn l13_join_timeout_with_imap_tasks_running_on_processes_is_timeout_and_they_finish() {
+    let gate = std::env::temp_dir().join(format!("cf-join-timeout-{}", std::process::id()));
+    let _ = std::fs::remove_file(&gate);
+    let pool = Pool::builder()
+        .processes(2)
+        .test_harness()
+        .build()
+        .expect("a pool builds");
+    let path = gate.to_string_lossy().into_owned();
+    let inputs: Vec<(String, u64)> = (0..2).map(|x| (path.clone(), x)).collect();
+    let mut results = pool.imap(held_until_file_exists, inputs).unwrap();
+    pool.close();
+    assert_eq!(
+        pool.join_timeout(SHORT),
+        Err(Error::Timeout { waited: SHORT }),
+        "the imap's tasks still run"
+    );
+    std::fs::write(&gate, b"open").unwrap();
+    assert_eq!(results.next_timeout(HANG), Ok(Some(Ok(0))));
+    assert_eq!(results.next_timeout(HANG), Ok(Some(Ok(1))));
+    assert_eq!(pool.join_timeout(HANG), Ok(()));
+    let _ = std::fs::remove_file(&gate);
+}

@@ -145,6 +145,17 @@ pub trait Executor: Send + Sync + fmt::Debug {
     fn __thread_pool_id(&self) -> u64 {
         0
     }
+
+    /// Waits, stopping nothing, until this executor (already shut down)
+    /// has no work left and its workers have exited, or `deadline` passes;
+    /// true if it got there. [`Pool::join_timeout`](crate::Pool::join_timeout)
+    /// waits with it. For this crate's executors and forwarders only; the
+    /// default cannot tell, and answers false.
+    #[doc(hidden)]
+    fn __wait_ended(&self, deadline: Option<std::time::Instant>) -> bool {
+        let _ = deadline;
+        false
+    }
 }
 
 /// How [`Executor::shutdown_within`] ended.
@@ -476,6 +487,9 @@ macro_rules! forward_executor {
             }
             fn __thread_pool_id(&self) -> u64 {
                 (**self).__thread_pool_id()
+            }
+            fn __wait_ended(&self, deadline: Option<std::time::Instant>) -> bool {
+                (**self).__wait_ended(deadline)
             }
         }
     )*};

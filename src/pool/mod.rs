@@ -41,9 +41,7 @@ pub use self::iter::ImapUnordered;
 pub use self::star::StarFn;
 use crate::chunk::{ChunkFeed, ChunkResult};
 use crate::sync::lock;
-use crate::{
-    Error, Executor, ExecutorExt, Future, Map, MapOptions, Portable, Promise, ShutdownOutcome,
-};
+use crate::{Error, Executor, ExecutorExt, Future, Map, MapOptions, Portable, Promise};
 
 /// Where a pool is in its life (MP23-MP25).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,14 +309,18 @@ impl Pool {
 
     /// [`join`](Self::join), waiting at most `timeout` (pebble's
     /// `join(timeout)`, L13): [`Error::Timeout`] if the pool's work is not
-    /// over by then (results not all ready, or, after `terminate`, tasks
-    /// still running on threads, which cannot be stopped). The work goes on;
-    /// call it again to wait longer. The same errors as `join` otherwise.
+    /// over by then (results not all ready, tasks of an `imap` still
+    /// running, or, after `terminate`, tasks still running on threads,
+    /// which cannot be stopped). It stops nothing: the work goes on; call
+    /// it again to wait longer. The same errors as `join` otherwise.
     ///
-    /// Over a [`from_executor`](Self::from_executor) executor of your own
-    /// that does not implement
-    /// [`shutdown_within`](crate::Executor::shutdown_within), it cannot see
-    /// its workers exit and answers `Timeout` once the results are ready.
+    /// As with `join`, once every result the pool tracks is ready the
+    /// executor is shut down: an `imap` iterator still being consumed then
+    /// gets no new tasks and ends with [`Error::Shutdown`] (M15).
+    ///
+    /// Over a [`from_executor`](Self::from_executor) executor of your own,
+    /// it cannot see the workers exit and answers `Timeout` once the
+    /// results are ready.
     ///
     /// ```
     /// use std::time::Duration;
@@ -339,19 +341,13 @@ impl Pool {
         if !self.handler.wait_idle_until(deadline) {
             return timed_out;
         }
-        let left = deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
-        match self
-            .ex
-            .shutdown_within(left, state == Lifecycle::Terminated)
-        {
-            // Every worker is gone: a process pool's idle workers that
-            // had not yet exited were stopped, with no work left to lose.
-            ShutdownOutcome::Finished | ShutdownOutcome::Terminated | ShutdownOutcome::Killed => {
-                Ok(())
-            }
-            ShutdownOutcome::TimedOut => timed_out,
+        // Not `shutdown_within`: past its deadline a process pool stops its
+        // workers, and the tasks an `imap` still runs with them.
+        self.ex.shutdown(false, state == Lifecycle::Terminated);
+        if self.ex.__wait_ended(deadline) {
+            Ok(())
+        } else {
+            timed_out
         }
     }
 

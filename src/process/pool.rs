@@ -378,6 +378,10 @@ impl Executor for ProcessPoolExecutor {
         }
     }
 
+    fn __wait_ended(&self, deadline: Option<Instant>) -> bool {
+        self.wait_for_workers(deadline)
+    }
+
     fn shutdown_within(&self, deadline: Duration, cancel_futures: bool) -> ShutdownOutcome {
         let until = crate::sync::deadline(Some(deadline));
         Executor::shutdown(self, false, cancel_futures);

@@ -349,16 +349,20 @@ impl Executor for ThreadPoolExecutor {
     fn shutdown_within(&self, deadline: Duration, cancel_futures: bool) -> ShutdownOutcome {
         let until = crate::sync::deadline(Some(deadline));
         self.registry.shutdown(cancel_futures);
-        let from_own_worker =
-            worker::current().is_some_and(|w| Arc::ptr_eq(&w.registry, &self.registry));
-        // From a task, the other workers may all be gone while tasks it
-        // queued wait for its own worker, which runs them only once the
-        // caller returns: that is not finished.
-        if self.wait_for_workers(until) && !(from_own_worker && self.registry.has_work()) {
+        if self.__wait_ended(until) {
             ShutdownOutcome::Finished
         } else {
             ShutdownOutcome::TimedOut
         }
+    }
+
+    fn __wait_ended(&self, deadline: Option<Instant>) -> bool {
+        let from_own_worker =
+            worker::current().is_some_and(|w| Arc::ptr_eq(&w.registry, &self.registry));
+        // From a task, the other workers may all be gone while tasks it
+        // queued wait for its own worker, which runs them only once the
+        // caller returns: that is not ended.
+        self.wait_for_workers(deadline) && !(from_own_worker && self.registry.has_work())
     }
 
     fn max_workers(&self) -> usize {
