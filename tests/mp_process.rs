@@ -627,3 +627,69 @@ fn a_file_on_a_closed_pipes_descriptor_number_reaches_a_forked_child_intact() {
         "cat read something else on fd {fd}"
     );
 }
+
+/// Bytes that serialize as one serde byte string: a length and a copy, so
+/// that encoding a gigabyte takes a memcpy, not a loop per byte.
+#[derive(Debug)]
+struct Blob(Vec<u8>);
+
+impl serde::Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(v.to_vec()))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+fn blob_len(b: Blob) -> usize {
+    b.0.len()
+}
+
+/// An argument larger than a frame (1 GiB) is refused by `start()`, before
+/// a child exists. It used to be dropped on the way, and the child exited
+/// 0 without running the function. Found by review.
+#[test]
+fn an_argument_larger_than_a_frame_is_refused_by_start_before_any_child_starts() {
+    let mut p = Process::new(blob_len, Blob(vec![0u8; (1 << 30) + 1])).test_harness();
+    match p.start() {
+        Err(Error::Encode { message, .. }) => {
+            assert!(message.contains("max_frame_bytes"), "{message}")
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+    assert_eq!(p.pid(), None, "no child was started");
+}
+
+fn make_blob(len: usize) -> Blob {
+    Blob(vec![0u8; len])
+}
+
+/// A result larger than a frame cannot be sent back: the child exits 1
+/// (as Python's for an exception), and the result says why. It exited 0.
+/// Found by review.
+#[test]
+fn a_result_larger_than_a_frame_is_exit_code_1_and_an_encode_error() {
+    let mut p = Process::new(make_blob, (1usize << 30) + 1).test_harness();
+    p.start().unwrap();
+    joined(&p);
+    assert_eq!(p.exitcode(), Some(1));
+    let result = p.result();
+    assert!(
+        matches!(&result, Some(Err(Error::Encode { message, .. })) if message.contains("frame limit")),
+        "{result:?}"
+    );
+}

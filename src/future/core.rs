@@ -305,6 +305,15 @@ impl<T> Core<T> {
         s & TASK_RESULT != 0 && (tag == 0 || tag == pool_tag(pool))
     }
 
+    /// Whether the future is still pending or running and somebody may
+    /// have waited for it (the `AWAITED` hint: set by every wait and
+    /// waker registration, and presumed for some new futures): only then
+    /// can its list hold a waker of the owning handle.
+    pub(crate) fn may_hold_waiters(&self) -> bool {
+        let s = self.status.load(Ordering::Acquire);
+        s & AWAITED != 0 && !matches!(s & STATE, FINISHED | CANCELLED)
+    }
+
     /// Records that a caller is about to wait for this unfinished future.
     fn mark_awaited(&self) {
         if self.status.load(Ordering::Relaxed) & AWAITED == 0 {

@@ -94,6 +94,18 @@ fn poll_once<F: std::future::Future>(fut: std::pin::Pin<&mut F>) {
 }
 
 #[test]
+fn a_dropped_pending_owned_future_takes_its_waker_out_of_the_list() {
+    let core = Arc::new(Core::<u8>::new());
+    for _ in 0..100 {
+        let mut fut = super::super::Future::from_shared(core.clone());
+        poll_once(std::pin::Pin::new(&mut fut));
+        assert_eq!(wakers(&core), 1);
+        drop(fut);
+        assert_eq!(wakers(&core), 0, "a dropped Future left its waker behind");
+    }
+}
+
+#[test]
 fn dropped_borrowed_handles_take_their_wakers_out_of_the_list() {
     let core = Arc::new(Core::<u8>::new());
     let fut = super::super::Future::from_shared(core.clone());

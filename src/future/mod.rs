@@ -311,6 +311,18 @@ impl<'a, T> std::future::Future for Ref<'a, T> {
     }
 }
 
+/// A future dropped while pending (the branch of a `select!` that lost, a
+/// timeout that fired) takes the waker it registered out of the list, as
+/// a [`Ref`] does: it would keep the waiting task alive until the future
+/// ends, or for ever.
+impl<T> Drop for Future<T> {
+    fn drop(&mut self) {
+        if self.core().may_hold_waiters() {
+            self.core().unregister_waker(OWNER_KEY);
+        }
+    }
+}
+
 impl<T> Drop for Ref<'_, T> {
     fn drop(&mut self) {
         if self.key != 0 && !self.fut.done() {

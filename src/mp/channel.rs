@@ -122,8 +122,9 @@ impl<T> Sender<T> {
 
 impl<T: Serialize> Sender<T> {
     /// Sends `value`. Fails with [`Error::Encode`] if it does not
-    /// serialize (nothing is sent), and with [`Error::Io`] if every
-    /// receiver is gone (Python's `BrokenPipeError`).
+    /// serialize or is larger than a receiver takes (1 GiB encoded;
+    /// nothing is sent), and with [`Error::Io`] if every receiver is gone
+    /// (Python's `BrokenPipeError`).
     pub fn send(&self, value: T) -> Result<(), Error> {
         self.inner.send_encoded(&codec::encode(&value)?)
     }
@@ -131,7 +132,18 @@ impl<T: Serialize> Sender<T> {
 
 impl SenderInner {
     /// Writes one encoded value as tagged chunks (see the module docs).
+    /// A value no receiver would take is refused before anything is
+    /// written: sent, it would cost the receiver an error per chunk.
     fn send_encoded(&self, payload: &[u8]) -> Result<(), Error> {
+        if payload.len() > MAX_VALUE_BYTES {
+            return Err(Error::Encode {
+                type_name: "a value sent on a pipe or queue",
+                message: format!(
+                    "the encoded value is {} bytes, more than a receiver takes ({MAX_VALUE_BYTES})",
+                    payload.len()
+                ),
+            });
+        }
         let pid = std::process::id();
         let _writing = lock(&self.writing);
         let mut pipe = &self.pipe;
@@ -434,6 +446,13 @@ impl<T> Queue<T> {
     /// A producer-only handle of this queue (its `get` fails): the form to
     /// pass to a child, `Process::new(f, q.producer())`, where Python
     /// passes `q` itself.
+    ///
+    /// In the process that made the queue, put through the queue itself:
+    /// its puts go through a feeder thread and never block on the pipe,
+    /// while a producer handle (or a [`sender`](Self::sender)) used there
+    /// writes the pipe directly, so it blocks once the pipe is full (a
+    /// thread that also consumes would wait for itself), and its values are
+    /// not ordered with the queue's own puts.
     pub fn producer(&self) -> Queue<T> {
         Queue {
             tx: self.tx.clone(),
@@ -480,7 +499,8 @@ impl<T: Serialize> Queue<T> {
 impl<T: DeserializeOwned> Queue<T> {
     /// Takes the next value, waiting at most `timeout` (`None`: no limit);
     /// [`Error::Timeout`] when the time is up (Python's `queue.Empty`).
-    /// Values from one producer come in the order it put them. Only in the
+    /// Values from one producer (a handle and the thread that puts through
+    /// it) come in the order it put them. Only in the
     /// process that made the queue: elsewhere [`Error::InvalidConfig`].
     pub fn get(&self, timeout: Option<Duration>) -> Result<T, Error> {
         match &self.rx {

@@ -85,3 +85,25 @@ fn an_end_outside_a_process_argument_does_not_serialize() {
     assert!(encoded.is_ok());
     assert_eq!(fds.len(), 2);
 }
+
+/// A value larger than a receiver takes is refused before anything is
+/// written: sent, it cost the receiver an error for every chunk past the
+/// limit (found by review). The bytes are never touched, so the test
+/// allocates only address space.
+#[test]
+fn a_value_larger_than_a_receiver_takes_is_refused_and_nothing_is_sent() {
+    let (tx, rx) = pipe::<u8>().unwrap();
+    let huge = vec![0u8; MAX_VALUE_BYTES + 1];
+    let refused = tx.inner.send_encoded(&huge);
+    assert!(
+        matches!(&refused, Err(Error::Encode { message, .. }) if message.contains("more than a receiver takes")),
+        "{refused:?}"
+    );
+    drop(huge);
+    tx.send(7).unwrap();
+    assert_eq!(
+        rx.recv(Some(Duration::from_secs(30))),
+        Ok(7),
+        "the pipe holds only the later value"
+    );
+}

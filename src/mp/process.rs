@@ -80,7 +80,6 @@ pub(crate) fn serve_child(cmd: File, res: File) -> Result<i32, String> {
     let trampoline = unsafe { entry::resolve(start.entry) };
     let outcome = trampoline(&start.arg);
     drop(start.arg);
-    let code = i32::from(outcome.is_err());
     let outcome = match outcome {
         Ok(bytes) if bytes.len() + 64 > MAX_FRAME => Err(RemoteError::Encode {
             type_name: "process result".into(),
@@ -91,6 +90,8 @@ pub(crate) fn serve_child(cmd: File, res: File) -> Result<i32, String> {
         }),
         other => other,
     };
+    // After the size check: a result that would not cross is exit code 1.
+    let code = i32::from(outcome.is_err());
     let mut output = BufWriter::new(res);
     // A parent that went away cannot be told; the exit code stands.
     let _ = write_message(&mut output, &Done { outcome }, MAX_FRAME);
@@ -241,7 +242,8 @@ impl<R> Process<R> {
     /// while a large argument fills the pipe, until the child reads it).
     /// A second call is an error
     /// ([`Error::InvalidConfig`]; Python raises `AssertionError`), as is
-    /// an argument that did not serialize ([`Error::Encode`]) or a child
+    /// an argument that did not serialize or is larger than a frame (1 GiB;
+    /// [`Error::Encode`]) or a child
     /// that could not be started ([`Error::Io`]).
     pub fn start(&mut self) -> Result<(), Error> {
         let Some(arg) = self.arg.take() else {
@@ -250,6 +252,9 @@ impl<R> Process<R> {
             ));
         };
         let arg = arg?;
+        // Refused here, before a child exists: sent, it would be dropped,
+        // and the child would exit 0 without running the function.
+        crate::process::check_frame_size(&arg, MAX_FRAME, self.types.arg)?;
         worker::check_can_start_children("starting a Process", self.test_harness)?;
         let program = crate::process::os::own_executable()?;
         let mut cmd = Command::new(program);

@@ -55,6 +55,7 @@ pub(crate) mod worker;
 
 pub use builder::ProcessPoolBuilder;
 pub use pool::ProcessPoolExecutor;
+pub(crate) use pool::check_frame_size;
 #[doc(hidden)]
 pub use worker::__test_harness_worker;
 pub use worker::{WORKER_ENV, init};
