@@ -1456,6 +1456,57 @@ fn into_result_inside_the_futures_own_callback_is_an_error_not_a_hang() {
     );
 }
 
+/// The same, with the future's callbacks run 40 deep on the completing
+/// thread: each future of a chain of promises completes the next from its
+/// callback, and the last one's callback moves its own value out. Past 8
+/// nested runs the check used to be skipped, and the thread waited for
+/// itself. Found by review.
+#[test]
+fn into_result_inside_an_own_callback_40_callback_runs_deep_is_an_error_not_a_hang() {
+    const DEPTH: usize = 40;
+    let mut chain: Vec<(
+        concurrent_futures::Promise<u8>,
+        concurrent_futures::Future<u8>,
+    )> = (0..DEPTH)
+        .map(|_| concurrent_futures::Promise::new())
+        .collect();
+    let got = Arc::new(Mutex::new(None));
+    let (last_promise, last) = chain.pop().unwrap();
+    let stash = Arc::new(Mutex::new(Some(last)));
+    {
+        let (s, g) = (stash.clone(), got.clone());
+        let guard = stash.lock().unwrap();
+        guard.as_ref().unwrap().add_done_callback(move |_| {
+            let owned = s.lock().unwrap().take().expect("the handle is stashed");
+            *g.lock().unwrap() = Some(owned.into_result());
+        });
+    }
+    // Each future's callback completes the next promise of the chain.
+    let mut next = Some(last_promise);
+    let mut futures = Vec::new();
+    for (promise, fut) in chain.into_iter().rev() {
+        let p = next.take().unwrap();
+        fut.add_done_callback(move |_| p.set_result(1).unwrap());
+        futures.push(fut);
+        next = Some(promise);
+    }
+    let first = next.unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        first.set_result(1).unwrap();
+        let _ = done_tx.send(());
+    });
+    done_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("set_result hung in the callback's into_result()");
+    let got = got.lock().unwrap().take().expect("the callback ran");
+    assert!(
+        matches!(&got, Err(concurrent_futures::Error::InvalidConfig(m)) if m.contains("own done-callbacks")),
+        "{got:?}"
+    );
+    drop(futures);
+}
+
 thread_local! {
     /// A promise that lives until its thread exits.
     static HELD_PROMISE: std::cell::RefCell<Option<concurrent_futures::Promise<u8>>> =

@@ -154,8 +154,10 @@ impl<T> Future<T> {
     /// To wait with a limit first, call [`result`](Self::result) with a
     /// timeout, then this. Called inside one of this future's own
     /// done-callbacks (with the handle reached through shared state), it
-    /// fails with [`Error::InvalidConfig`] instead of waiting for itself;
-    /// borrow the value with `result` there.
+    /// fails with [`Error::InvalidConfig`] instead of waiting for itself
+    /// (up to 64 callback runs nested on one thread: a callback completing
+    /// a future whose callback completes the next, and so on); borrow the
+    /// value with `result` there.
     pub fn into_result(self) -> Result<T, Error> {
         if self.core().runs_callbacks_here() {
             return Err(moved_out_in_own_callback());
