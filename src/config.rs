@@ -73,11 +73,18 @@ pub struct ExecutorConfig {
 #[serde(untagged)]
 enum ConfigRepr {
     Text(String),
-    Table {
-        kind: ExecutorKind,
-        #[serde(default)]
-        workers: Option<usize>,
-    },
+    Table(ConfigTable),
+}
+
+/// The table form. A misspelt key (`max_workers = 4`) is an error, not a
+/// worker count silently dropped.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigTable {
+    /// Read as the string form reads it (`"Thread"`, `"processes"`...).
+    kind: String,
+    #[serde(default)]
+    workers: Option<usize>,
 }
 
 impl TryFrom<ConfigRepr> for ExecutorConfig {
@@ -85,7 +92,17 @@ impl TryFrom<ConfigRepr> for ExecutorConfig {
     fn try_from(r: ConfigRepr) -> Result<Self, Error> {
         match r {
             ConfigRepr::Text(s) => s.parse(),
-            ConfigRepr::Table { kind, workers } => Ok(ExecutorConfig { kind, workers }),
+            // One set of rules for both forms: the table is checked as the
+            // string it saves back as.
+            ConfigRepr::Table(ConfigTable { kind, .. }) if kind.contains(':') => {
+                Err(Error::InvalidConfig(format!(
+                    "executor kind {kind:?}: expected \"thread\" or \"process\" (the worker count goes in `workers`)"
+                )))
+            }
+            ConfigRepr::Table(ConfigTable { kind, workers }) => match workers {
+                Some(n) => format!("{kind}:{n}").parse(),
+                None => kind.parse(),
+            },
         }
     }
 }
@@ -283,5 +300,43 @@ mod tests {
         assert_eq!(c.workers, None);
         assert!(serde_json::from_str::<ExecutorConfig>("\"fiber\"").is_err());
         assert_eq!(serde_json::to_string(&c).unwrap(), "\"process\"");
+    }
+
+    fn from_table(json: &str) -> Result<ExecutorConfig, String> {
+        serde_json::from_str::<ExecutorConfig>(json).map_err(|e| e.to_string())
+    }
+
+    /// Found by review: a misspelt key (`max_workers`) was dropped without
+    /// a word, and the pool got one worker per CPU.
+    #[test]
+    fn a_table_with_an_unknown_key_is_refused() {
+        for json in [
+            r#"{"kind": "process", "max_workers": 4}"#,
+            r#"{"kind": "thread", "threads": 4}"#,
+        ] {
+            assert!(from_table(json).is_err(), "{json} was accepted");
+        }
+    }
+
+    /// Found by review: the table took `workers = 0`, which `build` then
+    /// refused and which saved back as a string that no longer parsed.
+    #[test]
+    fn a_table_follows_the_string_forms_rules() {
+        assert!(from_table(r#"{"kind": "thread", "workers": 0}"#).is_err());
+        assert!(from_table(r#"{"kind": "thread:3"}"#).is_err());
+        for (json, kind) in [
+            (r#"{"kind": "Thread"}"#, ExecutorKind::Thread),
+            (r#"{"kind": "threads", "workers": 3}"#, ExecutorKind::Thread),
+            (r#"{"kind": "PROCESS"}"#, ExecutorKind::Process),
+        ] {
+            let c = from_table(json).unwrap();
+            assert_eq!(c.kind, kind, "{json}");
+            let saved = serde_json::to_string(&c).unwrap();
+            assert_eq!(
+                serde_json::from_str::<ExecutorConfig>(&saved).unwrap(),
+                c,
+                "{saved}"
+            );
+        }
     }
 }

@@ -144,6 +144,38 @@ fn t5_thread_names_are_prefix_underscore_index() {
     pool.shutdown(true, false);
 }
 
+/// T5: CPython's `thread_name_prefix or "ThreadPoolExecutor-%d"`: an
+/// empty prefix gets the default names (it named the threads `_0`, `_1`).
+/// Found by review.
+#[test]
+fn t5_an_empty_prefix_gets_the_default_names() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .thread_name_prefix("")
+        .build()
+        .unwrap();
+    assert!(
+        pool.thread_name_prefix().starts_with("ThreadPoolExecutor-"),
+        "{:?}",
+        pool.thread_name_prefix()
+    );
+    pool.shutdown(true, false);
+}
+
+/// A prefix no thread name can hold is an error from `build`, not a panic
+/// of the thread spawn. Found by review.
+#[test]
+fn a_prefix_with_a_nul_byte_is_invalid_config() {
+    let built = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .thread_name_prefix("bad\0name")
+        .build();
+    assert!(
+        matches!(&built, Err(Error::InvalidConfig(m)) if m.contains("NUL")),
+        "{built:?}"
+    );
+}
+
 #[test]
 fn t5_default_thread_names_are_threadpoolexecutor_counter_index() {
     let pool = ThreadPoolExecutor::new(3).unwrap();

@@ -136,7 +136,14 @@ impl ThreadPoolBuilder {
     /// Starts the workers.
     pub fn build(self) -> Result<ThreadPoolExecutor, Error> {
         let n = crate::config::check_worker_count(self.max_workers.unwrap_or_else(num_cpus::get))?;
-        let name = self.prefix.unwrap_or_else(|| {
+        if self.prefix.as_deref().is_some_and(|p| p.contains('\0')) {
+            return Err(Error::InvalidConfig(
+                "thread_name_prefix contains a NUL byte, which a thread name cannot hold".into(),
+            ));
+        }
+        // An empty prefix gets the default names, as CPython's
+        // `thread_name_prefix or "ThreadPoolExecutor-%d"` (T5).
+        let name = self.prefix.filter(|p| !p.is_empty()).unwrap_or_else(|| {
             format!(
                 "ThreadPoolExecutor-{}",
                 POOL_COUNTER.fetch_add(1, Ordering::Relaxed)
