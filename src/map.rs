@@ -219,6 +219,23 @@ impl<R> Iterator for Map<'_, R> {
     }
 }
 
+/// Waits until `fut` ends or `until` passes (`None`: no limit). A bounded
+/// wait runs nothing here: it needs no help to end (it cannot deadlock a
+/// small pool), and a task run here, in place or nested, would overrun the
+/// bound by its whole length (M3, MP12). An unbounded one helps as
+/// `result` does (T10).
+fn wait_bounded<T>(fut: &Future<T>, until: Option<Instant>) {
+    match until {
+        Some(until) => {
+            let left = until.saturating_duration_since(Instant::now());
+            let _ = crate::wait::wait([fut], Some(left), crate::wait::ReturnWhen::FirstCompleted);
+        }
+        None => {
+            let _ = fut.result(None);
+        }
+    }
+}
+
 /// Room reserved up front for the in-flight futures of a map: a window is
 /// a bound, not a size (`usize::MAX` asks for CPython's eager map), and a
 /// map over a few items must not allocate for the whole bound.
@@ -253,7 +270,13 @@ impl<'a, T> Window<'a, T> {
     }
 
     fn fill(&mut self) {
-        while !self.exhausted && self.in_flight.len() < self.window {
+        self.fill_with_ended(0);
+    }
+
+    /// Submits until `window` tasks are in flight, not counting the first
+    /// `ended` futures of the queue, which have ended.
+    fn fill_with_ended(&mut self, ended: usize) {
+        while !self.exhausted && self.in_flight.len() < self.window + ended {
             match (self.submit)() {
                 Some(f) => self.in_flight.push_back(f),
                 None => self.exhausted = true,
@@ -261,9 +284,11 @@ impl<'a, T> Window<'a, T> {
         }
     }
 
+    /// Cancels what has not started; running tasks finish on their own
+    /// (M4, M7), also on a process pool that kills on `cancel()`.
     fn cancel_all(&mut self) {
         for (f, _) in self.in_flight.drain(..) {
-            f.cancel();
+            f.cancel_pending();
         }
         self.exhausted = true;
     }
@@ -272,18 +297,26 @@ impl<'a, T> Window<'a, T> {
     fn next(&mut self) -> Option<Counted<T>> {
         let (front, n) = self.in_flight.front()?;
         let n = *n;
-        if let Some((deadline, timeout)) = self.deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Err(Error::Timeout { .. }) = front.result(Some(left)) {
-                self.cancel_all();
-                return Some((Err(Error::MapDeadline { timeout }), n));
+        match self.deadline {
+            Some((deadline, timeout)) => {
+                wait_bounded(front, Some(deadline));
+                // Not the front's own outcome: a task may fail with
+                // `Timeout` itself, and that is its item's error
+                // (decision 2).
+                if !front.done() {
+                    self.cancel_all();
+                    return Some((Err(Error::MapDeadline { timeout }), n));
+                }
             }
+            None => wait_bounded(front, None),
         }
+        // The front has ended, so its slot is free: refill it (at most
+        // `window` unfinished) before taking the front out, so that an
+        // input iterator that panics here loses no finished result; it
+        // stays first for the next call.
+        self.fill_with_ended(1);
         let (fut, _) = self.in_flight.pop_front()?;
-        let out = fut.into_result();
-        // Refill after taking a result, so at most `window` are in flight.
-        self.fill();
-        Some((out, n))
+        Some((fut.into_result(), n))
     }
 
     /// [`next`](Self::next), waiting at most `patience` for the front
@@ -299,8 +332,8 @@ impl<'a, T> Window<'a, T> {
             (Some(p), Some((d, _))) => Some(p.min(d)),
             (p, d) => p.or(d.map(|(d, _)| d)),
         };
-        // Only to wait (`None`: until it ends): the outcome is read by `next`.
-        let _ = front.result(until.map(|u| u.saturating_duration_since(started)));
+        // Only to wait: the outcome is read by `next`.
+        wait_bounded(front, until);
         let deadline_passed = self.deadline.is_some_and(|(d, _)| Instant::now() >= d);
         if !front.done() && !deadline_passed {
             return Err(Error::Timeout { waited: patience });
@@ -438,7 +471,7 @@ impl<R> Drop for MapUnordered<'_, R> {
         let watcher = self.inbox.as_watcher();
         for (_, f) in self.slots.iter().flatten() {
             f.core().unwatch(&watcher);
-            f.cancel();
+            f.cancel_pending();
         }
     }
 }

@@ -159,6 +159,10 @@ impl<E: Executor> Executor for ShutdownGuard<E> {
     fn __thread_pool_id(&self) -> u64 {
         self.executor.__thread_pool_id()
     }
+
+    fn __wait_ended(&self, deadline: Option<std::time::Instant>) -> bool {
+        self.executor.__wait_ended(deadline)
+    }
 }
 
 impl<E: Executor> Drop for ShutdownGuard<E> {

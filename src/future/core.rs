@@ -360,11 +360,24 @@ impl<T> Core<T> {
     /// is running (and not stoppable) or finished (X1-X3). `handle` is the
     /// caller's own handle, passed to callbacks.
     pub(crate) fn cancel(&self, handle: &super::Future<T>) -> bool {
+        self.cancel_if(handle, true)
+    }
+
+    /// [`cancel`](Self::cancel) of a future that has not started only,
+    /// whatever its executor could stop: a map dropped or past its deadline
+    /// leaves running tasks to finish (M4, M7), also on a process pool that
+    /// kills running tasks on `cancel()`.
+    pub(crate) fn cancel_pending(&self, handle: &super::Future<T>) -> bool {
+        self.cancel_if(handle, false)
+    }
+
+    fn cancel_if(&self, handle: &super::Future<T>, running_too: bool) -> bool {
         let w = lock(&self.waiters);
         let to = CANCELLED | callbacks_flag(&w);
         let mut s = self.status.load(Ordering::Acquire);
         loop {
-            let cancellable = s & STATE == PENDING || (s & STATE == RUNNING && s & STOPPABLE != 0);
+            let cancellable =
+                s & STATE == PENDING || (running_too && s & STATE == RUNNING && s & STOPPABLE != 0);
             if !cancellable {
                 return s & STATE == CANCELLED;
             }

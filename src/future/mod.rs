@@ -111,6 +111,16 @@ impl<T> Future<T> {
         cancelled
     }
 
+    /// [`cancel`](Self::cancel) of a task that has not started only, on
+    /// any executor (see `Core::cancel_pending`).
+    pub(crate) fn cancel_pending(&self) -> bool {
+        let cancelled = self.core().cancel_pending(self);
+        if cancelled {
+            self.shared.release();
+        }
+        cancelled
+    }
+
     /// Waits at most `timeout` (`None`: forever) for the task and lends its
     /// value.
     ///
