@@ -49,7 +49,12 @@ impl MapOptions {
         self
     }
 
-    /// Sets the deadline, counted from the `map` call.
+    /// Sets the deadline, counted from the `map` call (M3): past it the
+    /// map yields [`Error::MapDeadline`] and ends, cancelling the tasks not
+    /// yet started. To hold it, the map's waits run no task on the waiting
+    /// thread (a map without a deadline, iterated on a thread-pool worker,
+    /// helps run its own tasks there, T10), so inside a task of a
+    /// one-worker pool a map with a deadline waits for it to pass.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
