@@ -423,14 +423,26 @@ impl<'a, R> MapUnordered<'a, R> {
         }
     }
 
-    /// Yields the future registered under `key`, and submits the next input.
+    /// Yields the future registered under `key` (it has ended), and
+    /// submits the next input first: its slot stays taken meanwhile, so if
+    /// the input iterator panics, the key goes back to the inbox and the
+    /// result comes out at the next call instead of being lost.
     fn take(&mut self, key: usize) -> Option<(usize, Result<R, Error>)> {
+        self.slots[key].as_ref()?;
+        self.in_flight -= 1;
+        let filled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fill()));
+        if let Err(payload) = filled {
+            self.in_flight += 1;
+            crate::future::core::Watcher::notify(
+                &*self.inbox,
+                key,
+                crate::future::core::Ending::Value,
+            );
+            std::panic::resume_unwind(payload);
+        }
         let (index, fut) = self.slots[key].take()?;
         self.free.push(key);
-        self.in_flight -= 1;
-        let out = fut.into_result();
-        self.fill();
-        Some((index, out))
+        Some((index, fut.into_result()))
     }
 
     fn fill(&mut self) {

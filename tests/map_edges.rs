@@ -300,6 +300,33 @@ fn a_panicking_input_does_not_lose_a_finished_result() {
     pool.shutdown(true, false);
 }
 
+/// The same for `map_unordered`: the result whose yield made the map pull
+/// the panicking input comes out at the next call.
+#[test]
+fn a_panicking_input_does_not_lose_a_finished_result_unordered() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    // The window is 4 (2 × workers): the first yield pulls input 4.
+    let inputs = (0..7u64).inspect(|&x| {
+        assert!(x != 4, "input 4 is bad");
+    });
+    let mut m = pool.map_unordered(ident, inputs);
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        match catch_unwind(AssertUnwindSafe(|| m.next())) {
+            Ok(Some((i, r))) => got.push((i, r)),
+            Ok(None) => break,
+            Err(_) => continue,
+        }
+    }
+    got.sort_by_key(|(i, _)| *i);
+    let indices: Vec<usize> = got.iter().map(|(i, _)| *i).collect();
+    assert!(
+        indices.starts_with(&[0, 1, 2, 3]),
+        "a finished result was lost: {got:?}"
+    );
+    pool.shutdown(true, false);
+}
+
 // ---------------------------------------------------------------------------
 // Map inside a pool task: the deadline still holds (T10 helping)
 // ---------------------------------------------------------------------------
