@@ -204,6 +204,15 @@ fn take_len(bytes: &[u8]) -> Option<(usize, &[u8])> {
     None
 }
 
+/// The codec's own message of an encode or decode error (the item's type
+/// is named again on the parent's side, by `ItemError::into_error`).
+fn codec_message(e: Error) -> String {
+    match e {
+        Error::Encode { message, .. } | Error::Decode { message, .. } => message,
+        other => other.to_string(),
+    }
+}
+
 /// Reads one header entry: a tag and a length.
 fn take_entry(bytes: &[u8]) -> Option<(u8, usize, &[u8])> {
     let (&tag, rest) = bytes.split_first()?;
@@ -218,10 +227,7 @@ fn write_value<R: Serialize>(w: &mut codec::SeqWriter, value: &R) -> Result<usiz
     match catch_unwind(AssertUnwindSafe(|| w.push(value))) {
         Ok(Ok(len)) => Ok(len),
         Ok(Err(e)) => Err(ItemError::Encode {
-            message: match e {
-                Error::Encode { message, .. } => message,
-                other => other.to_string(),
-            },
+            message: codec_message(e),
         }),
         Err(payload) => {
             w.truncate(start);
@@ -294,10 +300,7 @@ fn parse<R: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<ChunkResult<R>>
         bodies = &bodies[len..];
         items.push(match tag {
             VALUE => codec::decode_caught::<R>(body).map_err(|e| ItemError::Decode {
-                message: match e {
-                    Error::Decode { message, .. } => message,
-                    other => other.to_string(),
-                },
+                message: codec_message(e),
             }),
             FAILED => Err(codec::decode::<ItemError>(body).ok()?),
             _ => return None,

@@ -104,17 +104,17 @@ impl<T> Future<T> {
     /// [`kill_on_cancel(true)`](crate::ProcessPoolBuilder::kill_on_cancel)
     /// also cancels a running task, by killing the worker that runs it.
     pub fn cancel(&self) -> bool {
-        let cancelled = self.core().cancel(self);
-        if cancelled {
-            self.shared.release();
-        }
-        cancelled
+        self.released_if(self.core().cancel(self))
     }
 
     /// [`cancel`](Self::cancel) of a task that has not started only, on
     /// any executor (see `Core::cancel_pending`).
     pub(crate) fn cancel_pending(&self) -> bool {
-        let cancelled = self.core().cancel_pending(self);
+        self.released_if(self.core().cancel_pending(self))
+    }
+
+    /// After a cancel: drops the task's unrun work if it was cancelled.
+    fn released_if(&self, cancelled: bool) -> bool {
         if cancelled {
             self.shared.release();
         }
