@@ -498,6 +498,53 @@ fn printing_from_a_task_reaches_the_parents_stdout() {
     );
 }
 
+const UNFINISHED: &str = "cf-lifecycle: no newline from task";
+
+fn shout_without_newline(x: u32) -> u32 {
+    print!("{UNFINISHED} {x};");
+    x
+}
+
+#[test]
+#[ignore = "helper, run by output_without_a_newline_survives_the_worker_exit"]
+fn helper_print_without_newline() {
+    if !is_helper() {
+        return;
+    }
+    // One worker that exits after each task (its own exit path), then a
+    // pool shut down with the worker still alive (the Shutdown path).
+    let recycled = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(1)
+        .test_harness()
+        .build()
+        .expect("pool");
+    for x in 0..3 {
+        assert_eq!(wait(recycled.submit(shout_without_newline, x)), Ok(x));
+    }
+    recycled.shutdown(true, false);
+    let pool = pool(1);
+    assert_eq!(wait(pool.submit(shout_without_newline, 7)), Ok(7));
+    pool.shutdown(true, false);
+}
+
+/// A worker flushes what its tasks printed before it closes its pipes: the
+/// parent kills a worker whose pipe has ended, and text still in the
+/// worker's line buffer was lost with it.
+#[test]
+fn output_without_a_newline_survives_the_worker_exit() {
+    for _ in 0..5 {
+        let out = run_helper(helper_command("helper_print_without_newline"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        for x in [0, 1, 2, 7] {
+            assert!(
+                stdout.contains(&format!("{UNFINISHED} {x};")),
+                "task {x}'s text is missing from the parent's stdout:\n{stdout}"
+            );
+        }
+    }
+}
+
 // ------------------------------------------------- parent SIGKILLed --
 
 #[test]

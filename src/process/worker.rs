@@ -195,19 +195,23 @@ fn report_failure(message: &str) {
     );
 }
 
-/// Serves as a pool worker; returns the exit code. A failure is reported
-/// while the pipes are still open: the parent kills and reaps a worker
-/// once its result pipe closes, which would cut the report short.
+/// Serves as a pool worker; returns the exit code. Everything the worker
+/// still has to say goes out while the pipes are open: the parent kills and
+/// reaps a worker once its result pipe closes, which would cut short a
+/// failure report or lose what a task printed without a final newline
+/// (stdout is line-buffered).
 fn serve_pool(cmd: std::fs::File, res: std::fs::File) -> i32 {
     let mut input = BufReader::with_capacity(64 * 1024, cmd);
     let mut output = BufWriter::with_capacity(64 * 1024, res);
-    match serve_tasks(&mut input, &mut output) {
+    let code = match serve_tasks(&mut input, &mut output) {
         Ok(()) => 0,
         Err(message) => {
             report_failure(&message);
             EXIT_BAD_START
         }
-    }
+    };
+    let _ = std::io::stdout().flush();
+    code
 }
 
 /// The pool worker's loop: handshake, then tasks until `Shutdown` or end
