@@ -12,7 +12,8 @@
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
@@ -348,6 +349,70 @@ fn s5_shutdown_cancel_futures_cancels_queued_tasks() {
         cancelled >= 18,
         "only {cancelled} of 20 queued tasks cancelled"
     );
+}
+
+/// S3 with S5 on another thread: `shutdown(wait = true)` does not return
+/// while another thread's `shutdown(cancel_futures = true)` is still
+/// cancelling the tasks it took from the queue (their callbacks are slow
+/// here); every future is done when it returns.
+#[test]
+fn s3_shutdown_wait_waits_for_another_threads_cancel_futures_to_finish() {
+    let pool = Arc::new(pool(1));
+    let running = pool.submit(sleep_ms, 50);
+    wait_until("the first task starts", || running.running());
+    let callbacks = Arc::new(AtomicUsize::new(0));
+    let queued: Vec<_> = (0..100u64).map(|i| pool.submit(double, i)).collect();
+    for f in &queued {
+        let callbacks = callbacks.clone();
+        f.add_done_callback(move |_| {
+            callbacks.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+        });
+    }
+    let canceller = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.shutdown(false, true))
+    };
+    wait_until("the cancelling begins", || {
+        callbacks.load(Ordering::SeqCst) > 0
+    });
+    pool.shutdown(true, false);
+    let pending: Vec<usize> = (0..queued.len()).filter(|&i| !queued[i].done()).collect();
+    assert!(
+        pending.is_empty(),
+        "shutdown(wait = true) returned with {} queued futures not done yet",
+        pending.len()
+    );
+    canceller.join().unwrap();
+    assert!(wait(running).is_ok());
+}
+
+/// A done-callback of a task cancelled by `shutdown(cancel_futures = true)`
+/// may itself shut the pool down and wait, on the cancelling thread: it
+/// waits for the rest of the pool, not for the cancelling it is part of.
+#[test]
+fn a_cancelled_tasks_callback_that_shuts_down_and_waits_does_not_wait_for_itself() {
+    let pool = Arc::new(pool(1));
+    let running = pool.submit(sleep_ms, 50);
+    wait_until("the first task starts", || running.running());
+    let queued: Vec<_> = (0..5u64).map(|i| pool.submit(double, i)).collect();
+    let inner_returned = Arc::new(AtomicUsize::new(0));
+    {
+        let pool = pool.clone();
+        let inner_returned = inner_returned.clone();
+        queued[4].add_done_callback(move |_| {
+            pool.shutdown(true, true);
+            inner_returned.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    let outer = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.shutdown(true, true))
+    };
+    common::guarded("the outer shutdown", move || outer.join().unwrap());
+    assert_eq!(inner_returned.load(Ordering::SeqCst), 1);
+    assert!(queued.iter().all(Future::done));
+    assert!(wait(running).is_ok());
 }
 
 /// X7: with one worker and four long tasks, the two sent to the worker

@@ -121,6 +121,72 @@ fn s3_shutdown_wait_blocks_until_queued_and_running_tasks_finished() {
     }
 }
 
+/// S3 with S5 on another thread: `shutdown(wait = true)` returns only
+/// after another thread's `shutdown(cancel_futures = true)` has ended the
+/// queued tasks it took, callbacks included (CPython serializes the two
+/// under its shutdown lock).
+#[test]
+fn s3_shutdown_wait_waits_for_another_threads_cancel_futures_to_finish() {
+    for _ in 0..3 {
+        let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+        let gate = Gate::new();
+        let held = hold_workers(&pool, &gate, 1);
+        let (begun, ended) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let queued: Vec<_> = (0..40u64).map(|i| pool.spawn(move || i)).collect();
+        for f in &queued {
+            let (begun, ended) = (begun.clone(), ended.clone());
+            f.add_done_callback(move |_| {
+                begun.fetch_add(1, Ordering::SeqCst);
+                // Slow on the cancelling thread only: the worker, once
+                // free, ends the rest of the queue and exits meanwhile.
+                if std::thread::current().name().is_none() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                ended.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        let canceller = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.shutdown(false, true))
+        };
+        wait_until("the cancelling begins", || begun.load(Ordering::SeqCst) > 0);
+        gate.open();
+        let p = pool.clone();
+        guarded("shutdown(wait = true)", move || p.shutdown(true, false));
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            queued.len(),
+            "shutdown(wait = true) returned before every callback of a cancelled task ended"
+        );
+        canceller.join().unwrap();
+        assert!(held.iter().all(Future::done));
+    }
+}
+
+/// A done-callback of a task cancelled by `shutdown(cancel_futures = true)`
+/// may itself shut the pool down and wait, on the cancelling thread: it
+/// does not wait for the cancelling it is part of.
+#[test]
+fn a_cancelled_tasks_callback_that_shuts_down_and_waits_does_not_wait_for_itself() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let gate = Gate::new();
+    let held = hold_workers(&pool, &gate, 1);
+    let queued: Vec<_> = (0..5u64).map(|i| pool.spawn(move || i)).collect();
+    let inner_returned = Arc::new(AtomicBool::new(false));
+    {
+        let (pool, inner_returned, gate) = (pool.clone(), inner_returned.clone(), gate.clone());
+        queued[0].add_done_callback(move |_| {
+            gate.open();
+            pool.shutdown(true, true);
+            inner_returned.store(true, Ordering::SeqCst);
+        });
+    }
+    let p = pool.clone();
+    guarded("the outer shutdown", move || p.shutdown(true, true));
+    assert!(inner_returned.load(Ordering::SeqCst));
+    assert!(queued.iter().all(Future::done) && held.iter().all(Future::done));
+}
+
 #[test]
 fn s4_shutdown_without_wait_returns_while_queued_work_still_completes() {
     let pool = ThreadPoolExecutor::new(2).unwrap();

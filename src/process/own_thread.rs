@@ -20,12 +20,21 @@
 //! supervisor is one of them, nobody waits for wanted workers either: it is
 //! the one that starts them. (CPython raises `RuntimeError` here instead:
 //! it cannot join its own thread.)
+//!
+//! A shutdown that cancels the queued tasks (or a stop that fails them)
+//! ends them on the caller's thread, after releasing the lock, and their
+//! callbacks run there. That batch counts as one unit of `finishing`, so
+//! that a `shutdown(wait = true)` elsewhere does not return before those
+//! futures have ended, and the caller's thread is the pool's own for as
+//! long as it runs them ([`end_released`]).
 
 use std::cell::Cell;
 use std::time::Instant;
 
 use super::pool::Shared;
+use super::state::State;
 use super::supervisor::{Kept, keep_deadlines};
+use crate::sync::MutexGuard;
 use crate::sync::lock;
 
 /// What an own thread does for its pool.
@@ -35,6 +44,8 @@ pub(crate) enum Role {
     Reader,
     /// Starts wanted workers and enforces deadlines.
     Supervisor,
+    /// Any thread, while it ends tasks a shutdown took from the queue.
+    Ender,
 }
 
 thread_local! {
@@ -42,6 +53,12 @@ thread_local! {
     /// for none) and its role there. Destructor-free, like every
     /// thread-local a callback may reach.
     static OWN: Cell<(usize, Option<Role>)> = const { Cell::new((0, None)) };
+    /// The pool whose queued tasks this thread is ending, 0 for none. Apart
+    /// from `OWN`, so that a reader of one pool stays that pool's own while
+    /// it cancels another's tasks. One pool at a time: a callback that
+    /// cancels a second pool's queue inside the first one's loop takes the
+    /// cell over until it is done.
+    static ENDING: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Marks the calling thread as `shared`'s, in `role`, for the rest of its
@@ -53,7 +70,48 @@ pub(crate) fn enter(shared: &Shared, role: Role) {
 /// The calling thread's role in `shared`'s pool, if it is one of its own.
 pub(crate) fn role_in(shared: &Shared) -> Option<Role> {
     let (pool, role) = OWN.with(Cell::get);
-    if pool == address(shared) { role } else { None }
+    if pool == address(shared) && role.is_some() {
+        role
+    } else if ENDING.with(Cell::get) == address(shared) {
+        Some(Role::Ender)
+    } else {
+        None
+    }
+}
+
+/// Ends tasks taken out of `st` (its queue, a dispatch's failures) with the
+/// lock released: `end` cancels or fails them, and runs their callbacks.
+///
+/// Meanwhile the batch counts as one unit of `finishing`, so a
+/// `shutdown(wait = true)` on another thread does not return before those
+/// futures have ended, and the calling thread is the pool's own: a
+/// callback `end` runs that shuts the pool down and waits, waits for all
+/// but that unit. A thread that is the pool's own already holds a unit
+/// that covers the batch (its worker is `live` or `finishing` until it
+/// returns), so it takes no second one.
+pub(crate) fn end_released(shared: &Shared, mut st: MutexGuard<'_, State>, end: impl FnOnce()) {
+    if role_in(shared).is_some() {
+        drop(st);
+        shared.cond.notify_all();
+        end();
+        return;
+    }
+    st.finishing += 1;
+    drop(st);
+    shared.cond.notify_all();
+    let before = ENDING.with(|c| c.replace(address(shared)));
+    // Restores the cell and gives the unit back even if `end` unwinds
+    // (callbacks' panics are caught, but a `Drop` of a task may not be).
+    struct Done<'a>(&'a Shared, usize);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            ENDING.with(|c| c.set(self.1));
+            lock(&self.0.state).finishing -= 1;
+            self.0.cond.notify_all();
+        }
+    }
+    let _done = Done(shared, before);
+    end();
 }
 
 /// `shutdown(wait = true)`'s wait, on one of `shared`'s own threads:

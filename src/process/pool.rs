@@ -208,15 +208,15 @@ impl ProcessPoolExecutor {
         // (a task ignored it) must not linger.
         let mut failures = Failures::new();
         st.dispatch(&self.shared.config.limits, &mut failures);
-        drop(st);
-        self.shared.cond.notify_all();
-        self.shared.finish(failures);
         let cancelled_was_empty = cancelled.is_empty();
-        for p in cancelled {
-            if !p.job.clone().cancel() {
-                p.job.fail(why.error());
+        own_thread::end_released(&self.shared, st, || {
+            self.shared.finish(failures);
+            for p in cancelled {
+                if !p.job.clone().cancel() {
+                    p.job.fail(why.error());
+                }
             }
-        }
+        });
         // Signalled with the lock released: finding the process trees reads
         // all of `/proc`, once for every worker.
         let table = if serving.is_empty() {
@@ -363,16 +363,16 @@ impl Executor for ProcessPoolExecutor {
         };
         let mut failures = Failures::new();
         st.dispatch(&self.shared.config.limits, &mut failures);
-        drop(st);
-        self.shared.cond.notify_all();
-        self.shared.finish(failures);
-        for p in cancelled {
-            if !p.job.clone().cancel() {
-                // Already running (it was re-queued after a crash): it can't
-                // run any more, so it fails rather than hangs.
-                p.job.fail(Error::Cancelled);
+        own_thread::end_released(&self.shared, st, || {
+            self.shared.finish(failures);
+            for p in cancelled {
+                if !p.job.clone().cancel() {
+                    // Already running (it was re-queued after a crash): it
+                    // can't run any more, so it fails rather than hangs.
+                    p.job.fail(Error::Cancelled);
+                }
             }
-        }
+        });
         if wait {
             self.wait_for_workers(None);
         }

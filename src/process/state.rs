@@ -449,19 +449,26 @@ impl State {
 
     /// The earliest moment the supervisor must act: a running task's
     /// timeout, a start that takes too long, or a worker's idle timeout.
+    /// A worker already killed (`kill_reason`) has no deadline left: its
+    /// reader cleans up, and the supervisor must not wake every
+    /// millisecond for its passed one until then.
     pub(crate) fn next_deadline(
         &self,
         startup_timeout: Duration,
         limits: &Limits,
     ) -> Option<Instant> {
-        let tasks = self.links.iter().filter_map(|l| {
-            let limit = match l.in_flight.front() {
-                Some(head) => head.timeout?,
-                None if l.stopping => return None,
-                None => limits.idle_timeout?,
-            };
-            l.head_since.checked_add(limit)
-        });
+        let tasks = self
+            .links
+            .iter()
+            .filter(|l| l.kill_reason.is_none())
+            .filter_map(|l| {
+                let limit = match l.in_flight.front() {
+                    Some(head) => head.timeout?,
+                    None if l.stopping => return None,
+                    None => limits.idle_timeout?,
+                };
+                l.head_since.checked_add(limit)
+            });
         let starts = self
             .starting
             .iter()

@@ -306,7 +306,8 @@ impl ThreadPoolExecutor {
     /// did. Returns whether they did.
     fn wait_for_workers(&self, deadline: Option<Instant>) -> bool {
         let me = worker::current().filter(|w| Arc::ptr_eq(&w.registry, &self.registry));
-        if !self.registry.wait_for_exit(me.is_some(), deadline) {
+        let own = self.registry.is_own_thread(me.is_some());
+        if !self.registry.wait_for_exit(own, deadline) {
             return false;
         }
         if me.is_none() {

@@ -110,6 +110,11 @@ pub(crate) struct Registry {
     /// a task: each waits for every worker but these (see
     /// [`Registry::wait_for_exit`]). Changed only under the `live` lock.
     waiting_in_shutdown: std::sync::atomic::AtomicUsize,
+    /// Threads other than the workers cancelling queued tasks (a
+    /// `shutdown(cancel_futures = true)`): `shutdown(wait = true)` waits
+    /// for them as for workers, since the callbacks of what they took from
+    /// the queues run there. Changed only under the `live` lock.
+    sweepers: std::sync::atomic::AtomicUsize,
     exited: Condvar,
     pub(crate) handles: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -137,6 +142,7 @@ impl Registry {
             fate: std::sync::atomic::AtomicU8::new(Fate::Run as u8),
             live: Mutex::new(n),
             waiting_in_shutdown: std::sync::atomic::AtomicUsize::new(0),
+            sweepers: std::sync::atomic::AtomicUsize::new(0),
             exited: Condvar::new(),
             handles: Mutex::new(Vec::with_capacity(n)),
         });
@@ -309,11 +315,23 @@ impl Registry {
         self.sleep.wake_all();
     }
 
-    /// Cancels every task the queues hold (S5).
+    /// Cancels every task the queues hold (S5). A thread that is not one
+    /// of the workers counts as a sweeper meanwhile (see `sweepers`), and
+    /// as the pool's own: a callback run here that shuts the pool down and
+    /// waits must not wait for the sweep it is part of.
     fn cancel_queued(&self) {
+        let own =
+            sweeping(self) || super::worker::current().is_some_and(|w| w.registry.id == self.id);
+        let _sweep = (!own).then(|| Sweep::enter(self));
         while let Some(job) = self.steal_any() {
             job.cancel();
         }
+    }
+
+    /// Whether the calling thread is one of this pool's own: a worker, or
+    /// a thread cancelling its queued tasks.
+    pub(crate) fn is_own_thread(&self, on_worker: bool) -> bool {
+        on_worker || sweeping(self)
     }
 
     /// Marks the pool broken (T8): refuses later submits, and workers fail
@@ -352,7 +370,7 @@ impl Registry {
             self.exited.notify_all();
         }
         let exited = loop {
-            if *live <= self.waiting_in_shutdown.load(Relaxed) {
+            if *live + self.sweepers.load(Relaxed) <= self.waiting_in_shutdown.load(Relaxed) {
                 break true;
             }
             match crate::sync::wait_deadline(&self.exited, live, deadline) {
@@ -372,6 +390,47 @@ impl Registry {
 
     pub(crate) fn live_workers(&self) -> usize {
         *lock(&self.live)
+    }
+}
+
+thread_local! {
+    /// The id of the registry whose queued tasks this thread is
+    /// cancelling, 0 for none. Destructor-free: callbacks reach it.
+    static SWEEPING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn sweeping(registry: &Registry) -> bool {
+    SWEEPING.with(std::cell::Cell::get) == registry.id
+}
+
+/// One sweeper counted in (see `Registry::sweepers`) until dropped, even
+/// by an unwinding task drop.
+struct Sweep<'a> {
+    registry: &'a Registry,
+    before: u64,
+}
+
+impl<'a> Sweep<'a> {
+    fn enter(registry: &'a Registry) -> Sweep<'a> {
+        let live = lock(&registry.live);
+        registry
+            .sweepers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        drop(live);
+        let before = SWEEPING.with(|c| c.replace(registry.id));
+        Sweep { registry, before }
+    }
+}
+
+impl Drop for Sweep<'_> {
+    fn drop(&mut self) {
+        SWEEPING.with(|c| c.set(self.before));
+        let live = lock(&self.registry.live);
+        self.registry
+            .sweepers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        drop(live);
+        self.registry.exited.notify_all();
     }
 }
 
