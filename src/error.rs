@@ -146,6 +146,16 @@ pub enum Error {
     /// The executor configuration or an argument is invalid.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+
+    /// A call that the object's state does not allow, with what to do
+    /// instead: `Pool::join` before `close`, `AsyncResult::successful`
+    /// before the result is ready, a wait that would wait for itself (from
+    /// a pool callback, or a future's own done-callback), a bounded
+    /// semaphore released past its bound, a second `Process::start`.
+    /// Python raises `ValueError`, `RuntimeError` or `AssertionError` for
+    /// these.
+    #[error("invalid call: {0}")]
+    InvalidCall(String),
 }
 
 impl Error {

@@ -1451,7 +1451,7 @@ fn into_result_inside_the_futures_own_callback_is_an_error_not_a_hang() {
         .expect("set_result hung in the callback's into_result()");
     let got = got.lock().unwrap().take().expect("the callback ran");
     assert!(
-        matches!(&got, Err(concurrent_futures::Error::InvalidConfig(m)) if m.contains("own done-callbacks")),
+        matches!(&got, Err(concurrent_futures::Error::InvalidCall(m)) if m.contains("own done-callbacks")),
         "{got:?}"
     );
 }
@@ -1501,7 +1501,7 @@ fn into_result_inside_an_own_callback_40_callback_runs_deep_is_an_error_not_a_ha
         .expect("set_result hung in the callback's into_result()");
     let got = got.lock().unwrap().take().expect("the callback ran");
     assert!(
-        matches!(&got, Err(concurrent_futures::Error::InvalidConfig(m)) if m.contains("own done-callbacks")),
+        matches!(&got, Err(concurrent_futures::Error::InvalidCall(m)) if m.contains("own done-callbacks")),
         "{got:?}"
     );
     drop(futures);

@@ -805,8 +805,8 @@ fn size_hint_of_a_map_with_a_deadline_counts_at_most_one_item_as_certain() {
 /// A user's executor that has been closed: as `Executor::execute`'s docs
 /// say ("On error (the executor is shut down or broken) the task is
 /// handed back"), it refuses every task. It names the refusal with an
-/// error of its own choosing, as `Pool` does for its own refusal
-/// (`InvalidConfig("Pool not running")`).
+/// error of its own choosing (`Pool` uses `Error::Shutdown`, as the
+/// executors do).
 #[derive(Debug, Default)]
 struct Closed {
     calls: std::sync::atomic::AtomicUsize,

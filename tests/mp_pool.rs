@@ -239,7 +239,7 @@ fn mp5_async_result_get_wait_ready_successful() {
     // successful() before ready is an error, as CPython's ValueError.
     let err = r.successful().unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidConfig(m) if m.contains("not ready")),
+        matches!(&err, Error::InvalidCall(m) if m.contains("not ready")),
         "{err}"
     );
     // get(timeout) times out (multiprocessing.TimeoutError); wait never errors.
@@ -360,8 +360,8 @@ fn blocking_calls_from_a_callback_are_refused_instead_of_deadlocking() {
     let r = pool.apply_async_with(square, 1, cbs).unwrap();
     ready(&r);
     let (apply, map) = got.lock().unwrap().take().unwrap();
-    assert!(matches!(apply, Err(Error::InvalidConfig(m)) if m.contains("deadlock")));
-    assert!(matches!(map, Err(Error::InvalidConfig(m)) if m.contains("deadlock")));
+    assert!(matches!(apply, Err(Error::InvalidCall(m)) if m.contains("deadlock")));
+    assert!(matches!(map, Err(Error::InvalidCall(m)) if m.contains("deadlock")));
 }
 
 // ------------------------------------------------- map, map_async, star --
@@ -585,7 +585,7 @@ fn mp23_join_before_close_is_an_error() {
     for pool in [threads(1).into_pool(), procs(1)] {
         let err = pool.join().unwrap_err();
         assert!(
-            matches!(&err, Error::InvalidConfig(m) if m.contains("Pool is still running")),
+            matches!(&err, Error::InvalidCall(m) if m.contains("Pool is still running")),
             "{err}"
         );
         // The pool still works.
@@ -613,7 +613,7 @@ fn mp23_close_then_join_waits_for_queued_work_and_callbacks() {
         pool.close();
         pool.close(); // harmless
         // Every submit method now refuses.
-        let not_running = Error::InvalidConfig("Pool not running".into());
+        let not_running = Error::Shutdown;
         assert_eq!(pool.apply_async(square, 1).unwrap_err(), not_running);
         assert_eq!(pool.apply(square, 1).unwrap_err(), not_running);
         assert_eq!(pool.map(square, [1u64]).unwrap_err(), not_running);
@@ -669,10 +669,7 @@ fn mp24_terminate_kills_the_workers_and_fails_running_and_queued_results() {
     }
     pool.terminate(); // idempotent
     pool.join().unwrap();
-    assert_eq!(
-        pool.apply_async(square, 1).unwrap_err(),
-        Error::InvalidConfig("Pool not running".into())
-    );
+    assert_eq!(pool.apply_async(square, 1).unwrap_err(), Error::Shutdown);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

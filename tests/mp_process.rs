@@ -139,7 +139,7 @@ fn join_with_a_timeout_returns_false_while_running() {
 fn starting_twice_is_an_error() {
     let mut p = Process::new(double, 1).test_harness();
     p.start().unwrap();
-    assert!(matches!(p.start(), Err(Error::InvalidConfig(_))));
+    assert!(matches!(p.start(), Err(Error::InvalidCall(_))));
     joined(&p);
     assert_eq!(p.result(), Some(Ok(2)));
 }
@@ -185,7 +185,7 @@ fn produce((q, producer, n): (Queue<(u32, u32)>, u32, u32)) {
     // A queue in a child is a producer only.
     assert!(matches!(
         q.get(Some(Duration::ZERO)),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidCall(_))
     ));
 }
 

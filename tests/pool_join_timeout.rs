@@ -70,7 +70,7 @@ fn l13_mp23_join_timeout_on_a_running_pool_is_refused_like_join() {
     let pool = threads();
     let refused = pool.join_timeout(HANG);
     assert!(
-        matches!(&refused, Err(Error::InvalidConfig(m)) if m.contains("still running")),
+        matches!(&refused, Err(Error::InvalidCall(m)) if m.contains("still running")),
         "{refused:?}"
     );
 }

@@ -164,7 +164,7 @@ impl<T> Future<T> {
     /// To wait with a limit first, call [`result`](Self::result) with a
     /// timeout, then this. Called inside one of this future's own
     /// done-callbacks (with the handle reached through shared state), it
-    /// fails with [`Error::InvalidConfig`] instead of waiting for itself
+    /// fails with [`Error::InvalidCall`] instead of waiting for itself
     /// (up to 64 callback runs nested on one thread: a callback completing
     /// a future whose callback completes the next, and so on); borrow the
     /// value with `result` there.
@@ -283,7 +283,7 @@ impl<'a, T> std::future::IntoFuture for &'a Future<T> {
 /// done-callbacks: the value can be moved out only once they have all run,
 /// so it would wait for itself.
 fn moved_out_in_own_callback() -> Error {
-    Error::InvalidConfig(
+    Error::InvalidCall(
         "into_result() or .await of a future inside one of its own done-callbacks \
          would wait forever: the value moves out only after they have run; \
          borrow it with result() there"

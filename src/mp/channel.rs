@@ -501,11 +501,11 @@ impl<T: DeserializeOwned> Queue<T> {
     /// [`Error::Timeout`] when the time is up (Python's `queue.Empty`).
     /// Values from one producer (a handle and the thread that puts through
     /// it) come in the order it put them. Only in the
-    /// process that made the queue: elsewhere [`Error::InvalidConfig`].
+    /// process that made the queue: elsewhere [`Error::InvalidCall`].
     pub fn get(&self, timeout: Option<Duration>) -> Result<T, Error> {
         match &self.rx {
             Some(rx) => rx.recv(timeout),
-            None => Err(Error::InvalidConfig(
+            None => Err(Error::InvalidCall(
                 "Queue::get works only in the process that created the queue; \
                  a queue passed to a child is a producer"
                     .into(),

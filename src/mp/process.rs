@@ -241,13 +241,13 @@ impl<R> Process<R> {
     /// Starts the child and hands it the function and argument (blocking
     /// while a large argument fills the pipe, until the child reads it).
     /// A second call is an error
-    /// ([`Error::InvalidConfig`]; Python raises `AssertionError`), as is
+    /// ([`Error::InvalidCall`]; Python raises `AssertionError`), as is
     /// an argument that did not serialize or is larger than a frame (1 GiB;
     /// [`Error::Encode`]) or a child
     /// that could not be started ([`Error::Io`]).
     pub fn start(&mut self) -> Result<(), Error> {
         let Some(arg) = self.arg.take() else {
-            return Err(Error::InvalidConfig(
+            return Err(Error::InvalidCall(
                 "a process can only be started once".into(),
             ));
         };

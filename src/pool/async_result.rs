@@ -58,10 +58,10 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
 
     /// Whether the call completed without error. Like CPython's
     /// `ValueError("... not ready")`, asking before it is ready is an error:
-    /// [`Error::InvalidConfig`] whose message says the result is not ready.
+    /// [`Error::InvalidCall`] whose message says the result is not ready.
     pub fn successful(&self) -> Result<bool, Error> {
         if !self.ready() {
-            return Err(Error::InvalidConfig(
+            return Err(Error::InvalidCall(
                 "AsyncResult.successful(): the result is not ready".into(),
             ));
         }

@@ -76,7 +76,7 @@ impl Pool {
     {
         // Outside the lifecycle lock: the inputs are user code.
         if self.state() != Lifecycle::Running {
-            return Err(Error::InvalidConfig("Pool not running".into()));
+            return Err(Error::Shutdown);
         }
         let items: Vec<A> = inputs.into_iter().collect();
         let len = items.len();

@@ -195,7 +195,7 @@ impl Pool {
     fn running<T>(&self, f: impl FnOnce() -> T) -> Result<T, Error> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         if *state != Lifecycle::Running {
-            return Err(Error::InvalidConfig("Pool not running".into()));
+            return Err(Error::Shutdown);
         }
         Ok(f())
     }
@@ -204,7 +204,7 @@ impl Pool {
     /// could never finish.
     fn not_in_callback(&self, what: &str) -> Result<(), Error> {
         if self.handler.on_handler_thread() {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::InvalidCall(format!(
                 "{what} from a pool callback would deadlock: callbacks run on the \
                  thread that makes this pool's results ready"
             )));
@@ -285,7 +285,7 @@ impl Pool {
 
     /// Stops accepting work; queued and running tasks still finish (MP23).
     /// Calling it again, or after `terminate`, does nothing. Every submit
-    /// method then fails with `Pool not running`.
+    /// method then fails with [`Error::Shutdown`] (CPython: `Pool not running`).
     pub fn close(&self) {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if *state == Lifecycle::Running {
@@ -297,7 +297,7 @@ impl Pool {
     /// is ready and its callbacks have run, and the workers have exited.
     /// After `terminate`, waits for the workers to exit.
     ///
-    /// Errors ([`Error::InvalidConfig`]): `Pool is still running` if neither
+    /// Errors ([`Error::InvalidCall`]): `Pool is still running` if neither
     /// `close` nor `terminate` was called (MP23); a call from a pool
     /// callback, which would deadlock.
     pub fn join(&self) -> Result<(), Error> {
@@ -357,7 +357,7 @@ impl Pool {
     fn joinable(&self, what: &str) -> Result<Lifecycle, Error> {
         let state = self.state();
         if state == Lifecycle::Running {
-            return Err(Error::InvalidConfig(format!(
+            return Err(Error::InvalidCall(format!(
                 "Pool is still running: call close() or terminate() before {what}"
             )));
         }

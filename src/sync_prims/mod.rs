@@ -50,7 +50,7 @@
 //! | `sem.acquire(blocking=False)` | [`sem.try_acquire()`](Semaphore::try_acquire), or `acquire(Some(Duration::ZERO))` |
 //! | `with sem:` | `let _permit = sem.acquire_guard(None);` (an `Option`, `None` only on timeout) |
 //! | `sem.release()`, `sem.release(n)` | [`sem.release()`](Semaphore::release), [`sem.release_n(n)`](Semaphore::release_n) `-> Result<(), Error>` |
-//! | `ValueError: Semaphore released too many times` | `Err(Error::InvalidConfig(..))` from a bounded semaphore; the count is left unchanged |
+//! | `ValueError: Semaphore released too many times` | `Err(Error::InvalidCall(..))` from a bounded semaphore; the count is left unchanged |
 //! | `sem._value` | [`sem.available_permits()`](Semaphore::available_permits) |
 //! | `Event()`, `ev.set()`, `ev.clear()`, `ev.is_set()` | [`Event::new()`](Event::new), [`set`], [`clear`], [`is_set`](Event::is_set) |
 //! | `ev.wait(timeout=None) -> bool` | [`ev.wait(timeout) -> bool`](Event::wait), same meaning |

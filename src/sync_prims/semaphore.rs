@@ -114,7 +114,7 @@ impl Semaphore {
 
     /// A bounded semaphore (Python's `BoundedSemaphore(value)`): starts with
     /// `permits` permits, and a release that would raise the count above
-    /// `permits` fails with [`Error::InvalidConfig`] and changes nothing.
+    /// `permits` fails with [`Error::InvalidCall`] and changes nothing.
     /// It catches the bug of releasing a permit twice.
     ///
     /// ```
@@ -123,7 +123,7 @@ impl Semaphore {
     /// let sem = Semaphore::bounded(1);
     /// assert!(sem.try_acquire());
     /// sem.release()?;
-    /// assert!(matches!(sem.release(), Err(Error::InvalidConfig(_))));
+    /// assert!(matches!(sem.release(), Err(Error::InvalidCall(_))));
     /// assert_eq!(sem.available_permits(), 1);
     /// # Ok::<(), Error>(())
     /// ```
@@ -218,7 +218,7 @@ impl Semaphore {
     /// Gives one permit back and wakes one waiting thread, if any (Python's
     /// `release()`).
     ///
-    /// Fails with [`Error::InvalidConfig`], changing nothing, when a
+    /// Fails with [`Error::InvalidCall`], changing nothing, when a
     /// [bounded](Self::bounded) semaphore would go above its bound
     /// (Python's `ValueError: Semaphore released too many times`), or when
     /// the count would overflow `usize`. On a semaphore made by
@@ -241,8 +241,8 @@ impl Semaphore {
     /// Gives `n` permits back at once and wakes up to `n` waiting threads
     /// (Python's `release(n)`). All or nothing: when the bound (or `usize`)
     /// would be exceeded, no permit is released and the error is
-    /// [`Error::InvalidConfig`]; so is `n == 0`, as Python's
-    /// `ValueError: n must be one or more`.
+    /// [`Error::InvalidCall`]; `n == 0` is [`Error::InvalidConfig`], as
+    /// Python's `ValueError: n must be one or more`.
     ///
     /// ```
     /// use concurrent_futures::Semaphore;
@@ -269,7 +269,7 @@ impl Semaphore {
             None => true,
         });
         let Some(raised) = raised else {
-            return Err(Error::InvalidConfig(match self.bound {
+            return Err(Error::InvalidCall(match self.bound {
                 Some(bound) => format!(
                     "Semaphore released too many times: {} available + {n} released > bound {bound}",
                     *permits

@@ -62,7 +62,7 @@ fn guard_releases_on_drop() {
 #[test]
 fn bounded_over_release_is_an_error_and_changes_nothing() {
     let sem = Semaphore::bounded(2);
-    assert!(matches!(sem.release(), Err(Error::InvalidConfig(_))));
+    assert!(matches!(sem.release(), Err(Error::InvalidCall(_))));
     assert_eq!(sem.available_permits(), 2);
     assert!(sem.try_acquire());
     assert!(sem.try_acquire());
@@ -82,7 +82,7 @@ fn bounded_over_release_is_an_error_and_changes_nothing() {
 fn release_n_zero_and_overflow_are_errors() {
     let sem = Semaphore::new(usize::MAX);
     assert!(matches!(sem.release_n(0), Err(Error::InvalidConfig(_))));
-    assert!(matches!(sem.release(), Err(Error::InvalidConfig(_))));
+    assert!(matches!(sem.release(), Err(Error::InvalidCall(_))));
     assert_eq!(sem.available_permits(), usize::MAX);
 }
 
