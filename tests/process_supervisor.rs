@@ -29,6 +29,20 @@ fn sleep_ms(ms: u64) -> u32 {
     std::process::id()
 }
 
+/// Runs the ignored test `helper` in a process of its own (its pool's
+/// threads are then the only ones), failing with its stderr if it fails.
+fn run_helper(helper: &str) {
+    let out = common::run_helper(
+        common::helper_command(helper, HELPER_ENV),
+        Duration::from_secs(90),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// An executor that keeps the task it is given, so that the test can add
 /// a done-callback before any pool sees the task.
 #[derive(Debug, Default)]
@@ -84,15 +98,7 @@ fn restore_fds(old: libc::rlimit) {
 
 #[test]
 fn a_shutdown_wait_in_a_callback_on_the_supervisor_still_enforces_task_limits() {
-    let out = common::run_helper(
-        common::helper_command("helper_shutdown_wait_on_the_supervisor", HELPER_ENV),
-        Duration::from_secs(90),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_helper("helper_shutdown_wait_on_the_supervisor");
 }
 
 /// One worker runs task A (a 3 s limit, 20 s of sleep). Task B, queued
@@ -156,15 +162,7 @@ fn helper_shutdown_wait_on_the_supervisor() {
 
 #[test]
 fn the_supervisor_sleeps_while_a_killed_workers_reader_is_busy() {
-    let out = common::run_helper(
-        common::helper_command("helper_supervisor_after_a_timeout_kill", HELPER_ENV),
-        Duration::from_secs(90),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_helper("helper_supervisor_after_a_timeout_kill");
 }
 
 /// The voluntary context switches of the one thread of this process named
