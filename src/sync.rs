@@ -19,6 +19,8 @@ pub(crate) use loom::sync::{
 };
 #[cfg(cf_loom)]
 pub(crate) use loom::thread::Thread;
+#[cfg(cf_loom)]
+pub(crate) use loom::thread::ThreadId;
 /// Always std's: loom's `Arc` cannot be coerced to `Arc<dyn Trait>` on
 /// stable Rust, and reference counting is not what the models check.
 pub(crate) use std::sync::Arc;
@@ -29,6 +31,17 @@ pub(crate) use std::sync::{
 };
 #[cfg(not(cf_loom))]
 pub(crate) use std::thread::Thread;
+#[cfg(not(cf_loom))]
+pub(crate) use std::thread::ThreadId;
+
+/// The calling thread's id: loom's under the models, whose threads may
+/// share one OS thread.
+pub(crate) fn current_thread_id() -> ThreadId {
+    #[cfg(cf_loom)]
+    return loom::thread::current().id();
+    #[cfg(not(cf_loom))]
+    return std::thread::current().id();
+}
 
 /// Locks a mutex, ignoring poisoning.
 ///

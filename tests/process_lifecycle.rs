@@ -364,8 +364,12 @@ fn s3_shutdown_wait_waits_for_another_threads_cancel_futures_to_finish() {
     let queued: Vec<_> = (0..100u64).map(|i| pool.submit(double, i)).collect();
     for f in &queued {
         let callbacks = callbacks.clone();
-        f.add_done_callback(move |_| {
-            callbacks.fetch_add(1, Ordering::SeqCst);
+        f.add_done_callback(move |f| {
+            // Only cancels count: a task sent ahead to the worker may end
+            // (on its reader) before the cancelling begins.
+            if f.cancelled() {
+                callbacks.fetch_add(1, Ordering::SeqCst);
+            }
             std::thread::sleep(Duration::from_millis(5));
         });
     }
@@ -413,6 +417,40 @@ fn a_cancelled_tasks_callback_that_shuts_down_and_waits_does_not_wait_for_itself
     assert_eq!(inner_returned.load(Ordering::SeqCst), 1);
     assert!(queued.iter().all(Future::done));
     assert!(wait(running).is_ok());
+}
+
+/// A thread ending pool A's queued tasks runs a callback that cancels pool
+/// B's, and a callback of those shuts A down and waits: the thread is still
+/// A's own, so that wait does not wait for it (found by review: a one-pool
+/// thread-local forgot A while B's cancels ran).
+#[test]
+fn nested_cancel_futures_of_two_process_pools_on_one_thread_do_not_wait_for_themselves() {
+    let a = Arc::new(pool(1));
+    let b = Arc::new(pool(1));
+    let ra = a.submit(sleep_ms, 300);
+    let rb = b.submit(sleep_ms, 300);
+    wait_until("both run", || ra.running() && rb.running());
+    let qa: Vec<_> = (0..4u64).map(|i| a.submit(double, i)).collect();
+    let qb: Vec<_> = (0..4u64).map(|i| b.submit(double, i)).collect();
+    {
+        let b = b.clone();
+        qa[3].add_done_callback(move |_| b.shutdown(false, true));
+    }
+    {
+        let a = a.clone();
+        qb[3].add_done_callback(move |_| a.shutdown(true, false));
+    }
+    let (tx, rx) = mpsc::channel();
+    let a2 = a.clone();
+    std::thread::spawn(move || {
+        a2.shutdown(false, true);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "A.shutdown(wait) in a callback of B's cancel, nested in A's cancel, waits for itself"
+    );
+    assert!(qa[3].cancelled() && qb[3].cancelled());
 }
 
 /// X7: with one worker and four long tasks, the two sent to the worker

@@ -187,7 +187,8 @@ fn switches_of(name: &str) -> u64 {
 /// supervisor kills a worker whose task passed its limit, the worker's
 /// deadline stays passed until its reader cleans up, and the supervisor
 /// woke every millisecond for it meanwhile. Here the reader is held in a
-/// 600 ms done-callback of the task before; the supervisor must sleep.
+/// done-callback of the task before until the test has counted; the
+/// supervisor must sleep.
 #[test]
 #[ignore = "helper: run by the_supervisor_sleeps_while_a_killed_workers_reader_is_busy"]
 fn helper_supervisor_after_a_timeout_kill() {
@@ -201,9 +202,10 @@ fn helper_supervisor_after_a_timeout_kill() {
         .unwrap();
     let a = pool.submit(sleep_ms, 200);
     let (tx, rx) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
     a.add_done_callback(move |_| {
         let _ = tx.send(());
-        std::thread::sleep(Duration::from_millis(600));
+        let _ = released.recv_timeout(common::HANG);
     });
     // Sent behind A to the same worker (prefetch), it starts when A ends.
     let b = pool.submit_with_timeout(sleep_ms, 20_000, Duration::from_millis(50));
@@ -215,6 +217,7 @@ fn helper_supervisor_after_a_timeout_kill() {
     let woke = switches_of("cf-process-supervisor") - before;
     assert!(!b.done(), "B ended before its reader was free");
     assert!(woke < 30, "the supervisor woke {woke} times in 300 ms");
+    release.send(()).unwrap();
     assert_eq!(
         b.result(Some(common::HANG)).cloned(),
         Err(Error::TaskTimeout {

@@ -187,6 +187,136 @@ fn a_cancelled_tasks_callback_that_shuts_down_and_waits_does_not_wait_for_itself
     assert!(queued.iter().all(Future::done) && held.iter().all(Future::done));
 }
 
+/// A thread sweeping pool A runs a callback that sweeps pool B, and a
+/// callback of B's sweep shuts A down and waits: the thread is still A's
+/// sweeper, so that wait does not wait for it (found by review: a
+/// one-pool thread-local forgot A while B's sweep ran).
+#[test]
+fn nested_cancel_futures_sweeps_of_two_pools_on_one_thread_do_not_wait_for_themselves() {
+    let a = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let b = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let (gate_a, gate_b) = (Gate::new(), Gate::new());
+    let _ha = hold_workers(&a, &gate_a, 1);
+    let _hb = hold_workers(&b, &gate_b, 1);
+    let fa = a.spawn(|| 1u8);
+    let fb = b.spawn(|| 2u8);
+    {
+        let b = b.clone();
+        fa.add_done_callback(move |_| b.shutdown(false, true));
+    }
+    {
+        let (a, gate_a) = (a.clone(), gate_a.clone());
+        fb.add_done_callback(move |_| {
+            gate_a.open();
+            a.shutdown(true, false);
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    let a2 = a.clone();
+    std::thread::spawn(move || {
+        a2.shutdown(false, true);
+        let _ = tx.send(());
+    });
+    let done = rx.recv_timeout(Duration::from_secs(5)).is_ok();
+    gate_b.open();
+    assert!(
+        done,
+        "A.shutdown(wait) in a callback of B's sweep, nested in A's sweep, waits for itself"
+    );
+}
+
+/// S3: while a sweeper's callback waits in `shutdown(wait = true)`, the
+/// other threads' `shutdown(wait = true)` still wait for the sweep to end
+/// (found by review: the sweeper's discount applied to every waiter).
+#[test]
+fn s3_an_outside_shutdown_wait_outlasts_a_sweepers_callback_waiting_in_its_own() {
+    let mut bad = 0;
+    for _ in 0..10 {
+        let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+        let gate = Gate::new();
+        let _h = hold_workers(&pool, &gate, 1);
+        let f1 = pool.spawn(|| 1u8);
+        let f2 = pool.spawn(|| 2u8);
+        let entered = Arc::new(AtomicUsize::new(0));
+        {
+            let (pool, entered) = (pool.clone(), entered.clone());
+            f1.add_done_callback(move |_| {
+                entered.store(1, Ordering::SeqCst);
+                pool.shutdown(true, false);
+                std::thread::sleep(Duration::from_millis(200));
+                entered.store(2, Ordering::SeqCst);
+            });
+        }
+        let p = pool.clone();
+        let canceller = std::thread::spawn(move || p.shutdown(false, true));
+        wait_until("f1's callback", || entered.load(Ordering::SeqCst) == 1);
+        let p = pool.clone();
+        let f2 = Arc::new(f2);
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let (p, e2, f2) = (p.clone(), entered.clone(), f2.clone());
+                std::thread::spawn(move || {
+                    p.shutdown(true, false);
+                    f2.done() && e2.load(Ordering::SeqCst) == 2
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20)); // the waiter waits
+        gate.open();
+        if !waiters.into_iter().all(|w| w.join().unwrap()) {
+            bad += 1;
+        }
+        canceller.join().unwrap();
+    }
+    assert_eq!(
+        bad, 0,
+        "shutdown(wait) returned before the sweeper's callback ended in {bad}/10 runs"
+    );
+}
+
+/// A worker's task blocked in `shutdown(wait = true)` waits for a sweep to
+/// end; the sweeper's callback, in `shutdown(wait = true)` too, must not
+/// join that worker's thread (found by review: they waited for each
+/// other).
+#[test]
+fn a_sweepers_callback_waiting_in_shutdown_does_not_join_a_worker_waiting_for_the_sweep() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let gate = Gate::new();
+    let inside = Arc::new(AtomicBool::new(false));
+    let task = {
+        let (p, g, inside) = (pool.clone(), gate.clone(), inside.clone());
+        pool.spawn(move || {
+            g.wait();
+            inside.store(true, Ordering::SeqCst);
+            p.shutdown(true, false);
+        })
+    };
+    wait_until("the task runs", || task.running());
+    let f1 = pool.spawn(|| 1u8);
+    {
+        let (p, g, inside) = (pool.clone(), gate.clone(), inside.clone());
+        f1.add_done_callback(move |_| {
+            g.open();
+            wait_until("the task in shutdown(wait)", || {
+                inside.load(Ordering::SeqCst)
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            p.shutdown(true, false);
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    let p = pool.clone();
+    std::thread::spawn(move || {
+        p.shutdown(false, true);
+        let _ = tx.send(());
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "the sweeper's shutdown(wait) joins a worker that waits for the sweep"
+    );
+    assert!(task.result(Some(Duration::from_secs(5))).is_ok());
+}
+
 #[test]
 fn s4_shutdown_without_wait_returns_while_queued_work_still_completes() {
     let pool = ThreadPoolExecutor::new(2).unwrap();

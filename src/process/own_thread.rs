@@ -53,12 +53,6 @@ thread_local! {
     /// for none) and its role there. Destructor-free, like every
     /// thread-local a callback may reach.
     static OWN: Cell<(usize, Option<Role>)> = const { Cell::new((0, None)) };
-    /// The pool whose queued tasks this thread is ending, 0 for none. Apart
-    /// from `OWN`, so that a reader of one pool stays that pool's own while
-    /// it cancels another's tasks. One pool at a time: a callback that
-    /// cancels a second pool's queue inside the first one's loop takes the
-    /// cell over until it is done.
-    static ENDING: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Marks the calling thread as `shared`'s, in `role`, for the rest of its
@@ -69,14 +63,22 @@ pub(crate) fn enter(shared: &Shared, role: Role) {
 
 /// The calling thread's role in `shared`'s pool, if it is one of its own.
 pub(crate) fn role_in(shared: &Shared) -> Option<Role> {
+    lasting_role_in(shared).or_else(|| ending_in(&lock(&shared.state)))
+}
+
+/// [`role_in`] but for [`Role::Ender`]: the roles a thread keeps for life.
+fn lasting_role_in(shared: &Shared) -> Option<Role> {
     let (pool, role) = OWN.with(Cell::get);
-    if pool == address(shared) && role.is_some() {
-        role
-    } else if ENDING.with(Cell::get) == address(shared) {
-        Some(Role::Ender)
-    } else {
-        None
-    }
+    if pool == address(shared) { role } else { None }
+}
+
+/// [`Role::Ender`] if the calling thread is ending tasks of the pool whose
+/// state is `st`. Kept in the pool's state, not in a thread-local, so that
+/// one thread can end the tasks of several pools, each inside a callback
+/// of the other's, and be each one's own meanwhile.
+fn ending_in(st: &State) -> Option<Role> {
+    let me = crate::sync::current_thread_id();
+    st.enders.contains(&me).then_some(Role::Ender)
 }
 
 /// Ends tasks taken out of `st` (its queue, a dispatch's failures) with the
@@ -90,27 +92,32 @@ pub(crate) fn role_in(shared: &Shared) -> Option<Role> {
 /// that covers the batch (its worker is `live` or `finishing` until it
 /// returns), so it takes no second one.
 pub(crate) fn end_released(shared: &Shared, mut st: MutexGuard<'_, State>, end: impl FnOnce()) {
-    if role_in(shared).is_some() {
+    if lasting_role_in(shared).or_else(|| ending_in(&st)).is_some() {
         drop(st);
         shared.cond.notify_all();
         end();
         return;
     }
     st.finishing += 1;
+    st.enders.push(crate::sync::current_thread_id());
     drop(st);
     shared.cond.notify_all();
-    let before = ENDING.with(|c| c.replace(address(shared)));
-    // Restores the cell and gives the unit back even if `end` unwinds
-    // (callbacks' panics are caught, but a `Drop` of a task may not be).
-    struct Done<'a>(&'a Shared, usize);
+    // Gives the unit and the role back even if `end` unwinds (callbacks'
+    // panics are caught, but a `Drop` of a task may not be).
+    struct Done<'a>(&'a Shared);
     impl Drop for Done<'_> {
         fn drop(&mut self) {
-            ENDING.with(|c| c.set(self.1));
-            lock(&self.0.state).finishing -= 1;
+            let me = crate::sync::current_thread_id();
+            let mut st = lock(&self.0.state);
+            st.finishing -= 1;
+            if let Some(i) = st.enders.iter().position(|&t| t == me) {
+                st.enders.swap_remove(i);
+            }
+            drop(st);
             self.0.cond.notify_all();
         }
     }
-    let _done = Done(shared, before);
+    let _done = Done(shared);
     end();
 }
 
@@ -118,7 +125,7 @@ pub(crate) fn end_released(shared: &Shared, mut st: MutexGuard<'_, State>, end: 
 /// until everything has ended but the units the own threads waiting here
 /// hold, or `deadline` passes. Returns whether it got there.
 pub(crate) fn wait_for_the_others(shared: &Shared, deadline: Option<Instant>) -> bool {
-    let supervisor = role_in(shared) == Some(Role::Supervisor);
+    let supervisor = lasting_role_in(shared) == Some(Role::Supervisor);
     let mut st = lock(&shared.state);
     st.own_waiters += 1;
     st.supervisor_waits |= supervisor;

@@ -184,6 +184,9 @@ pub(crate) struct State {
     /// and whether the supervisor is one of them (see `own_thread`).
     pub(crate) own_waiters: usize,
     pub(crate) supervisor_waits: bool,
+    /// Threads ending tasks a shutdown took from the queue, each holding
+    /// one unit of `finishing` meanwhile (see `own_thread::end_released`).
+    pub(crate) enders: Vec<crate::sync::ThreadId>,
     /// Set in a `kill_on_cancel` pool: watches every task sent, and stops
     /// the ones cancelled while they run (see `cancel`).
     pub(crate) stop_on_cancel: Option<Arc<dyn crate::future::core::Watcher>>,

@@ -310,7 +310,10 @@ impl ThreadPoolExecutor {
         if !self.registry.wait_for_exit(own, deadline) {
             return false;
         }
-        if me.is_none() {
+        // Only a thread that waited for every worker joins them: an own
+        // thread's wait ends with workers still blocked in theirs, and one
+        // of those may be waiting for this very thread's sweep.
+        if !own {
             let handles = std::mem::take(&mut *lock(&self.registry.handles));
             for h in handles {
                 let _ = h.join();

@@ -113,8 +113,12 @@ pub(crate) struct Registry {
     /// Threads other than the workers cancelling queued tasks (a
     /// `shutdown(cancel_futures = true)`): `shutdown(wait = true)` waits
     /// for them as for workers, since the callbacks of what they took from
-    /// the queues run there. Changed only under the `live` lock.
-    sweepers: std::sync::atomic::AtomicUsize,
+    /// the queues run there; and such a thread is the pool's own while it
+    /// sweeps (see [`Registry::is_own_thread`]). A list, not a
+    /// thread-local, so that one thread can sweep several pools nested in
+    /// each other's callbacks. Changed only under the `live` lock (taken
+    /// first).
+    sweepers: Mutex<Vec<crate::sync::ThreadId>>,
     exited: Condvar,
     pub(crate) handles: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -142,7 +146,7 @@ impl Registry {
             fate: std::sync::atomic::AtomicU8::new(Fate::Run as u8),
             live: Mutex::new(n),
             waiting_in_shutdown: std::sync::atomic::AtomicUsize::new(0),
-            sweepers: std::sync::atomic::AtomicUsize::new(0),
+            sweepers: Mutex::new(Vec::new()),
             exited: Condvar::new(),
             handles: Mutex::new(Vec::with_capacity(n)),
         });
@@ -321,7 +325,7 @@ impl Registry {
     /// waits must not wait for the sweep it is part of.
     fn cancel_queued(&self) {
         let own =
-            sweeping(self) || super::worker::current().is_some_and(|w| w.registry.id == self.id);
+            self.sweeping() || super::worker::current().is_some_and(|w| w.registry.id == self.id);
         let _sweep = (!own).then(|| Sweep::enter(self));
         while let Some(job) = self.steal_any() {
             job.cancel();
@@ -331,7 +335,12 @@ impl Registry {
     /// Whether the calling thread is one of this pool's own: a worker, or
     /// a thread cancelling its queued tasks.
     pub(crate) fn is_own_thread(&self, on_worker: bool) -> bool {
-        on_worker || sweeping(self)
+        on_worker || self.sweeping()
+    }
+
+    /// Whether the calling thread is cancelling this pool's queued tasks.
+    fn sweeping(&self) -> bool {
+        lock(&self.sweepers).contains(&crate::sync::current_thread_id())
     }
 
     /// Marks the pool broken (T8): refuses later submits, and workers fail
@@ -353,24 +362,31 @@ impl Registry {
         self.exited.notify_all();
     }
 
-    /// Blocks until every worker has exited, or, when the caller is itself
-    /// a worker of this pool (a task calling `shutdown(wait = true)`), every
-    /// worker but the ones blocked here the same way: a worker cannot wait
-    /// for its own exit, and two such tasks must not wait for each other.
-    /// Gives up at `deadline` (`None`: never); returns whether they exited.
-    pub(crate) fn wait_for_exit(
-        &self,
-        from_own_worker: bool,
-        deadline: Option<std::time::Instant>,
-    ) -> bool {
+    /// Blocks until every worker has exited and no thread is still
+    /// cancelling queued tasks (see `sweepers`). Gives up at `deadline`
+    /// (`None`: never); returns whether that happened.
+    ///
+    /// One of the pool's `own` threads (a worker whose task calls
+    /// `shutdown(wait = true)`, or a sweeping thread whose callback does)
+    /// cannot wait for itself: it waits for everything but the own threads
+    /// blocked here the same way, and two such must not wait for each
+    /// other. Any other thread waits for everything, those included: their
+    /// work goes on once their wait returns.
+    pub(crate) fn wait_for_exit(&self, own: bool, deadline: Option<std::time::Instant>) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let mut live = lock(&self.live);
-        if from_own_worker {
+        if own {
             self.waiting_in_shutdown.fetch_add(1, Relaxed);
             self.exited.notify_all();
         }
         let exited = loop {
-            if *live + self.sweepers.load(Relaxed) <= self.waiting_in_shutdown.load(Relaxed) {
+            let others = *live + lock(&self.sweepers).len();
+            let allowed = if own {
+                self.waiting_in_shutdown.load(Relaxed)
+            } else {
+                0
+            };
+            if others <= allowed {
                 break true;
             }
             match crate::sync::wait_deadline(&self.exited, live, deadline) {
@@ -381,7 +397,7 @@ impl Registry {
                 }
             }
         };
-        if from_own_worker {
+        if own {
             self.waiting_in_shutdown.fetch_sub(1, Relaxed);
         }
         drop(live);
@@ -393,44 +409,30 @@ impl Registry {
     }
 }
 
-thread_local! {
-    /// The id of the registry whose queued tasks this thread is
-    /// cancelling, 0 for none. Destructor-free: callbacks reach it.
-    static SWEEPING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-fn sweeping(registry: &Registry) -> bool {
-    SWEEPING.with(std::cell::Cell::get) == registry.id
-}
-
-/// One sweeper counted in (see `Registry::sweepers`) until dropped, even
-/// by an unwinding task drop.
-struct Sweep<'a> {
-    registry: &'a Registry,
-    before: u64,
-}
+/// The calling thread counted among the sweepers (see
+/// `Registry::sweepers`) until dropped, even by an unwinding task drop.
+struct Sweep<'a>(&'a Registry);
 
 impl<'a> Sweep<'a> {
     fn enter(registry: &'a Registry) -> Sweep<'a> {
         let live = lock(&registry.live);
-        registry
-            .sweepers
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock(&registry.sweepers).push(crate::sync::current_thread_id());
         drop(live);
-        let before = SWEEPING.with(|c| c.replace(registry.id));
-        Sweep { registry, before }
+        Sweep(registry)
     }
 }
 
 impl Drop for Sweep<'_> {
     fn drop(&mut self) {
-        SWEEPING.with(|c| c.set(self.before));
-        let live = lock(&self.registry.live);
-        self.registry
-            .sweepers
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let me = crate::sync::current_thread_id();
+        let live = lock(&self.0.live);
+        let mut sweepers = lock(&self.0.sweepers);
+        if let Some(i) = sweepers.iter().position(|&t| t == me) {
+            sweepers.swap_remove(i);
+        }
+        drop(sweepers);
         drop(live);
-        self.registry.exited.notify_all();
+        self.0.exited.notify_all();
     }
 }
 
@@ -515,6 +517,36 @@ mod loom_tests {
                 assert!(fut.done() && !fut.cancelled(), "a refused task fails");
             }
             assert!(!registry.has_work(), "a cancelled task stays queued");
+        });
+    }
+
+    /// S3 with S5: a `shutdown(wait = true)` racing another thread's
+    /// `shutdown(cancel_futures = true)` returns only once the queued task
+    /// is ended, whoever took it: the worker (which cannot retire while it
+    /// is queued) or the sweep (which counts itself in before it looks).
+    #[test]
+    fn loom_shutdown_wait_racing_a_cancelling_sweep_returns_after_the_task_ended() {
+        loom::model(|| {
+            let (registry, _locals) = Registry::new(1);
+            let (job, fut) = ClosureTask::create(|| 1u8);
+            assert!(registry.inject(job.into_thin(), None).is_ok());
+            let (r1, r2) = (registry.clone(), registry.clone());
+            let stopper = thread::spawn(move || r1.shutdown(true));
+            let worker = thread::spawn(move || {
+                loop {
+                    if let Some(job) = r2.steal_any() {
+                        job.run();
+                    } else if r2.try_retire() {
+                        return;
+                    } else {
+                        thread::yield_now();
+                    }
+                }
+            });
+            assert!(registry.wait_for_exit(false, None));
+            assert!(fut.done(), "shutdown(wait) returned before the task ended");
+            stopper.join().unwrap();
+            worker.join().unwrap();
         });
     }
 
