@@ -17,6 +17,7 @@ use concurrent_futures::{Error, Executor, ExecutorExt, ProcessPoolExecutor, Task
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
+use common::{FileGate, pid_after_gate, wait};
 
 const HELPER_ENV: &str = "CF_TEST_SUPERVISOR_HELPER";
 
@@ -222,6 +223,79 @@ fn helper_supervisor_after_a_timeout_kill() {
         b.result(Some(common::HANG)).cloned(),
         Err(Error::TaskTimeout {
             limit: Duration::from_millis(50)
+        })
+    );
+}
+
+/// A timed task B is sent ahead behind A. B's clock starts when the reader
+/// handles A's result; the reader then runs A's done-callback (user code,
+/// on the reader thread) for longer than B's limit. Meanwhile the worker
+/// finishes B in no time and starts C (untimed). The supervisor still sees
+/// B at the head; it must not kill the worker, which runs C (found by
+/// review: C, a task without any limit, failed with `WorkerDied`).
+#[test]
+fn a_timeout_of_a_task_that_finished_unseen_behind_a_slow_callback_kills_nothing() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(2)
+        .test_harness()
+        .build()
+        .unwrap();
+    let gate = FileGate::new("sup-slow-cb");
+    let a = pool.submit(pid_after_gate, gate.arg());
+    let b = pool.submit_with_timeout(sleep_ms, 0, Duration::from_millis(300));
+    let c = pool.submit(sleep_ms, 1500);
+    a.add_done_callback(|_| std::thread::sleep(Duration::from_millis(2000)));
+    gate.open();
+    let a = wait(a);
+    let b = wait(b);
+    let c = wait(c);
+    assert!(a.is_ok(), "A: {a:?}");
+    assert!(b.is_ok(), "B finished in no time: {b:?}");
+    assert!(
+        c.is_ok(),
+        "C has no time limit and ran normally, yet it failed: {c:?}"
+    );
+}
+
+/// The other side: a task that really runs past its limit is stopped on
+/// time while its reader runs a done-callback of the task before, with
+/// nothing left unread. The callback waits for the worker to die: had the
+/// stop waited for the callback, neither would end. (It cannot wait for
+/// B's future: that reader, held by the callback, is the one that fails B,
+/// see RELIABILITY.md's known issues.)
+#[test]
+fn a_task_past_its_limit_is_stopped_while_its_reader_runs_a_slow_callback() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(2)
+        .test_harness()
+        .build()
+        .unwrap();
+    let gate = FileGate::new("sup-stop-in-cb");
+    let a = pool.submit(pid_after_gate, gate.arg());
+    let b = pool.submit_with_timeout(sleep_ms, 20_000, Duration::from_millis(200));
+    let (tx, rx) = mpsc::channel();
+    a.add_done_callback(move |a| {
+        let pid = *a.result(Some(Duration::ZERO)).unwrap();
+        let deadline = std::time::Instant::now() + common::HANG;
+        while common::is_alive(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = tx.send(!common::is_alive(pid));
+    });
+    gate.open();
+    let killed = rx
+        .recv_timeout(common::HANG * 2)
+        .expect("A's callback ends");
+    assert!(
+        killed,
+        "the worker running B past its limit was not stopped"
+    );
+    assert_eq!(
+        wait(b),
+        Err(Error::TaskTimeout {
+            limit: Duration::from_millis(200)
         })
     );
 }

@@ -14,17 +14,18 @@
 //!   killed. Its reader sees the pipe end, sends the tasks queued behind it
 //!   to other workers and starts a replacement, as for a task timeout;
 //! * the task waits in the worker's pipe behind another one: it cannot be
-//!   taken back, so it is marked, and the worker is killed as soon as the
-//!   task ahead of it has finished (a few microseconds into the cancelled
-//!   one);
+//!   taken back, so it is marked, and the worker is killed once the task
+//!   ahead of it has finished, if the cancelled one still runs then;
 //! * the task has finished, or was never sent: nothing to do.
 //!
 //! Killing is abrupt: what the task was doing stops wherever it was, as
-//! with a task timeout.
+//! with a task timeout. The worker is killed only once the pool has made
+//! sure the task it means is the one running (see [`super::freeze`]): a
+//! task that has just finished is let be, and the next one is never hit.
 
 use std::sync::Weak;
 
-use super::child::Doomed;
+use super::freeze::Freeze;
 use super::pool::Shared;
 use super::state::{Link, State};
 use crate::Error;
@@ -43,10 +44,8 @@ impl Watcher for CancelStopper {
             return;
         }
         if let Some(shared) = self.shared.upgrade() {
-            let doomed = lock(&shared.state).stop_cancelled(task_id);
-            if let Some(worker) = doomed {
-                worker.kill();
-            }
+            let freeze = lock(&shared.state).stop_cancelled(task_id);
+            super::freeze::settle(&shared, freeze.into_iter().collect());
         }
     }
 }
@@ -54,8 +53,9 @@ impl Watcher for CancelStopper {
 impl State {
     /// Stops the task watched under `key` (its id, as a `usize`), whose
     /// future was cancelled, if a worker holds it (see the module docs).
-    /// Returns the worker to kill once the lock is released.
-    pub(crate) fn stop_cancelled(&mut self, key: usize) -> Option<Doomed> {
+    /// Returns the worker frozen to stop it, to settle once the lock is
+    /// released.
+    pub(crate) fn stop_cancelled(&mut self, key: usize) -> Option<Freeze> {
         for link in &mut self.links {
             if let Some(at) = link
                 .in_flight
@@ -63,7 +63,7 @@ impl State {
                 .position(|p| p.task_id as usize == key)
             {
                 if at == 0 {
-                    return link.stop_head();
+                    return link.freeze_head(Error::Cancelled);
                 }
                 link.in_flight[at].stop_when_started = true;
                 return None;
@@ -74,26 +74,14 @@ impl State {
 }
 
 impl Link {
-    /// Dooms this worker for its head task, cancelled while it ran; its
-    /// reader cleans up when the pipe ends.
-    fn stop_head(&mut self) -> Option<Doomed> {
-        let head = self.in_flight.front()?;
-        if self.kill_reason.is_some() {
-            return None;
-        }
-        self.kill_reason = Some((head.task_id, Error::Cancelled));
-        // No more tasks for a worker about to die.
-        self.stopping = true;
-        Some(Doomed::halt(&self.child))
-    }
-
     /// Called when the head has finished: a task cancelled while it waited
-    /// behind it is stopped now that it has started.
-    pub(crate) fn stop_head_if_cancelled(&mut self) -> Option<Doomed> {
-        if self.in_flight.front().is_some_and(|p| p.stop_when_started) {
-            self.stop_head()
-        } else {
-            None
+    /// behind it is stopped now that it has started. Left to the reader,
+    /// which calls this: it settles the stop once it has handled what it
+    /// has read (the task may already have finished too).
+    pub(crate) fn defer_stop_if_cancelled(&mut self) {
+        if let Some(head) = self.in_flight.front().filter(|p| p.stop_when_started) {
+            let task_id = head.task_id;
+            self.leave_stop_to_reader(task_id, Error::Cancelled);
         }
     }
 }

@@ -105,17 +105,16 @@ pub(crate) fn open_pidfd(pid: libc::pid_t) -> Option<OwnedFd> {
 }
 
 /// A worker the pool has decided to kill for its running task (a timeout,
-/// a cancel): frozen at once with SIGSTOP, under the pool's lock, so it
-/// cannot finish that task and start the next one sent ahead to it; killed
-/// with its process tree when dropped, which the pool does once the lock
-/// is released (finding the tree reads all of `/proc`). Killing in `Drop`
-/// means a panic between the two cannot leave the worker stopped forever.
+/// a cancel; see [`super::freeze`], which froze it first): killed with its
+/// process tree when dropped, which the pool does once its lock is
+/// released (finding the tree reads all of `/proc`). Killing in `Drop`
+/// means a panic between the verdict and the kill cannot leave the worker
+/// stopped forever.
 pub(crate) struct Doomed(crate::sync::Arc<crate::sync::Mutex<WorkerChild>>);
 
 impl Doomed {
-    pub(crate) fn halt(child: &crate::sync::Arc<crate::sync::Mutex<WorkerChild>>) -> Doomed {
-        let _ = crate::sync::lock(child).signal(libc::SIGSTOP);
-        Doomed(child.clone())
+    pub(crate) fn new(child: crate::sync::Arc<crate::sync::Mutex<WorkerChild>>) -> Doomed {
+        Doomed(child)
     }
 
     /// SIGKILLs the worker's descendants, then the worker (as dropping it
@@ -210,6 +209,32 @@ impl WorkerChild {
     pub(crate) fn is_running(&self) -> bool {
         let now = Some(Instant::now());
         self.reaped.is_none() && self.pidfd.as_ref().is_none_or(|fd| !exited_by(fd, now))
+    }
+
+    /// Whether the child has stopped (job control: `SIGSTOP`) or exited,
+    /// without waiting and without reaping it (its reader does that).
+    pub(crate) fn stopped_or_gone(&self) -> bool {
+        if self.reaped.is_some() {
+            return true;
+        }
+        let (idtype, id) = match &self.pidfd {
+            Some(fd) => (libc::P_PIDFD, fd.as_raw_fd() as libc::id_t),
+            None => (libc::P_PID, self.pid as libc::id_t),
+        };
+        // SAFETY: an all-zero `siginfo_t` is a valid value of this plain C
+        // struct; waitid overwrites it or leaves `si_pid` zero.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT | libc::WNOHANG;
+        // SAFETY: waitid writes one `siginfo_t`, which we own and which
+        // lives across the call. WNOWAIT leaves the child's state to be
+        // waited for again (by its reaper); WNOHANG returns at once.
+        if unsafe { libc::waitid(idtype, id, &mut info, flags) } != 0 {
+            return true; // ECHILD: reaped by someone else, so gone
+        }
+        // SAFETY: waitid succeeded, so `info` holds either nothing (all
+        // zero: no state change yet) or a child's stop or exit, whose
+        // `si_pid` field is the one set.
+        unsafe { info.si_pid() != 0 }
     }
 
     /// Sends `sig` to the child, unless it was already reaped.

@@ -18,10 +18,12 @@ use crate::sync::{Arc, Mutex};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
 
 use super::child::WorkerChild;
 use super::entry::BuildId;
+use super::freeze::ReaderMark;
 use super::os::describe_exit;
 use super::outbox::Outbox;
 use super::pool::Shared;
@@ -171,6 +173,7 @@ fn serve(
             return;
         }
     };
+    let mark = Arc::new(ReaderMark::default());
     {
         let mut failures = Failures::new();
         let mut st = lock(&shared.state);
@@ -187,6 +190,10 @@ fn serve(
             stopping: false,
             retiring: false,
             kill_reason: None,
+            frozen: false,
+            deferred_stop: None,
+            reader_mark: mark.clone(),
+            results_fd: input.get_ref().as_raw_fd(),
             child: child.clone(),
         });
         st.dispatch(&shared.config.limits, &mut failures);
@@ -196,8 +203,13 @@ fn serve(
     }
     let mut memory = MemoryCheck::new(shared.config.limits.max_memory_per_child);
     let end = loop {
+        if input.buffer().is_empty() {
+            await_results(&shared, id, &mark, &input);
+        }
         match read_message::<_, FromWorker>(&mut input, max) {
             Ok(Some(FromWorker::Done { task_id, outcome })) => {
+                // Everything read so far is handled once this result is.
+                let drained = input.buffer().is_empty();
                 // Read outside the lock: it is a file read.
                 let over_memory = memory.over_limit(pid);
                 let mut failures = Failures::new();
@@ -215,7 +227,15 @@ fn serve(
                 let now = Instant::now();
                 link.task_done(now.saturating_duration_since(link.head_since), limits);
                 link.head_since = now;
-                let doomed = link.stop_head_if_cancelled();
+                link.reader_mark.set_current(drained);
+                link.defer_stop_if_cancelled();
+                // Settled before the user's code below runs, if the reader
+                // is current; otherwise once it is (`await_results`).
+                let stop = if drained {
+                    link.take_deferred_stop()
+                } else {
+                    None
+                };
                 match head {
                     Some(p) if p.task_id == task_id => {
                         st.dispatch(&shared.config.limits, &mut failures);
@@ -233,9 +253,7 @@ fn serve(
                                 .iter()
                                 .any(|l| l.in_flight.front().is_some_and(|p| p.timeout.is_some()));
                         drop(st);
-                        if let Some(worker) = doomed {
-                            worker.kill();
-                        }
+                        super::freeze::settle(&shared, stop.into_iter().collect());
                         if timed {
                             shared.cond.notify_all();
                         }
@@ -267,9 +285,7 @@ fn serve(
                             link.in_flight.push_front(p);
                         }
                         drop(st);
-                        if let Some(worker) = doomed {
-                            worker.kill();
-                        }
+                        super::freeze::settle(&shared, stop.into_iter().collect());
                         break End::Protocol(Error::Protocol(format!(
                             "worker {pid} answered task {task_id}, which it was not running"
                         )));
@@ -287,6 +303,26 @@ fn serve(
         }
     };
     worker_gone(&shared, id, pid, &child, end);
+}
+
+/// Waits until the worker has written more (or its pipe ended), the
+/// reader having handled everything it read: it says so
+/// (`Link::reader_current`, which lets a stop be settled at once, see
+/// [`super::freeze`]) and first settles a stop left to it. It polls rather
+/// than reads, so that it consumes nothing until it has said it is behind
+/// again.
+fn await_results(shared: &Shared, id: u64, mark: &ReaderMark, input: &BufReader<File>) {
+    if mark.set_current(true) {
+        let stop = {
+            let mut st = lock(&shared.state);
+            let link = st.links.iter_mut().find(|l| l.id == id).expect("own link");
+            link.take_deferred_stop()
+        };
+        super::freeze::settle(shared, stop.into_iter().collect());
+    }
+    // An error here shows again in the read that follows.
+    let _ = super::os::poll_readable(input.get_ref().as_fd(), None);
+    mark.set_current(false);
 }
 
 /// How often, at most, a reader reads its worker's memory (L5): a file

@@ -41,6 +41,7 @@ pub(crate) mod child;
 pub(crate) mod codec;
 pub(crate) mod entry;
 pub(crate) mod frame;
+mod freeze;
 mod link;
 pub(crate) mod os;
 mod outbox;

@@ -288,6 +288,18 @@ pub(crate) fn wait_exited(pid: u32) -> io::Result<()> {
     }
 }
 
+/// How many bytes wait unread in the pipe `fd` (`FIONREAD`).
+pub(crate) fn unread_bytes(fd: std::os::fd::RawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one `c_int`, which we own and which lives
+    // across the call; a bad descriptor is an error, not undefined
+    // behaviour.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// Waits until `fd` is readable (or at end of file / hung up), for at most
 /// `timeout` (`None`: no limit). Returns whether it is.
 pub(crate) fn poll_readable(

@@ -58,6 +58,19 @@ pub(crate) struct Link {
     /// and its error. Applies only if that task is still the head when the
     /// worker's end is seen (it may have finished just in time).
     pub(crate) kill_reason: Option<(u64, Error)>,
+    /// Frozen (`SIGSTOP`) for a stop whose verdict is being reached (see
+    /// [`super::freeze`]).
+    pub(crate) frozen: bool,
+    /// A stop of the head (its task id, why) left to the reader, which
+    /// was behind when it was decided (see [`super::freeze`]).
+    pub(crate) deferred_stop: Option<(u64, Error)>,
+    /// Whether the reader has handled every result it has read from the
+    /// pipe: with the worker frozen and the pipe empty, the head is then
+    /// what the worker runs (see [`super::freeze`]).
+    pub(crate) reader_mark: Arc<super::freeze::ReaderMark>,
+    /// The reader's end of the result pipe, open while this link is in the
+    /// state (the reader takes the link out before it closes the pipe).
+    pub(crate) results_fd: std::os::fd::RawFd,
     pub(crate) child: Arc<Mutex<WorkerChild>>,
 }
 
@@ -452,9 +465,10 @@ impl State {
 
     /// The earliest moment the supervisor must act: a running task's
     /// timeout, a start that takes too long, or a worker's idle timeout.
-    /// A worker already killed (`kill_reason`) has no deadline left: its
-    /// reader cleans up, and the supervisor must not wake every
-    /// millisecond for its passed one until then.
+    /// A worker with a stop decided or under way has no deadline left
+    /// (`Link::stop_pending`): its reader cleans up or settles the stop,
+    /// and the supervisor must not wake every millisecond for its passed
+    /// one until then.
     pub(crate) fn next_deadline(
         &self,
         startup_timeout: Duration,
@@ -463,7 +477,7 @@ impl State {
         let tasks = self
             .links
             .iter()
-            .filter(|l| l.kill_reason.is_none())
+            .filter(|l| !l.stop_pending())
             .filter_map(|l| {
                 let limit = match l.in_flight.front() {
                     Some(head) => head.timeout?,

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::child::Doomed;
+use super::freeze::Freeze;
 use super::pool::{Config, Shared};
 use super::state::{Failures, Starting, State, passed};
 use super::{link, os, own_thread, worker};
@@ -74,10 +74,10 @@ pub(super) enum Kept<'a> {
 /// made: the tasks it waits for may need their limits kept to end.
 pub(super) fn keep_deadlines<'a>(shared: &'a Shared, mut st: MutexGuard<'a, State>) -> Kept<'a> {
     let now = Instant::now();
-    let doomed = enforce_deadlines(&mut st, &shared.config, now);
-    if !doomed.is_empty() {
+    let freezes = enforce_deadlines(&mut st, &shared.config, now);
+    if !freezes.is_empty() {
         drop(st);
-        doomed.into_iter().for_each(Doomed::kill);
+        super::freeze::settle(shared, freezes);
         return Kept::Killed(lock(&shared.state));
     }
     st.retire_idle(&shared.config.limits, now);
@@ -87,12 +87,12 @@ pub(super) fn keep_deadlines<'a>(shared: &'a Shared, mut st: MutexGuard<'a, Stat
     Kept::Next(st, next)
 }
 
-/// Kills workers whose start takes too long, and dooms those whose running
-/// task passed its limit: they are returned, to be killed with their
-/// process trees once the lock is released. Their readers see the end of
-/// the pipe and clean up.
-fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) -> Vec<Doomed> {
-    let mut doomed = Vec::new();
+/// Kills workers whose start takes too long, and freezes those whose
+/// running task passed its limit: they are returned, to be settled (and
+/// most likely killed with their process trees) once the lock is released.
+/// Their readers see the end of the pipe and clean up.
+fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) -> Vec<Freeze> {
+    let mut freezes = Vec::new();
     for l in &mut st.links {
         let Some((task_id, limit)) = l
             .in_flight
@@ -101,11 +101,9 @@ fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) -> Vec<Doome
         else {
             continue;
         };
-        if l.kill_reason.is_none() && passed(l.head_since, limit, now) {
-            l.kill_reason = Some((task_id, Error::TaskTimeout { limit }));
-            // No more tasks for a worker about to die.
-            l.stopping = true;
-            doomed.push(Doomed::halt(&l.child));
+        if !l.stop_pending() && passed(l.head_since, limit, now) {
+            debug_assert_eq!(l.in_flight.front().map(|p| p.task_id), Some(task_id));
+            freezes.extend(l.freeze_head(Error::TaskTimeout { limit }));
         }
     }
     for s in &st.starting {
@@ -120,7 +118,7 @@ fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) -> Vec<Doome
             s.since = now;
         }
     }
-    doomed
+    freezes
 }
 
 fn start_worker(shared: &Arc<Shared>, id: u64) {
