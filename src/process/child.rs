@@ -217,19 +217,32 @@ impl WorkerChild {
         if self.reaped.is_some() {
             return true;
         }
-        let (idtype, id) = match &self.pidfd {
-            Some(fd) => (libc::P_PIDFD, fd.as_raw_fd() as libc::id_t),
-            None => (libc::P_PID, self.pid as libc::id_t),
-        };
+        let by_pidfd = self
+            .pidfd
+            .as_ref()
+            .map(|fd| (libc::P_PIDFD, fd.as_raw_fd() as libc::id_t));
         // SAFETY: an all-zero `siginfo_t` is a valid value of this plain C
         // struct; waitid overwrites it or leaves `si_pid` zero.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let flags = libc::WSTOPPED | libc::WEXITED | libc::WNOWAIT | libc::WNOHANG;
-        // SAFETY: waitid writes one `siginfo_t`, which we own and which
-        // lives across the call. WNOWAIT leaves the child's state to be
-        // waited for again (by its reaper); WNOHANG returns at once.
-        if unsafe { libc::waitid(idtype, id, &mut info, flags) } != 0 {
-            return true; // ECHILD: reaped by someone else, so gone
+        for (idtype, id) in by_pidfd
+            .into_iter()
+            .chain([(libc::P_PID, self.pid as libc::id_t)])
+        {
+            // SAFETY: waitid writes one `siginfo_t`, which we own and
+            // which lives across the call. WNOWAIT leaves the child's
+            // state to be waited for again (by its reaper); WNOHANG
+            // returns at once.
+            if unsafe { libc::waitid(idtype, id, &mut info, flags) } == 0 {
+                break;
+            }
+            match io::Error::last_os_error().raw_os_error() {
+                // Reaped by someone else: gone.
+                Some(libc::ECHILD) => return true,
+                // A kernel with pidfds but without `P_PIDFD` (5.3): by pid.
+                Some(libc::EINVAL) if idtype == libc::P_PIDFD => continue,
+                _ => return false,
+            }
         }
         // SAFETY: waitid succeeded, so `info` holds either nothing (all
         // zero: no state change yet) or a child's stop or exit, whose

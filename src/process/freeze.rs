@@ -34,8 +34,12 @@
 //!    itself (`Link::deferred_stop`) once it has caught up, before it waits
 //!    for more results.
 //!
-//! A worker that does not stop within [`STOP_WAIT`] (stuck in the kernel)
-//! is killed on the parent's view, as before this module existed.
+//! A worker that does not stop within [`STOP_WAIT`] (a thread of it stuck
+//! in the kernel, where a stop cannot reach it) is let go on, and the
+//! supervisor tries again [`RETRY_AFTER`] later; after [`MAX_TRIES`] it is
+//! killed on the parent's view, as before this module existed, so that a
+//! time limit always holds in the end. A stop asked for while the worker
+//! is frozen for another one is kept, and settled right after it.
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -46,15 +50,40 @@ use super::state::Link;
 use crate::Error;
 use crate::sync::{Arc, Mutex, lock};
 
-/// How long a verdict waits for a frozen worker to stop.
+/// How long a verdict waits for frozen workers to stop.
 const STOP_WAIT: Duration = Duration::from_millis(100);
+/// How soon the supervisor freezes again a worker that did not stop.
+const RETRY_AFTER: Duration = Duration::from_millis(10);
+/// Freezes of one stop before it is decided on the parent's view.
+const MAX_TRIES: u32 = 10;
 
-/// A worker frozen to stop its head task, awaiting the verdict.
+/// A stop whose worker did not stop in time, to be tried again by the
+/// supervisor (`Link::take_due_retry`).
+#[derive(Debug)]
+pub(crate) struct StopRetry {
+    task_id: u64,
+    reason: Error,
+    tries: u32,
+    pub(crate) at: Instant,
+}
+
+/// A worker frozen to stop its head task, awaiting the verdict. Dropped
+/// before [`settle`] reached one (a panic on the way), it kills the
+/// worker: a worker must never be left stopped.
 pub(crate) struct Freeze {
     link: u64,
     task_id: u64,
-    reason: Error,
-    child: Arc<Mutex<WorkerChild>>,
+    tries: u32,
+    /// Taken by the verdict.
+    armed: Option<(Error, Arc<Mutex<WorkerChild>>)>,
+}
+
+impl Drop for Freeze {
+    fn drop(&mut self) {
+        if let Some((_, child)) = self.armed.take() {
+            let _ = lock(&child).signal(libc::SIGKILL);
+        }
+    }
 }
 
 /// What a worker's reader tells the stops about itself, without the
@@ -80,6 +109,7 @@ impl ReaderMark {
 }
 
 /// What a verdict decides.
+#[derive(Debug, PartialEq)]
 enum Verdict {
     /// The worker runs the task: kill it.
     Kill,
@@ -87,25 +117,37 @@ enum Verdict {
     Spare,
     /// The reader is behind: let the worker go on; the reader decides.
     Defer,
+    /// The worker did not stop in time: let it go on; try again soon.
+    Retry,
 }
 
 impl Link {
-    /// Freezes this worker to stop its head task for `reason`, unless a
-    /// stop is already under way. The [`Freeze`] goes to [`settle`] once
-    /// the lock is released.
+    /// Freezes this worker to stop its head task for `reason`. A stop
+    /// already decided wins; one under way keeps this one for after it.
+    /// The [`Freeze`] goes to [`settle`] once the lock is released.
     pub(crate) fn freeze_head(&mut self, reason: Error) -> Option<Freeze> {
-        let head = self.in_flight.front()?;
-        if self.kill_reason.is_some() || self.frozen {
+        self.freeze_head_try(reason, 0)
+    }
+
+    fn freeze_head_try(&mut self, reason: Error, tries: u32) -> Option<Freeze> {
+        let task_id = self.in_flight.front()?.task_id;
+        if self.kill_reason.is_some() {
+            return None;
+        }
+        if self.frozen {
+            // Settled right after the stop under way (see `settle`).
+            self.deferred_stop = Some((task_id, reason));
             return None;
         }
         self.frozen = true;
         self.deferred_stop = None;
+        self.stop_retry = None;
         let _ = lock(&self.child).signal(libc::SIGSTOP);
         Some(Freeze {
             link: self.id,
-            task_id: head.task_id,
-            reason,
-            child: self.child.clone(),
+            task_id,
+            tries,
+            armed: Some((reason, self.child.clone())),
         })
     }
 
@@ -117,14 +159,21 @@ impl Link {
     }
 
     /// Whether a stop of this worker is decided or under way: the
-    /// supervisor then has no deadline to keep for it.
+    /// supervisor then keeps no deadline of its tasks.
     pub(crate) fn stop_pending(&self) -> bool {
-        self.kill_reason.is_some() || self.frozen || self.deferred_stop.is_some()
+        self.kill_reason.is_some()
+            || self.frozen
+            || self.deferred_stop.is_some()
+            || self.stop_retry.is_some()
     }
 
     /// The stop left to the reader, frozen now that it has caught up;
-    /// dropped if its task has finished meanwhile.
+    /// dropped if its task has finished meanwhile. Kept while the worker
+    /// is frozen for another stop, which settles it next.
     pub(crate) fn take_deferred_stop(&mut self) -> Option<Freeze> {
+        if self.frozen {
+            return None;
+        }
         self.reader_mark.deferred.store(false, SeqCst);
         let (task_id, reason) = self.deferred_stop.take()?;
         if self.in_flight.front()?.task_id != task_id {
@@ -133,14 +182,24 @@ impl Link {
         self.freeze_head(reason)
     }
 
-    fn verdict(&self, task_id: u64) -> Verdict {
-        if self.in_flight.front().map(|p| p.task_id) != Some(task_id) {
-            return Verdict::Spare; // its result was read meanwhile
+    /// The stop whose worker did not stop in time, frozen again if it is
+    /// due and its task is still the head.
+    pub(crate) fn take_due_retry(&mut self, now: Instant) -> Option<Freeze> {
+        if self.stop_retry.as_ref().is_none_or(|r| r.at > now) {
+            return None;
         }
+        let retry = self.stop_retry.take()?;
+        if self.in_flight.front()?.task_id != retry.task_id {
+            return None;
+        }
+        self.freeze_head_try(retry.reason, retry.tries)
+    }
+
+    fn verdict(&self) -> Verdict {
         // Announced before the mark is read, as the reader raises the mark
         // before it looks for a stop left to it: either the reader sees
         // this, or this sees the reader current. Withdrawn below if the
-        // verdict is reached here (a frozen link has no deferred stop).
+        // verdict is reached here.
         self.reader_mark.deferred.store(true, SeqCst);
         // The pipe first, then the mark: if the mark is still raised, the
         // reader took nothing out since it last handled all it had read
@@ -150,7 +209,9 @@ impl Link {
         if !self.reader_mark.current.load(SeqCst) {
             return Verdict::Defer;
         }
-        self.reader_mark.deferred.store(false, SeqCst);
+        self.reader_mark
+            .deferred
+            .store(self.deferred_stop.is_some(), SeqCst);
         match unread {
             Ok(0) => Verdict::Kill,
             Ok(_) => Verdict::Spare,
@@ -162,59 +223,75 @@ impl Link {
 
 /// Waits (without the lock) until each frozen worker has stopped, then
 /// gives each its verdict under the lock, and kills the condemned with
-/// the lock released.
-pub(crate) fn settle(shared: &Shared, freezes: Vec<Freeze>) {
-    if freezes.is_empty() {
-        return;
-    }
-    let stopped: Vec<bool> = freezes.iter().map(|f| wait_stopped(&f.child)).collect();
-    let mut doomed = Vec::new();
-    let mut st = lock(&shared.state);
-    for (f, stopped) in freezes.into_iter().zip(stopped) {
-        let Some(link) = st.links.iter_mut().find(|l| l.id == f.link) else {
-            continue; // it ended meanwhile, and its reader cleaned up
-        };
-        link.frozen = false;
-        let verdict = if stopped {
-            link.verdict(f.task_id)
-        } else {
-            Verdict::Kill
-        };
-        match verdict {
-            Verdict::Kill => {
-                link.kill_reason = Some((f.task_id, f.reason));
+/// the lock released. Stops asked for meanwhile are settled next.
+pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
+    while !freezes.is_empty() {
+        let stopped = wait_stopped(&freezes);
+        let mut doomed = Vec::new();
+        let mut next = Vec::new();
+        let now = Instant::now();
+        let mut st = lock(&shared.state);
+        for (mut f, stopped) in freezes.into_iter().zip(stopped) {
+            let (reason, child) = f.armed.take().expect("armed until its verdict");
+            let Some(link) = st.links.iter_mut().find(|l| l.id == f.link) else {
+                continue; // it ended meanwhile, and its reader cleaned up
+            };
+            link.frozen = false;
+            let verdict = if link.in_flight.front().map(|p| p.task_id) != Some(f.task_id) {
+                Verdict::Spare // its result was read meanwhile
+            } else if !stopped && f.tries + 1 < MAX_TRIES {
+                Verdict::Retry
+            } else if !stopped {
+                Verdict::Kill // out of tries: the parent's view it is
+            } else {
+                link.verdict()
+            };
+            if verdict == Verdict::Kill {
+                link.kill_reason = Some((f.task_id, reason));
                 // No more tasks for a worker about to die.
                 link.stopping = true;
-                doomed.push(Doomed::new(f.child));
+                doomed.push(Doomed::new(child));
+                continue;
             }
-            Verdict::Spare => {
-                let _ = lock(&f.child).signal(libc::SIGCONT);
+            let _ = lock(&child).signal(libc::SIGCONT);
+            match verdict {
+                Verdict::Defer => link.leave_stop_to_reader(f.task_id, reason),
+                Verdict::Retry => {
+                    link.stop_retry = Some(StopRetry {
+                        task_id: f.task_id,
+                        reason,
+                        tries: f.tries + 1,
+                        at: now + RETRY_AFTER,
+                    });
+                }
+                Verdict::Spare | Verdict::Kill => {}
             }
-            Verdict::Defer => {
-                link.leave_stop_to_reader(f.task_id, f.reason);
-                let _ = lock(&f.child).signal(libc::SIGCONT);
-            }
+            next.extend(link.take_deferred_stop());
         }
+        drop(st);
+        // The supervisor skips deadlines while a stop is pending; a spared
+        // worker's next head may have one, and a retry is one.
+        shared.cond.notify_all();
+        doomed.into_iter().for_each(Doomed::kill);
+        freezes = next;
     }
-    drop(st);
-    // The supervisor skips deadlines while a stop is pending; a spared
-    // worker's next head may have one.
-    shared.cond.notify_all();
-    doomed.into_iter().for_each(Doomed::kill);
 }
 
-/// Waits up to [`STOP_WAIT`] for a worker sent `SIGSTOP` to stop (or to
-/// end). Polls without holding the child's lock between looks: its reader
-/// may need it to reap.
-fn wait_stopped(child: &Mutex<WorkerChild>) -> bool {
+/// Waits up to [`STOP_WAIT`] in all for workers sent `SIGSTOP` to stop (or
+/// to end); whether each did. Polls without holding a child's lock between
+/// looks: its reader may need it to reap.
+fn wait_stopped(freezes: &[Freeze]) -> Vec<bool> {
     let deadline = Instant::now() + STOP_WAIT;
     let mut pause = Duration::from_micros(20);
+    let mut stopped = vec![false; freezes.len()];
     loop {
-        if lock(child).stopped_or_gone() {
-            return true;
+        for (f, done) in freezes.iter().zip(&mut stopped) {
+            if let (false, Some((_, child))) = (*done, &f.armed) {
+                *done = lock(child).stopped_or_gone();
+            }
         }
-        if Instant::now() >= deadline {
-            return false;
+        if stopped.iter().all(|&s| s) || Instant::now() >= deadline {
+            return stopped;
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(5));

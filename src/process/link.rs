@@ -192,6 +192,7 @@ fn serve(
             kill_reason: None,
             frozen: false,
             deferred_stop: None,
+            stop_retry: None,
             reader_mark: mark.clone(),
             results_fd: input.get_ref().as_raw_fd(),
             child: child.clone(),
@@ -228,16 +229,17 @@ fn serve(
                 link.task_done(now.saturating_duration_since(link.head_since), limits);
                 link.head_since = now;
                 link.reader_mark.set_current(drained);
-                link.defer_stop_if_cancelled();
-                // Settled before the user's code below runs, if the reader
-                // is current; otherwise once it is (`await_results`).
-                let stop = if drained {
-                    link.take_deferred_stop()
-                } else {
-                    None
-                };
                 match head {
                     Some(p) if p.task_id == task_id => {
+                        link.defer_stop_if_cancelled();
+                        // Settled before the user's code below runs, if the
+                        // reader is current; otherwise once it is
+                        // (`await_results`).
+                        let stop = if drained {
+                            link.take_deferred_stop()
+                        } else {
+                            None
+                        };
                         st.dispatch(&shared.config.limits, &mut failures);
                         // The supervisor watches the deadlines of running
                         // (head) tasks and of idle workers: wake it when
@@ -285,7 +287,6 @@ fn serve(
                             link.in_flight.push_front(p);
                         }
                         drop(st);
-                        super::freeze::settle(&shared, stop.into_iter().collect());
                         break End::Protocol(Error::Protocol(format!(
                             "worker {pid} answered task {task_id}, which it was not running"
                         )));

@@ -64,6 +64,9 @@ pub(crate) struct Link {
     /// A stop of the head (its task id, why) left to the reader, which
     /// was behind when it was decided (see [`super::freeze`]).
     pub(crate) deferred_stop: Option<(u64, Error)>,
+    /// A stop whose worker did not stop in time, for the supervisor to try
+    /// again (see [`super::freeze`]).
+    pub(crate) stop_retry: Option<super::freeze::StopRetry>,
     /// Whether the reader has handled every result it has read from the
     /// pipe: with the worker frozen and the pipe empty, the head is then
     /// what the worker runs (see [`super::freeze`]).
@@ -464,7 +467,8 @@ impl State {
     }
 
     /// The earliest moment the supervisor must act: a running task's
-    /// timeout, a start that takes too long, or a worker's idle timeout.
+    /// timeout, a start that takes too long, a worker's idle timeout, or a
+    /// stop to try again.
     /// A worker with a stop decided or under way has no deadline left
     /// (`Link::stop_pending`): its reader cleans up or settles the stop,
     /// and the supervisor must not wake every millisecond for its passed
@@ -486,10 +490,14 @@ impl State {
                 };
                 l.head_since.checked_add(limit)
             });
+        let retries = self
+            .links
+            .iter()
+            .filter_map(|l| l.stop_retry.as_ref().map(|r| r.at));
         let starts = self
             .starting
             .iter()
             .filter_map(|s| s.since.checked_add(startup_timeout));
-        tasks.chain(starts).min()
+        tasks.chain(retries).chain(starts).min()
     }
 }

@@ -94,6 +94,9 @@ pub(super) fn keep_deadlines<'a>(shared: &'a Shared, mut st: MutexGuard<'a, Stat
 fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) -> Vec<Freeze> {
     let mut freezes = Vec::new();
     for l in &mut st.links {
+        freezes.extend(l.take_due_retry(now));
+    }
+    for l in &mut st.links {
         let Some((task_id, limit)) = l
             .in_flight
             .front()
