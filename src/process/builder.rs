@@ -352,6 +352,7 @@ impl ProcessPoolBuilder {
             env: self.env,
         };
         let kill_on_cancel = self.kill_on_cancel;
+        let stops_possible = kill_on_cancel || config.task_timeout.is_some();
         let shared = Arc::new_cyclic(|shared| {
             let stopper = super::cancel::CancelStopper {
                 shared: shared.clone(),
@@ -365,6 +366,7 @@ impl ProcessPoolBuilder {
                     ..State::default()
                 }),
                 cond: Condvar::new(),
+                stops_possible: stops_possible.into(),
             }
         });
         lock(&shared.state).top_up(&shared.config.limits);

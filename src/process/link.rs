@@ -209,6 +209,9 @@ fn serve(
         }
         match read_message::<_, FromWorker>(&mut input, max) {
             Ok(Some(FromWorker::Done { task_id, outcome })) => {
+                // Lowered before the read if a stop may come (see
+                // `await_results`).
+                mark.set_current(false);
                 // Everything read so far is handled once this result is.
                 let drained = input.buffer().is_empty();
                 // Read outside the lock: it is a file read.
@@ -306,12 +309,15 @@ fn serve(
     worker_gone(&shared, id, pid, &child, end);
 }
 
-/// Waits until the worker has written more (or its pipe ended), the
-/// reader having handled everything it read: it says so
-/// (`Link::reader_current`, which lets a stop be settled at once, see
-/// [`super::freeze`]) and first settles a stop left to it. It polls rather
-/// than reads, so that it consumes nothing until it has said it is behind
-/// again.
+/// Before the reader waits for the worker to write more, having handled
+/// everything it read: it says so in its mark (which lets a stop be
+/// settled at once, see [`super::freeze`]), and first settles a stop left
+/// to it. In a pool that may stop tasks it then waits with `poll`, which
+/// consumes nothing, and lowers the mark before it reads. Elsewhere it
+/// reads at once, and lowers the mark when the read returns: a stop only
+/// comes to such a pool with the first task that has a time limit, and a
+/// verdict then could take a result the reader is just reading for one
+/// not yet written (a window of the read's return, once per reader).
 fn await_results(shared: &Shared, id: u64, mark: &ReaderMark, input: &BufReader<File>) {
     if mark.set_current(true) {
         let stop = {
@@ -321,9 +327,14 @@ fn await_results(shared: &Shared, id: u64, mark: &ReaderMark, input: &BufReader<
         };
         super::freeze::settle(shared, stop.into_iter().collect());
     }
-    // An error here shows again in the read that follows.
-    let _ = super::os::poll_readable(input.get_ref().as_fd(), None);
-    mark.set_current(false);
+    if shared
+        .stops_possible
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        // An error here shows again in the read that follows.
+        let _ = super::os::poll_readable(input.get_ref().as_fd(), None);
+        mark.set_current(false);
+    }
 }
 
 /// How often, at most, a reader reads its worker's memory (L5): a file
