@@ -248,3 +248,47 @@ fn l8_a_task_past_its_limit_whose_worker_will_not_stop_is_still_stopped() {
         })
     );
 }
+
+fn quick(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// Decision 4 with the reader behind: it read Z's and H's results in one
+/// read and runs Z's done-callback, which waits for the test to go on
+/// after `cancel()`. H, the parent's head, is cancelled: the verdict must
+/// leave the stop to the reader and return, not freeze the worker again
+/// and again until the reader catches up (found by review: `cancel()`
+/// spun until the callback gave up waiting for it). H had finished, so B,
+/// which the worker runs, is untouched.
+#[test]
+fn decision4_a_cancel_while_the_reader_is_behind_returns_and_kills_nothing() {
+    let pool = killing_pool();
+    let gate = FileGate::new("stop-behind");
+    let a = pool.submit(pid_after_gate, gate.arg());
+    let z = pool.submit(quick, ());
+    let h = pool.submit(quick, ());
+    let b = pool.submit(sleep_ms, 500);
+    common::wait_until("B sent ahead", || b.running());
+    // A's callback holds the reader, with nothing else read, while the
+    // worker writes Z's and H's results: one read then takes both.
+    a.add_done_callback(|_| std::thread::sleep(Duration::from_millis(300)));
+    let (in_z, in_z_rx) = std::sync::mpsc::channel::<()>();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    let (released, released_rx) = std::sync::mpsc::channel::<bool>();
+    z.add_done_callback(move |_| {
+        let _ = in_z.send(());
+        let _ = released.send(release_rx.recv_timeout(common::HANG).is_ok());
+    });
+    gate.open();
+    in_z_rx
+        .recv_timeout(common::HANG)
+        .expect("Z's callback runs");
+    assert!(h.cancel(), "H (the parent's head) is stoppable");
+    release.send(()).unwrap();
+    assert_eq!(
+        released_rx.recv_timeout(common::HANG * 2),
+        Ok(true),
+        "cancel() returned only once Z's callback gave up waiting for it"
+    );
+    assert!(wait(b).is_ok(), "B was hit by H's stop");
+}

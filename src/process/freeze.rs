@@ -255,6 +255,9 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
             }
             let _ = lock(&child).signal(libc::SIGCONT);
             match verdict {
+                // The reader or the supervisor takes it from here: taken
+                // back now, it would freeze the worker again at once, and
+                // again, until the reader caught up (found by review).
                 Verdict::Defer => link.leave_stop_to_reader(f.task_id, reason),
                 Verdict::Retry => {
                     link.stop_retry = Some(StopRetry {
@@ -264,9 +267,11 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                         at: now + RETRY_AFTER,
                     });
                 }
-                Verdict::Spare | Verdict::Kill => {}
+                // A stop asked for during the freeze, of the task after the
+                // one that finished, is settled next.
+                Verdict::Spare => next.extend(link.take_deferred_stop()),
+                Verdict::Kill => {}
             }
-            next.extend(link.take_deferred_stop());
         }
         drop(st);
         // The supervisor skips deadlines while a stop is pending; a spared
