@@ -292,3 +292,33 @@ fn decision4_a_cancel_while_the_reader_is_behind_returns_and_kills_nothing() {
     );
     assert!(wait(b).is_ok(), "B was hit by H's stop");
 }
+
+/// L8, the slow-to-stop case with a worker held longer than all the
+/// tries: H (60 ms limit) finished in 20 ms and its result waits in the
+/// pipe while the reader, current, runs Z's callback. Only a kill needs
+/// the worker stopped; the pipe shows H finished, so C, untimed, is spared
+/// (found by review: out of tries, it was killed on the parent's view).
+#[test]
+fn l8_out_of_tries_a_head_whose_result_waits_in_the_pipe_is_still_spared() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(4)
+        .test_harness()
+        .build()
+        .unwrap();
+    let gate = FileGate::new("stop-out-of-tries");
+    let z = pool.submit(pid_after_gate, gate.arg());
+    let h = pool.submit_with_timeout(
+        finish_leaving_stop_held,
+        (1500, 20),
+        Duration::from_millis(60),
+    );
+    let c = pool.submit(sleep_ms, 2500);
+    z.add_done_callback(|_| std::thread::sleep(Duration::from_millis(2000)));
+    gate.open();
+    let _ = wait(z);
+    let h = wait(h);
+    assert!(h.is_ok(), "H finished in 20 ms: {h:?}");
+    let c = wait(c);
+    assert!(c.is_ok(), "C, untimed, was killed for H's timeout: {c:?}");
+}

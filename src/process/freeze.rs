@@ -38,7 +38,9 @@
 //! in the kernel, where a stop cannot reach it) is let go on, and the
 //! supervisor tries again [`RETRY_AFTER`] later; after [`MAX_TRIES`] it is
 //! killed on the parent's view, as before this module existed, so that a
-//! time limit always holds in the end. A stop asked for while the worker
+//! time limit always holds in the end. Only a kill waits for the stop: a
+//! reader behind, or the head's result waiting in the pipe, is known
+//! whether the worker stopped or not. A stop asked for while the worker
 //! is frozen for another one is kept, and settled right after it.
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -239,12 +241,14 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
             link.frozen = false;
             let verdict = if link.in_flight.front().map(|p| p.task_id) != Some(f.task_id) {
                 Verdict::Spare // its result was read meanwhile
-            } else if !stopped && f.tries + 1 < MAX_TRIES {
-                Verdict::Retry
-            } else if !stopped {
-                Verdict::Kill // out of tries: the parent's view it is
             } else {
-                link.verdict()
+                // Only a kill needs the worker stopped: a reader behind, or
+                // the head's result waiting in the pipe, holds either way.
+                // Out of tries, the parent's view it is.
+                match link.verdict() {
+                    Verdict::Kill if !stopped && f.tries + 1 < MAX_TRIES => Verdict::Retry,
+                    v => v,
+                }
             };
             if verdict == Verdict::Kill {
                 link.kill_reason = Some((f.task_id, reason));
