@@ -73,14 +73,22 @@ fn sleep_ms(ms: u64) -> u32 {
     std::process::id()
 }
 
+/// One worker with four tasks sent ahead, so that a test can line up
+/// results behind a slow callback.
+fn deep_pool() -> ProcessPoolExecutor {
+    deep_builder().build().unwrap()
+}
+
+/// [`deep_pool`], stopping cancelled tasks.
 fn killing_pool() -> ProcessPoolExecutor {
+    deep_builder().kill_on_cancel(true).build().unwrap()
+}
+
+fn deep_builder() -> concurrent_futures::ProcessPoolBuilder {
     ProcessPoolExecutor::builder()
         .max_workers(1)
         .prefetch(4)
-        .kill_on_cancel(true)
         .test_harness()
-        .build()
-        .unwrap()
 }
 
 /// Z holds the reader in its done-callback (100 ms, nothing unread), while
@@ -136,13 +144,7 @@ fn a_stop_found_while_the_worker_is_frozen_for_another_task_is_not_lost() {
 /// head; B is then cancelled. The verdict on H spares the worker, and
 /// B's stop must follow (it was dropped).
 fn cancel_during_a_timeout_freeze(hold: u64) -> bool {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(4)
-        .kill_on_cancel(true)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = killing_pool();
     let gate = FileGate::new("freeze-lost-2");
     let done = FileGate::new("freeze-lost-2-b-ran");
     let z = pool.submit(pid_after_gate, gate.arg());
@@ -186,12 +188,7 @@ fn a_cancel_while_the_worker_is_frozen_for_the_previous_head_is_not_lost() {
 /// to stop: `wait_stopped` gives up after STOP_WAIT (100 ms) and settle
 /// must not kill on the parent's view, which is H: C would die instead.
 fn untimed_task_behind_a_timed_one(hold: u64) -> Result<u32, Error> {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(4)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = deep_pool();
     let gate = FileGate::new("freeze-slow-stop");
     let z = pool.submit(pid_after_gate, gate.arg());
     let h = pool.submit_with_timeout(
@@ -300,12 +297,7 @@ fn decision4_a_cancel_while_the_reader_is_behind_returns_and_kills_nothing() {
 /// (found by review: out of tries, it was killed on the parent's view).
 #[test]
 fn l8_out_of_tries_a_head_whose_result_waits_in_the_pipe_is_still_spared() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(4)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = deep_pool();
     let gate = FileGate::new("stop-out-of-tries");
     let z = pool.submit(pid_after_gate, gate.arg());
     let h = pool.submit_with_timeout(
