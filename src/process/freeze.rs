@@ -136,6 +136,13 @@ impl Link {
         if self.kill_reason.is_some() {
             return None;
         }
+        // A stop of the same task asked for again during its retries (a
+        // cancel during a timeout's) goes on counting them.
+        let tries = self
+            .stop_retry
+            .as_ref()
+            .filter(|r| r.task_id == task_id)
+            .map_or(tries, |r| r.tries.max(tries));
         if self.frozen {
             // Settled right after the stop under way (see `settle`).
             self.deferred_stop = Some((task_id, reason));
