@@ -128,7 +128,15 @@ impl Link {
     /// already decided wins; one under way keeps this one for after it.
     /// The [`Freeze`] goes to [`settle`] once the lock is released.
     pub(crate) fn freeze_head(&mut self, reason: Error) -> Option<Freeze> {
-        self.freeze_head_try(reason, 0)
+        // A stop of the same task asked for again during its retries (a
+        // cancel during a timeout's) goes on counting them.
+        let head = self.in_flight.front()?.task_id;
+        let tries = self
+            .stop_retry
+            .as_ref()
+            .filter(|r| r.task_id == head)
+            .map_or(0, |r| r.tries);
+        self.freeze_head_try(reason, tries)
     }
 
     fn freeze_head_try(&mut self, reason: Error, tries: u32) -> Option<Freeze> {
@@ -136,13 +144,6 @@ impl Link {
         if self.kill_reason.is_some() {
             return None;
         }
-        // A stop of the same task asked for again during its retries (a
-        // cancel during a timeout's) goes on counting them.
-        let tries = self
-            .stop_retry
-            .as_ref()
-            .filter(|r| r.task_id == task_id)
-            .map_or(tries, |r| r.tries.max(tries));
         if self.frozen {
             // Settled right after the stop under way (see `settle`).
             self.deferred_stop = Some((task_id, reason));
@@ -257,15 +258,16 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                     v => v,
                 }
             };
-            if verdict == Verdict::Kill {
-                link.kill_reason = Some((f.task_id, reason));
-                // No more tasks for a worker about to die.
-                link.stopping = true;
-                doomed.push(Doomed::new(child));
-                continue;
+            if verdict != Verdict::Kill {
+                let _ = lock(&child).signal(libc::SIGCONT);
             }
-            let _ = lock(&child).signal(libc::SIGCONT);
             match verdict {
+                Verdict::Kill => {
+                    link.kill_reason = Some((f.task_id, reason));
+                    // No more tasks for a worker about to die.
+                    link.stopping = true;
+                    doomed.push(Doomed::new(child));
+                }
                 // The reader or the supervisor takes it from here: taken
                 // back now, it would freeze the worker again at once, and
                 // again, until the reader caught up (found by review).
@@ -281,7 +283,6 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                 // A stop asked for during the freeze, of the task after the
                 // one that finished, is settled next.
                 Verdict::Spare => next.extend(link.take_deferred_stop()),
-                Verdict::Kill => {}
             }
         }
         drop(st);

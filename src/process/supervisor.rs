@@ -94,18 +94,12 @@ pub(super) fn keep_deadlines<'a>(shared: &'a Shared, mut st: MutexGuard<'a, Stat
 fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) -> Vec<Freeze> {
     let mut freezes = Vec::new();
     for l in &mut st.links {
+        // A retry due freezes the worker, and so makes its stop pending.
         freezes.extend(l.take_due_retry(now));
-    }
-    for l in &mut st.links {
-        let Some((task_id, limit)) = l
-            .in_flight
-            .front()
-            .and_then(|p| Some((p.task_id, p.timeout?)))
-        else {
+        let Some(limit) = l.in_flight.front().and_then(|p| p.timeout) else {
             continue;
         };
         if !l.stop_pending() && passed(l.head_since, limit, now) {
-            debug_assert_eq!(l.in_flight.front().map(|p| p.task_id), Some(task_id));
             freezes.extend(l.freeze_head(Error::TaskTimeout { limit }));
         }
     }

@@ -104,21 +104,13 @@ pub(crate) struct Registry {
     /// What a worker does with a task it takes from a queue (a [`Fate`]),
     /// read without a lock on every task. Only ever raised.
     fate: std::sync::atomic::AtomicU8,
-    /// Workers that have not retired yet (see the module docs).
-    live: Mutex<usize>,
+    /// Workers that have not retired yet (see the module docs), and the
+    /// threads sweeping the queues.
+    live: Mutex<Live>,
     /// Workers blocked in `shutdown(wait = true)` of this very pool, from
     /// a task: each waits for every worker but these (see
     /// [`Registry::wait_for_exit`]). Changed only under the `live` lock.
     waiting_in_shutdown: std::sync::atomic::AtomicUsize,
-    /// Threads other than the workers cancelling queued tasks (a
-    /// `shutdown(cancel_futures = true)`): `shutdown(wait = true)` waits
-    /// for them as for workers, since the callbacks of what they took from
-    /// the queues run there; and such a thread is the pool's own while it
-    /// sweeps (see [`Registry::is_own_thread`]). A list, not a
-    /// thread-local, so that one thread can sweep several pools nested in
-    /// each other's callbacks. Changed only under the `live` lock (taken
-    /// first).
-    sweepers: Mutex<Vec<crate::sync::ThreadId>>,
     exited: Condvar,
     pub(crate) handles: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -144,9 +136,11 @@ impl Registry {
             shut_down: CachePadded::new(AtomicBool::new(false)),
             broken: Mutex::new(None),
             fate: std::sync::atomic::AtomicU8::new(Fate::Run as u8),
-            live: Mutex::new(n),
+            live: Mutex::new(Live {
+                workers: n,
+                sweepers: Vec::new(),
+            }),
             waiting_in_shutdown: std::sync::atomic::AtomicUsize::new(0),
-            sweepers: Mutex::new(Vec::new()),
             exited: Condvar::new(),
             handles: Mutex::new(Vec::with_capacity(n)),
         });
@@ -203,7 +197,7 @@ impl Registry {
     #[cold]
     fn settle_raced_submit(&self) {
         let live = lock(&self.live);
-        if *live > 0 {
+        if live.workers > 0 {
             drop(live);
             self.sleep.wake_all();
             return;
@@ -273,7 +267,7 @@ impl Registry {
         if self.has_work() {
             return false;
         }
-        *live -= 1;
+        live.workers -= 1;
         drop(live);
         self.exited.notify_all();
         true
@@ -320,9 +314,9 @@ impl Registry {
     }
 
     /// Cancels every task the queues hold (S5). A thread that is not one
-    /// of the workers counts as a sweeper meanwhile (see `sweepers`), and
-    /// as the pool's own: a callback run here that shuts the pool down and
-    /// waits must not wait for the sweep it is part of.
+    /// of the workers counts as a sweeper meanwhile (see `Live::sweepers`),
+    /// and as the pool's own: a callback run here that shuts the pool down
+    /// and waits must not wait for the sweep it is part of.
     fn cancel_queued(&self) {
         let own =
             self.sweeping() || super::worker::current().is_some_and(|w| w.registry.id == self.id);
@@ -340,7 +334,9 @@ impl Registry {
 
     /// Whether the calling thread is cancelling this pool's queued tasks.
     fn sweeping(&self) -> bool {
-        lock(&self.sweepers).contains(&crate::sync::current_thread_id())
+        lock(&self.live)
+            .sweepers
+            .contains(&crate::sync::current_thread_id())
     }
 
     /// Marks the pool broken (T8): refuses later submits, and workers fail
@@ -357,13 +353,13 @@ impl Registry {
     /// or its thread is unwinding).
     pub(crate) fn worker_exited(&self) {
         let mut live = lock(&self.live);
-        *live -= 1;
+        live.workers -= 1;
         drop(live);
         self.exited.notify_all();
     }
 
     /// Blocks until every worker has exited and no thread is still
-    /// cancelling queued tasks (see `sweepers`). Gives up at `deadline`
+    /// cancelling queued tasks (see `Live::sweepers`). Gives up at `deadline`
     /// (`None`: never); returns whether that happened.
     ///
     /// One of the pool's `own` threads (a worker whose task calls
@@ -380,7 +376,7 @@ impl Registry {
             self.exited.notify_all();
         }
         let exited = loop {
-            let others = *live + lock(&self.sweepers).len();
+            let others = live.workers + live.sweepers.len();
             let allowed = if own {
                 self.waiting_in_shutdown.load(Relaxed)
             } else {
@@ -405,19 +401,34 @@ impl Registry {
     }
 
     pub(crate) fn live_workers(&self) -> usize {
-        *lock(&self.live)
+        lock(&self.live).workers
     }
 }
 
-/// The calling thread counted among the sweepers (see
-/// `Registry::sweepers`) until dropped, even by an unwinding task drop.
+/// What the registry's `live` lock guards: `shutdown(wait = true)` waits
+/// on it for both to empty (see [`Registry::wait_for_exit`]).
+struct Live {
+    /// Workers that have not retired yet.
+    workers: usize,
+    /// Threads other than the workers cancelling queued tasks (a
+    /// `shutdown(cancel_futures = true)`): `shutdown(wait = true)` waits
+    /// for them as for workers, since the callbacks of what they took from
+    /// the queues run there; and such a thread is the pool's own while it
+    /// sweeps (see [`Registry::is_own_thread`]). A list, not a
+    /// thread-local, so that one thread can sweep several pools nested in
+    /// each other's callbacks.
+    sweepers: Vec<crate::sync::ThreadId>,
+}
+
+/// The calling thread counted among the sweepers (see `Live::sweepers`)
+/// until dropped, even by an unwinding task drop.
 struct Sweep<'a>(&'a Registry);
 
 impl<'a> Sweep<'a> {
     fn enter(registry: &'a Registry) -> Sweep<'a> {
-        let live = lock(&registry.live);
-        lock(&registry.sweepers).push(crate::sync::current_thread_id());
-        drop(live);
+        lock(&registry.live)
+            .sweepers
+            .push(crate::sync::current_thread_id());
         Sweep(registry)
     }
 }
@@ -425,12 +436,10 @@ impl<'a> Sweep<'a> {
 impl Drop for Sweep<'_> {
     fn drop(&mut self) {
         let me = crate::sync::current_thread_id();
-        let live = lock(&self.0.live);
-        let mut sweepers = lock(&self.0.sweepers);
-        if let Some(i) = sweepers.iter().position(|&t| t == me) {
-            sweepers.swap_remove(i);
+        let mut live = lock(&self.0.live);
+        if let Some(i) = live.sweepers.iter().position(|&t| t == me) {
+            live.sweepers.swap_remove(i);
         }
-        drop(sweepers);
         drop(live);
         self.0.exited.notify_all();
     }
