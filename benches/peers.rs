@@ -31,6 +31,10 @@ use concurrent_futures::{
     Executor, ExecutorExt, MapOptions, ProcessPoolExecutor, ThreadPoolExecutor,
 };
 
+#[path = "support/pipe_floor.rs"]
+mod pipe_floor;
+use pipe_floor::PipeWorkers;
+
 // ---------------------------------------------------------------------------
 // Task bodies (fn items: portable, zero-sized, the same for every library)
 
@@ -979,16 +983,46 @@ fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                 }
                 vec![t.elapsed().as_secs_f64() * 1e3]
             };
+            // The barest transport between processes, both ways of
+            // receiving: what any process pool pays on this host.
+            let floor = std::cell::RefCell::new(PipeWorkers::start(cfg.workers, k));
+            let expected = fib(k);
             let runners: Vec<Runner<'_>> = vec![
                 ("sequential", Box::new(move || run_fib_sequential(tasks, k))),
                 ("ours", Box::new(|| fib_on(&pool))),
                 (THREADS_REFERENCE, Box::new(|| fib_on(&threads))),
+                (
+                    pipe_floor::READER_PER_WORKER,
+                    Box::new(|| {
+                        pipe_floor::timed(
+                            || floor.borrow_mut().run_with_readers(tasks as usize),
+                            expected,
+                        )
+                    }),
+                ),
+                (
+                    pipe_floor::CALLER_READS,
+                    Box::new(|| {
+                        pipe_floor::timed(
+                            || floor.borrow_mut().run_caller_reads(tasks as usize),
+                            expected,
+                        )
+                    }),
+                ),
             ];
             let rows = interleave(reps.max(15), runners);
             w.rows = speedups(rows);
             w.notes.push(format!(
                 "{THREADS_REFERENCE}: the same tasks on our thread pool, interleaved with \
                  the rest: what this host gives a pool with no transport in this run"
+            ));
+            w.notes.push(format!(
+                "{}: the same tasks over raw pipes to bare worker processes (no framing, \
+                 futures or supervision), a parent thread per worker receiving, as in our \
+                 design; {}: the same, the caller polling the pipes itself (no parent thread \
+                 between a worker and the caller). See benches/support/pipe_floor.rs",
+                pipe_floor::READER_PER_WORKER,
+                pipe_floor::CALLER_READS
             ));
             out.push(w.done());
         }
@@ -1125,6 +1159,8 @@ fn best_peer(w: &Workload, metric: usize, filter: impl Fn(&str) -> bool) -> Opti
                 PACING_ONLY,
                 WAKEUP_FLOOR,
                 THREADS_REFERENCE,
+                pipe_floor::READER_PER_WORKER,
+                pipe_floor::CALLER_READS,
             ]
             .contains(&l.as_str())
                 && filter(l)
@@ -1325,17 +1361,19 @@ fn summarize(ws: &[Workload]) -> Vec<Verdict> {
     if let Some(w) = find("process-fib") {
         let o = ours(w, 0);
         let best = best_peer(w, 0, |_| true);
-        let threads = w.get(THREADS_REFERENCE).map(|v| v[0]).unwrap_or(f64::NAN);
+        let row = |name: &str| fmt_num(w.get(name).map(|v| v[0]).unwrap_or(f64::NAN));
         out.push(Verdict {
             load: w.other_load,
             workload: "process fib (speedup)".into(),
             ours: fmt_num(o),
             best: format!(
-                "{}; {THREADS_REFERENCE} {}",
+                "{}; {THREADS_REFERENCE} {}; bare pipes: reader threads {}, caller reads {}",
                 best.as_ref()
                     .map(|(n, v)| format!("{} ({n})", fmt_num(*v)))
                     .unwrap_or("-".into()),
-                fmt_num(threads)
+                row(THREADS_REFERENCE),
+                row(pipe_floor::READER_PER_WORKER),
+                row(pipe_floor::CALLER_READS),
             ),
             ratio: best
                 .map(|(_, v)| format!("{:.2}", o / v))
@@ -1380,6 +1418,10 @@ fn smoke(workers: usize) {
         .collect();
     assert_eq!(mapped, (0..2500).collect::<Vec<_>>());
     Executor::shutdown(&pp, true, false);
+    let mut floor = PipeWorkers::start(workers, 10);
+    assert_eq!(floor.run_with_readers(5), vec![55; 5]);
+    assert_eq!(floor.run_caller_reads(5), vec![55; 5]);
+    drop(floor);
     println!("peers: smoke check passed (no timing; run `cargo bench --bench peers` to benchmark)");
 }
 
@@ -1388,6 +1430,9 @@ fn main() {
 
     let args: Vec<String> = std::env::args().collect();
     let workers = env_usize("BENCH_WORKERS", 2).max(1);
+    if let Some(pos) = args.iter().position(|a| a == pipe_floor::CHILD_FLAG) {
+        pipe_floor::serve(args[pos + 1].parse().expect("fib argument"), fib);
+    }
     if let Some(pos) = args.iter().position(|a| a == "--child-memory") {
         let lib = &args[pos + 1];
         let n: u64 = args[pos + 2].parse().expect("task count");
@@ -1539,7 +1584,10 @@ fn main() {
                 }),
             ),
         ];
-        w.rows = interleave(reps, runners);
+        // Each repetition takes a few ms, and rayon's times are bimodal on
+        // this host: 5 repetitions gave medians from 0.6× to 2× between
+        // runs of one build, 25 hold within about ±0.2×.
+        w.rows = interleave(reps.max(25), runners);
         let w = w.done();
         w.print();
         ws.push(w);
