@@ -185,7 +185,7 @@ fn a_cancel_while_the_worker_is_frozen_for_the_previous_head_is_not_lost() {
 
 /// The commit's own scenario (a slow callback; H, with a 60 ms limit, has
 /// in fact finished, and the worker runs C, untimed), with a worker slow
-/// to stop: `wait_stopped` gives up after STOP_WAIT (10 ms) and settle
+/// to stop: `wait_stopped` gives up after STOP_WAIT (100 ms) and settle
 /// must not kill on the parent's view, which is H: C would die instead.
 fn untimed_task_behind_a_timed_one(hold: u64) -> Result<u32, Error> {
     let pool = deep_pool();

@@ -130,7 +130,7 @@ impl ProcessPoolBuilder {
     /// on the 2-vCPU CI machine). Before it, the worker is stopped
     /// (`SIGSTOP`) and the pool makes sure the task still runs there, so
     /// that a task which has just finished is let be and the next one is
-    /// never hit (up to 10 ms more for a worker slow to stop). Readers of
+    /// never hit (up to 100 ms more for a worker slow to stop). Readers of
     /// such a pool `poll` before each read, 2–5 µs of a round trip.
     ///
     /// ```no_run

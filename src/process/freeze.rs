@@ -52,16 +52,12 @@ use super::state::Link;
 use crate::Error;
 use crate::sync::{Arc, Mutex, lock};
 
-/// How long a verdict waits for frozen workers to stop. The thread that
-/// settles a stop waits this long at most per try: a user's `cancel()` in
-/// a `kill_on_cancel` pool, or the supervisor, whose other deadlines are
-/// that late meanwhile. A worker that can stop does so in microseconds.
-const STOP_WAIT: Duration = Duration::from_millis(10);
+/// How long a verdict waits for frozen workers to stop.
+const STOP_WAIT: Duration = Duration::from_millis(100);
 /// How soon the supervisor freezes again a worker that did not stop.
 const RETRY_AFTER: Duration = Duration::from_millis(10);
-/// Freezes of one stop before it is decided on the parent's view: about a
-/// second in all, for a worker that never stops.
-const MAX_TRIES: u32 = 50;
+/// Freezes of one stop before it is decided on the parent's view.
+const MAX_TRIES: u32 = 10;
 
 /// A stop whose worker did not stop in time, to be tried again by the
 /// supervisor (`Link::take_due_retry`).
