@@ -492,11 +492,25 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Runs every runner `reps` times, interleaved in a rotating order, and
 /// returns the per-metric medians of each.
+///
+/// The sequential baseline stays in the rotation, so that it shares the
+/// host's drift with the pools (run apart, it once gave a process-fib
+/// speedup of 2.30 on 2 cores: the host sped up after it). But it burns
+/// one CPU for milliseconds, and a pool sampled right after that started
+/// its second worker late in about half the samples on this VM (1-4.6 ms,
+/// rayon's as much as ours: `rayon::join` of `fib(32)` in 2.4 ms back to
+/// back, 4.8-5.0 ms after a sequential `fib(32)`), which decided medians.
+/// So every sequential sample is followed by [`busy_every_cpu`], untimed:
+/// late starts after it fell to about a sixth of the samples, the rate
+/// after any idle pause.
 fn interleave(reps: usize, mut runners: Vec<Runner<'_>>) -> Vec<(String, Vec<f64>)> {
     let mut samples: Vec<Vec<Vec<f64>>> = vec![Vec::new(); runners.len()];
     // One warm-up round, not recorded.
-    for (_, r) in runners.iter_mut() {
+    for (name, r) in runners.iter_mut() {
         r();
+        if *name == SEQUENTIAL {
+            busy_every_cpu();
+        }
     }
     // A library that runs right after another inherits that one's idle
     // threads, which may still be spinning (rayon's yield for a while
@@ -509,30 +523,15 @@ fn interleave(reps: usize, mut runners: Vec<Runner<'_>>) -> Vec<(String, Vec<f64
     // pause between samples: an idle pause lets this VM's vCPUs halt, and
     // waking a halted vCPU (20-50 µs) then dominates the libraries whose
     // workers block, which is a property of the VM, not of them.
-    //
-    // The sequential baseline is not one of the libraries: it runs all its
-    // repetitions first. Interleaved, it burns one CPU for milliseconds
-    // right before some pool's sample, and the kernel then starts that
-    // pool's second worker late (on this VM, 1-4 ms in about a third of
-    // the samples that follow it, rayon and ours alike: rayon::join of
-    // fib(32) 2.4 ms, and 4.8-5.0 ms right after a sequential fib(32)).
-    let baselines: Vec<usize> = (0..runners.len())
-        .filter(|&k| runners[k].0 == SEQUENTIAL)
-        .collect();
-    for &k in &baselines {
-        for _ in 0..reps {
-            samples[k].push((runners[k].1)());
-        }
-    }
-    let pools: Vec<usize> = (0..runners.len())
-        .filter(|k| !baselines.contains(k))
-        .collect();
-    let n = pools.len();
+    let n = runners.len();
     for rep in 0..reps {
         for j in 0..n {
             let j = if rep % 2 == 1 { n - 1 - j } else { j };
-            let k = pools[(rep + j) % n];
+            let k = (rep + j) % n;
             samples[k].push((runners[k].1)());
+            if runners[k].0 == SEQUENTIAL {
+                busy_every_cpu();
+            }
         }
     }
     runners
@@ -670,6 +669,23 @@ fn run_lowrate<L: Lib>(lib: &L, millis: u64) -> Vec<f64> {
         }
     });
     vec![cpu.as_secs_f64() * 1e3]
+}
+
+/// Keeps every CPU busy for 2 ms on fresh threads (which the kernel
+/// spreads over idle CPUs), so that the next sample starts as it would
+/// after a parallel one, not after one CPU's long burn.
+fn busy_every_cpu() {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|s| {
+        for _ in 0..cpus {
+            s.spawn(|| {
+                let end = Instant::now() + Duration::from_millis(2);
+                while Instant::now() < end {
+                    black_box(fib(black_box(15)));
+                }
+            });
+        }
+    });
 }
 
 /// The row of the fib, fork-join and process-fib workloads that runs the
@@ -1017,7 +1033,7 @@ fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                     pipe_floor::READER_PER_WORKER,
                     Box::new(|| {
                         pipe_floor::timed(
-                            || floor.borrow_mut().run_with_readers(tasks as usize),
+                            floor.borrow_mut().run_with_readers(tasks as usize),
                             expected,
                         )
                     }),
@@ -1026,7 +1042,7 @@ fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                     pipe_floor::CALLER_READS,
                     Box::new(|| {
                         pipe_floor::timed(
-                            || floor.borrow_mut().run_caller_reads(tasks as usize),
+                            floor.borrow_mut().run_caller_reads(tasks as usize),
                             expected,
                         )
                     }),
@@ -1441,8 +1457,8 @@ fn smoke(workers: usize) {
     assert_eq!(mapped, (0..2500).collect::<Vec<_>>());
     Executor::shutdown(&pp, true, false);
     let mut floor = PipeWorkers::start(workers, 10);
-    assert_eq!(floor.run_with_readers(5), vec![55; 5]);
-    assert_eq!(floor.run_caller_reads(5), vec![55; 5]);
+    assert_eq!(floor.run_with_readers(5).0, vec![55; 5]);
+    assert_eq!(floor.run_caller_reads(5).0, vec![55; 5]);
     drop(floor);
     println!("peers: smoke check passed (no timing; run `cargo bench --bench peers` to benchmark)");
 }
@@ -1606,9 +1622,9 @@ fn main() {
                 }),
             ),
         ];
-        // Each repetition takes a few ms, and rayon's times are bimodal on
-        // this host: 5 repetitions gave medians from 0.6× to 2× between
-        // runs of one build, 25 hold within about ±0.2×.
+        // Each repetition takes a few ms, and a second worker that starts
+        // late (see `interleave`) can double one: 25 repetitions keep the
+        // median off such outliers.
         w.rows = interleave(reps.max(25), runners);
         let w = w.done();
         w.print();
