@@ -1653,8 +1653,8 @@ fn main() {
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "\n# Summary ({} workers, medians of {} interleaved repetitions, {} mode, {:.0} s; \
-         load average at end: {})\n",
+        "\n# Summary ({} workers, medians of {} interleaved repetitions (fib and process fib \
+         at least 15, fork-join at least 25), {} mode, {:.0} s; load average at end: {})\n",
         cfg.workers,
         cfg.reps,
         if cfg.quick { "quick" } else { "full" },
