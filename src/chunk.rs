@@ -19,16 +19,17 @@
 //!   than a frame) comes back from
 //!   [`Feed::submit_chunk`](crate::executor::Feed::submit_chunk) as its
 //!   items, which the caller then sends one by one, so that only the item
-//!   at fault fails (D1), naming the item's type.
+//!   at fault fails (D1), naming the item's type;
+//! * **its argument arriving in the worker**: [`ChunkArgs`] are sent item
+//!   by item too, so an argument whose `Deserialize` rejects it (or
+//!   panics) fails only its item, as `Error::Decode` naming the item's
+//!   type.
 //!
-//! One case still fails a whole chunk: an argument whose `Deserialize`
-//! rejects it in the worker (the chunk's argument is decoded as one value).
 //! A chunk whose worker dies, or whose results together exceed
 //! `max_frame_bytes`, fails each of its items with that error.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::de::{self, Deserializer, Visitor};
@@ -54,16 +55,49 @@ pub(crate) enum ItemError {
     Encode { message: String },
     /// Its result did not deserialize in the parent.
     Decode { message: String },
+    /// Its argument did not deserialize in the worker.
+    ArgDecode { message: String },
 }
 
 impl ItemError {
-    /// The crate's error for an item whose result type is `R`.
-    pub(crate) fn into_error<R>(self) -> Error {
+    /// The crate's error for an item whose result type is `R`, and whose
+    /// argument's type is named `arg_type`.
+    pub(crate) fn into_error<R>(self, arg_type: &'static str) -> Error {
         let type_name = std::any::type_name::<R>();
         match self {
             ItemError::Panicked { message, backtrace } => Error::Panicked { message, backtrace },
             ItemError::Encode { message } => Error::Encode { type_name, message },
             ItemError::Decode { message } => Error::Decode { type_name, message },
+            ItemError::ArgDecode { message } => Error::Decode {
+                type_name: arg_type,
+                message,
+            },
+        }
+    }
+}
+
+/// A chunk task's argument: its items, in input order.
+///
+/// Sent in the same wire form as [`ChunkResult`], each item encoded on its
+/// own, so that in the worker an item whose `Deserialize` rejects it (or
+/// panics) becomes that item's [`ItemError::ArgDecode`] and the others
+/// run. An item that does not serialize in the parent fails the encoding
+/// of the whole chunk, which is then sent item by item (D1).
+#[derive(Debug)]
+pub(crate) enum ChunkArgs<A> {
+    /// As the caller gave them (the parent, or a thread pool).
+    Items(Vec<A>),
+    /// As a worker decoded them.
+    Decoded(Vec<Result<A, ItemError>>),
+}
+
+impl<A> ChunkArgs<A> {
+    /// The items, for sending one by one; an item that did not decode
+    /// (only in a worker, which never sends them on) is left out.
+    pub(crate) fn into_items(self) -> Vec<A> {
+        match self {
+            ChunkArgs::Items(items) => items,
+            ChunkArgs::Decoded(items) => items.into_iter().filter_map(Result::ok).collect(),
         }
     }
 }
@@ -77,17 +111,21 @@ impl ItemError {
 pub(crate) struct ChunkResult<R>(pub(crate) Vec<Result<R, ItemError>>);
 
 impl<R> ChunkResult<R> {
-    /// Each item's result, as the crate's `Result`.
-    pub(crate) fn into_results(self) -> impl Iterator<Item = Result<R, Error>> {
+    /// Each item's result, as the crate's `Result`; `arg_type` names the
+    /// items' argument type (for one that did not decode in the worker).
+    pub(crate) fn into_results(
+        self,
+        arg_type: &'static str,
+    ) -> impl Iterator<Item = Result<R, Error>> {
         self.0
             .into_iter()
-            .map(|r| r.map_err(ItemError::into_error::<R>))
+            .map(move |r| r.map_err(|e| e.into_error::<R>(arg_type)))
     }
 }
 
 /// Runs `func` on each item, each under `catch_unwind`: a panic fails only
-/// its own item.
-pub(crate) fn run_items<F, A, R>(func: F, items: Vec<A>) -> ChunkResult<R>
+/// its own item, as does an argument that did not decode.
+pub(crate) fn run_items<F, A, R>(func: F, args: ChunkArgs<A>) -> ChunkResult<R>
 where
     F: Fn(A) -> R,
 {
@@ -95,17 +133,16 @@ where
     // backtraces are on), so what is taken after an item's panic is that
     // panic's; one that was never taken is dropped here, once.
     forget_last_backtrace();
-    ChunkResult(
-        items
-            .into_iter()
-            .map(|a| {
-                catch_unwind(AssertUnwindSafe(|| func(a))).map_err(|payload| ItemError::Panicked {
-                    message: take_panic_message(payload),
-                    backtrace: take_last_backtrace(),
-                })
-            })
-            .collect(),
-    )
+    let run = |a: A| {
+        catch_unwind(AssertUnwindSafe(|| func(a))).map_err(|payload| ItemError::Panicked {
+            message: take_panic_message(payload),
+            backtrace: take_last_backtrace(),
+        })
+    };
+    ChunkResult(match args {
+        ChunkArgs::Items(items) => items.into_iter().map(run).collect(),
+        ChunkArgs::Decoded(items) => items.into_iter().map(|a| a.and_then(run)).collect(),
+    })
 }
 
 /// Pulls chunks of up to `size` items from `inputs` and submits each as one
@@ -125,7 +162,7 @@ impl<'a, E, I, C, A, R> ChunkFeed<'a, E, I, C>
 where
     E: Executor + ?Sized,
     I: Iterator<Item = A>,
-    C: Fn(Vec<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static,
+    C: Fn(ChunkArgs<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static,
     A: Portable,
     R: Portable + Sync,
 {
@@ -221,7 +258,8 @@ fn take_entry(bytes: &[u8]) -> Option<(u8, usize, &[u8])> {
 }
 
 /// Writes `value` as the next body, catching a panic of its `Serialize`
-/// (whatever it wrote is dropped).
+/// (whatever it wrote is dropped): a result that does not serialize fails
+/// only its item.
 fn write_value<R: Serialize>(w: &mut codec::SeqWriter, value: &R) -> Result<usize, ItemError> {
     let start = w.bytes().len();
     match catch_unwind(AssertUnwindSafe(|| w.push(value))) {
@@ -242,48 +280,130 @@ fn write_value<R: Serialize>(w: &mut codec::SeqWriter, value: &R) -> Result<usiz
     }
 }
 
+/// The wire form of `items`, each a value (`Ok`) or an item's error.
+/// `write` encodes a value as the next body and returns its length, or
+/// the item's error to send instead, or fails the whole form.
+fn wire_form<'a, T: 'a>(
+    items: impl ExactSizeIterator<Item = Result<&'a T, &'a ItemError>>,
+    write: impl Fn(&mut codec::SeqWriter, &T) -> Result<Result<usize, ItemError>, Error>,
+) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    put_len(&mut out, items.len());
+    let mut bodies = codec::SeqWriter::new();
+    for item in items {
+        let written = match item {
+            Ok(value) => write(&mut bodies, value)?,
+            Err(e) => Err(e.clone()),
+        };
+        let (tag, len) = match written {
+            Ok(len) => (VALUE, len),
+            Err(e) => (FAILED, bodies.push(&e)?),
+        };
+        out.push(tag);
+        put_len(&mut out, len);
+    }
+    out.extend_from_slice(bodies.bytes());
+    Ok(out)
+}
+
 impl<R: Serialize> Serialize for ChunkResult<R> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut out = Vec::new();
-        put_len(&mut out, self.0.len());
-        let mut bodies = codec::SeqWriter::new();
-        for item in &self.0 {
-            let written = match item {
-                Ok(value) => write_value(&mut bodies, value),
-                Err(e) => Err(e.clone()),
-            };
-            let (tag, len) = match written {
-                Ok(len) => (VALUE, len),
-                Err(e) => (FAILED, bodies.push(&e).map_err(serde::ser::Error::custom)?),
-            };
-            out.push(tag);
-            put_len(&mut out, len);
-        }
-        out.extend_from_slice(bodies.bytes());
-        s.serialize_bytes(&out)
+        let bytes = wire_form(self.0.iter().map(Result::as_ref), |w, value| {
+            Ok(write_value(w, value))
+        })
+        .map_err(serde::ser::Error::custom)?;
+        s.serialize_bytes(&bytes)
     }
+}
+
+impl<A: Serialize> Serialize for ChunkArgs<A> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // An argument that does not serialize fails the whole chunk, which
+        // is then sent item by item (see the module docs).
+        let strict = |w: &mut codec::SeqWriter, a: &A| w.push(a).map(Ok);
+        let bytes = match self {
+            ChunkArgs::Items(items) => wire_form(items.iter().map(Ok), strict),
+            ChunkArgs::Decoded(items) => wire_form(items.iter().map(Result::as_ref), strict),
+        };
+        s.serialize_bytes(&bytes.map_err(|e| serde::ser::Error::custom(codec_message(e)))?)
+    }
+}
+
+/// Deserializes the wire form as a byte string, with `parse`.
+fn deserialize_wire<'de, D: Deserializer<'de>, T>(
+    d: D,
+    what: &'static str,
+    parse: fn(&[u8]) -> Option<T>,
+) -> Result<T, D::Error> {
+    struct V<T> {
+        what: &'static str,
+        parse: fn(&[u8]) -> Option<T>,
+    }
+    impl<T> Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.what)
+        }
+        fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<T, E> {
+            (self.parse)(bytes).ok_or_else(|| E::custom(format!("malformed {}", self.what)))
+        }
+    }
+    d.deserialize_bytes(V { what, parse })
 }
 
 impl<'de, R: serde::de::DeserializeOwned> Deserialize<'de> for ChunkResult<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<R>(PhantomData<R>);
-        impl<R: serde::de::DeserializeOwned> Visitor<'_> for V<R> {
-            type Value = ChunkResult<R>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a chunk's results")
-            }
-            fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
-                parse::<R>(bytes).ok_or_else(|| E::custom("a malformed chunk result"))
-            }
-        }
-        d.deserialize_bytes(V(PhantomData))
+        deserialize_wire(d, "a chunk's results", |bytes| {
+            parse::<R>(bytes, |message| ItemError::Decode { message }).map(ChunkResult)
+        })
     }
+}
+
+impl<'de, A: serde::de::DeserializeOwned> Deserialize<'de> for ChunkArgs<A> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_wire(d, "a chunk's arguments", |bytes| {
+            // Nearly always every item decodes: one pass, one plain `Vec`.
+            // Only a chunk where one does not pays for item-by-item errors
+            // (and a `Deserialize` that panics reports its panic twice to
+            // the worker's stderr: once here, once in its own item).
+            if let Ok(Some(items)) = catch_unwind(|| parse_all::<A>(bytes)) {
+                return Some(ChunkArgs::Items(items));
+            }
+            parse::<A>(bytes, |message| ItemError::ArgDecode { message }).map(ChunkArgs::Decoded)
+        })
+    }
+}
+
+/// Parses a wire form whose items are all values that decode, each taking
+/// exactly its length; `None` otherwise (a panic is the caller's).
+fn parse_all<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<Vec<T>> {
+    let (count, entries) = take_len(bytes)?;
+    let mut bodies = entries;
+    for _ in 0..count {
+        bodies = take_entry(bodies)?.2;
+    }
+    let mut items = Vec::with_capacity(count.min(bytes.len()));
+    let mut header = entries;
+    for _ in 0..count {
+        let (tag, len, rest) = take_entry(header)?;
+        header = rest;
+        let (value, after) = codec::decode_front::<T>(bodies).filter(|_| tag == VALUE)?;
+        if bodies.len() - after.len() != len {
+            return None;
+        }
+        items.push(value);
+        bodies = after;
+    }
+    bodies.is_empty().then_some(items)
 }
 
 /// Parses the wire form; `None` if it is malformed (the whole chunk then
 /// fails with a decode error). A value that does not decode, or whose
-/// `Deserialize` panics, fails only its item.
-fn parse<R: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<ChunkResult<R>> {
+/// `Deserialize` panics, fails only its item, with `failed(message)`.
+fn parse<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    failed: fn(String) -> ItemError,
+) -> Option<Vec<Result<T, ItemError>>> {
     let (count, entries) = take_len(bytes)?;
     // Where the bodies start: past `count` header entries.
     let mut bodies = entries;
@@ -299,14 +419,12 @@ fn parse<R: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<ChunkResult<R>>
         let body = bodies.get(..len)?;
         bodies = &bodies[len..];
         items.push(match tag {
-            VALUE => codec::decode_caught::<R>(body).map_err(|e| ItemError::Decode {
-                message: codec_message(e),
-            }),
+            VALUE => codec::decode_caught::<T>(body).map_err(|e| failed(codec_message(e))),
             FAILED => Err(codec::decode::<ItemError>(body).ok()?),
             _ => return None,
         });
     }
-    bodies.is_empty().then_some(ChunkResult(items))
+    bodies.is_empty().then_some(items)
 }
 
 #[cfg(test)]
@@ -335,6 +453,90 @@ mod tests {
                 n => Ok(NotThirteen(n)),
             }
         }
+    }
+
+    fn result_failed(message: String) -> ItemError {
+        ItemError::Decode { message }
+    }
+
+    /// A chunk's arguments as a worker gets them.
+    fn sent<A: Serialize + DeserializeOwned>(items: Vec<A>) -> Vec<Result<A, ItemError>> {
+        let bytes = codec::encode(&ChunkArgs::Items(items)).expect("the arguments encode");
+        match codec::decode(&bytes).expect("and decode") {
+            ChunkArgs::Items(items) => items.into_iter().map(Ok).collect(),
+            ChunkArgs::Decoded(items) => items,
+        }
+    }
+
+    #[test]
+    fn arguments_round_trip_in_order() {
+        assert_eq!(sent(vec![1u64, 300, 7]), vec![Ok(1), Ok(300), Ok(7)]);
+        assert_eq!(sent(Vec::<u64>::new()), vec![]);
+    }
+
+    /// The fast path: when every argument decodes, the worker gets a plain
+    /// `Vec`; only a chunk with one that does not pays for per-item errors.
+    #[test]
+    fn a_chunk_whose_arguments_all_decode_arrives_as_plain_items() {
+        let decode = |items: Vec<NotThirteen>| -> ChunkArgs<NotThirteen> {
+            codec::decode(&codec::encode(&ChunkArgs::Items(items)).unwrap()).unwrap()
+        };
+        assert!(matches!(
+            decode(vec![NotThirteen(6), NotThirteen(8)]),
+            ChunkArgs::Items(items) if items == [NotThirteen(6), NotThirteen(8)]
+        ));
+        assert!(matches!(
+            decode(vec![NotThirteen(6), NotThirteen(7)]),
+            ChunkArgs::Decoded(items) if items.len() == 2
+        ));
+    }
+
+    #[test]
+    fn an_argument_that_does_not_deserialize_fails_only_its_item() {
+        let got = sent(vec![NotThirteen(6), NotThirteen(7), NotThirteen(8)]);
+        assert_eq!(got[0], Ok(NotThirteen(6)));
+        assert!(
+            matches!(&got[1], Err(ItemError::ArgDecode { .. })),
+            "{:?}",
+            got[1]
+        );
+        assert_eq!(got[2], Ok(NotThirteen(8)));
+    }
+
+    #[test]
+    fn an_argument_whose_deserialize_panics_fails_only_its_item() {
+        let got = sent(vec![NotThirteen(99), NotThirteen(100)]);
+        assert!(
+            matches!(&got[0], Err(ItemError::ArgDecode { message }) if message.contains("99 panics")),
+            "{:?}",
+            got[0]
+        );
+        assert_eq!(got[1], Ok(NotThirteen(100)));
+    }
+
+    /// D1: the parent sends such a chunk again item by item, so that the
+    /// item at fault is named.
+    #[test]
+    fn an_argument_that_does_not_serialize_fails_the_whole_chunk() {
+        let args = ChunkArgs::Items(vec![NotThirteen(12), NotThirteen(13)]);
+        assert!(matches!(codec::encode(&args), Err(Error::Encode { .. })));
+    }
+
+    /// In the worker, an argument that did not decode skips its call and
+    /// comes back to the parent as a decode error naming the argument's
+    /// type, after the items around it ran.
+    #[test]
+    fn an_argument_that_did_not_decode_is_its_items_decode_error_naming_its_type() {
+        let args = ChunkArgs::Decoded(sent(vec![NotThirteen(6), NotThirteen(7), NotThirteen(8)]));
+        let c = run_items(|x: NotThirteen| x.0 * 10, args);
+        let out: Vec<_> = round_trip(&c).into_results("the::Argument").collect();
+        assert_eq!(out[0], Ok(60));
+        assert!(
+            matches!(&out[1], Err(Error::Decode { type_name: "the::Argument", message }) if message.contains("Deserialize")),
+            "{:?}",
+            out[1]
+        );
+        assert_eq!(out[2], Ok(80));
     }
 
     fn round_trip<R: Serialize + DeserializeOwned>(c: &ChunkResult<R>) -> ChunkResult<R> {
@@ -425,9 +627,9 @@ mod tests {
                 assert!(x != 2, "two is bad");
                 x * 10
             },
-            vec![1, 2, 3],
+            ChunkArgs::Items(vec![1, 2, 3]),
         );
-        let out: Vec<_> = c.into_results().collect();
+        let out: Vec<_> = c.into_results("u32").collect();
         assert_eq!(out[0], Ok(10));
         assert!(
             matches!(&out[1], Err(Error::Panicked { message, .. }) if message.contains("two is bad")),
@@ -450,18 +652,24 @@ mod tests {
         ]);
         let wire = codec::encode(&c).unwrap();
         let inner = &wire[1..]; // past the byte string's own length
-        assert_eq!(parse::<u64>(inner).map(|c| c.0.len()), Some(3));
+        assert_eq!(parse::<u64>(inner, result_failed).map(|c| c.len()), Some(3));
         for cut in 0..inner.len() {
-            assert!(parse::<u64>(&inner[..cut]).is_none(), "cut at {cut}");
+            assert!(
+                parse::<u64>(&inner[..cut], result_failed).is_none(),
+                "cut at {cut}"
+            );
         }
         for at in 0..inner.len() {
             for byte in [0x00, 0x02, 0x7f, 0x80, 0xff] {
                 let mut bad = inner.to_vec();
                 bad[at] = byte;
-                let _ = parse::<u64>(&bad);
+                let _ = parse::<u64>(&bad, result_failed);
             }
         }
-        assert!(parse::<u64>(&[0xff; 11]).is_none(), "a length past usize");
+        assert!(
+            parse::<u64>(&[0xff; 11], result_failed).is_none(),
+            "a length past usize"
+        );
     }
 
     #[test]
@@ -469,7 +677,7 @@ mod tests {
         let e = ItemError::Encode {
             message: "m".into(),
         }
-        .into_error::<NotThirteen>();
+        .into_error::<NotThirteen>("u32");
         assert!(
             matches!(e, Error::Encode { type_name, .. } if type_name.ends_with("NotThirteen")),
             "{e:?}"

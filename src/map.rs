@@ -90,6 +90,9 @@ enum Inner<'a, R> {
     Chunks {
         window: Window<'a, ChunkResult<R>>,
         ready: VecDeque<Result<R, Error>>,
+        /// The items' argument type, for one that did not decode in a
+        /// worker.
+        arg_type: &'static str,
     },
 }
 
@@ -119,11 +122,13 @@ impl<'a, R: 'a> Map<'a, R> {
         submit: ChunkSubmitter<'a, R>,
         window: usize,
         timeout: Option<Duration>,
+        arg_type: &'static str,
     ) -> Self {
         Map {
             inner: Inner::Chunks {
                 window: Window::new(submit, window, timeout),
                 ready: VecDeque::new(),
+                arg_type,
             },
         }
     }
@@ -167,14 +172,18 @@ impl<'a, R: 'a> Map<'a, R> {
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<R, Error>>, Error> {
         match &mut self.inner {
             Inner::One(w) => Ok(w.next_within(timeout)?.map(|(r, _)| r)),
-            Inner::Chunks { window, ready } => loop {
+            Inner::Chunks {
+                window,
+                ready,
+                arg_type,
+            } => loop {
                 if let Some(r) = ready.pop_front() {
                     return Ok(Some(r));
                 }
                 let Some(got) = window.next_within(timeout)? else {
                     return Ok(None);
                 };
-                if let Some(r) = unpack_chunk(ready, got) {
+                if let Some(r) = unpack_chunk(ready, arg_type, got) {
                     return Ok(Some(r));
                 }
             },
@@ -187,10 +196,11 @@ impl<'a, R: 'a> Map<'a, R> {
 /// iteration after one error).
 fn unpack_chunk<R>(
     ready: &mut VecDeque<Result<R, Error>>,
+    arg_type: &'static str,
     (outcome, n): (Result<ChunkResult<R>, Error>, usize),
 ) -> Option<Result<R, Error>> {
     match outcome {
-        Ok(items) => ready.extend(items.into_results()),
+        Ok(items) => ready.extend(items.into_results(arg_type)),
         Err(e @ Error::MapDeadline { .. }) => return Some(Err(e)),
         // A chunk that failed as a whole (its worker died, ...) fails each
         // of its items, each at its own position.
@@ -205,11 +215,15 @@ impl<R> Iterator for Map<'_, R> {
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.inner {
             Inner::One(w) => w.next().map(|(r, _)| r),
-            Inner::Chunks { window, ready } => loop {
+            Inner::Chunks {
+                window,
+                ready,
+                arg_type,
+            } => loop {
                 if let Some(r) = ready.pop_front() {
                     return Some(r);
                 }
-                if let Some(r) = unpack_chunk(ready, window.next()?) {
+                if let Some(r) = unpack_chunk(ready, arg_type, window.next()?) {
                     return Some(r);
                 }
             },

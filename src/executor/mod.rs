@@ -49,7 +49,7 @@ pub use self::guard::ShutdownGuard;
 
 pub use self::task::Task;
 use self::task::{Job, PortableTask};
-use crate::chunk::{ChunkFeed, ChunkResult, run_items};
+use crate::chunk::{ChunkArgs, ChunkFeed, ChunkResult, run_items};
 use crate::map::{Map, MapOptions, MapUnordered};
 use crate::{Error, Future};
 
@@ -338,10 +338,11 @@ pub trait ExecutorExt: Executor {
                 // One task per chunk; each item keeps its own result. The
                 // closure captures only the zero-sized `func`, so it is
                 // itself a portable task.
-                let run_chunk = move |items: Vec<A>| run_items(func, items);
+                let run_chunk = move |items: ChunkArgs<A>| run_items(func, items);
                 let mut chunks = ChunkFeed::new(self, run_chunk, inputs, size);
                 let submit = move || chunks.next();
-                Map::chunked(Box::new(submit), window, options.timeout)
+                let arg_type = std::any::type_name::<A>();
+                Map::chunked(Box::new(submit), window, options.timeout, arg_type)
             }
             _ => {
                 let mut feed = Feed::new(self);
@@ -431,13 +432,13 @@ impl<'a, E: Executor + ?Sized> Feed<'a, E> {
         items: Vec<A>,
     ) -> Result<Future<ChunkResult<R>>, Vec<A>>
     where
-        C: Fn(Vec<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static,
+        C: Fn(ChunkArgs<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static,
         A: Portable,
         R: Portable + Sync,
     {
         let single = items.len() == 1;
         let pool = self.executor.__thread_pool_id();
-        let (task, future) = PortableTask::create_for(run_chunk, items, pool);
+        let (task, future) = PortableTask::create_for(run_chunk, ChunkArgs::Items(items), pool);
         let kept = task.clone();
         let Err((task, error)) = self.executor.execute(Task { job: task }) else {
             return Ok(future);
@@ -449,7 +450,7 @@ impl<'a, E: Executor + ?Sized> Feed<'a, E> {
             },
             Error::Encode { .. } => match kept.take_arg() {
                 // Not submitted: the task and its future go unused.
-                Some(items) => return Err(items),
+                Some(args) => return Err(args.into_items()),
                 None => error,
             },
             other => {

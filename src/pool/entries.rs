@@ -5,7 +5,7 @@ use crate::sync::{Arc, Mutex};
 
 use super::async_result::{self, Callbacks};
 use super::handler::Entry;
-use crate::chunk::{ChunkResult, run_items};
+use crate::chunk::{ChunkArgs, ChunkResult, run_items};
 use crate::sync::lock;
 use crate::{Error, Future, Portable, Promise};
 
@@ -14,13 +14,13 @@ use crate::{Error, Future, Portable, Promise};
 /// `func`, so it is itself a portable task.
 pub(super) fn chunk_task<F, A, R>(
     func: F,
-) -> impl Fn(Vec<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static
+) -> impl Fn(ChunkArgs<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static
 where
     F: Fn(A) -> R + Copy + Send + Sync + 'static,
     A: Portable,
     R: Portable + Sync,
 {
-    move |items: Vec<A>| run_items(func, items)
+    move |items: ChunkArgs<A>| run_items(func, items)
 }
 
 /// One `apply_async` job.
@@ -63,6 +63,8 @@ pub(super) struct ChunkEntry<R: Send + Sync + 'static> {
     pub(super) start: usize,
     /// How many items it delivers.
     pub(super) items: usize,
+    /// The items' argument type, for one that did not decode in a worker.
+    pub(super) arg_type: &'static str,
     pub(super) agg: Arc<Mutex<MapAgg<R>>>,
 }
 
@@ -79,7 +81,7 @@ impl<R: Send + Sync + 'static> Entry for ChunkEntry<R> {
         let mut agg = lock(&self.agg);
         match outcome {
             Ok(items) => {
-                for (i, item) in items.into_results().enumerate() {
+                for (i, item) in items.into_results(self.arg_type).enumerate() {
                     match item {
                         Ok(v) if agg.first_error.is_none() => agg.slots[self.start + i] = Some(v),
                         Ok(_) => {}

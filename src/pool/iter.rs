@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use crate::chunk::{ChunkFeed, ChunkResult};
+use crate::chunk::{ChunkArgs, ChunkFeed, ChunkResult};
 use crate::map::MapUnordered;
 use crate::sync::lock;
 use crate::{Error, Executor, MapOptions, Portable};
@@ -24,6 +24,8 @@ pub struct ImapUnordered<'a, R> {
     /// that fails as a whole fails each of its items).
     lens: Arc<Mutex<HashMap<usize, usize>>>,
     ready: VecDeque<Result<R, Error>>,
+    /// The items' argument type, for one that did not decode in a worker.
+    arg_type: &'static str,
 }
 
 impl<R> fmt::Debug for ImapUnordered<'_, R> {
@@ -43,7 +45,7 @@ impl<'a, R: Portable + Sync> ImapUnordered<'a, R> {
         options: &MapOptions,
     ) -> Self
     where
-        C: Fn(Vec<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static,
+        C: Fn(ChunkArgs<A>) -> ChunkResult<R> + Copy + Send + Sync + 'static,
         A: Portable,
         I: IntoIterator<Item = A>,
         I::IntoIter: Send + 'a,
@@ -66,6 +68,7 @@ impl<'a, R: Portable + Sync> ImapUnordered<'a, R> {
             inner: MapUnordered::new(Box::new(submit), window),
             lens,
             ready: VecDeque::new(),
+            arg_type: std::any::type_name::<A>(),
         }
     }
 
@@ -96,7 +99,7 @@ impl<'a, R: Portable + Sync> ImapUnordered<'a, R> {
     fn unpack(&mut self, index: usize, outcome: Result<ChunkResult<R>, Error>) {
         let n = lock(&self.lens).remove(&index).unwrap_or(1);
         match outcome {
-            Ok(items) => self.ready.extend(items.into_results()),
+            Ok(items) => self.ready.extend(items.into_results(self.arg_type)),
             Err(e) => self.ready.extend(std::iter::repeat_n(e, n).map(Err)),
         }
     }

@@ -101,6 +101,7 @@ impl Pool {
                         fut,
                         start: 0,
                         items: 0,
+                        arg_type: std::any::type_name::<A>(),
                         agg,
                     })
                 });
@@ -120,6 +121,7 @@ impl Pool {
                         fut,
                         start,
                         items: n,
+                        arg_type: std::any::type_name::<A>(),
                         agg,
                     })
                 });
