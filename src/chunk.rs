@@ -108,7 +108,13 @@ impl<A> ChunkArgs<A> {
 /// fails because of one item, and its `Deserialize` turns an item that does
 /// not decode into that item's [`ItemError::Decode`].
 #[derive(Debug)]
-pub(crate) struct ChunkResult<R>(pub(crate) Vec<Result<R, ItemError>>);
+pub(crate) enum ChunkResult<R> {
+    /// Every item a value: how a chunk whose items all succeeded decodes,
+    /// in one pass.
+    Values(Vec<R>),
+    /// Each item's value or error.
+    Items(Vec<Result<R, ItemError>>),
+}
 
 impl<R> ChunkResult<R> {
     /// Each item's result, as the crate's `Result`; `arg_type` names the
@@ -117,9 +123,15 @@ impl<R> ChunkResult<R> {
         self,
         arg_type: &'static str,
     ) -> impl Iterator<Item = Result<R, Error>> {
-        self.0
-            .into_iter()
-            .map(move |r| r.map_err(|e| e.into_error::<R>(arg_type)))
+        let (values, items) = match self {
+            ChunkResult::Values(values) => (values, Vec::new()),
+            ChunkResult::Items(items) => (Vec::new(), items),
+        };
+        values.into_iter().map(Ok).chain(
+            items
+                .into_iter()
+                .map(move |r| r.map_err(|e| e.into_error::<R>(arg_type))),
+        )
     }
 }
 
@@ -139,7 +151,7 @@ where
             backtrace: take_last_backtrace(),
         })
     };
-    ChunkResult(match args {
+    ChunkResult::Items(match args {
         ChunkArgs::Items(items) => items.into_iter().map(run).collect(),
         ChunkArgs::Decoded(items) => items.into_iter().map(|a| a.and_then(run)).collect(),
     })
@@ -308,11 +320,12 @@ fn wire_form<'a, T: 'a>(
 
 impl<R: Serialize> Serialize for ChunkResult<R> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let bytes = wire_form(self.0.iter().map(Result::as_ref), |w, value| {
-            Ok(write_value(w, value))
-        })
-        .map_err(serde::ser::Error::custom)?;
-        s.serialize_bytes(&bytes)
+        let write = |w: &mut codec::SeqWriter, value: &R| Ok(write_value(w, value));
+        let bytes = match self {
+            ChunkResult::Values(values) => wire_form(values.iter().map(Ok), write),
+            ChunkResult::Items(items) => wire_form(items.iter().map(Result::as_ref), write),
+        };
+        s.serialize_bytes(&bytes.map_err(serde::ser::Error::custom)?)
     }
 }
 
@@ -354,7 +367,11 @@ fn deserialize_wire<'de, D: Deserializer<'de>, T>(
 impl<'de, R: serde::de::DeserializeOwned> Deserialize<'de> for ChunkResult<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         deserialize_wire(d, "a chunk's results", |bytes| {
-            parse::<R>(bytes, |message| ItemError::Decode { message }).map(ChunkResult)
+            // As for the arguments: one pass while every item decodes.
+            if let Ok(Some(values)) = catch_unwind(|| parse_all::<R>(bytes)) {
+                return Some(ChunkResult::Values(values));
+            }
+            parse::<R>(bytes, |message| ItemError::Decode { message }).map(ChunkResult::Items)
         })
     }
 }
@@ -365,7 +382,7 @@ impl<'de, A: serde::de::DeserializeOwned> Deserialize<'de> for ChunkArgs<A> {
             // Nearly always every item decodes: one pass, one plain `Vec`.
             // Only a chunk where one does not pays for item-by-item errors
             // (and a `Deserialize` that panics reports its panic twice to
-            // the worker's stderr: once here, once in its own item).
+            // stderr: once here, once in its own item).
             if let Ok(Some(items)) = catch_unwind(|| parse_all::<A>(bytes)) {
                 return Some(ChunkArgs::Items(items));
             }
@@ -451,6 +468,16 @@ mod tests {
                 7 => Err(de::Error::custom("7 refuses")),
                 99 => panic!("99 panics"),
                 n => Ok(NotThirteen(n)),
+            }
+        }
+    }
+
+    impl<R> ChunkResult<R> {
+        /// Each item's value or error, whichever way it decoded.
+        fn items(self) -> Vec<Result<R, ItemError>> {
+            match self {
+                ChunkResult::Values(values) => values.into_iter().map(Ok).collect(),
+                ChunkResult::Items(items) => items,
             }
         }
     }
@@ -550,18 +577,31 @@ mod tests {
             message: "boom".into(),
             backtrace: Some("at f".into()),
         };
-        let c = ChunkResult(vec![Ok(1u64), Err(panic.clone()), Ok(3)]);
-        assert_eq!(round_trip(&c).0, vec![Ok(1), Err(panic), Ok(3)]);
+        let c = ChunkResult::Items(vec![Ok(1u64), Err(panic.clone()), Ok(3)]);
+        assert_eq!(round_trip(&c).items(), vec![Ok(1), Err(panic), Ok(3)]);
+    }
+
+    /// The fast path: when every result decodes, the parent gets a plain
+    /// `Vec` of values.
+    #[test]
+    fn a_chunk_whose_results_all_decode_arrives_as_plain_values() {
+        let c = ChunkResult::Items(vec![Ok(NotThirteen(6)), Ok(NotThirteen(8))]);
+        assert!(matches!(
+            round_trip(&c),
+            ChunkResult::Values(values) if values == [NotThirteen(6), NotThirteen(8)]
+        ));
+        let c = ChunkResult::Items(vec![Ok(NotThirteen(6)), Ok(NotThirteen(7))]);
+        assert!(matches!(round_trip(&c), ChunkResult::Items(items) if items.len() == 2));
     }
 
     #[test]
     fn d10_a_result_that_does_not_serialize_fails_only_its_item() {
-        let c = ChunkResult(vec![
+        let c = ChunkResult::Items(vec![
             Ok(NotThirteen(12)),
             Ok(NotThirteen(13)),
             Ok(NotThirteen(14)),
         ]);
-        let back = round_trip(&c).0;
+        let back = round_trip(&c).items();
         assert_eq!(back[0], Ok(NotThirteen(12)));
         assert!(
             matches!(&back[1], Err(ItemError::Encode { message }) if message.contains("Serialize")),
@@ -573,12 +613,12 @@ mod tests {
 
     #[test]
     fn d11_a_result_that_does_not_deserialize_fails_only_its_item() {
-        let c = ChunkResult(vec![
+        let c = ChunkResult::Items(vec![
             Ok(NotThirteen(6)),
             Ok(NotThirteen(7)),
             Ok(NotThirteen(8)),
         ]);
-        let back = round_trip(&c).0;
+        let back = round_trip(&c).items();
         assert_eq!(back[0], Ok(NotThirteen(6)));
         assert!(
             matches!(&back[1], Err(ItemError::Decode { .. })),
@@ -590,8 +630,8 @@ mod tests {
 
     #[test]
     fn d12_a_deserialize_that_panics_fails_only_its_item() {
-        let c = ChunkResult(vec![Ok(NotThirteen(99)), Ok(NotThirteen(100))]);
-        let back = round_trip(&c).0;
+        let c = ChunkResult::Items(vec![Ok(NotThirteen(99)), Ok(NotThirteen(100))]);
+        let back = round_trip(&c).items();
         assert!(
             matches!(&back[0], Err(ItemError::Decode { message }) if message.contains("99 panics")),
             "{:?}",
@@ -609,15 +649,16 @@ mod tests {
                 s.serialize_bool(self.0)
             }
         }
-        let c = ChunkResult(vec![Ok(Explodes(true)), Ok(Explodes(false))]);
+        let c = ChunkResult::Items(vec![Ok(Explodes(true)), Ok(Explodes(false))]);
         let bytes = codec::encode(&c).expect("the chunk still encodes");
         let back: ChunkResult<bool> = codec::decode(&bytes).expect("and decodes");
+        let back = back.items();
         assert!(
-            matches!(&back.0[0], Err(ItemError::Panicked { message, .. }) if message.contains("serialize exploded")),
+            matches!(&back[0], Err(ItemError::Panicked { message, .. }) if message.contains("serialize exploded")),
             "{:?}",
-            back.0[0]
+            back[0]
         );
-        assert_eq!(back.0[1], Ok(false));
+        assert_eq!(back[1], Ok(false));
     }
 
     #[test]
@@ -643,7 +684,7 @@ mod tests {
     /// refused (the chunk fails as a whole), never a panic or a hang.
     #[test]
     fn a_cut_or_corrupted_chunk_result_is_refused_without_panicking() {
-        let c = ChunkResult(vec![
+        let c = ChunkResult::Items(vec![
             Ok(300u64),
             Err(ItemError::Encode {
                 message: "m".into(),

@@ -94,7 +94,7 @@ impl Pool {
             if len == 0 {
                 // Delivered on the handler thread like any other result.
                 let (p, done) = Promise::<ChunkResult<R>>::new();
-                let _ = p.set_result(ChunkResult(Vec::new()));
+                let _ = p.set_result(ChunkResult::Values(Vec::new()));
                 let agg = agg.clone();
                 self.track(done, move |fut| {
                     Box::new(ChunkEntry {
