@@ -92,12 +92,16 @@ pub(crate) enum ChunkArgs<A> {
 }
 
 impl<A> ChunkArgs<A> {
-    /// The items, for sending one by one; an item that did not decode
-    /// (only in a worker, which never sends them on) is left out.
+    /// The items, for sending one by one. Only the parent sends items,
+    /// and its chunks are `Items`; a `Decoded` one (a worker's) keeps the
+    /// items that decoded.
     pub(crate) fn into_items(self) -> Vec<A> {
         match self {
             ChunkArgs::Items(items) => items,
-            ChunkArgs::Decoded(items) => items.into_iter().filter_map(Result::ok).collect(),
+            ChunkArgs::Decoded(items) => {
+                debug_assert!(items.iter().all(Result::is_ok), "a worker's chunk re-sent");
+                items.into_iter().filter_map(Result::ok).collect()
+            }
         }
     }
 }
@@ -367,11 +371,12 @@ fn deserialize_wire<'de, D: Deserializer<'de>, T>(
 impl<'de, R: serde::de::DeserializeOwned> Deserialize<'de> for ChunkResult<R> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         deserialize_wire(d, "a chunk's results", |bytes| {
-            // As for the arguments: one pass while every item decodes.
-            if let Ok(Some(values)) = catch_unwind(|| parse_all::<R>(bytes)) {
-                return Some(ChunkResult::Values(values));
-            }
-            parse::<R>(bytes, |message| ItemError::Decode { message }).map(ChunkResult::Items)
+            Some(
+                match parse::<R>(bytes, |message| ItemError::Decode { message })? {
+                    Parsed::Values(values) => ChunkResult::Values(values),
+                    Parsed::Items(items) => ChunkResult::Items(items),
+                },
+            )
         })
     }
 }
@@ -379,69 +384,122 @@ impl<'de, R: serde::de::DeserializeOwned> Deserialize<'de> for ChunkResult<R> {
 impl<'de, A: serde::de::DeserializeOwned> Deserialize<'de> for ChunkArgs<A> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         deserialize_wire(d, "a chunk's arguments", |bytes| {
-            // Nearly always every item decodes: one pass, one plain `Vec`.
-            // Only a chunk where one does not pays for item-by-item errors
-            // (and a `Deserialize` that panics reports its panic twice to
-            // stderr: once here, once in its own item).
-            if let Ok(Some(items)) = catch_unwind(|| parse_all::<A>(bytes)) {
-                return Some(ChunkArgs::Items(items));
-            }
-            parse::<A>(bytes, |message| ItemError::ArgDecode { message }).map(ChunkArgs::Decoded)
+            Some(
+                match parse::<A>(bytes, |message| ItemError::ArgDecode { message })? {
+                    Parsed::Values(items) => ChunkArgs::Items(items),
+                    Parsed::Items(items) => ChunkArgs::Decoded(items),
+                },
+            )
         })
     }
 }
 
-/// Parses a wire form whose items are all values that decode, each taking
-/// exactly its length; `None` otherwise (a panic is the caller's).
-fn parse_all<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<Vec<T>> {
-    let (count, entries) = take_len(bytes)?;
-    let mut bodies = entries;
-    for _ in 0..count {
-        bodies = take_entry(bodies)?.2;
-    }
-    let mut items = Vec::with_capacity(count.min(bytes.len()));
-    let mut header = entries;
-    for _ in 0..count {
-        let (tag, len, rest) = take_entry(header)?;
-        header = rest;
-        let (value, after) = codec::decode_front::<T>(bodies).filter(|_| tag == VALUE)?;
-        if bodies.len() - after.len() != len {
-            return None;
-        }
-        items.push(value);
-        bodies = after;
-    }
-    bodies.is_empty().then_some(items)
+/// A parsed wire form.
+#[derive(Debug)]
+enum Parsed<T> {
+    /// Every item a value that decoded: the usual case, kept as a plain
+    /// `Vec` (a `Result` per item would be several times its size).
+    Values(Vec<T>),
+    /// Each item's value or error, once one item was not a value.
+    Items(Vec<Result<T, ItemError>>),
 }
 
-/// Parses the wire form; `None` if it is malformed (the whole chunk then
-/// fails with a decode error). A value that does not decode, or whose
-/// `Deserialize` panics, fails only its item, with `failed(message)`.
+/// A wire form's header and bodies, read an item at a time.
+struct Cursor<'a> {
+    header: &'a [u8],
+    bodies: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    /// The next item's tag and body; `None` if the form is malformed.
+    fn next(&mut self) -> Option<(u8, &'a [u8])> {
+        let (tag, len, rest) = take_entry(self.header)?;
+        self.header = rest;
+        let body = self.bodies.get(..len)?;
+        self.bodies = &self.bodies[len..];
+        Some((tag, body))
+    }
+}
+
+/// Decodes a body of tag `tag`: a value, or the item's error from the
+/// other side. `None` if the tag or an error body is malformed.
+fn decode_body<T: serde::de::DeserializeOwned>(
+    tag: u8,
+    body: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, ItemError>,
+) -> Option<Result<T, ItemError>> {
+    match tag {
+        VALUE => Some(decode(body)),
+        FAILED => Some(Err(codec::decode::<ItemError>(body).ok()?)),
+        _ => None,
+    }
+}
+
+/// Parses the wire form, decoding each value once; `None` if it is
+/// malformed (the whole chunk then fails with a decode error). A value
+/// that does not decode, or whose `Deserialize` panics, fails only its
+/// item, with `failed(message)`.
+///
+/// Values are decoded one after another under a single `catch_unwind`
+/// while every item is a value that decodes (nearly always); from the
+/// first item that is not, each item is decoded under its own. A panic
+/// thus costs nothing until it happens, and the items before it are kept.
 fn parse<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     failed: fn(String) -> ItemError,
-) -> Option<Vec<Result<T, ItemError>>> {
+) -> Option<Parsed<T>> {
     let (count, entries) = take_len(bytes)?;
     // Where the bodies start: past `count` header entries.
     let mut bodies = entries;
     for _ in 0..count {
         bodies = take_entry(bodies)?.2;
     }
+    let mut cursor = Cursor {
+        header: entries,
+        bodies,
+    };
     // The count comes from the peer: trust it only as far as the bytes go.
-    let mut items = Vec::with_capacity(count.min(bytes.len()));
-    let mut header = entries;
-    for _ in 0..count {
-        let (tag, len, rest) = take_entry(header)?;
-        header = rest;
-        let body = bodies.get(..len)?;
-        bodies = &bodies[len..];
-        items.push(match tag {
-            VALUE => codec::decode_caught::<T>(body).map_err(|e| failed(codec_message(e))),
-            FAILED => Err(codec::decode::<ItemError>(body).ok()?),
-            _ => return None,
-        });
+    let capacity = count.min(bytes.len());
+    let mut values = Vec::with_capacity(capacity);
+    let mut taken = 0;
+    let plain = |body: &[u8]| codec::decode::<T>(body).map_err(|e| failed(codec_message(e)));
+    // The first item that is not a decoded value, as its result; `Ok(None)`
+    // when every item was one, `Err` on a panic of the item `taken - 1`.
+    // The state the closure changes stays consistent if it unwinds: a
+    // value is pushed only once decoded.
+    let first_other = catch_unwind(AssertUnwindSafe(|| -> Option<Option<_>> {
+        while taken < count {
+            let (tag, body) = cursor.next()?;
+            taken += 1;
+            match decode_body(tag, body, plain)? {
+                Ok(value) => values.push(value),
+                other => return Some(Some(other)),
+            }
+        }
+        Some(None)
+    }));
+    let other = match first_other {
+        Ok(None) => return None,
+        Ok(Some(None)) => {
+            return cursor.bodies.is_empty().then_some(Parsed::Values(values));
+        }
+        Ok(Some(Some(other))) => other,
+        Err(payload) => Err(failed(format!(
+            "its Deserialize panicked: {}",
+            take_panic_message(payload)
+        ))),
+    };
+    let mut items = Vec::with_capacity(capacity);
+    items.extend(values.into_iter().map(Ok));
+    items.push(other);
+    let caught =
+        |body: &[u8]| codec::decode_caught::<T>(body).map_err(|e| failed(codec_message(e)));
+    while taken < count {
+        let (tag, body) = cursor.next()?;
+        taken += 1;
+        items.push(decode_body(tag, body, caught)?);
     }
-    bodies.is_empty().then_some(items)
+    cursor.bodies.is_empty().then_some(Parsed::Items(items))
 }
 
 #[cfg(test)]
@@ -628,6 +686,102 @@ mod tests {
         assert_eq!(back[2], Ok(NotThirteen(8)));
     }
 
+    /// The items before a panicking `Deserialize` are kept from the one
+    /// pass, and the ones after it decoded on their own.
+    #[test]
+    fn d12_a_deserialize_that_panics_mid_chunk_keeps_the_items_around_it() {
+        let c = ChunkResult::Items(vec![
+            Ok(NotThirteen(6)),
+            Ok(NotThirteen(99)),
+            Ok(NotThirteen(8)),
+            Ok(NotThirteen(7)),
+        ]);
+        let back = round_trip(&c).items();
+        assert_eq!(back[0], Ok(NotThirteen(6)));
+        assert!(
+            matches!(&back[1], Err(ItemError::Decode { message }) if message.contains("99 panics")),
+            "{:?}",
+            back[1]
+        );
+        assert_eq!(back[2], Ok(NotThirteen(8)));
+        assert!(
+            matches!(&back[3], Err(ItemError::Decode { .. })),
+            "{:?}",
+            back[3]
+        );
+    }
+
+    thread_local! {
+        static DECODES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Counts its decodes (on this thread), and rejects 7.
+    #[derive(Debug, PartialEq, Serialize)]
+    struct Counted(u32);
+
+    impl<'de> Deserialize<'de> for Counted {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            DECODES.with(|n| n.set(n.get() + 1));
+            match u32::deserialize(d)? {
+                7 => Err(de::Error::custom("7 refuses")),
+                n => Ok(Counted(n)),
+            }
+        }
+    }
+
+    /// A `Deserialize` may have effects: a chunk with an item that does
+    /// not decode still decodes every item exactly once.
+    #[test]
+    fn each_item_is_decoded_once_also_when_one_fails() {
+        for chunk in [vec![5, 6, 8], vec![5, 7, 8], vec![7, 5, 6]] {
+            let c = ChunkResult::Items(chunk.iter().map(|&n| Ok(Counted(n))).collect());
+            let bytes = codec::encode(&c).unwrap();
+            DECODES.with(|n| n.set(0));
+            let back: ChunkResult<Counted> = codec::decode(&bytes).unwrap();
+            assert_eq!(DECODES.with(|n| n.get()), 3, "{chunk:?}");
+            assert_eq!(
+                back.items().iter().filter(|r| r.is_ok()).count(),
+                chunk.iter().filter(|&&n| n != 7).count()
+            );
+        }
+    }
+
+    /// Bytes from the other side, cut or corrupted, through the
+    /// `Deserialize` of both wire forms: an error or some value, never a
+    /// panic.
+    #[test]
+    fn cut_or_corrupted_chunks_fail_to_decode_without_panicking() {
+        let results = codec::encode(&ChunkResult::Items(vec![
+            Ok(300u64),
+            Err(ItemError::Encode {
+                message: "m".into(),
+            }),
+            Ok(7),
+        ]))
+        .unwrap();
+        let args = codec::encode(&ChunkArgs::Items(vec![300u64, 1, 7])).unwrap();
+        for wire in [results, args] {
+            for cut in 0..wire.len() {
+                assert!(
+                    codec::decode::<ChunkResult<u64>>(&wire[..cut]).is_err(),
+                    "cut at {cut}"
+                );
+                assert!(
+                    codec::decode::<ChunkArgs<u64>>(&wire[..cut]).is_err(),
+                    "cut at {cut}"
+                );
+            }
+            for at in 0..wire.len() {
+                for byte in [0x00, 0x01, 0x02, 0x7f, 0x80, 0xff] {
+                    let mut bad = wire.clone();
+                    bad[at] = byte;
+                    let _ = codec::decode::<ChunkResult<u64>>(&bad);
+                    let _ = codec::decode::<ChunkArgs<u64>>(&bad);
+                }
+            }
+        }
+    }
+
     #[test]
     fn d12_a_deserialize_that_panics_fails_only_its_item() {
         let c = ChunkResult::Items(vec![Ok(NotThirteen(99)), Ok(NotThirteen(100))]);
@@ -693,7 +847,13 @@ mod tests {
         ]);
         let wire = codec::encode(&c).unwrap();
         let inner = &wire[1..]; // past the byte string's own length
-        assert_eq!(parse::<u64>(inner, result_failed).map(|c| c.len()), Some(3));
+        assert_eq!(
+            parse::<u64>(inner, result_failed).map(|p| match p {
+                Parsed::Values(v) => v.len(),
+                Parsed::Items(i) => i.len(),
+            }),
+            Some(3)
+        );
         for cut in 0..inner.len() {
             assert!(
                 parse::<u64>(&inner[..cut], result_failed).is_none(),

@@ -82,11 +82,13 @@ impl Serialize for NotThirteen {
     }
 }
 
-/// Deserializes like a `u32`, except 7, which it rejects.
+/// Deserializes like a `u32`, except 7, which it rejects, and 99, on
+/// which it panics.
 impl<'de> Deserialize<'de> for NotThirteen {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match u32::deserialize(d)? {
             7 => Err(serde::de::Error::custom("7 is rejected")),
+            99 => panic!("99 panics"),
             n => Ok(NotThirteen(n)),
         }
     }
@@ -164,6 +166,24 @@ fn m10_an_argument_the_worker_does_not_decode_fails_only_its_item_in_a_chunk() {
     assert_eq!(got[0], Ok(6));
     assert!(is_decode_of_not_thirteen(&got[1]), "{:?}", got[1]);
     assert_eq!(got[2], Ok(8));
+}
+
+/// D12 for arguments: a `Deserialize` that panics in the worker fails
+/// only its item; the worker and the items around it go on.
+#[test]
+fn an_argument_whose_deserialize_panics_in_the_worker_fails_only_its_item() {
+    let pool = small_frames();
+    let got: Vec<Result<u32, Error>> = guarded("the map", move || {
+        pool.map_with(unwrap, (98..101).map(NotThirteen), chunks_of(3))
+            .collect()
+    });
+    assert_eq!(got[0], Ok(98));
+    assert!(
+        matches!(&got[1], Err(Error::Decode { type_name, message }) if type_name.ends_with("NotThirteen") && message.contains("99 panics")),
+        "{:?}",
+        got[1]
+    );
+    assert_eq!(got[2], Ok(100));
 }
 
 #[test]

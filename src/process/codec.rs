@@ -154,14 +154,6 @@ impl SeqWriter {
     }
 }
 
-/// Decodes one `T` from the front of `bytes` (values a [`SeqWriter`]
-/// wrote one after another); returns it and the bytes after it, or `None`
-/// if it does not decode. A panic of `T`'s `Deserialize` is the caller's
-/// to catch.
-pub(crate) fn decode_front<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, &[u8])> {
-    postcard::take_from_bytes(bytes).ok()
-}
-
 /// Decodes a `T` with the [`DefaultCodec`]; fails with [`Error::Decode`].
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     DefaultCodec::decode(bytes)
