@@ -624,6 +624,12 @@ mod tests {
         assert_eq!(out[2], Ok(80));
     }
 
+    /// A chunk of these values, sent and received: each item's result.
+    fn values_round_trip(values: &[u32]) -> Vec<Result<NotThirteen, ItemError>> {
+        let c = ChunkResult::Items(values.iter().map(|&n| Ok(NotThirteen(n))).collect());
+        round_trip(&c).items()
+    }
+
     fn round_trip<R: Serialize + DeserializeOwned>(c: &ChunkResult<R>) -> ChunkResult<R> {
         let bytes = codec::encode(c).expect("a chunk's result always encodes");
         codec::decode(&bytes).expect("and decodes")
@@ -654,12 +660,7 @@ mod tests {
 
     #[test]
     fn d10_a_result_that_does_not_serialize_fails_only_its_item() {
-        let c = ChunkResult::Items(vec![
-            Ok(NotThirteen(12)),
-            Ok(NotThirteen(13)),
-            Ok(NotThirteen(14)),
-        ]);
-        let back = round_trip(&c).items();
+        let back = values_round_trip(&[12, 13, 14]);
         assert_eq!(back[0], Ok(NotThirteen(12)));
         assert!(
             matches!(&back[1], Err(ItemError::Encode { message }) if message.contains("Serialize")),
@@ -671,12 +672,7 @@ mod tests {
 
     #[test]
     fn d11_a_result_that_does_not_deserialize_fails_only_its_item() {
-        let c = ChunkResult::Items(vec![
-            Ok(NotThirteen(6)),
-            Ok(NotThirteen(7)),
-            Ok(NotThirteen(8)),
-        ]);
-        let back = round_trip(&c).items();
+        let back = values_round_trip(&[6, 7, 8]);
         assert_eq!(back[0], Ok(NotThirteen(6)));
         assert!(
             matches!(&back[1], Err(ItemError::Decode { .. })),
@@ -690,13 +686,7 @@ mod tests {
     /// pass, and the ones after it decoded on their own.
     #[test]
     fn d12_a_deserialize_that_panics_mid_chunk_keeps_the_items_around_it() {
-        let c = ChunkResult::Items(vec![
-            Ok(NotThirteen(6)),
-            Ok(NotThirteen(99)),
-            Ok(NotThirteen(8)),
-            Ok(NotThirteen(7)),
-        ]);
-        let back = round_trip(&c).items();
+        let back = values_round_trip(&[6, 99, 8, 7]);
         assert_eq!(back[0], Ok(NotThirteen(6)));
         assert!(
             matches!(&back[1], Err(ItemError::Decode { message }) if message.contains("99 panics")),

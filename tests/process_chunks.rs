@@ -148,6 +148,16 @@ fn d11_m10_a_result_that_does_not_decode_fails_only_its_item_in_a_chunk() {
     assert_eq!(got[2], Ok(NotThirteen(8)));
 }
 
+/// `unwrap` mapped over `NotThirteen(n)` for `n` in `ns`, as one chunk.
+fn unwrapped_in_one_chunk(ns: std::ops::Range<u32>) -> Vec<Result<u32, Error>> {
+    let pool = small_frames();
+    let size = ns.len();
+    guarded("the map", move || {
+        pool.map_with(unwrap, ns.map(NotThirteen), chunks_of(size))
+            .collect()
+    })
+}
+
 fn is_decode_of_not_thirteen(r: &Result<u32, Error>) -> bool {
     matches!(r, Err(Error::Decode { type_name, .. }) if type_name.ends_with("NotThirteen"))
 }
@@ -158,11 +168,7 @@ fn is_decode_of_not_thirteen(r: &Result<u32, Error>) -> bool {
 /// decoded as one value, and the whole chunk failed).
 #[test]
 fn m10_an_argument_the_worker_does_not_decode_fails_only_its_item_in_a_chunk() {
-    let pool = small_frames();
-    let got: Vec<Result<u32, Error>> = guarded("the map", move || {
-        pool.map_with(unwrap, (6..9).map(NotThirteen), chunks_of(3))
-            .collect()
-    });
+    let got = unwrapped_in_one_chunk(6..9);
     assert_eq!(got[0], Ok(6));
     assert!(is_decode_of_not_thirteen(&got[1]), "{:?}", got[1]);
     assert_eq!(got[2], Ok(8));
@@ -172,11 +178,7 @@ fn m10_an_argument_the_worker_does_not_decode_fails_only_its_item_in_a_chunk() {
 /// only its item; the worker and the items around it go on.
 #[test]
 fn an_argument_whose_deserialize_panics_in_the_worker_fails_only_its_item() {
-    let pool = small_frames();
-    let got: Vec<Result<u32, Error>> = guarded("the map", move || {
-        pool.map_with(unwrap, (98..101).map(NotThirteen), chunks_of(3))
-            .collect()
-    });
+    let got = unwrapped_in_one_chunk(98..101);
     assert_eq!(got[0], Ok(98));
     assert!(
         matches!(&got[1], Err(Error::Decode { type_name, message }) if type_name.ends_with("NotThirteen") && message.contains("99 panics")),
