@@ -463,10 +463,11 @@ fn parse<T: serde::de::DeserializeOwned>(
     let mut values = Vec::with_capacity(capacity);
     let mut taken = 0;
     let plain = |body: &[u8]| codec::decode::<T>(body).map_err(|e| failed(codec_message(e)));
-    // The first item that is not a decoded value, as its result; `Ok(None)`
-    // when every item was one, `Err` on a panic of the item `taken - 1`.
-    // The state the closure changes stays consistent if it unwinds: a
-    // value is pushed only once decoded.
+    // The first item that is not a decoded value, as its result:
+    // `Some(None)` when every item was one, `None` if the form is
+    // malformed, and a caught panic for a panic of item `taken - 1`. What
+    // the closure changes stays consistent if it unwinds: the cursor has
+    // moved past that item, and a value is pushed only once decoded.
     let first_other = catch_unwind(AssertUnwindSafe(|| -> Option<Option<_>> {
         while taken < count {
             let (tag, body) = cursor.next()?;
