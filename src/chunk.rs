@@ -85,9 +85,10 @@ impl ItemError {
 /// of the whole chunk, which is then sent item by item (D1).
 #[derive(Debug)]
 pub(crate) enum ChunkArgs<A> {
-    /// As the caller gave them (the parent, or a thread pool).
+    /// Every item present: as the caller gave them (the parent, a thread
+    /// pool), or as a worker decoded them when every one decoded.
     Items(Vec<A>),
-    /// As a worker decoded them.
+    /// As a worker decoded them, when one did not decode.
     Decoded(Vec<Result<A, ItemError>>),
 }
 
@@ -220,7 +221,8 @@ where
     }
 }
 
-// The wire form of a chunk's results, one serde byte string: a header
+// The wire form of a chunk's results, and of its arguments, one serde
+// byte string: a header
 // (the item count, then per item a tag byte, [`VALUE`] or [`FAILED`], and
 // a LEB128 length) followed by the items' bodies (the value, or its
 // [`ItemError`]), each encoded on its own. One serializer writes every
@@ -400,7 +402,7 @@ enum Parsed<T> {
     /// Every item a value that decoded: the usual case, kept as a plain
     /// `Vec` (a `Result` per item would be several times its size).
     Values(Vec<T>),
-    /// Each item's value or error, once one item was not a value.
+    /// Each item's value or error, once one item was not a decoded value.
     Items(Vec<Result<T, ItemError>>),
 }
 
@@ -441,9 +443,10 @@ fn decode_body<T: serde::de::DeserializeOwned>(
 /// item, with `failed(message)`.
 ///
 /// Values are decoded one after another under a single `catch_unwind`
-/// while every item is a value that decodes (nearly always); from the
-/// first item that is not, each item is decoded under its own. A panic
-/// thus costs nothing until it happens, and the items before it are kept.
+/// while every item is a value that decodes (nearly always); after the
+/// first item that is not, each item is decoded under its own. So no
+/// item pays for a `catch_unwind` of its own unless one has failed, and
+/// the items before a failure are kept.
 fn parse<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     failed: fn(String) -> ItemError,
@@ -458,16 +461,19 @@ fn parse<T: serde::de::DeserializeOwned>(
         header: entries,
         bodies,
     };
-    // The count comes from the peer: trust it only as far as the bytes go.
-    let capacity = count.min(bytes.len());
+    // The count comes from the peer: reserve no more than the bytes could
+    // hold, in bytes, not items (a header of empty bodies would otherwise
+    // reserve `count` large values before any is checked).
+    let capacity = count.min(bytes.len() / std::mem::size_of::<T>().max(1));
     let mut values = Vec::with_capacity(capacity);
     let mut taken = 0;
     let plain = |body: &[u8]| codec::decode::<T>(body).map_err(|e| failed(codec_message(e)));
-    // The first item that is not a decoded value, as its result:
-    // `Some(None)` when every item was one, `None` if the form is
-    // malformed, and a caught panic for a panic of item `taken - 1`. What
-    // the closure changes stays consistent if it unwinds: the cursor has
-    // moved past that item, and a value is pushed only once decoded.
+    // The single pass. Its outcome: `Ok(Some(None))` when every item was
+    // a decoded value; `Ok(Some(Some(result)))` with the result of the
+    // first item that was not; `Ok(None)` if the form is malformed;
+    // `Err(payload)` if item `taken - 1`'s `Deserialize` panicked. Only
+    // that call can unwind, after the cursor has moved past its item and
+    // before anything is pushed, so the state stays consistent.
     let first_other = catch_unwind(AssertUnwindSafe(|| -> Option<Option<_>> {
         while taken < count {
             let (tag, body) = cursor.next()?;
