@@ -217,7 +217,7 @@ where
     }
 }
 
-/// How a chunk's arguments and results cross between processes.
+// How a chunk's arguments and results cross between processes.
 mod wire;
 
 #[cfg(test)]
