@@ -32,7 +32,11 @@
 //! on a few small tasks, that the breakdown adds up.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+#[path = "support/busy.rs"]
+mod busy;
+use busy::busy_every_cpu;
 
 use concurrent_futures::{Executor, ExecutorExt, ProcessPoolExecutor, ThreadPoolExecutor};
 
@@ -193,23 +197,6 @@ fn sequential(size: Size) -> (f64, f64) {
         tasks += (e - s) as f64;
     }
     (clock.elapsed().as_nanos() as f64, tasks / size.tasks as f64)
-}
-
-/// 2 ms of work on a fresh thread per CPU: after the sequential run's burn
-/// on one CPU, the kernel starts the next woken worker late (see the
-/// `peers` bench), for any pool.
-fn busy_every_cpu() {
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..cpus {
-            s.spawn(|| {
-                let end = Instant::now() + Duration::from_millis(2);
-                while Instant::now() < end {
-                    black_box(fib(black_box(15)));
-                }
-            });
-        }
-    });
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -26,6 +26,8 @@ use std::time::Instant;
 
 use concurrent_futures::{Executor, ExecutorExt, MapOptions, ThreadPoolExecutor};
 
+#[path = "support/busy.rs"]
+mod busy;
 #[path = "support/peers/libs.rs"]
 mod libs;
 #[path = "support/pipe_floor.rs"]

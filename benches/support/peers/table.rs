@@ -9,10 +9,7 @@
 //! other processes took while it ran, since on a small host that, more
 //! than the libraries, can decide a parallel result.
 
-use std::hint::black_box;
 use std::time::{Duration, Instant};
-
-use crate::fib;
 
 // ---------------------------------------------------------------------------
 // Results
@@ -283,22 +280,7 @@ pub(crate) fn proc_status_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Keeps every CPU busy for 2 ms on fresh threads (which the kernel
-/// spreads over idle CPUs), so that the next sample starts as it would
-/// after a parallel one, not after one CPU's long burn.
-pub(crate) fn busy_every_cpu() {
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..cpus {
-            s.spawn(|| {
-                let end = Instant::now() + Duration::from_millis(2);
-                while Instant::now() < end {
-                    black_box(fib(black_box(15)));
-                }
-            });
-        }
-    });
-}
+pub(crate) use crate::busy::busy_every_cpu;
 
 /// The row of the fib, fork-join and process-fib workloads that runs the
 /// same work on the calling thread: the baseline, not a library.
