@@ -161,7 +161,9 @@ where
 /// Pulls chunks of up to `size` items from `inputs` and submits each as one
 /// task. A chunk whose argument does not encode is sent again item by item,
 /// one item per pull, so that a map's window still bounds the tasks in
-/// flight. Stops after the executor refuses a chunk (M15).
+/// flight. Stops after the executor refuses a chunk (M15). An input that
+/// panics part-way through a chunk loses none of the items it gave before
+/// (MP15): they begin the next chunk.
 pub(crate) struct ChunkFeed<'a, E: ?Sized, I: Iterator, C> {
     feed: Feed<'a, E>,
     inputs: I,
@@ -169,6 +171,9 @@ pub(crate) struct ChunkFeed<'a, E: ?Sized, I: Iterator, C> {
     run_chunk: C,
     /// Items of a chunk that did not encode as a whole, still to be sent.
     split: VecDeque<I::Item>,
+    /// Items pulled for a chunk when the input panicked: the next chunk's
+    /// first items.
+    carried: Vec<I::Item>,
 }
 
 impl<'a, E, I, C, A, R> ChunkFeed<'a, E, I, C>
@@ -186,7 +191,31 @@ where
             size: size.max(1),
             run_chunk,
             split: VecDeque::new(),
+            carried: Vec::new(),
         }
+    }
+
+    /// Up to `size` items from the input. If the input panics part-way,
+    /// the items it gave are kept for the next chunk before the panic goes
+    /// on to the caller, as an unchunked map loses no item the input gave.
+    fn pull_chunk(&mut self) -> Vec<A> {
+        let mut items = std::mem::take(&mut self.carried);
+        let (size, inputs) = (self.size, &mut self.inputs);
+        // The hint bounds the reservation: `size` may be huge.
+        items.reserve(size.min(inputs.size_hint().0).saturating_sub(items.len()));
+        let pulled = catch_unwind(AssertUnwindSafe(|| {
+            while items.len() < size {
+                match inputs.next() {
+                    Some(item) => items.push(item),
+                    None => break,
+                }
+            }
+        }));
+        if let Err(payload) = pulled {
+            self.carried = items;
+            std::panic::resume_unwind(payload);
+        }
+        items
     }
 
     /// Whether the executor refused a chunk (no more are sent).
@@ -203,7 +232,7 @@ where
             }
             let items: Vec<A> = match self.split.pop_front() {
                 Some(item) => vec![item],
-                None => self.inputs.by_ref().take(self.size).collect(),
+                None => self.pull_chunk(),
             };
             let n = items.len();
             if n == 0 {

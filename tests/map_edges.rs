@@ -4,7 +4,7 @@
 //! a process pool that kills on `cancel()`), a deadline that holds inside a
 //! pool task (M3), a task's own `Timeout` error kept as its item's error
 //! (decision 2), `next_timeout` losing nothing (MP12), a finished result
-//! kept when the input iterator panics, and `Pool::join_timeout` over a
+//! kept when the input iterator panics (MP15), and `Pool::join_timeout` over a
 //! `ShutdownGuard`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -14,7 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
-    Error, Executor, ExecutorExt, MapOptions, Pool, ShutdownGuard, Task, ThreadPoolExecutor,
+    Error, Executor, ExecutorExt, MapOptions, Pool, ShutdownGuard, Task, ThreadPool,
+    ThreadPoolExecutor,
 };
 
 // ---------------------------------------------------------------------------
@@ -264,67 +265,116 @@ fn guard_pool_join_timeout_over_a_guarded_executor() {
 }
 
 // ---------------------------------------------------------------------------
-// A panicking input iterator must not lose a finished result
+// A panicking input iterator (MP15): the panic reaches the caller, and no
+// finished result is lost
 // ---------------------------------------------------------------------------
 
+/// The message of a caught panic.
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(not a string)".into(), |s| s.to_string()),
+    }
+}
+
+/// MP15: CPython's `imap` yields the results before a failing input, then
+/// raises at its position. Here the panic reaches the caller at the
+/// `next()` that pulls the bad input (a call pulls the next input before
+/// it yields, to keep the window full), and the map goes on: the result
+/// that call had finished comes out at the next one, in order, and the
+/// inputs after the bad one are pulled as usual.
 #[test]
-fn a_panicking_input_does_not_lose_a_finished_result() {
+fn mp15_a_panicking_input_reaches_the_caller_and_map_loses_no_result() {
     let pool = ThreadPoolExecutor::new(2).unwrap();
-    // The input panics when asked for item 2 (after window=2 were pulled).
-    let inputs = (0..5u64).inspect(|&x| {
-        assert!(x != 2, "input 2 is bad");
-    });
+    let inputs = (0..5u64).inspect(|&x| assert!(x != 2, "input 2 is bad"));
     let mut m = pool.map_with(ident, inputs, MapOptions::new().window(2));
-    let first = catch_unwind(AssertUnwindSafe(|| m.next()));
-    eprintln!("first next(): {:?}", first.as_ref().map_err(|_| "panicked"));
-    let mut got = Vec::new();
-    if let Ok(Some(r)) = first {
-        got.push(r);
-    }
-    // keep iterating (the input is fused past the panic by Map? see what comes)
-    loop {
-        match catch_unwind(AssertUnwindSafe(|| m.next())) {
-            Ok(Some(r)) => got.push(r),
-            Ok(None) => break,
-            Err(_) => continue,
-        }
-        if got.len() > 10 {
-            break;
-        }
-    }
-    eprintln!("yielded after the panic: {got:?}");
-    assert!(
-        got.contains(&Ok(0)),
-        "item 0 finished but was never yielded: {got:?}"
+    let panic =
+        catch_unwind(AssertUnwindSafe(|| m.next())).expect_err("the first next() pulls input 2");
+    assert_eq!(panic_text(panic), "input 2 is bad");
+    assert_eq!(m.collect::<Vec<_>>(), vec![Ok(0), Ok(1), Ok(3), Ok(4)]);
+    pool.shutdown(true, false);
+}
+
+/// The same for `map_unordered`: every finished result still comes out,
+/// each with its index among the items the input yielded (the bad one
+/// never was, so the input after it takes its index).
+#[test]
+fn mp15_a_panicking_input_reaches_the_caller_and_map_unordered_loses_no_result() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    // The window is 4 (2 × workers): the first yield pulls input 4.
+    let inputs = (0..7u64).inspect(|&x| assert!(x != 4, "input 4 is bad"));
+    let mut m = pool.map_unordered(ident, inputs);
+    let panic =
+        catch_unwind(AssertUnwindSafe(|| m.next())).expect_err("the first next() pulls input 4");
+    assert_eq!(panic_text(panic), "input 4 is bad");
+    let mut rest: Vec<_> = m.collect();
+    rest.sort_by_key(|(i, _)| *i);
+    assert_eq!(
+        rest,
+        vec![
+            (0, Ok(0)),
+            (1, Ok(1)),
+            (2, Ok(2)),
+            (3, Ok(3)),
+            (4, Ok(5)),
+            (5, Ok(6))
+        ]
     );
     pool.shutdown(true, false);
 }
 
-/// The same for `map_unordered`: the result whose yield made the map pull
-/// the panicking input comes out at the next call.
-#[test]
-fn a_panicking_input_does_not_lose_a_finished_result_unordered() {
-    let pool = ThreadPoolExecutor::new(2).unwrap();
-    // The window is 4 (2 × workers): the first yield pulls input 4.
-    let inputs = (0..7u64).inspect(|&x| {
-        assert!(x != 4, "input 4 is bad");
-    });
-    let mut m = pool.map_unordered(ident, inputs);
-    let mut got = Vec::new();
-    for _ in 0..10 {
-        match catch_unwind(AssertUnwindSafe(|| m.next())) {
-            Ok(Some((i, r))) => got.push((i, r)),
+/// Iterates `next` to the end, catching panics; returns the values and the
+/// panics' messages (at most two: an input that keeps panicking ends it).
+fn drain_catching<T, E: std::fmt::Debug>(
+    mut next: impl FnMut() -> Option<Result<T, E>>,
+) -> (Vec<T>, Vec<String>) {
+    let (mut values, mut panics) = (Vec::new(), Vec::new());
+    while panics.len() < 2 {
+        match catch_unwind(AssertUnwindSafe(&mut next)) {
+            Ok(Some(r)) => values.push(r.expect("every item succeeds")),
             Ok(None) => break,
-            Err(_) => continue,
+            Err(payload) => panics.push(panic_text(payload)),
         }
     }
-    got.sort_by_key(|(i, _)| *i);
-    let indices: Vec<usize> = got.iter().map(|(i, _)| *i).collect();
-    assert!(
-        indices.starts_with(&[0, 1, 2, 3]),
-        "a finished result was lost: {got:?}"
-    );
+    (values, panics)
+}
+
+/// With `chunksize`, CPython's `imap` loses the whole chunk of a failing
+/// input (MP15: the error at item 7 with chunksize 2 gives 6 results, so
+/// item 6 is never run). Here the items the input gave before it panicked
+/// begin the next chunk: only the bad input, which the input never gave,
+/// is missing.
+#[test]
+fn mp15_a_panicking_input_loses_no_item_of_its_chunk() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    for chunksize in [2, 4, 5] {
+        let inputs = (0..40u64).inspect(|&x| assert!(x != 21, "input 21 is bad"));
+        let mut m = pool.map_with(ident, inputs, MapOptions::new().chunksize(chunksize));
+        let (got, panics) = drain_catching(|| m.next());
+        assert_eq!(panics, ["input 21 is bad"], "chunksize {chunksize}");
+        let expected: Vec<u64> = (0..40).filter(|&x| x != 21).collect();
+        assert_eq!(got, expected, "chunksize {chunksize}");
+    }
     pool.shutdown(true, false);
+}
+
+/// The same through `imap_unordered` with chunks, on the thread-backed
+/// `Pool`.
+#[test]
+fn mp15_a_panicking_input_loses_no_item_of_its_chunk_in_pool_imap_unordered() {
+    let pool = ThreadPool::new(2).unwrap();
+    let inputs = (0..40u64).inspect(|&x| assert!(x != 21, "input 21 is bad"));
+    let mut m = pool
+        .imap_unordered_with(ident, inputs, MapOptions::new().chunksize(4))
+        .unwrap();
+    let (mut got, panics) = drain_catching(|| m.next());
+    assert_eq!(panics, ["input 21 is bad"]);
+    got.sort_unstable();
+    let expected: Vec<u64> = (0..40).filter(|&x| x != 21).collect();
+    assert_eq!(got, expected);
+    pool.terminate();
 }
 
 // ---------------------------------------------------------------------------

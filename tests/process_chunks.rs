@@ -308,3 +308,35 @@ fn pool_map_fails_with_the_item_that_does_not_fit_naming_its_type() {
         "{got:?}"
     );
 }
+
+fn same(x: u64) -> u64 {
+    x
+}
+
+/// MP15 on a process pool: an input that panics part-way through a chunk
+/// loses none of the items it gave before (they begin the next chunk, and
+/// reach a worker), where CPython's `imap` loses the whole chunk.
+#[test]
+fn mp15_a_panicking_input_loses_no_item_of_its_chunk_on_a_process_pool() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(2)
+        .test_harness()
+        .build()
+        .expect("a test-harness pool builds");
+    let (got, panics) = guarded("the map", move || {
+        let inputs = (0..40u64).inspect(|&x| assert!(x != 21, "input 21 is bad"));
+        let mut m = pool.map_with(same, inputs, chunks_of(4));
+        let (mut got, mut panics) = (Vec::new(), 0);
+        while panics < 2 {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.next())) {
+                Ok(Some(r)) => got.push(r),
+                Ok(None) => break,
+                Err(_) => panics += 1,
+            }
+        }
+        (got, panics)
+    });
+    assert_eq!(panics, 1, "the bad input's panic reaches the caller once");
+    let expected: Vec<Result<u64, Error>> = (0..40).filter(|&x| x != 21).map(Ok).collect();
+    assert_eq!(got, expected);
+}

@@ -305,6 +305,12 @@ pub trait ExecutorExt: Executor {
     /// [`map_with`](Self::map_with) for the window, a
     /// deadline and chunking. Dropping the iterator cancels the tasks not
     /// yet yielded (M7).
+    ///
+    /// The input is read on the calling thread, in this call for the first
+    /// window and then as results are taken. An input iterator that panics
+    /// passes its panic to that call, and loses nothing it gave: a finished
+    /// result comes out at the next call, and the items of a chunk it was
+    /// filling begin the next chunk (MP15, where CPython drops the chunk).
     fn map<'a, F, A, R, I>(&'a self, func: F, inputs: I) -> Map<'a, R>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,
