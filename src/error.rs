@@ -111,7 +111,9 @@ pub enum Error {
         signal: Option<i32>,
     },
 
-    /// An argument or result could not be encoded to cross the process boundary.
+    /// An argument or result could not be encoded to cross the process
+    /// boundary: its `Serialize` returned an error or panicked, or it does
+    /// not fit in a frame.
     #[error("could not serialize {type_name}: {message}")]
     Encode {
         /// The Rust type that failed to encode.

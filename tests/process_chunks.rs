@@ -69,14 +69,17 @@ fn a_chunk_larger_than_a_frame_whose_items_each_fit_is_sent_item_by_item() {
     assert_eq!(got, vec![Ok(3000), Ok(3000), Ok(3000), Ok(5)]);
 }
 
-/// Serializes like a `u32`, except 13, which it refuses.
+/// Serializes like a `u32`, except 13, which it refuses, and 66, on which
+/// it panics.
 #[derive(Debug, PartialEq)]
 struct NotThirteen(u32);
 
 impl Serialize for NotThirteen {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.0 == 13 {
-            return Err(serde::ser::Error::custom("13 refuses"));
+        match self.0 {
+            13 => return Err(serde::ser::Error::custom("13 refuses")),
+            66 => panic!("66 panics"),
+            _ => {}
         }
         s.serialize_u32(self.0)
     }
@@ -116,6 +119,50 @@ fn d1_m10_an_argument_that_does_not_serialize_fails_only_its_item_and_names_its_
         got[2]
     );
     assert_eq!(&got[3..], &[Ok(14), Ok(15)]);
+}
+
+/// Whether `r` is the `Encode` error of `NotThirteen(66)`, whose
+/// `Serialize` panicked.
+fn is_serialize_panic_of_66(r: &Result<u32, Error>) -> bool {
+    matches!(r, Err(Error::Encode { type_name, message })
+        if type_name.ends_with("NotThirteen") && message.contains("66 panics"))
+}
+
+/// D1: an argument whose `Serialize` panics (in the submitting thread)
+/// fails only its own future, as one whose `Serialize` returns an error
+/// does; the panic does not reach the caller of `submit`.
+#[test]
+fn d1_an_argument_whose_serialize_panics_fails_only_its_future() {
+    let pool = small_frames();
+    let (bad, good) = guarded("the tasks", move || {
+        let bad = pool.submit(unwrap, NotThirteen(66)).into_result();
+        (bad, pool.submit(unwrap, NotThirteen(67)).into_result())
+    });
+    assert!(is_serialize_panic_of_66(&bad), "{bad:?}");
+    assert_eq!(good, Ok(67), "the pool goes on");
+}
+
+/// D1, M10: the same in a map, unchunked and chunked: only the item at
+/// fault fails, at its own position, and its chunk's other items run (the
+/// chunk is sent item by item).
+#[test]
+fn d1_m10_an_argument_whose_serialize_panics_fails_only_its_item_in_a_map() {
+    let pool = small_frames();
+    let got = guarded("the maps", move || {
+        [1, 5].map(|chunksize| {
+            pool.map_with(unwrap, (64..69).map(NotThirteen), chunks_of(chunksize))
+                .collect::<Vec<Result<u32, Error>>>()
+        })
+    });
+    for (chunksize, got) in [1, 5].iter().zip(got) {
+        assert_eq!(&got[..2], &[Ok(64), Ok(65)], "chunksize {chunksize}");
+        assert!(
+            is_serialize_panic_of_66(&got[2]),
+            "chunksize {chunksize}: {:?}",
+            got[2]
+        );
+        assert_eq!(&got[3..], &[Ok(67), Ok(68)], "chunksize {chunksize}");
+    }
 }
 
 #[test]

@@ -311,8 +311,9 @@ impl ProcessPoolExecutor {
             return Err((task, e));
         }
         // Encoded here, on the submitting thread: an argument that will not
-        // encode fails only its own future (D1, P10).
-        let arg = match job.encode_arg() {
+        // encode, or whose `Serialize` panics, fails only its own future
+        // (D1, P10).
+        let arg = match super::state::encode_arg_caught(&*job, "") {
             Ok(a) => a,
             Err(e) => return Err((task, e)),
         };

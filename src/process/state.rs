@@ -216,19 +216,21 @@ pub(crate) fn passed(since: Instant, limit: Duration, now: Instant) -> bool {
     since.checked_add(limit).is_some_and(|end| now >= end)
 }
 
-/// Encodes the argument of a task sent again after its worker died (its
-/// bytes went with the first send). This runs the user's `Serialize` a
-/// second time, under the pool's lock on a reader or submitting thread: a
-/// panic there fails only this task, instead of unwinding through the
-/// pool's bookkeeping and stranding the thread's worker.
-fn encode_again(job: &dyn PortableJob) -> Result<Vec<u8>, Error> {
+/// Encodes a task's argument, running the user's `Serialize`: a panic
+/// there fails only this task, with [`Error::Encode`] (D1), as an error it
+/// returns does. It runs at submit, on the submitting thread (a chunk that
+/// fails so is then sent item by item, and only the item at fault fails),
+/// and again for a task sent again after its worker died (its bytes went
+/// with the first send), under the pool's lock on a reader or submitting
+/// thread, where a panic would unwind through the pool's bookkeeping and
+/// strand the thread's worker. `when` says which, for the message.
+pub(crate) fn encode_arg_caught(job: &dyn PortableJob, when: &str) -> Result<Vec<u8>, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.encode_arg())).unwrap_or_else(
         |panic| {
             Err(Error::Encode {
                 type_name: job.arg_type_name(),
                 message: format!(
-                    "serializing the argument again, to send the task to a new worker, \
-                     panicked: {}",
+                    "serializing the argument{when} panicked: {}",
                     crate::error::take_panic_message(panic)
                 ),
             })
@@ -385,13 +387,15 @@ impl State {
             }
             let arg = match p.arg.take() {
                 Some(a) => a,
-                None => match encode_again(&*p.job) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        failures.push((p.job, e));
-                        continue;
+                None => {
+                    match encode_arg_caught(&*p.job, " again, to send the task to a new worker,") {
+                        Ok(a) => a,
+                        Err(e) => {
+                            failures.push((p.job, e));
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let arg = match super::pool::check_frame_size(
                 &arg,
