@@ -445,6 +445,53 @@ fn mp9_map_async_error_callback_gets_the_first_error_once() {
     }
 }
 
+/// A result whose `Drop` panics, wherever it is dropped.
+#[derive(Debug, Serialize, Deserialize)]
+struct Bomb(u64);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("bomb {} went off", self.0);
+    }
+}
+
+fn bomb_unless_3(x: u64) -> Bomb {
+    assert!(x != 3, "no bomb for 3");
+    Bomb(x)
+}
+
+/// MP9: when a job fails, the results of its other items are dropped (no
+/// one will use them, MP27). One whose `Drop` panics, dropped after the
+/// error (in the same chunk) or before it (an earlier chunk), is logged:
+/// the job still ends with its task's error, and `error_callback` runs
+/// once.
+#[test]
+fn mp9_a_result_whose_drop_panics_does_not_change_a_failed_jobs_error() {
+    let pool = threads(1).into_pool();
+    for (inputs, chunksize) in [([3u64, 4], 2), ([4, 3], 1)] {
+        assert_eq!(
+            panic_message(
+                &pool
+                    .map_chunked(bomb_unless_3, inputs, Some(chunksize))
+                    .unwrap_err()
+            ),
+            "no bomb for 3",
+            "map, inputs {inputs:?}"
+        );
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let e2 = errors.clone();
+        let cbs = Callbacks::new().error_callback(move |e| e2.lock().unwrap().push(e.clone()));
+        let r = pool
+            .map_async_with(bomb_unless_3, inputs, Some(chunksize), cbs)
+            .unwrap();
+        ready(&r);
+        let errors = errors.lock().unwrap();
+        assert_eq!(errors.len(), 1, "inputs {inputs:?}: {errors:?}");
+        assert_eq!(panic_message(&errors[0]), "no bomb for 3");
+        assert_eq!(r.successful(), Ok(false));
+    }
+}
+
 #[test]
 fn mp10_starmap_unpacks_each_tuple() {
     for pool in [threads(2).into_pool(), procs(2)] {

@@ -6,6 +6,7 @@ use crate::sync::{Arc, Mutex};
 use super::async_result::{self, Callbacks};
 use super::handler::Entry;
 use crate::chunk::{ChunkArgs, ChunkResult, run_items};
+use crate::error::drop_caught;
 use crate::sync::lock;
 use crate::{Error, Future, Portable, Promise};
 
@@ -79,12 +80,16 @@ impl<R: Send + Sync + 'static> Entry for ChunkEntry<R> {
             None => self.fut.into_result(),
         };
         let mut agg = lock(&self.agg);
+        // The user's values dropped here (the job has failed, so nothing
+        // will use them: MP27) are dropped one by one under
+        // `drop_caught`: a `Drop` that panics must not stop this delivery,
+        // or the job would never settle and its callbacks never run.
         match outcome {
             Ok(items) => {
                 for (i, item) in items.into_results(self.arg_type).enumerate() {
                     match item {
                         Ok(v) if agg.first_error.is_none() => agg.slots[self.start + i] = Some(v),
-                        Ok(_) => {}
+                        Ok(v) => drop_caught(v, "a result of a failed map_async"),
                         Err(e) => {
                             agg.first_error.get_or_insert(e);
                         }
@@ -96,7 +101,9 @@ impl<R: Send + Sync + 'static> Entry for ChunkEntry<R> {
             }
         }
         if agg.first_error.is_some() {
-            agg.slots = Vec::new(); // nothing will use the values (MP27)
+            for v in std::mem::take(&mut agg.slots).into_iter().flatten() {
+                drop_caught(v, "a result of a failed map_async");
+            }
         }
         agg.left = agg.left.saturating_sub(self.items);
         if agg.left > 0 {
