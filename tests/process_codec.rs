@@ -154,6 +154,33 @@ impl<'de> Deserialize<'de> for UndecodableArg {
     }
 }
 
+fn take_panicking_arg(_: PanicsWhenDecoded) -> u32 {
+    1
+}
+
+/// D12 for arguments (D2, D3): a panic while the worker decodes an
+/// argument fails only that future, with Decode naming the argument's type
+/// and carrying the panic's message, as a chunk's item and a result decoded
+/// in the parent do; the worker lives on.
+#[test]
+fn d12_an_argument_whose_decode_panics_in_the_worker_fails_only_its_future() {
+    let pool = pool(1);
+    let pid = wait(pool.submit(getpid, ())).unwrap();
+    match wait(pool.submit(take_panicking_arg, PanicsWhenDecoded)) {
+        Err(Error::Decode { type_name, message }) => {
+            assert!(type_name.contains("PanicsWhenDecoded"), "{type_name}");
+            assert!(message.contains("decoding PanicsWhenDecoded"), "{message}");
+        }
+        other => panic!("expected Decode, got {other:?}"),
+    }
+    assert_eq!(
+        wait(pool.submit(getpid, ())),
+        Ok(pid),
+        "the worker lives on"
+    );
+    pool.shutdown(true, false);
+}
+
 fn take_undecodable(_: UndecodableArg) -> u32 {
     1
 }

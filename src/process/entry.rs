@@ -163,9 +163,10 @@ const fn assert_zero_sized<F>() {
 /// The per-signature entry point a worker calls: decodes `A` from `arg`,
 /// runs `F`, encodes `R`, all under `catch_unwind`.
 ///
-/// A decode failure is [`RemoteError::Decode`], an encode failure
-/// [`RemoteError::Encode`], a panic anywhere (including inside a `Serialize`
-/// or `Deserialize` impl) [`RemoteError::Panicked`].
+/// A decode failure, a panic of `A`'s `Deserialize` included, is
+/// [`RemoteError::Decode`] (as for a chunk's arguments and for results in
+/// the parent), an encode failure [`RemoteError::Encode`], a panic anywhere
+/// else (the task, `R`'s `Serialize`) [`RemoteError::Panicked`].
 pub(crate) fn trampoline<F, A, R>(arg: &[u8]) -> Result<Vec<u8>, RemoteError>
 where
     F: Fn(A) -> R + Copy + Send + 'static,
@@ -175,7 +176,9 @@ where
     const { assert_zero_sized::<F>() };
     forget_last_backtrace();
     let run = || -> Result<Vec<u8>, RemoteError> {
-        let a: A = codec::decode(arg)?;
+        // A `Deserialize` that panics is this argument's decode error, as
+        // in a chunk and for results (D12), not the task's panic.
+        let a: A = codec::decode_caught(arg)?;
         // SAFETY: `F` is zero-sized (asserted at compile time above), so a
         // value of it has no bytes and `zeroed` writes none: it is a valid
         // `F`. `F: Fn` on stable Rust means `F` is a fn item or a closure;
