@@ -190,6 +190,27 @@ impl Error {
     }
 }
 
+/// Logs through the `log` facade, target `concurrent_futures`, where a
+/// panic must not get out: `report!(error, "...", args)`. The logger is
+/// the user's, and one that panics would otherwise take down the pool
+/// thread that was reporting (decision 7: a worker that runs no more
+/// tasks, a process reader whose futures never end). Its panic is dropped
+/// unreported: the only channel to report it on is the one that panicked.
+macro_rules! report {
+    ($level:ident, $($arg:tt)+) => {
+        $crate::error::logged_caught(|| ::log::$level!(target: "concurrent_futures", $($arg)+))
+    };
+}
+pub(crate) use report;
+
+/// Runs `log`, a call of the user's logger (see [`report!`]), dropping a
+/// panic it raises.
+pub(crate) fn logged_caught(log: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(log)) {
+        drop_panic_payload(payload);
+    }
+}
+
 /// Drops `value`, a user's value whose `Drop` may panic, where a panic
 /// must not get out (a pool thread, a `cancel()` caller, a shutdown half
 /// way through its sweep): the panic is logged as "dropping `what`
@@ -198,7 +219,7 @@ pub(crate) fn drop_caught<T>(value: T, what: &str) {
     let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(value)));
     if let Err(payload) = dropped {
         let message = take_panic_message(payload);
-        log::error!(target: "concurrent_futures", "dropping {what} panicked: {message}");
+        crate::error::report!(error, "dropping {what} panicked: {message}");
     }
 }
 

@@ -540,7 +540,7 @@ impl<T> Core<T> {
 pub(crate) fn wake_caught(waker: Waker) {
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake())) {
         let message = crate::error::take_panic_message(payload);
-        log::error!(target: "concurrent_futures", "a Waker panicked when its future ended: {message}");
+        crate::error::report!(error, "a Waker panicked when its future ended: {message}");
     }
 }
 
@@ -565,10 +565,7 @@ pub(crate) fn run_callbacks<T>(fut: &super::Future<T>, callbacks: Vec<Callback<T
             // Outside `log!`, which skips its arguments when logging is off:
             // the payload must be dropped with care either way.
             let message = crate::error::take_panic_message(payload);
-            log::error!(
-                target: "concurrent_futures",
-                "exception calling callback for {fut:?}: {message}"
-            );
+            crate::error::report!(error, "exception calling callback for {fut:?}: {message}");
         }
     }
 }

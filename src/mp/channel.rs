@@ -481,12 +481,12 @@ impl<T: Serialize> Queue<T> {
                     // cannot break while it runs.
                     for payload in items {
                         if let Err(e) = inner.send_encoded(&payload) {
-                            log::error!(target: "concurrent_futures", "queue feeder: {e}");
+                            crate::error::report!(error, "queue feeder: {e}");
                         }
                     }
                 });
             if let Err(e) = spawned {
-                log::error!(target: "concurrent_futures", "could not start a queue feeder: {e}");
+                crate::error::report!(error, "could not start a queue feeder: {e}");
             }
             feed
         });

@@ -157,7 +157,7 @@ pub(crate) fn settle<T: Send + Sync + 'static>(
                 Ok(()) => Ok(value),
                 Err(payload) => {
                     let message = crate::error::take_panic_message(payload);
-                    log::error!(target: "concurrent_futures", "a pool callback panicked: {message}");
+                    crate::error::report!(error, "a pool callback panicked: {message}");
                     Err(Error::Panicked {
                         message: format!("callback panicked: {message}"),
                         backtrace: None,
@@ -170,8 +170,8 @@ pub(crate) fn settle<T: Send + Sync + 'static>(
             if let Some(cb) = callbacks.on_error {
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(|| cb(&error))) {
                     let message = crate::error::take_panic_message(payload);
-                    log::error!(
-                        target: "concurrent_futures",
+                    crate::error::report!(
+                        error,
                         "a pool error_callback panicked: {message} (the job keeps its error: {error})"
                     );
                 }

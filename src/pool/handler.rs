@@ -147,7 +147,7 @@ fn run_entry(entry: Box<dyn Entry>, forced: Option<Error>) {
     if let Err(payload) = catch_unwind(AssertUnwindSafe(|| entry.deliver(forced))) {
         // Outside `log!`, which skips its arguments when logging is off.
         let message = crate::error::take_panic_message(payload);
-        log::error!(target: "concurrent_futures", "delivering a pool result panicked: {message}");
+        crate::error::report!(error, "delivering a pool result panicked: {message}");
     }
 }
 

@@ -126,7 +126,10 @@ pub(crate) fn start_failed(shared: &Shared, id: u64, child: &Mutex<WorkerChild>,
             st.fail_queue(&refusal, &mut failures);
         }
     }
-    log::error!(target: "concurrent_futures", "a process-pool worker failed to start: {error} ({status})");
+    crate::error::report!(
+        error,
+        "a process-pool worker failed to start: {error} ({status})"
+    );
     st.dispatch(&shared.config.limits, &mut failures);
     drop(st);
     shared.finish_worker(failures);
@@ -222,8 +225,8 @@ fn serve(
                 let link = st.links.iter_mut().find(|l| l.id == id).expect("own link");
                 if over_memory && !link.retiring {
                     link.retiring = true;
-                    log::info!(
-                        target: "concurrent_futures",
+                    crate::error::report!(
+                        info,
                         "process-pool worker {pid} passed max_memory_per_child; replacing it"
                     );
                 }
@@ -279,8 +282,8 @@ fn serve(
                             // logging is off: the payload must be dropped
                             // with care either way.
                             let message = crate::error::take_panic_message(payload);
-                            log::error!(
-                                target: "concurrent_futures",
+                            crate::error::report!(
+                                error,
                                 "completing a process-pool task panicked: {message}"
                             );
                         }
@@ -422,7 +425,10 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
         for p in link.in_flight.drain(..).rev() {
             st.queue.push_front(p);
         }
-        log::warn!(target: "concurrent_futures", "process-pool worker {pid} died ({status}); replacing it");
+        crate::error::report!(
+            warn,
+            "process-pool worker {pid} died ({status}); replacing it"
+        );
     }
     st.dispatch(&shared.config.limits, &mut failures);
     drop(st);

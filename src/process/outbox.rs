@@ -243,7 +243,7 @@ impl Outbox {
         let mut frame = std::mem::take(&mut g.scratch);
         frame.clear();
         if let Err(e) = write_message(&mut frame, &msg, sh.max_frame_bytes) {
-            log::debug!(target: "concurrent_futures", "a message for a worker would not encode: {e}");
+            crate::error::report!(debug, "a message for a worker would not encode: {e}");
             g.close();
             self.wake(g);
             return Ok(());
@@ -285,7 +285,7 @@ impl Outbox {
             Err(e) => {
                 // Sizes are checked at submit, so this is a closed pipe:
                 // the worker is gone, and its reader reports how it ended.
-                log::debug!(target: "concurrent_futures", "writing to a worker failed: {e}");
+                crate::error::report!(debug, "writing to a worker failed: {e}");
                 g.close();
                 self.wake(g);
                 Err(Closed)
@@ -351,7 +351,7 @@ impl Writer {
                     // Sizes are checked at submit, so this is a closed
                     // pipe: the worker is gone, and its reader reports how
                     // it ended.
-                    log::debug!(target: "concurrent_futures", "writing to a worker failed: {e}");
+                    crate::error::report!(debug, "writing to a worker failed: {e}");
                     g.close();
                     return;
                 }

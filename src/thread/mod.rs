@@ -186,7 +186,7 @@ fn spawn_worker(
             if let Some(init) = init {
                 if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init())) {
                     let msg = crate::error::take_panic_message(payload);
-                    log::error!(target: "concurrent_futures", "Exception in initializer: {msg}");
+                    crate::error::report!(error, "Exception in initializer: {msg}");
                     registry.mark_broken(format!(
                         "a thread initializer panicked ({msg}); the thread pool is not usable anymore"
                     ));
