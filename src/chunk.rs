@@ -158,6 +158,9 @@ where
     })
 }
 
+/// The most items a chunk reserves room for before they come.
+const RESERVE_AT_MOST: usize = 4096;
+
 /// Pulls chunks of up to `size` items from `inputs` and submits each as one
 /// task. A chunk whose argument does not encode is sent again item by item,
 /// one item per pull, so that a map's window still bounds the tasks in
@@ -201,8 +204,12 @@ where
     fn pull_chunk(&mut self) -> Vec<A> {
         let mut items = std::mem::take(&mut self.carried);
         let (size, inputs) = (self.size, &mut self.inputs);
-        // The hint bounds the reservation: `size` may be huge.
-        items.reserve(size.min(inputs.size_hint().0).saturating_sub(items.len()));
+        // Reserved for at most the input's hint and `RESERVE_AT_MOST`:
+        // `size` and the hint can both be huge (`chunksize(usize::MAX)`
+        // over `0..u64::MAX`), and a chunk that really is that large grows
+        // as its items come.
+        let wanted = size.min(inputs.size_hint().0).min(RESERVE_AT_MOST);
+        items.reserve(wanted.saturating_sub(items.len()));
         let pulled = catch_unwind(AssertUnwindSafe(|| {
             while items.len() < size {
                 match inputs.next() {
