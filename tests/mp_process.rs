@@ -554,22 +554,19 @@ impl serde::Serialize for PanicsOnSerialize {
 
 fn take_end_and_panicker(_: (Sender<u8>, PanicsOnSerialize)) {}
 
-/// A `Process` argument whose `Serialize` panics leaves the thread as it
-/// was: a channel end serialized outside a `Process` argument is still
-/// refused, and no duplicate of it is kept. The thread used to stay in
-/// "passing ends" mode, accepting such ends and keeping a descriptor for
-/// each.
+/// A `Process` argument whose `Serialize` panics is `start()`'s `Encode`
+/// error, and leaves the thread as it was: a channel end serialized
+/// outside a `Process` argument is still refused, and no duplicate of it
+/// is kept. The thread used to stay in "passing ends" mode, accepting such
+/// ends and keeping a descriptor for each.
 #[test]
 fn a_panicking_serialize_in_process_new_leaves_the_thread_refusing_stray_ends() {
     let (tx, _rx) = pipe::<u8>().unwrap();
     let (ends_tx, _ends_rx) = pipe::<Sender<u8>>().unwrap();
-    let tx2 = tx.clone();
-    let r = std::panic::catch_unwind(move || {
-        Process::new(take_end_and_panicker, (tx2, PanicsOnSerialize))
-    });
+    let mut p = Process::new(take_end_and_panicker, (tx.clone(), PanicsOnSerialize)).test_harness();
     assert!(
-        r.is_err(),
-        "the panic reaches the caller, as any panic of its own"
+        matches!(p.start(), Err(Error::Encode { ref message, .. }) if message.contains("PanicsOnSerialize serialized")),
+        "the panic is the argument's Encode error"
     );
     let open_fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
     let before = open_fds();
@@ -690,6 +687,54 @@ fn a_result_larger_than_a_frame_is_exit_code_1_and_an_encode_error() {
     let result = p.result();
     assert!(
         matches!(&result, Some(Err(Error::Encode { message, .. })) if message.contains("frame limit")),
+        "{result:?}"
+    );
+}
+
+/// Serializes and deserializes like a `u32`, except that 13 panics when
+/// serialized and 7 when deserialized.
+#[derive(Debug, PartialEq)]
+struct Touchy(u32);
+
+impl serde::Serialize for Touchy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        assert!(self.0 != 13, "13 panics when serialized");
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = <u32 as serde::Deserialize>::deserialize(d)?;
+        assert!(n != 7, "7 panics when deserialized");
+        Ok(Touchy(n))
+    }
+}
+
+fn touchy_plus_one(t: Touchy) -> Touchy {
+    Touchy(t.0 + 1)
+}
+
+/// An argument whose `Serialize` panics is `start()`'s `Encode` error, and
+/// a result whose `Deserialize` panics in the parent is `result()`'s
+/// `Decode` error, as on a process pool: neither panic reaches the caller.
+/// Found by review.
+#[test]
+fn serialize_and_deserialize_panics_are_encode_and_decode_errors() {
+    let mut p = Process::new(touchy_plus_one, Touchy(13)).test_harness();
+    match p.start() {
+        Err(Error::Encode { message, .. }) => assert!(message.contains("13 panics"), "{message}"),
+        other => panic!("expected Encode, got {other:?}"),
+    }
+    assert_eq!(p.pid(), None, "no child was started");
+
+    let mut p = Process::new(touchy_plus_one, Touchy(6)).test_harness();
+    p.start().unwrap();
+    joined(&p);
+    assert_eq!(p.exitcode(), Some(0));
+    let result = p.result();
+    assert!(
+        matches!(&result, Some(Err(Error::Decode { message, .. })) if message.contains("7 panics")),
         "{result:?}"
     );
 }

@@ -122,12 +122,26 @@ impl<T> Sender<T> {
 
 impl<T: Serialize> Sender<T> {
     /// Sends `value`. Fails with [`Error::Encode`] if it does not
-    /// serialize or is larger than a receiver takes (1 GiB encoded;
+    /// serialize (its `Serialize` returns an error or panics) or is larger than a receiver takes (1 GiB encoded;
     /// nothing is sent), and with [`Error::Io`] if every receiver is gone
     /// (Python's `BrokenPipeError`).
     pub fn send(&self, value: T) -> Result<(), Error> {
-        self.inner.send_encoded(&codec::encode(&value)?)
+        self.inner.send_encoded(&codec::encode_caught(&value)?)
     }
+}
+
+/// Refuses an encoded value larger than a receiver takes.
+fn check_value_size(payload: &[u8]) -> Result<(), Error> {
+    if payload.len() > MAX_VALUE_BYTES {
+        return Err(Error::Encode {
+            type_name: "a value sent on a pipe or queue",
+            message: format!(
+                "the encoded value is {} bytes, more than a receiver takes ({MAX_VALUE_BYTES})",
+                payload.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 impl SenderInner {
@@ -135,15 +149,7 @@ impl SenderInner {
     /// A value no receiver would take is refused before anything is
     /// written: sent, it would cost the receiver an error per chunk.
     fn send_encoded(&self, payload: &[u8]) -> Result<(), Error> {
-        if payload.len() > MAX_VALUE_BYTES {
-            return Err(Error::Encode {
-                type_name: "a value sent on a pipe or queue",
-                message: format!(
-                    "the encoded value is {} bytes, more than a receiver takes ({MAX_VALUE_BYTES})",
-                    payload.len()
-                ),
-            });
-        }
+        check_value_size(payload)?;
         let pid = std::process::id();
         let _writing = lock(&self.writing);
         let mut pipe = &self.pipe;
@@ -299,7 +305,7 @@ impl<T: DeserializeOwned> Receiver<T> {
                 return Err(timed_out());
             }
             if let Some(value) = st.read_chunk(&self.pipe)? {
-                return codec::decode(&value);
+                return codec::decode_caught(&value);
             }
         }
     }
@@ -464,12 +470,17 @@ impl<T> Queue<T> {
 
 impl<T: Serialize> Queue<T> {
     /// Puts `value` (Python's `put`; see the type docs for when it
-    /// blocks).
+    /// blocks). Fails with [`Error::Encode`] if it does not serialize (its
+    /// `Serialize` returns an error or panics) or is larger than a
+    /// receiver takes (1 GiB encoded); nothing is put then.
     pub fn put(&self, value: T) -> Result<(), Error> {
         if self.rx.is_none() {
             return self.tx.send(value);
         }
-        let payload = codec::encode(&value)?;
+        // Checked here, where the caller gets the error: the feeder thread
+        // can only log it.
+        let payload = codec::encode_caught(&value)?;
+        check_value_size(&payload)?;
         let feeder = self.feeder.get_or_init(|| {
             let (feed, items) = mpsc::channel::<Vec<u8>>();
             let inner = self.tx.inner.clone();

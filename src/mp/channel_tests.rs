@@ -107,3 +107,74 @@ fn a_value_larger_than_a_receiver_takes_is_refused_and_nothing_is_sent() {
         "the pipe holds only the later value"
     );
 }
+
+/// Serializes as one byte string of `MAX_VALUE_BYTES + 1` zeros, without
+/// holding them as a value of its own.
+struct TooLarge;
+
+impl Serialize for TooLarge {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&vec![0u8; MAX_VALUE_BYTES + 1])
+    }
+}
+
+/// The same limit on a queue's `put` in the process that made the queue,
+/// where the value goes through the feeder thread: refused by `put` itself
+/// (found by review: the feeder could only log it, and the value was lost
+/// without an error).
+#[test]
+fn a_queue_refuses_at_put_a_value_larger_than_a_receiver_takes() {
+    let queue = Queue::<TooLarge>::new().unwrap();
+    let refused = queue.put(TooLarge);
+    assert!(
+        matches!(&refused, Err(Error::Encode { message, .. }) if message.contains("more than a receiver takes")),
+        "{refused:?}"
+    );
+}
+
+/// Serializes and deserializes like a `u32`, except 13: its `Serialize`
+/// panics, and the 7 it decodes panics its `Deserialize`.
+#[derive(Debug, PartialEq)]
+struct Touchy(u32);
+
+impl Serialize for Touchy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        assert!(self.0 != 13, "13 panics when serialized");
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Touchy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        assert!(n != 7, "7 panics when deserialized");
+        Ok(Touchy(n))
+    }
+}
+
+/// A value whose `Serialize` panics is that value's `Encode` error for
+/// `send` and `put`, and one whose `Deserialize` panics is its `Decode`
+/// error for `recv` and `get`, as on a process pool: the panic does not
+/// reach the caller, and the channel goes on.
+#[test]
+fn a_serialize_or_deserialize_panic_is_that_values_error_and_the_channel_goes_on() {
+    let guard = Some(Duration::from_secs(30));
+    let is_panic_of = |r: &Result<(), Error>| matches!(r, Err(Error::Encode { message, .. }) if message.contains("13 panics"));
+    let (tx, rx) = pipe::<Touchy>().unwrap();
+    assert!(is_panic_of(&tx.send(Touchy(13))));
+    tx.send(Touchy(7)).unwrap();
+    tx.send(Touchy(8)).unwrap();
+    let got = rx.recv(guard);
+    assert!(
+        matches!(&got, Err(Error::Decode { message, .. }) if message.contains("7 panics")),
+        "{got:?}"
+    );
+    assert_eq!(rx.recv(guard), Ok(Touchy(8)));
+
+    let queue = Queue::<Touchy>::new().unwrap();
+    assert!(is_panic_of(&queue.put(Touchy(13))));
+    queue.put(Touchy(7)).unwrap();
+    queue.put(Touchy(8)).unwrap();
+    assert!(matches!(queue.get(guard), Err(Error::Decode { .. })));
+    assert_eq!(queue.get(guard), Ok(Touchy(8)));
+}

@@ -49,7 +49,7 @@ pub(crate) fn encode_passing<A: Serialize>(arg: &A) -> (Result<Vec<u8>, Error>, 
         }
     }
     let restore = Restore(PASSING.with(|p| p.borrow_mut().replace(Passing::default())));
-    let encoded = codec::encode(arg);
+    let encoded = codec::encode_caught(arg);
     let passing = PASSING.with(|p| p.borrow_mut().take()).unwrap_or_default();
     drop(restore);
     let encoded = match (encoded, passing.error) {

@@ -408,7 +408,7 @@ impl<R: DeserializeOwned> Process<R> {
         let st = lock(&s.shared.state);
         let status = st.status?;
         Some(match &st.outcome {
-            Some(Ok(bytes)) => crate::process::codec::decode(bytes),
+            Some(Ok(bytes)) => crate::process::codec::decode_caught(bytes),
             Some(Err(e)) => Err(e.clone().into_error(self.types)),
             None => {
                 let (status, code, signal) = os::describe_exit(status);

@@ -88,6 +88,23 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error>
     DefaultCodec::encode(value)
 }
 
+/// [`encode`], where the caller must not see a panic of `T`'s `Serialize`
+/// (the user's code): it becomes this value's [`Error::Encode`], as an
+/// error it returns does.
+pub(crate) fn encode_caught<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode(value))).unwrap_or_else(
+        |payload| {
+            Err(Error::Encode {
+                type_name: std::any::type_name::<T>(),
+                message: format!(
+                    "its Serialize panicked: {}",
+                    crate::error::take_panic_message(payload)
+                ),
+            })
+        },
+    )
+}
+
 /// Encodes many values one after another into one buffer, each on its own
 /// (its bytes decode alone with [`decode`]): one serializer for all of them,
 /// no allocation or setup per value. A value that fails to encode leaves
