@@ -19,7 +19,15 @@ pub const EXECUTOR_ENV: &str = "CF_EXECUTOR";
 /// parallelism, and low enough that a mistyped count (`usize::MAX` from a
 /// config file) is an [`Error::InvalidConfig`] rather than an allocation
 /// that panics or aborts the process.
-pub const MAX_WORKERS: usize = 1 << 15;
+///
+/// Thread workers set the bound. Each thread costs the process about four
+/// memory mappings (its stack, the stack's guard page, the signal stack
+/// and its guard), and Linux's stock limit is 65 530 mappings a process
+/// (`vm.max_map_count`): at about 18 000 threads, a new thread's start-up
+/// fails inside the standard library, where it cannot unwind, and the
+/// process aborts. 4096 leaves room for several such pools and the rest
+/// of the program.
+pub const MAX_WORKERS: usize = 1 << 12;
 
 /// Checks a requested worker count: at least 1, at most [`MAX_WORKERS`].
 pub(crate) fn check_worker_count(n: usize) -> Result<usize, Error> {

@@ -21,8 +21,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use concurrent_futures::{
-    Error, Executor, ExecutorConfig, ExecutorExt, Future, MapOptions, ProcessPoolExecutor,
-    ReturnWhen, ThreadPoolExecutor, WORKER_ENV, as_completed, wait,
+    Error, Executor, ExecutorConfig, ExecutorExt, Future, MapOptions, ProcessPoolBuilder,
+    ProcessPoolExecutor, ReturnWhen, ThreadPoolExecutor, WORKER_ENV, as_completed, wait,
 };
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -592,5 +592,53 @@ fn result_that_fails_to_serialize_is_encode_on_processes_and_fine_on_threads() {
     assert_eq!(
         items,
         [Unserializable(0), Unserializable(1), Unserializable(2)]
+    );
+}
+
+/// The largest thread pool allowed starts every worker, runs tasks and
+/// shuts down: `MAX_WORKERS` stays under what the OS lets a process start
+/// (at 32 768 it aborted on stock Linux, past `vm.max_map_count`).
+#[test]
+fn a_thread_pool_of_max_workers_starts_runs_and_shuts_down() {
+    use concurrent_futures::MAX_WORKERS;
+    let pool = ThreadPoolExecutor::new(MAX_WORKERS).expect("MAX_WORKERS threads start");
+    assert_eq!(pool.live_workers(), MAX_WORKERS);
+    let futures: Vec<_> = (0..64u64).map(|i| pool.spawn(move || i * 2)).collect();
+    for (i, f) in (0..64u64).zip(futures) {
+        assert_eq!(f.into_result(), Ok(i * 2));
+    }
+    pool.shutdown(true, false);
+}
+
+/// Worker arguments and environment variables that no process can be
+/// given are `InvalidConfig` at `build`, before any worker starts (found by
+/// review: an argument with a NUL byte reached workers as a placeholder,
+/// and a variable with one broke the pool at its first task); so is a zero
+/// `startup_timeout`, in which no worker could start.
+#[test]
+fn impossible_worker_commands_and_a_zero_startup_timeout_are_refused_at_build() {
+    let refused = |b: ProcessPoolBuilder, what: &str, mention: &str| match b.test_harness().build()
+    {
+        Err(Error::InvalidConfig(m)) => assert!(m.contains(mention), "{what}: {m}"),
+        other => panic!("{what}: expected InvalidConfig, got {:?}", other.map(drop)),
+    };
+    let builder = ProcessPoolExecutor::builder;
+    refused(builder().worker_args(["a\0b"]), "NUL in an argument", "NUL");
+    refused(builder().worker_env("", "v"), "empty name", "environment");
+    refused(
+        builder().worker_env("A=B", "v"),
+        "'=' in a name",
+        "environment",
+    );
+    refused(
+        builder().worker_env("A\0B", "v"),
+        "NUL in a name",
+        "environment",
+    );
+    refused(builder().worker_env("A", "v\0w"), "NUL in a value", "NUL");
+    refused(
+        builder().startup_timeout(Duration::ZERO),
+        "zero startup_timeout",
+        "startup_timeout",
     );
 }

@@ -196,7 +196,7 @@ impl ProcessPoolBuilder {
 
     /// How long a new worker may take to start and finish its handshake
     /// (default 30 s) before it is killed and counted as a failed start.
-    /// Three failed starts in a row break the pool.
+    /// Three failed starts in a row break the pool. Zero is refused.
     pub fn startup_timeout(mut self, limit: Duration) -> Self {
         self.startup_timeout = limit;
         self
@@ -242,7 +242,8 @@ impl ProcessPoolBuilder {
 
     /// Command-line arguments for workers (default: none; with
     /// [`test_harness`](Self::test_harness), the harness filter that runs
-    /// the hidden worker test, which these replace).
+    /// the hidden worker test, which these replace). An argument with a NUL
+    /// byte is refused by `build`.
     pub fn worker_args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -253,7 +254,8 @@ impl ProcessPoolBuilder {
     }
 
     /// An environment variable for workers (they inherit the parent's
-    /// environment otherwise).
+    /// environment otherwise). `build` refuses an empty name, a name with
+    /// `=`, and a NUL byte in either, which no environment can hold.
     pub fn worker_env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
         self
@@ -331,6 +333,12 @@ impl ProcessPoolBuilder {
                 "idle_timeout must be greater than 0".into(),
             ));
         }
+        if self.startup_timeout.is_zero() {
+            return Err(Error::InvalidConfig(
+                "startup_timeout must be greater than 0 (no worker starts in no time)".into(),
+            ));
+        }
+        check_worker_command(self.args.as_deref().unwrap_or_default(), &self.env)?;
         let program = super::os::own_executable()?;
         let args = match (self.args, self.test_harness) {
             (Some(a), _) => a,
@@ -403,4 +411,31 @@ impl ProcessPoolExecutor {
             kill_on_cancel: false,
         }
     }
+}
+
+/// Refuses worker arguments and environment variables that no process can
+/// be given, at `build` rather than at the first worker's start (an
+/// argument with a NUL byte reached workers as a placeholder; a bad
+/// variable broke the pool at its first task).
+fn check_worker_command(args: &[OsString], env: &[(OsString, OsString)]) -> Result<(), Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let has_nul = |s: &OsString| s.as_bytes().contains(&0);
+    if let Some(arg) = args.iter().find(|a| has_nul(a)) {
+        return Err(Error::InvalidConfig(format!(
+            "a worker argument holds a NUL byte: {arg:?}"
+        )));
+    }
+    for (key, value) in env {
+        if key.is_empty() || key.as_bytes().contains(&b'=') || has_nul(key) {
+            return Err(Error::InvalidConfig(format!(
+                "{key:?} cannot name a worker's environment variable (empty, or holds '=' or a NUL byte)"
+            )));
+        }
+        if has_nul(value) {
+            return Err(Error::InvalidConfig(format!(
+                "the worker environment variable {key:?} has a NUL byte in its value"
+            )));
+        }
+    }
+    Ok(())
 }
