@@ -26,7 +26,10 @@ pub(crate) type Submitter<'a, R> = Box<dyn FnMut() -> Option<Future<R>> + Send +
 #[non_exhaustive]
 pub struct MapOptions {
     /// The most tasks in flight at once; `None`: twice the executor's
-    /// `max_workers`. Zero is treated as one.
+    /// `max_workers`. Zero is treated as one. The map fills its window
+    /// before it yields: a window far larger than the input costs nothing,
+    /// but over an endless input `usize::MAX` never yields (as CPython's
+    /// `imap`, which reads all its input, MP16).
     pub window: Option<usize>,
     /// One deadline for the whole map, counted from the call (M3). When it
     /// passes, the item being waited for yields [`Error::MapDeadline`], the
@@ -43,7 +46,7 @@ impl MapOptions {
         Self::default()
     }
 
-    /// Sets the in-flight window.
+    /// Sets the in-flight window (see [`window`](Self::window)).
     pub fn window(mut self, window: usize) -> Self {
         self.window = Some(window);
         self
