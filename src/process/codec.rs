@@ -92,17 +92,26 @@ pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error>
 /// (the user's code): it becomes this value's [`Error::Encode`], as an
 /// error it returns does.
 pub(crate) fn encode_caught<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| encode(value))).unwrap_or_else(
-        |payload| {
-            Err(Error::Encode {
-                type_name: std::any::type_name::<T>(),
-                message: format!(
-                    "its Serialize panicked: {}",
-                    crate::error::take_panic_message(payload)
-                ),
-            })
-        },
-    )
+    serialize_caught(std::any::type_name::<T>(), "", || encode(value))
+}
+
+/// Runs `serialize`, which runs the `Serialize` of a value of type
+/// `type_name`, turning a panic into that value's [`Error::Encode`]; the
+/// message says `its Serialize panicked{when}`.
+pub(crate) fn serialize_caught(
+    type_name: &'static str,
+    when: &str,
+    serialize: impl FnOnce() -> Result<Vec<u8>, Error>,
+) -> Result<Vec<u8>, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(serialize)).unwrap_or_else(|payload| {
+        Err(Error::Encode {
+            type_name,
+            message: format!(
+                "its Serialize panicked{when}: {}",
+                crate::error::take_panic_message(payload)
+            ),
+        })
+    })
 }
 
 /// Encodes many values one after another into one buffer, each on its own

@@ -225,17 +225,7 @@ pub(crate) fn passed(since: Instant, limit: Duration, now: Instant) -> bool {
 /// thread, where a panic would unwind through the pool's bookkeeping and
 /// strand the thread's worker. `when` says which, for the message.
 pub(crate) fn encode_arg_caught(job: &dyn PortableJob, when: &str) -> Result<Vec<u8>, Error> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.encode_arg())).unwrap_or_else(
-        |panic| {
-            Err(Error::Encode {
-                type_name: job.arg_type_name(),
-                message: format!(
-                    "serializing the argument{when} panicked: {}",
-                    crate::error::take_panic_message(panic)
-                ),
-            })
-        },
-    )
+    super::codec::serialize_caught(job.arg_type_name(), when, || job.encode_arg())
 }
 
 /// Tasks to fail once the lock is released.
@@ -388,7 +378,7 @@ impl State {
             let arg = match p.arg.take() {
                 Some(a) => a,
                 None => {
-                    match encode_arg_caught(&*p.job, " again, to send the task to a new worker,") {
+                    match encode_arg_caught(&*p.job, " again, sending the task to a new worker") {
                         Ok(a) => a,
                         Err(e) => {
                             failures.push((p.job, e));
