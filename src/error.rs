@@ -30,9 +30,11 @@ pub enum Error {
     #[error("the task was cancelled")]
     Cancelled,
 
-    /// `result(timeout)` or `exception(timeout)` gave up waiting. The task is
-    /// not cancelled and keeps running; call again to wait longer.
-    #[error("timed out after {waited:?} waiting for the result; the task keeps running")]
+    /// A wait with a timeout gave up: `result(timeout)`, `exception(timeout)`,
+    /// and the other waits that take one (`next_timeout`, `Queue::get`,
+    /// `Receiver::recv`, ...). Nothing is cancelled: a task keeps running,
+    /// a value still to come still comes; call again to wait longer.
+    #[error("timed out after {waited:?}; nothing was cancelled, and waiting again may succeed")]
     Timeout {
         /// How long the caller waited.
         waited: Duration,

@@ -302,6 +302,7 @@ impl<T: DeserializeOwned> Receiver<T> {
             let ready = os::poll_readable(self.pipe.as_fd(), left)
                 .map_err(|e| Error::Io(format!("pipe poll failed: {e}")))?;
             if !ready {
+                st.forget_values_of_gone_writers(&self.pipe);
                 return Err(timed_out());
             }
             if let Some(value) = st.read_chunk(&self.pipe)? {
@@ -312,6 +313,34 @@ impl<T: DeserializeOwned> Receiver<T> {
 }
 
 impl ReceiverState {
+    /// Drops the values that writers whose process is gone left unfinished
+    /// (killed mid-send): they can never complete, and a queue, which has
+    /// no end of stream, would otherwise keep each for its whole life (up
+    /// to a 1 GiB value apiece; found by review). Called when a wait found
+    /// the pipe empty. A writer found gone, and the pipe then found still
+    /// empty, has nothing left in it: everything it wrote came before it
+    /// was gone, and has been read.
+    fn forget_values_of_gone_writers(&mut self, pipe: &File) {
+        let me = std::process::id();
+        let gone: Vec<(u32, u32)> = self
+            .partial
+            .keys()
+            .filter(|(pid, _)| *pid != me && os::process_gone(*pid))
+            .copied()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        if matches!(
+            os::poll_readable(pipe.as_fd(), Some(Duration::ZERO)),
+            Ok(false)
+        ) {
+            for key in gone {
+                self.partial.remove(&key);
+            }
+        }
+    }
+
     /// Reads one chunk (present whole once any of it is, as it was written
     /// atomically). Returns a value when the chunk completes one.
     fn read_chunk(&mut self, mut pipe: &File) -> Result<Option<Vec<u8>>, Error> {

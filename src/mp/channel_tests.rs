@@ -178,3 +178,57 @@ fn a_serialize_or_deserialize_panic_is_that_values_error_and_the_channel_goes_on
     assert!(matches!(queue.get(guard), Err(Error::Decode { .. })));
     assert_eq!(queue.get(guard), Ok(Touchy(8)));
 }
+
+/// Writes one raw chunk of `payload` as writer (`pid`, `number`) would.
+fn write_raw_chunk(tx: &Sender<u32>, pid: u32, number: u32, flags: u8, payload: &[u8]) {
+    let rest = (HEADER_BYTES - 4 + payload.len()) as u32;
+    let mut chunk = rest.to_le_bytes().to_vec();
+    chunk.extend_from_slice(&pid.to_le_bytes());
+    chunk.extend_from_slice(&number.to_le_bytes());
+    chunk.push(flags);
+    chunk.extend_from_slice(payload);
+    (&tx.inner.pipe).write_all(&chunk).unwrap();
+}
+
+/// The pid of a process that has exited and been reaped.
+fn a_gone_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+/// A value that a writer whose process is gone left unfinished (killed
+/// mid-send) is forgotten once a wait finds the pipe empty; a queue, with
+/// no end of stream, used to keep each such value for its whole life
+/// (found by review: 64 KiB per killed producer, more for a large value).
+#[test]
+fn a_value_a_gone_writer_left_unfinished_is_forgotten_when_a_wait_finds_the_pipe_empty() {
+    let (tx, rx) = pipe::<u32>().unwrap();
+    write_raw_chunk(&tx, a_gone_pid(), 1, FIRST, &[0; 100]);
+    let short = Some(Duration::from_millis(20));
+    assert!(matches!(rx.recv(short), Err(Error::Timeout { .. })));
+    assert!(
+        lock(&rx.inner).partial.is_empty(),
+        "the gone writer's value is kept"
+    );
+    tx.send(5).unwrap();
+    assert_eq!(rx.recv(Some(Duration::from_secs(30))), Ok(5));
+}
+
+/// A live writer's unfinished value is kept across a wait that times out,
+/// and completes when its last chunk comes.
+#[test]
+fn a_live_writers_unfinished_value_survives_a_timed_out_wait() {
+    let (tx, rx) = pipe::<u32>().unwrap();
+    let bytes = codec::encode(&77u32).unwrap();
+    let (head, tail) = bytes.split_at(1);
+    let me = std::process::id();
+    write_raw_chunk(&tx, me, 99, FIRST, head);
+    assert!(matches!(
+        rx.recv(Some(Duration::from_millis(20))),
+        Err(Error::Timeout { .. })
+    ));
+    write_raw_chunk(&tx, me, 99, LAST, tail);
+    assert_eq!(rx.recv(Some(Duration::from_secs(30))), Ok(77));
+}

@@ -288,6 +288,18 @@ pub(crate) fn wait_exited(pid: u32) -> io::Result<()> {
     }
 }
 
+/// Whether no process `pid` exists any more (exited and reaped). A process
+/// of another user, or a zombie not yet reaped, still exists.
+pub(crate) fn process_gone(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return true;
+    };
+    // SAFETY: signal 0 sends nothing and touches no memory; kill only
+    // checks that `pid` exists and may be signalled.
+    let r = unsafe { libc::kill(pid, 0) };
+    r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// How many bytes wait unread in the pipe `fd` (`FIONREAD`).
 pub(crate) fn unread_bytes(fd: std::os::fd::RawFd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
