@@ -587,3 +587,37 @@ fn control_dropping_a_map_on_a_default_process_pool_leaves_the_running_task() {
     pool.shutdown(true, false);
     assert!(finished, "control failed: the harness did not run the task");
 }
+
+/// Three items behind a size hint that claims `usize::MAX` (a hint may
+/// overstate; only unsafe code must not trust it).
+struct Boastful(std::ops::Range<u64>);
+
+impl Iterator for Boastful {
+    type Item = u64;
+    fn next(&mut self) -> Option<u64> {
+        self.0.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (usize::MAX, None)
+    }
+}
+
+/// M9: a chunk reserves room for at most a few thousand items before they
+/// come, whatever `chunksize` and the input's size hint say; both at
+/// `usize::MAX` used to panic with "capacity overflow" (and `1 << 40`
+/// aborted the process). Found by review.
+#[test]
+fn m9_a_huge_chunksize_over_a_huge_size_hint_reserves_no_more_than_it_needs() {
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    for chunksize in [usize::MAX, 1 << 40] {
+        let got: Vec<_> = pool
+            .map_with(
+                ident,
+                Boastful(0..3),
+                MapOptions::new().chunksize(chunksize),
+            )
+            .collect();
+        assert_eq!(got, vec![Ok(0), Ok(1), Ok(2)], "chunksize {chunksize}");
+    }
+    pool.shutdown(true, false);
+}
