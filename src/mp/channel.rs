@@ -34,6 +34,10 @@ const LAST: u8 = 2;
 /// limit).
 const MAX_VALUE_BYTES: usize = 1 << 30;
 
+/// How long a receive waits on an empty pipe, while some value is
+/// unfinished, before it looks whether that value's writer is gone.
+const GONE_WRITER_CHECK: Duration = Duration::from_millis(100);
+
 /// The error of a receive on a channel whose every sender was dropped
 /// (Python's `EOFError`).
 fn end_of_stream() -> Error {
@@ -299,11 +303,22 @@ impl<T: DeserializeOwned> Receiver<T> {
                 return Err(end_of_stream());
             }
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let ready = os::poll_readable(self.pipe.as_fd(), left)
+            // While some value is unfinished, wait in slices, so that one
+            // whose writer is gone is forgotten by a receive without a
+            // timeout too (`Queue::get(None)`); otherwise block as asked.
+            let wait = match (st.partial.is_empty(), left) {
+                (true, left) => left,
+                (false, None) => Some(GONE_WRITER_CHECK),
+                (false, Some(left)) => Some(left.min(GONE_WRITER_CHECK)),
+            };
+            let ready = os::poll_readable(self.pipe.as_fd(), wait)
                 .map_err(|e| Error::Io(format!("pipe poll failed: {e}")))?;
             if !ready {
                 st.forget_values_of_gone_writers(&self.pipe);
-                return Err(timed_out());
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(timed_out());
+                }
+                continue;
             }
             if let Some(value) = st.read_chunk(&self.pipe)? {
                 return codec::decode_caught(&value);
@@ -317,7 +332,7 @@ impl ReceiverState {
     /// (killed mid-send): they can never complete, and a queue, which has
     /// no end of stream, would otherwise keep each for its whole life (up
     /// to a 1 GiB value apiece; found by review). Called when a wait found
-    /// the pipe empty. A writer found gone, and the pipe then found still
+    /// the pipe empty for a while ([`GONE_WRITER_CHECK`] at most). A writer found gone, and the pipe then found still
     /// empty, has nothing left in it: everything it wrote came before it
     /// was gone, and has been read.
     fn forget_values_of_gone_writers(&mut self, pipe: &File) {

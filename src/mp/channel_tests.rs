@@ -232,3 +232,22 @@ fn a_live_writers_unfinished_value_survives_a_timed_out_wait() {
     write_raw_chunk(&tx, me, 99, LAST, tail);
     assert_eq!(rx.recv(Some(Duration::from_secs(30))), Ok(77));
 }
+
+/// The same for a receive without a timeout (`Queue::get(None)`, the
+/// usual consumer): while a value is unfinished it looks every
+/// `GONE_WRITER_CHECK` whether its writer is gone, and forgets it if so.
+#[test]
+fn a_receive_without_a_timeout_also_forgets_a_gone_writers_unfinished_value() {
+    let (tx, rx) = pipe::<u32>().unwrap();
+    write_raw_chunk(&tx, a_gone_pid(), 1, FIRST, &[0; 100]);
+    std::thread::scope(|s| {
+        let receiving = s.spawn(|| rx.recv(None));
+        std::thread::sleep(GONE_WRITER_CHECK * 3);
+        tx.send(5).unwrap();
+        assert_eq!(receiving.join().unwrap(), Ok(5));
+    });
+    assert!(
+        lock(&rx.inner).partial.is_empty(),
+        "the gone writer's value is kept"
+    );
+}
