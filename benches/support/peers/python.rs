@@ -18,6 +18,8 @@ pub(crate) fn python_peers(cfg: &Cfg, out: &mut [Workload]) -> Option<String> {
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_peers.py");
     let mut cmd = Command::new("python3");
+    // The spawned workers import the script: no `__pycache__` in `benches/`.
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1");
     cmd.arg(script)
         .arg("--workers")
         .arg(cfg.workers.to_string())
