@@ -126,9 +126,9 @@ impl<T> Sender<T> {
 
 impl<T: Serialize> Sender<T> {
     /// Sends `value`. Fails with [`Error::Encode`] if it does not
-    /// serialize (its `Serialize` returns an error or panics) or is larger than a receiver takes (1 GiB encoded;
-    /// nothing is sent), and with [`Error::Io`] if every receiver is gone
-    /// (Python's `BrokenPipeError`).
+    /// serialize (its `Serialize` returns an error or panics) or is larger
+    /// than a receiver takes (1 GiB encoded; nothing is sent), and with
+    /// [`Error::Io`] if every receiver is gone (Python's `BrokenPipeError`).
     pub fn send(&self, value: T) -> Result<(), Error> {
         self.inner.send_encoded(&codec::encode_caught(&value)?)
     }
@@ -332,9 +332,9 @@ impl ReceiverState {
     /// (killed mid-send): they can never complete, and a queue, which has
     /// no end of stream, would otherwise keep each for its whole life (up
     /// to a 1 GiB value apiece; found by review). Called when a wait found
-    /// the pipe empty for a while ([`GONE_WRITER_CHECK`] at most). A writer found gone, and the pipe then found still
-    /// empty, has nothing left in it: everything it wrote came before it
-    /// was gone, and has been read.
+    /// the pipe empty for a while ([`GONE_WRITER_CHECK`] at most). A writer
+    /// found gone, and the pipe then found still empty, has nothing left in
+    /// it: everything it wrote came before it was gone, and has been read.
     fn forget_values_of_gone_writers(&mut self, pipe: &File) {
         let me = std::process::id();
         let gone: Vec<(u32, u32)> = self
