@@ -52,9 +52,9 @@ const STATE: usize = 3;
 /// owner may move the value out only once it is clear.
 const CALLBACKS_RUNNING: usize = 4;
 /// A hint, set when some thread, async task, callback or `wait`/
-/// `as_completed` started waiting for the future before it ended: whoever runs the task learns that a caller is
-/// waiting on results right now, so its next idle moment should watch for
-/// work closely (see `spin`). It may be set in any state; every reader of
+/// `as_completed` started waiting for the future before it ended: whoever
+/// runs the task learns that a caller is waiting on results right now, so
+/// its next idle moment should watch for work closely (see `spin`). It may be set in any state; every reader of
 /// the state masks it off, and completing the future clears it.
 const AWAITED: usize = 8;
 /// Set by an executor that stops a running task when its future is
