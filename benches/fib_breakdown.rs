@@ -26,6 +26,15 @@
 //! those four parts, as shares of `workers × wall`, medians over the
 //! repetitions; a speedup of 1.9 on 2 workers is a loss of 5%.
 //!
+//! Wall-clock shares move with the host's noise. So the bench also counts
+//! CPU time, which moves far less: the **overhead CPU per task** is all the
+//! CPU time the run took, in every process (the parent's threads by
+//! `getrusage`, each worker process by its `/proc/<pid>/schedstat`), less
+//! the tasks' own (each task reads its thread's CPU clock), divided by the
+//! number of tasks; for the process pool, the part spent in the parent is
+//! shown apart. On 2 busy cores, every µs of it per task costs a task
+//! of ~0.9 ms about 0.1% of the speedup.
+//!
 //! Environment: `BENCH_REPS` (repetitions, default 21), `BENCH_WORKERS`
 //! (default 2). Linux only (it reads the thread's context switches).
 //! Without `--bench` (as `cargo test --all-targets` runs it) it only checks,
@@ -48,27 +57,85 @@ fn fib(n: u64) -> u64 {
 }
 
 /// One task's record: start and end (ns, `CLOCK_MONOTONIC`), the thread
-/// that ran it, and the involuntary context switches while it ran.
-type Record = (u64, u64, u64, u64);
+/// that ran it, the involuntary context switches while it ran, and the CPU
+/// time it took (ns, its thread's CPU clock).
+type Record = (u64, u64, u64, u64, u64);
 
 /// The task: `fib(n)`, timed where it runs.
 fn timed_fib(n: u64) -> Record {
     let preempted = involuntary_switches();
+    let cpu = clock_ns(CLOCK_THREAD);
     let start = monotonic_ns();
     black_box(fib(black_box(n)));
     let end = monotonic_ns();
-    (start, end, thread_id(), involuntary_switches() - preempted)
+    let cpu = clock_ns(CLOCK_THREAD) - cpu;
+    (
+        start,
+        end,
+        thread_id(),
+        involuntary_switches() - preempted,
+        cpu,
+    )
 }
 
 #[cfg(target_os = "linux")]
-fn monotonic_ns() -> u64 {
+const CLOCK_THREAD: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
+#[cfg(not(target_os = "linux"))]
+const CLOCK_THREAD: i32 = 0;
+
+#[cfg(target_os = "linux")]
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one `timespec`, which we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(target_os = "linux")]
+fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// CPU time of this whole process so far (every thread), ns.
+#[cfg(target_os = "linux")]
+fn process_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// CPU time so far of this process's threads named like the process
+/// pool's reader threads (`cf-process-reader-<pid>`, cut to 15 bytes by
+/// the kernel), ns. Threads that ended are not counted: readers live as
+/// long as their workers.
+#[cfg(target_os = "linux")]
+fn reader_threads_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("cf-process-read"))
+        })
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// CPU time of thread or process `tid` so far, ns (the first field of
+/// `/proc/<tid>/schedstat`): a process-pool worker runs its tasks on its
+/// main thread, whose id is the process's.
+#[cfg(target_os = "linux")]
+fn task_cpu_ns(tid: u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{tid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .expect("a worker's /proc/<pid>/schedstat")
 }
 
 #[cfg(target_os = "linux")]
@@ -89,7 +156,23 @@ fn involuntary_switches() -> u64 {
 }
 
 #[cfg(not(target_os = "linux"))]
+fn clock_ns(_: i32) -> u64 {
+    0
+}
+#[cfg(not(target_os = "linux"))]
 fn monotonic_ns() -> u64 {
+    0
+}
+#[cfg(not(target_os = "linux"))]
+fn process_cpu_ns() -> u64 {
+    0
+}
+#[cfg(not(target_os = "linux"))]
+fn task_cpu_ns(_: u64) -> u64 {
+    0
+}
+#[cfg(not(target_os = "linux"))]
+fn reader_threads_cpu_ns() -> u64 {
     0
 }
 #[cfg(not(target_os = "linux"))]
@@ -114,6 +197,14 @@ struct Breakdown {
     preemptions: f64,
     /// The latest worker's first start, µs after the first submit.
     late_start_us: f64,
+    /// CPU time beyond the tasks' own, per task, in every process and in
+    /// this (the parent) one.
+    overhead_cpu_us: f64,
+    parent_cpu_us: f64,
+    /// Of that, the calling thread's (submits and waits), and the process
+    /// pool's reader threads'.
+    caller_cpu_us: f64,
+    readers_cpu_us: f64,
 }
 
 /// What is measured: `tasks` × `fib(n)`.
@@ -125,14 +216,21 @@ struct Size {
 
 /// Runs the tasks on `pool` and takes the run apart against `seq_task_ns`,
 /// the sequential time per task, and `seq_ns`, the sequential run's time.
+/// `worker_tids`: the worker processes' ids, for a process pool (empty for
+/// a thread pool, whose workers are this process's threads).
 fn run(
     pool: &dyn Executor,
+    worker_tids: &[u64],
     workers: usize,
     size: Size,
     seq_task_ns: f64,
     seq_ns: f64,
 ) -> Breakdown {
     let Size { tasks, n } = size;
+    let workers_cpu = || worker_tids.iter().map(|&t| task_cpu_ns(t)).sum::<u64>();
+    let (parent_cpu0, workers_cpu0) = (process_cpu_ns(), workers_cpu());
+    let caller_cpu0 = clock_ns(CLOCK_THREAD);
+    let readers_cpu0 = reader_threads_cpu_ns();
     let t0 = monotonic_ns();
     let clock = Instant::now();
     let futures: Vec<_> = (0..tasks).map(|_| pool.submit(timed_fib, n)).collect();
@@ -142,6 +240,16 @@ fn run(
         .collect();
     let wall_ns = clock.elapsed().as_nanos() as f64;
     let t1 = monotonic_ns();
+    let caller_cpu = (clock_ns(CLOCK_THREAD) - caller_cpu0) as f64;
+    let readers_cpu = (reader_threads_cpu_ns() - readers_cpu0) as f64;
+    let parent_cpu = (process_cpu_ns() - parent_cpu0) as f64;
+    let all_cpu = parent_cpu + (workers_cpu() - workers_cpu0) as f64;
+    let tasks_cpu = records.iter().map(|r| r.4 as f64).sum::<f64>();
+    let in_parent = if worker_tids.is_empty() {
+        tasks_cpu
+    } else {
+        0.0
+    };
 
     let mut threads: Vec<u64> = records.iter().map(|r| r.2).collect();
     threads.sort_unstable();
@@ -185,6 +293,10 @@ fn run(
         gap_us: gap / tasks as f64 / 1e3,
         preemptions: records.iter().map(|r| r.3 as f64).sum::<f64>() / tasks as f64,
         late_start_us: late / 1e3,
+        overhead_cpu_us: (all_cpu - tasks_cpu) / tasks as f64 / 1e3,
+        parent_cpu_us: (parent_cpu - in_parent) / tasks as f64 / 1e3,
+        caller_cpu_us: caller_cpu / tasks as f64 / 1e3,
+        readers_cpu_us: readers_cpu / tasks as f64 / 1e3,
     }
 }
 
@@ -193,7 +305,7 @@ fn sequential(size: Size) -> (f64, f64) {
     let clock = Instant::now();
     let mut tasks = 0.0;
     for _ in 0..size.tasks {
-        let (s, e, _, _) = timed_fib(size.n);
+        let (s, e, ..) = timed_fib(size.n);
         tasks += (e - s) as f64;
     }
     (clock.elapsed().as_nanos() as f64, tasks / size.tasks as f64)
@@ -215,7 +327,7 @@ fn print_row(name: &str, runs: &[Breakdown]) {
     let m = |f: fn(&Breakdown) -> f64| median(runs.iter().map(f).collect());
     let pct = |f: fn(&Breakdown) -> f64| format!("{:.1}%", 100.0 * m(f));
     println!(
-        "| {name} | {:.3} | {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.0} |",
+        "| {name} | {:.3} | {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} |",
         m(|b| b.speedup),
         pct(|b| b.start + b.slowdown + b.gap + b.tail),
         pct(|b| b.start),
@@ -225,6 +337,10 @@ fn print_row(name: &str, runs: &[Breakdown]) {
         m(|b| b.gap_us),
         m(|b| b.preemptions),
         m(|b| b.late_start_us),
+        m(|b| b.overhead_cpu_us),
+        m(|b| b.parent_cpu_us),
+        m(|b| b.caller_cpu_us),
+        m(|b| b.readers_cpu_us),
     );
 }
 
@@ -251,22 +367,34 @@ fn main() {
         .expect("process pool");
     let threads = ThreadPoolExecutor::new(workers).expect("thread pool");
     let pools: [(&str, &dyn Executor); 2] = [("processes", &processes), ("threads", &threads)];
-    // Warm up: workers started, code paged in.
-    for (_, pool) in pools {
-        for f in (0..8)
+    // Warm up: workers started, code paged in. The process pool's workers
+    // are the threads that ran its tasks.
+    let mut tids: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
+    for (i, (_, pool)) in pools.iter().enumerate() {
+        for f in (0..8 * workers)
             .map(|_| pool.submit(timed_fib, FIB_N))
             .collect::<Vec<_>>()
         {
-            f.into_result().expect("fib task");
+            tids[i].push(f.into_result().expect("fib task").2);
         }
+        tids[i].sort_unstable();
+        tids[i].dedup();
     }
+    let worker_tids: [&[u64]; 2] = [&tids[0], &[]];
     let mut runs: [Vec<Breakdown>; 2] = [Vec::new(), Vec::new()];
     for rep in 0..reps {
         let (seq_ns, seq_task_ns) = sequential(size);
         busy_every_cpu();
         // Alternate which pool follows the baseline.
         for i in [rep % 2, 1 - rep % 2] {
-            runs[i].push(run(pools[i].1, workers, size, seq_task_ns, seq_ns));
+            runs[i].push(run(
+                pools[i].1,
+                worker_tids[i],
+                workers,
+                size,
+                seq_task_ns,
+                seq_ns,
+            ));
         }
     }
     if !benchmarking {
@@ -282,15 +410,20 @@ fn main() {
     );
     println!(
         "| pool | speedup | loss | start | slowdown | gaps | tail | gap per task µs | \
-         preemptions per task | latest first start µs |"
+         preemptions per task | latest first start µs | overhead CPU per task µs | \
+         of which parent µs | of which caller µs | of which readers µs |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (i, (name, _)) in pools.iter().enumerate() {
         print_row(name, &runs[i]);
     }
     println!(
         "\nloss = start + slowdown + gaps + tail (each a share of workers × wall, \
          medians taken apart, so they need not add up); a speedup of 1.9 on 2 workers \
-         is a loss of 5%."
+         is a loss of 5%. Overhead CPU: all CPU time of the run, in every process, less \
+         the tasks' own, per task; of which parent: the part in this process (for \
+         threads, the caller's and the workers' outside tasks); of which caller: the \
+         thread that submits and waits; of which readers: the process pool's reader \
+         threads."
     );
 }

@@ -25,11 +25,20 @@
 //!   a parent thread between a worker and a waiting caller (a leader /
 //!   follower reader, results in shared memory): one wake-up per result,
 //!   the caller's own.
+//! * [`STANDBY_READERS`]: a reader thread per worker stands by, and the
+//!   caller, while it waits, reads every pipe itself. Each pipe is watched
+//!   by two epoll sets, both `EPOLLEXCLUSIVE`: the caller's, registered
+//!   first, and its reader's. A write wakes only the first set that has a
+//!   thread waiting in it, so the reader wakes only when the caller is not
+//!   waiting; a lock per pipe says who may read it. This is the design
+//!   that would take the parent thread out from between a worker and a
+//!   waiting caller while keeping a reader for everything else (results
+//!   nobody waits for, a worker's death).
 
 use std::fs::File;
 use std::hint::black_box;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Barrier, Condvar, Mutex};
@@ -39,6 +48,8 @@ use std::time::{Duration, Instant};
 pub const READER_PER_WORKER: &str = "bare pipes, a reader thread each";
 /// The row whose caller reads the workers' pipes itself.
 pub const CALLER_READS: &str = "bare pipes, the caller reads";
+/// The row whose waiting caller reads, reader threads standing by.
+pub const STANDBY_READERS: &str = "bare pipes, standby readers";
 /// The argument that makes this binary a floor worker.
 pub const CHILD_FLAG: &str = "--child-fib-pipe";
 
@@ -232,6 +243,213 @@ impl PipeWorkers {
             .map(|v| v.expect("every task answered"))
             .collect();
         (values, elapsed)
+    }
+}
+
+impl PipeWorkers {
+    /// Runs `tasks` tasks with a reader thread per worker standing by and
+    /// the caller reading every pipe itself while it waits (see
+    /// [`STANDBY_READERS`]); returns the values in task order and the time
+    /// taken.
+    pub fn run_standby_readers(&mut self, tasks: usize) -> (Vec<u64>, Duration) {
+        let fds: Vec<RawFd> = self.pipes.iter().map(|p| p.from.as_raw_fd()).collect();
+        // The caller's set is registered on every pipe before any reader's:
+        // exclusive waiters are woken in the order they were added.
+        let caller_set = Epoll::new();
+        for &fd in &fds {
+            caller_set.add(fd, libc::EPOLLEXCLUSIVE);
+        }
+        let quit = EventFd::new();
+        let reader_sets: Vec<Epoll> = fds
+            .iter()
+            .map(|&fd| {
+                let set = Epoll::new();
+                set.add(fd, libc::EPOLLEXCLUSIVE);
+                set.add(quit.0.as_raw_fd(), 0);
+                set
+            })
+            .collect();
+        let sides: Vec<Mutex<Side<'_>>> = self
+            .pipes
+            .iter_mut()
+            .map(|pipes| Mutex::new(Side { pipes, held: 0 }))
+            .collect();
+        let go = Barrier::new(sides.len() + 1);
+        let next = AtomicUsize::new(0);
+        let all_in = AtomicBool::new(false);
+        let slots = Mutex::new(vec![None; tasks]);
+        let filled = Condvar::new();
+        let shared = Standby {
+            tasks,
+            next: &next,
+            slots: &slots,
+            filled: &filled,
+        };
+        std::thread::scope(|s| {
+            for (side, set) in sides.iter().zip(&reader_sets) {
+                let (go, all_in, shared) = (&go, &all_in, &shared);
+                s.spawn(move || {
+                    go.wait();
+                    while !all_in.load(Ordering::Acquire) {
+                        set.wait();
+                        shared.drain(&mut side.lock().unwrap(), true);
+                    }
+                });
+            }
+            go.wait();
+            let t = Instant::now();
+            for _ in 0..PREFETCH {
+                for side in &sides {
+                    shared.send_next(&mut side.lock().unwrap());
+                }
+            }
+            let mut values = Vec::with_capacity(tasks);
+            for task in 0..tasks {
+                loop {
+                    if let Some(v) = slots.lock().unwrap()[task] {
+                        values.push(v);
+                        break;
+                    }
+                    let held: Vec<_> = sides.iter().filter_map(|s| s.try_lock().ok()).collect();
+                    if held.len() == sides.len() {
+                        let mut held = held;
+                        loop {
+                            for side in &mut held {
+                                shared.drain(side, false);
+                            }
+                            if slots.lock().unwrap()[task].is_some() {
+                                break;
+                            }
+                            caller_set.wait();
+                        }
+                    } else {
+                        // A reader is reading: it fills the slot and wakes us.
+                        drop(held);
+                        let g = slots.lock().unwrap();
+                        if g[task].is_none() {
+                            drop(filled.wait(g).unwrap());
+                        }
+                    }
+                }
+            }
+            let elapsed = t.elapsed();
+            all_in.store(true, Ordering::Release);
+            quit.signal();
+            (values, elapsed)
+        })
+    }
+}
+
+/// One worker's pipes and how many tasks it holds, under the lock that
+/// says who may read its results.
+struct Side<'a> {
+    pipes: &'a mut Pipes,
+    held: usize,
+}
+
+/// What the standby run's threads share.
+struct Standby<'a> {
+    tasks: usize,
+    next: &'a AtomicUsize,
+    slots: &'a Mutex<Vec<Option<u64>>>,
+    filled: &'a Condvar,
+}
+
+impl Standby<'_> {
+    fn send_next(&self, side: &mut Side<'_>) {
+        let t = self.next.fetch_add(1, Ordering::Relaxed);
+        if t < self.tasks {
+            side.pipes.send(t);
+            side.held += 1;
+        }
+    }
+
+    /// Takes every result waiting in `side`'s pipe; a reader (`notify`)
+    /// wakes the caller for each.
+    fn drain(&self, side: &mut Side<'_>, notify: bool) {
+        while side.held > 0 && readable(side.pipes.from.as_raw_fd()) {
+            let (task, value) = side.pipes.receive().expect("a floor worker died");
+            side.held -= 1;
+            self.send_next(side);
+            self.slots.lock().unwrap()[task] = Some(value);
+            if notify {
+                self.filled.notify_all();
+            }
+        }
+    }
+}
+
+/// Whether `fd` can be read without blocking (or has hung up).
+fn readable(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one live, initialised pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    assert!(n >= 0, "poll: {}", std::io::Error::last_os_error());
+    n > 0
+}
+
+/// An epoll set.
+struct Epoll(OwnedFd);
+
+impl Epoll {
+    fn new() -> Self {
+        // SAFETY: no pointers; the result is checked before use.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(
+            fd >= 0,
+            "epoll_create1: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        Epoll(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn add(&self, fd: RawFd, flags: libc::c_int) {
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | flags) as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: `event` is a live epoll_event; both fds are open.
+        let r = unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        assert_eq!(r, 0, "epoll_ctl: {}", std::io::Error::last_os_error());
+    }
+
+    /// Blocks until something in the set is ready.
+    fn wait(&self) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
+        loop {
+            // SAFETY: `events` is a live array of 4 epoll_event structs.
+            let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), events.as_mut_ptr(), 4, -1) };
+            if n >= 0 {
+                return;
+            }
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "epoll_wait: {e}");
+        }
+    }
+}
+
+/// An eventfd that, once signalled, stays readable.
+struct EventFd(OwnedFd);
+
+impl EventFd {
+    fn new() -> Self {
+        // SAFETY: no pointers; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        EventFd(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live 8-byte buffer.
+        let n = unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), 8) };
+        assert_eq!(n, 8, "eventfd write: {}", std::io::Error::last_os_error());
     }
 }
 

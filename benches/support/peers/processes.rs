@@ -157,6 +157,15 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                     }),
                 ),
                 (
+                    pipe_floor::STANDBY_READERS,
+                    Box::new(|| {
+                        pipe_floor::timed(
+                            floor.borrow_mut().run_standby_readers(tasks as usize),
+                            expected,
+                        )
+                    }),
+                ),
+                (
                     pipe_floor::CALLER_READS,
                     Box::new(|| {
                         pipe_floor::timed(
@@ -176,9 +185,11 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                 "{}: the same tasks over raw pipes to bare worker processes (no framing, \
                  futures or supervision), a parent thread per worker receiving, as in our \
                  design; {}: the same, the caller polling the pipes itself (no parent thread \
-                 between a worker and the caller). See benches/support/pipe_floor.rs",
+                 between a worker and the caller); {}: reader threads standing by while the \
+                 waiting caller reads. See benches/support/pipe_floor.rs",
                 pipe_floor::READER_PER_WORKER,
-                pipe_floor::CALLER_READS
+                pipe_floor::CALLER_READS,
+                pipe_floor::STANDBY_READERS
             ));
             out.push(w.done());
         }

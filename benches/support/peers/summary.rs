@@ -34,6 +34,7 @@ fn best_peer(w: &Workload, metric: usize, filter: impl Fn(&str) -> bool) -> Opti
                 WAKEUP_FLOOR,
                 THREADS_REFERENCE,
                 pipe_floor::READER_PER_WORKER,
+                pipe_floor::STANDBY_READERS,
                 pipe_floor::CALLER_READS,
             ]
             .contains(&l.as_str())
@@ -254,12 +255,13 @@ pub(crate) fn summarize(ws: &[Workload]) -> Vec<Verdict> {
             workload: "process fib (speedup)".into(),
             ours: fmt_num(o),
             best: format!(
-                "{}; {THREADS_REFERENCE} {}; bare pipes: reader threads {}, caller reads {}",
+                "{}; {THREADS_REFERENCE} {}; bare pipes: reader threads {}, standby readers {}, caller reads {}",
                 best.as_ref()
                     .map(|(n, v)| format!("{} ({n})", fmt_num(*v)))
                     .unwrap_or("-".into()),
                 row(THREADS_REFERENCE),
                 row(pipe_floor::READER_PER_WORKER),
+                row(pipe_floor::STANDBY_READERS),
                 row(pipe_floor::CALLER_READS),
             ),
             ratio: best
