@@ -28,12 +28,13 @@
 //!
 //! Wall-clock shares move with the host's noise. So the bench also counts
 //! CPU time, which moves far less: the **overhead CPU per task** is all the
-//! CPU time the run took, in every process (the parent's threads by
-//! `getrusage`, each worker process by its `/proc/<pid>/schedstat`), less
-//! the tasks' own (each task reads its thread's CPU clock), divided by the
-//! number of tasks; for the process pool, the part spent in the parent is
-//! shown apart. On 2 busy cores, every µs of it per task costs a task
-//! of ~0.9 ms about 0.1% of the speedup.
+//! CPU time the run took, in every process (the parent by its process CPU
+//! clock, each worker process by its `/proc/<pid>/schedstat`), less the
+//! tasks' own (each task reads its thread's CPU clock), divided by the
+//! number of tasks. The parent's part is shown apart, and of it the
+//! calling thread's and the process pool's reader threads'. With every
+//! core busy, each µs of it per task costs about 0.2% of the speedup (a
+//! `fib(27)` task takes ~0.5 ms here).
 //!
 //! Environment: `BENCH_REPS` (repetitions, default 21), `BENCH_WORKERS`
 //! (default 2). Linux only (it reads the thread's context switches).
