@@ -42,6 +42,7 @@ pub(crate) mod codec;
 pub(crate) mod entry;
 pub(crate) mod frame;
 mod freeze;
+mod handoff;
 mod link;
 pub(crate) mod os;
 mod outbox;
@@ -55,6 +56,7 @@ mod tree;
 pub(crate) mod worker;
 
 pub use builder::ProcessPoolBuilder;
+pub(crate) use handoff::read_while_waiting;
 pub use pool::ProcessPoolExecutor;
 pub(crate) use pool::check_frame_size;
 #[doc(hidden)]
