@@ -202,8 +202,6 @@ pub(crate) trait PortableJob: Job {
     ) -> bool;
     /// Whether the future has ended (finished or cancelled).
     fn is_done(&self) -> bool;
-    /// The address of the future's core (`Core::addr`), which names it.
-    fn core_addr(&self) -> usize;
     /// Completes the future from a worker's reply.
     fn complete_encoded(
         self: std::sync::Arc<Self>,
@@ -243,10 +241,6 @@ where
 
     fn is_done(&self) -> bool {
         self.is_done_inner()
-    }
-
-    fn core_addr(&self) -> usize {
-        self.core_addr_inner()
     }
 
     fn complete_encoded(

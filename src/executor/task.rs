@@ -318,10 +318,6 @@ where
         self.core.on_end(watcher, key)
     }
 
-    pub(crate) fn core_addr_inner(&self) -> usize {
-        self.core.addr()
-    }
-
     pub(crate) fn is_done_inner(&self) -> bool {
         self.core.is_terminal()
     }

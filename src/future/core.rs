@@ -305,13 +305,6 @@ impl<T> Core<T> {
         s & TASK_RESULT != 0 && (tag == 0 || tag == pool_tag(pool))
     }
 
-    /// The id of the executor this future's task was made for, if it
-    /// recorded one (see [`POOL_SHIFT`]).
-    pub(crate) fn recorded_pool(&self) -> Option<u64> {
-        let id = (self.status.load(Ordering::Relaxed) & pool_tag(u64::MAX)) >> POOL_SHIFT;
-        (id != 0).then_some(id as u64)
-    }
-
     /// Whether the future is still pending or running and somebody may
     /// have waited for it (the `AWAITED` hint: set by every wait and
     /// waker registration, and presumed for some new futures): only then

@@ -65,35 +65,12 @@ impl<T> Core<T> {
                 }
                 again = (again * 2).min(LOOK_AGAIN_MAX);
             }
-            // A process-pool task: rather than park and be woken by the
-            // worker's reader thread (which the worker's write woke first),
-            // read the worker's results here, woken by the write alone (see
-            // `process::handoff`): at once if the worker's tasks are long,
-            // after the spin otherwise.
-            let pool = self.recorded_pool();
-            let read_here = |before_spin| {
-                pool.and_then(|pool| {
-                    crate::process::read_while_waiting(
-                        pool,
-                        self.addr(),
-                        before_spin,
-                        deadline,
-                        &ready,
-                    )
-                })
-            };
-            if let Some(ready_now) = read_here(true) {
-                return ready_now;
-            }
             // Most short tasks end within the spin: no park, and the
             // completing thread needs no system call to wake us.
             let limit = Instant::now() + crate::spin::WAIT_SPIN_LIMIT;
             let limit = deadline.map_or(limit, |d| d.min(limit));
             if crate::spin::spin_until(limit, ready) {
                 return true;
-            }
-            if let Some(ready_now) = read_here(false) {
-                return ready_now;
             }
         }
         self.park_until_ready(deadline, &ready)

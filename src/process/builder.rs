@@ -370,6 +370,7 @@ impl ProcessPoolBuilder {
             env: self.env,
         };
         let kill_on_cancel = self.kill_on_cancel;
+        let stops_possible = kill_on_cancel || config.task_timeout.is_some();
         let shared = Arc::new_cyclic(|shared| {
             let stopper = super::cancel::CancelStopper {
                 shared: shared.clone(),
@@ -383,10 +384,9 @@ impl ProcessPoolBuilder {
                     ..State::default()
                 }),
                 cond: Condvar::new(),
-                long_tasks: false.into(),
+                stops_possible: stops_possible.into(),
             }
         });
-        super::handoff::register(&shared);
         lock(&shared.state).top_up(&shared.config.limits);
         let s2 = shared.clone();
         std::thread::Builder::new()

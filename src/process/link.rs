@@ -6,9 +6,7 @@
 //! thread when the pipe is idle and takes it), so a large argument never
 //! blocks the thread that submitted it nor the reader. The
 //! **reader** owns the pipe from the worker: it does the handshake, then
-//! reads results and completes futures (or stands by while a caller
-//! blocked on one of them reads them, see [`super::handoff`]); when the
-//! pipe ends (the worker
+//! reads results and completes futures; when the pipe ends (the worker
 //! exited, crashed or was killed) it reaps the process and decides the fate
 //! of the tasks the worker held: the running one fails with the exit status
 //! or signal, the ones queued behind it go back to the pool's queue
@@ -21,12 +19,11 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::{AsFd, AsRawFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::child::WorkerChild;
 use super::entry::BuildId;
 use super::freeze::ReaderMark;
-use super::handoff::{Handoff, LinkReading, PatientPipe};
 use super::os::describe_exit;
 use super::outbox::Outbox;
 use super::pool::Shared;
@@ -153,37 +150,10 @@ fn serve(
     id: u64,
     pid: u32,
     child: Arc<Mutex<WorkerChild>>,
-    input: BufReader<File>,
+    mut input: BufReader<File>,
     output: BufWriter<File>,
 ) {
     let max = shared.config.limits.max_frame_bytes;
-    let results_fd = input.get_ref().as_raw_fd();
-    // After the handshake the worker says nothing until it has a task, so
-    // nothing read is left in the buffer.
-    debug_assert!(input.buffer().is_empty());
-    let input = match PatientPipe::new(input.into_inner()) {
-        Ok(pipe) => BufReader::with_capacity(64 * 1024, pipe),
-        Err(e) => {
-            let e = Error::Io(format!("could not set up the pipe from a worker: {e}"));
-            start_failed(&shared, id, &child, e);
-            return;
-        }
-    };
-    let side = ReadSide {
-        input,
-        memory: MemoryCheck::new(shared.config.limits.max_memory_per_child),
-        end: None,
-        finished: false,
-        callers: 0,
-    };
-    let handoff = match Handoff::new(side, results_fd) {
-        Ok(handoff) => Arc::new(handoff),
-        Err(e) => {
-            let e = Error::Io(format!("could not watch the pipe from a worker: {e}"));
-            start_failed(&shared, id, &child, e);
-            return;
-        }
-    };
     let started = output
         .into_inner()
         .map_err(|e| e.into_error())
@@ -227,8 +197,7 @@ fn serve(
             deferred_stop: None,
             stop_retry: None,
             reader_mark: mark.clone(),
-            results_fd,
-            handoff: handoff.clone(),
+            results_fd: input.get_ref().as_raw_fd(),
             child: child.clone(),
         });
         st.dispatch(&shared.config.limits, &mut failures);
@@ -236,232 +205,138 @@ fn serve(
         shared.cond.notify_all();
         shared.finish(failures);
     }
-    settle_before_wait(&shared, id, &mark);
-    let mut callers_seen = 0;
+    let mut memory = MemoryCheck::new(shared.config.limits.max_memory_per_child);
     let end = loop {
-        let woken_by_pipe = handoff.reader_wait();
-        let mut side = lock(&handoff.side);
-        // A caller saw the pipe end (and kicked us).
-        if let Some(end) = side.end.take() {
-            side.finished = true;
-            break end;
+        if input.buffer().is_empty() {
+            await_results(&shared, id, &mark, &input);
         }
-        // The wake-up said the pipe holds something; unless a caller has
-        // read since, it still does.
-        let ready = (woken_by_pipe && side.callers == callers_seen)
-            // An error shows again in the read that follows.
-            || super::os::poll_readable(side.input.get_ref().get_ref().as_fd(), Some(Duration::ZERO))
-                .unwrap_or(true);
-        callers_seen = side.callers;
-        if ready {
-            if let Err(end) = read_ready(&shared, id, pid, &mut side, &mark) {
-                side.finished = true;
-                break end;
+        match read_message::<_, FromWorker>(&mut input, max) {
+            Ok(Some(FromWorker::Done { task_id, outcome })) => {
+                // Lowered before the read if a stop may come (see
+                // `await_results`).
+                mark.set_current(false);
+                // Everything read so far is handled once this result is.
+                let drained = input.buffer().is_empty();
+                // Read outside the lock: it is a file read.
+                let over_memory = memory.over_limit(pid);
+                let mut failures = Failures::new();
+                let mut st = lock(&shared.state);
+                let limits = &shared.config.limits;
+                let link = st.links.iter_mut().find(|l| l.id == id).expect("own link");
+                if over_memory && !link.retiring {
+                    link.retiring = true;
+                    crate::error::report!(
+                        info,
+                        "process-pool worker {pid} passed max_memory_per_child; replacing it"
+                    );
+                }
+                let head = link.in_flight.pop_front();
+                let now = Instant::now();
+                link.task_done(now.saturating_duration_since(link.head_since), limits);
+                link.head_since = now;
+                link.reader_mark.set_current(drained);
+                match head {
+                    Some(p) if p.task_id == task_id => {
+                        link.defer_stop_if_cancelled();
+                        // Settled before the user's code below runs, if the
+                        // reader is current; otherwise once it is
+                        // (`await_results`).
+                        let stop = if drained {
+                            link.take_deferred_stop()
+                        } else {
+                            None
+                        };
+                        st.dispatch(&shared.config.limits, &mut failures);
+                        // The supervisor watches the deadlines of running
+                        // (head) tasks and of idle workers: wake it when
+                        // one starts.
+                        let idle_timed = limits.idle_timeout.is_some()
+                            && st
+                                .links
+                                .iter()
+                                .any(|l| l.id == id && l.in_flight.is_empty());
+                        let timed = idle_timed
+                            || st
+                                .links
+                                .iter()
+                                .any(|l| l.in_flight.front().is_some_and(|p| p.timeout.is_some()));
+                        drop(st);
+                        super::freeze::settle(&shared, stop.into_iter().collect());
+                        if timed {
+                            shared.cond.notify_all();
+                        }
+                        if !failures.is_empty() {
+                            shared.finish(failures);
+                        }
+                        // The user's code runs in here (`R`'s
+                        // `Deserialize`, done-callbacks, wakers), each
+                        // caught where it runs; this is the last line of
+                        // defence for the one thread that notices when
+                        // this worker ends (decision 7).
+                        let completed =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                p.job.complete_encoded(outcome)
+                            }));
+                        if let Err(payload) = completed {
+                            // Outside `log!`, which skips its arguments when
+                            // logging is off: the payload must be dropped
+                            // with care either way.
+                            let message = crate::error::take_panic_message(payload);
+                            crate::error::report!(
+                                error,
+                                "completing a process-pool task panicked: {message}"
+                            );
+                        }
+                    }
+                    other => {
+                        if let Some(p) = other {
+                            link.in_flight.push_front(p);
+                        }
+                        drop(st);
+                        break End::Protocol(Error::Protocol(format!(
+                            "worker {pid} answered task {task_id}, which it was not running"
+                        )));
+                    }
+                }
             }
+            Ok(Some(other)) => {
+                break End::Protocol(Error::Protocol(format!(
+                    "unexpected message from worker {pid}: {other:?}"
+                )));
+            }
+            Ok(None) => break End::Eof,
+            Err(e @ Error::Io(_)) => break End::Protocol(e),
+            Err(e) => break End::Protocol(e),
         }
-        drop(side);
-        settle_before_wait(&shared, id, &mark);
     };
     worker_gone(&shared, id, pid, &child, end);
 }
 
-/// What the parent reads from one worker, held by whoever reads it: the
-/// reader thread, or a caller waiting for one of the worker's tasks (see
-/// [`super::handoff`]).
-pub(crate) struct ReadSide {
-    input: BufReader<PatientPipe>,
-    memory: MemoryCheck,
-    /// How the pipe ended, seen by a caller: the reader thread winds the
-    /// worker up.
-    end: Option<End>,
-    /// The reader thread is winding the worker up: nobody reads any more.
-    finished: bool,
-    /// How many times a caller took the side, so that the reader thread
-    /// knows whether its wake-up still stands.
-    callers: u64,
-}
-
-/// Reads what the pipe holds now (the caller knows it holds something, or
-/// its end) and handles every whole message read, reading on only to
-/// finish a frame that has begun: it never waits for a result not yet
-/// written. What more the pipe holds is left to the next wait, which
-/// returns at once for it. `Err` when the pipe ended or broke the protocol.
-fn read_ready(
-    shared: &Shared,
-    id: u64,
-    pid: u32,
-    side: &mut ReadSide,
-    mark: &ReaderMark,
-) -> Result<(), End> {
-    let max = shared.config.limits.max_frame_bytes;
-    // Lowered before reading (see `super::freeze`).
-    mark.set_current(false);
-    loop {
-        match read_message::<_, FromWorker>(&mut side.input, max) {
-            Ok(Some(FromWorker::Done { task_id, outcome })) => {
-                handle_done(shared, id, pid, side, mark, task_id, outcome)?;
-            }
-            Ok(Some(other)) => {
-                return Err(End::Protocol(Error::Protocol(format!(
-                    "unexpected message from worker {pid}: {other:?}"
-                ))));
-            }
-            Ok(None) => return Err(End::Eof),
-            Err(e) => return Err(End::Protocol(e)),
-        }
-        if side.input.buffer().is_empty() {
-            return Ok(());
-        }
-    }
-}
-
-/// One result: the task's future completed, the worker's next task sent.
-fn handle_done(
-    shared: &Shared,
-    id: u64,
-    pid: u32,
-    side: &mut ReadSide,
-    mark: &ReaderMark,
-    task_id: u64,
-    outcome: Result<Vec<u8>, super::protocol::RemoteError>,
-) -> Result<(), End> {
-    // Lowered before the read if a stop may come (see `read_available`).
-    mark.set_current(false);
-    // Everything read so far is handled once this result is.
-    let drained = side.input.buffer().is_empty();
-    // Read outside the lock: it is a file read.
-    let over_memory = side.memory.over_limit(pid);
-    let mut failures = Failures::new();
-    let mut st = lock(&shared.state);
-    let limits = &shared.config.limits;
-    let link = st.links.iter_mut().find(|l| l.id == id).expect("own link");
-    if over_memory && !link.retiring {
-        link.retiring = true;
-        crate::error::report!(
-            info,
-            "process-pool worker {pid} passed max_memory_per_child; replacing it"
-        );
-    }
-    let head = link.in_flight.pop_front();
-    let now = Instant::now();
-    let long = link.task_done(now.saturating_duration_since(link.head_since), limits);
-    shared
-        .long_tasks
-        .store(long, std::sync::atomic::Ordering::Relaxed);
-    link.head_since = now;
-    link.reader_mark.set_current(drained);
-    match head {
-        Some(p) if p.task_id == task_id => {
-            link.defer_stop_if_cancelled();
-            // Settled before the user's code below runs, if the reader is
-            // current; otherwise once it is (`settle_before_wait`).
-            let stop = if drained {
-                link.take_deferred_stop()
-            } else {
-                None
-            };
-            st.dispatch(&shared.config.limits, &mut failures);
-            // The supervisor watches the deadlines of running (head) tasks
-            // and of idle workers: wake it when one starts.
-            let idle_timed = limits.idle_timeout.is_some()
-                && st
-                    .links
-                    .iter()
-                    .any(|l| l.id == id && l.in_flight.is_empty());
-            let timed = idle_timed
-                || st
-                    .links
-                    .iter()
-                    .any(|l| l.in_flight.front().is_some_and(|p| p.timeout.is_some()));
-            drop(st);
-            super::freeze::settle(shared, stop.into_iter().collect());
-            if timed {
-                shared.cond.notify_all();
-            }
-            if !failures.is_empty() {
-                shared.finish(failures);
-            }
-            // The user's code runs in here (`R`'s `Deserialize`,
-            // done-callbacks, wakers), each caught where it runs; this is
-            // the last line of defence for the thread that reads this
-            // worker (decision 7).
-            let completed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                p.job.complete_encoded(outcome)
-            }));
-            if let Err(payload) = completed {
-                // Outside `log!`, which skips its arguments when logging is
-                // off: the payload must be dropped with care either way.
-                let message = crate::error::take_panic_message(payload);
-                crate::error::report!(error, "completing a process-pool task panicked: {message}");
-            }
-            Ok(())
-        }
-        other => {
-            if let Some(p) = other {
-                link.in_flight.push_front(p);
-            }
-            drop(st);
-            Err(End::Protocol(Error::Protocol(format!(
-                "worker {pid} answered task {task_id}, which it was not running"
-            ))))
-        }
-    }
-}
-
-/// Before whoever reads a worker's results waits for more, having handled
-/// everything it read: it says so in the mark (which lets a stop be
-/// settled at once, see [`super::freeze`]), and settles a stop left to it.
-fn settle_before_wait(shared: &Shared, id: u64, mark: &ReaderMark) {
+/// Before the reader waits for the worker to write more, having handled
+/// everything it read: it says so in its mark (which lets a stop be
+/// settled at once, see [`super::freeze`]), and first settles a stop left
+/// to it. In a pool that may stop tasks it then waits with `poll`, which
+/// consumes nothing, and lowers the mark before it reads. Elsewhere it
+/// reads at once, and lowers the mark when the read returns: a stop only
+/// comes to such a pool with the first task that has a time limit, and a
+/// verdict then could take a result the reader is just reading for one
+/// not yet written (a window of the read's return, once per reader).
+fn await_results(shared: &Shared, id: u64, mark: &ReaderMark, input: &BufReader<File>) {
     if mark.set_current(true) {
         let stop = {
             let mut st = lock(&shared.state);
-            st.links
-                .iter_mut()
-                .find(|l| l.id == id)
-                .and_then(|link| link.take_deferred_stop())
+            let link = st.links.iter_mut().find(|l| l.id == id).expect("own link");
+            link.take_deferred_stop()
         };
         super::freeze::settle(shared, stop.into_iter().collect());
     }
-}
-
-/// A caller blocked on a future whose task worker `link` holds: reads that
-/// worker's results while it waits, if nobody else does (see
-/// [`super::handoff`]). Returns whether the future is ready (`false`:
-/// `deadline` passed), or `None` if this thread cannot read for it (the
-/// reader or another caller is reading there, or the pipe ended); the
-/// caller then waits in the ordinary way.
-pub(crate) fn read_for_caller(
-    shared: &Shared,
-    link: &LinkReading,
-    deadline: Option<Instant>,
-    ready: &dyn Fn() -> bool,
-) -> Option<bool> {
-    let mut side = link.handoff.side.try_lock().ok()?;
-    if side.finished || side.end.is_some() {
-        return None;
-    }
-    // A done-callback run here that shuts the pool down must not wait for
-    // this worker, which only this thread can now wind up (`own_thread`).
-    let _standing = super::own_thread::stand_in_as_reader(shared)?;
-    side.callers += 1;
-    // Whoever let the side go had handled everything it read: the buffer
-    // is empty, and the wait returns at once if the pipe is not.
-    loop {
-        if ready() {
-            return Some(true);
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return Some(false);
-        }
-        if link.handoff.caller_wait(deadline) {
-            if let Err(end) = read_ready(shared, link.id, link.pid, &mut side, &link.mark) {
-                side.end = Some(end);
-                drop(side);
-                link.handoff.kick_reader();
-                return None;
-            }
-            settle_before_wait(shared, link.id, &link.mark);
-        }
+    if shared
+        .stops_possible
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        // An error here shows again in the read that follows.
+        let _ = super::os::poll_readable(input.get_ref().as_fd(), None);
+        mark.set_current(false);
     }
 }
 

@@ -42,7 +42,6 @@ pub(crate) mod codec;
 pub(crate) mod entry;
 pub(crate) mod frame;
 mod freeze;
-mod handoff;
 mod link;
 pub(crate) mod os;
 mod outbox;
@@ -56,7 +55,6 @@ mod tree;
 pub(crate) mod worker;
 
 pub use builder::ProcessPoolBuilder;
-pub(crate) use handoff::read_while_waiting;
 pub use pool::ProcessPoolExecutor;
 pub(crate) use pool::check_frame_size;
 #[doc(hidden)]

@@ -26,10 +26,8 @@
 //! `send` never blocks on the pipe, only on the outbox's own short lock.
 //!
 //! Writing through is for a worker that would otherwise wait, and only
-//! from the thread that reads the worker's results and dispatches the
-//! next task when one comes in (its reader thread, or a caller reading
-//! them while it waits, see [`super::handoff`]); the caller decides with
-//! `send`'s `write_through`:
+//! from the reader thread (which dispatches the next task when a result
+//! comes in); the caller decides with `send`'s `write_through`:
 //!
 //! * A worker with a deep pipeline of tiny tasks is sent to through the
 //!   writer thread: one write per task from the dispatching thread would

@@ -81,37 +81,6 @@ fn ending_in(st: &State) -> Option<Role> {
     st.enders.contains(&me).then_some(Role::Ender)
 }
 
-/// Whether the calling thread may stand in for a reader of the pool whose
-/// state is `st` (see [`stand_in_as_reader`]): it is no pool's own thread,
-/// and it is not ending this pool's tasks.
-pub(crate) fn may_stand_in(st: &State) -> bool {
-    OWN.with(Cell::get).1.is_none() && ending_in(st).is_none()
-}
-
-/// Makes the calling thread `shared`'s reader until the guard drops: it
-/// reads a worker's results while it waits for one of them (see
-/// `super::handoff`), and that worker, counted `live`, is its unit. A
-/// done-callback it runs meanwhile that shuts the pool down and waits must
-/// not wait for that worker, which only this thread can wind up now.
-/// `None` if it is some pool's own thread already ([`may_stand_in`]).
-pub(crate) fn stand_in_as_reader(shared: &Shared) -> Option<StandIn> {
-    if OWN.with(Cell::get).1.is_some() {
-        return None;
-    }
-    OWN.with(|c| c.set((address(shared), Some(Role::Reader))));
-    Some(StandIn)
-}
-
-/// While it lives, its thread stands in for a reader (see
-/// [`stand_in_as_reader`]).
-pub(crate) struct StandIn;
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        OWN.with(|c| c.set((0, None)));
-    }
-}
-
 /// Ends tasks taken out of `st` (its queue, a dispatch's failures) with the
 /// lock released: `end` cancels or fails them, and runs their callbacks.
 ///

@@ -30,10 +30,11 @@ pub(crate) struct Shared {
     /// Signalled on every change a waiter may care about: the supervisor
     /// (workers wanted, deadlines), and `shutdown(wait = true)`.
     pub(crate) cond: Condvar,
-    /// The last task to finish ran long (see `state::SHORT_TASK`): a caller
-    /// blocked on a task a worker holds reads the results at once rather
-    /// than spin first (see `super::handoff`).
-    pub(crate) long_tasks: std::sync::atomic::AtomicBool,
+    /// Whether the pool may stop a running task: it was built with
+    /// `kill_on_cancel` or a `task_timeout`, or a task came with a time
+    /// limit. Only then do readers keep their mark exact for a stop's
+    /// verdict, which costs a `poll` per wait (see `super::freeze`).
+    pub(crate) stops_possible: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -322,6 +323,11 @@ impl ProcessPoolExecutor {
             job.arg_type_name(),
         ) {
             return Err((task, e));
+        }
+        if timeout.is_some() {
+            self.shared
+                .stops_possible
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
         let mut failures = Failures::new();
         let mut st = lock(&self.shared.state);

@@ -74,8 +74,6 @@ pub(crate) struct Link {
     /// The reader's end of the result pipe, open while this link is in the
     /// state (the reader takes the link out before it closes the pipe).
     pub(crate) results_fd: std::os::fd::RawFd,
-    /// Who reads this worker's results (see `super::handoff`).
-    pub(crate) handoff: Arc<super::handoff::Handoff>,
     pub(crate) child: Arc<Mutex<WorkerChild>>,
 }
 
@@ -92,14 +90,12 @@ impl Link {
     /// task brings it back to `prefetch`, so long tasks are not stacked
     /// behind each other on one worker while another idles. So does the
     /// worker running dry (see [`State::dispatch`]).
-    /// Returns whether the task was long (see `Shared::long_tasks`).
-    pub(crate) fn task_done(&mut self, ran: Duration, limits: &Limits) -> bool {
+    pub(crate) fn task_done(&mut self, ran: Duration, limits: &Limits) {
         self.depth = if ran < SHORT_TASK {
             (self.depth.saturating_mul(2)).clamp(limits.prefetch, MAX_DEPTH.max(limits.prefetch))
         } else {
             limits.prefetch
         };
-        ran >= SHORT_TASK
     }
 
     /// Sends `Shutdown`: the worker exits after what it holds, and gets no
