@@ -36,8 +36,22 @@
 //! core busy, each µs of it per task costs about 0.2% of the speedup (a
 //! `fib(27)` task takes ~0.5 ms here).
 //!
+//! **Mind the instruments.** Counting a task's preemptions and CPU time
+//! takes three system calls at each end of the task, in the worker, and a
+//! system call is where the kernel runs a thread it has just woken on
+//! that CPU. That changes where the parent's wake-ups land, and with them
+//! the result: a design that woke the caller straight from the worker's
+//! write measured better than the reader threads here (29 pairs) and
+//! worse in `peers` and here with `BENCH_PLAIN=1` (see BENCHMARKS.md,
+//! 2026-12-04 18:00). `BENCH_PLAIN=1` makes the tasks read only
+//! `CLOCK_MONOTONIC` (no system call): the preemption column is then 0,
+//! and a task's CPU time is taken to be its wall time, so the overhead
+//! CPU leaves out the time tasks spent preempted. Compare designs with it
+//! on, and with `peers`.
+//!
 //! Environment: `BENCH_REPS` (repetitions, default 21), `BENCH_WORKERS`
-//! (default 2). Linux only (it reads the thread's context switches).
+//! (default 2), `BENCH_PLAIN` (see above). Linux only (it reads the
+//! thread's context switches).
 //! Without `--bench` (as `cargo test --all-targets` runs it) it only checks,
 //! on a few small tasks, that the breakdown adds up.
 
@@ -62,8 +76,23 @@ fn fib(n: u64) -> u64 {
 /// time it took (ns, its thread's CPU clock).
 type Record = (u64, u64, u64, u64, u64);
 
+/// Whether tasks make no system call (`BENCH_PLAIN=1`, see the module
+/// docs); read once per process, workers included.
+fn plain() -> bool {
+    static PLAIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PLAIN.get_or_init(|| std::env::var_os("BENCH_PLAIN").is_some_and(|v| v == "1"))
+}
+
 /// The task: `fib(n)`, timed where it runs.
 fn timed_fib(n: u64) -> Record {
+    if plain() {
+        // `CLOCK_MONOTONIC` is read without a system call (vDSO); the
+        // task's CPU time is taken to be its wall time.
+        let start = monotonic_ns();
+        black_box(fib(black_box(n)));
+        let end = monotonic_ns();
+        return (start, end, thread_id(), 0, end - start);
+    }
     let preempted = involuntary_switches();
     let cpu = clock_ns(CLOCK_THREAD);
     let start = monotonic_ns();
