@@ -54,8 +54,9 @@ const CALLBACKS_RUNNING: usize = 4;
 /// A hint, set when some thread, async task, callback or `wait`/
 /// `as_completed` started waiting for the future before it ended: whoever
 /// runs the task learns that a caller is waiting on results right now, so
-/// its next idle moment should watch for work closely (see `spin`). It may be set in any state; every reader of
-/// the state masks it off, and completing the future clears it.
+/// its next idle moment should watch for work closely (see `spin`). It may
+/// be set in any state; every reader of the state masks it off, and
+/// completing the future clears it.
 const AWAITED: usize = 8;
 /// Set by an executor that stops a running task when its future is
 /// cancelled (see the module docs): `cancel()` succeeds in RUNNING too.
