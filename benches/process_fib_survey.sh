@@ -39,7 +39,7 @@ for ((i = 1; i <= runs; i++)); do
         v=$(speedup_of "$out" "$row")
         line+=" ${v:-nan}"
     done
-    load=$(grep -m1 -o 'used [0-9.]* cores' <<<"$out" | awk '{print $2}')
+    load=$(grep -m1 -o 'used [0-9.]* cores' <<<"$out" | awk '{print $2}' || true)
     echo "$line ${load:-?}" | tee -a "$data"
 done
 
