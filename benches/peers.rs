@@ -36,6 +36,8 @@ mod pipe_floor;
 mod processes;
 #[path = "support/peers/python.rs"]
 mod python;
+#[path = "support/shm_floor.rs"]
+mod shm_floor;
 #[path = "support/peers/summary.rs"]
 mod summary;
 #[path = "support/peers/table.rs"]
@@ -49,6 +51,7 @@ use libs::{
 use pipe_floor::PipeWorkers;
 use processes::{process_pool, process_workloads, speedups};
 use python::python_peers;
+use shm_floor::ShmWorkers;
 use summary::summarize;
 use table::{Better, Runner, SEQUENTIAL, Workload, busy_every_cpu, interleave, median};
 use threads::{
@@ -138,6 +141,10 @@ fn smoke(workers: usize) {
     assert_eq!(floor.run_with_readers(5).0, vec![55; 5]);
     assert_eq!(floor.run_caller_reads(5).0, vec![55; 5]);
     drop(floor);
+    let mut shm = ShmWorkers::start(workers, 10);
+    assert_eq!(shm.run(5).0, vec![55; 5]);
+    assert_eq!(shm.run(7).0, vec![55; 7]);
+    drop(shm);
     println!("peers: smoke check passed (no timing; run `cargo bench --bench peers` to benchmark)");
 }
 
@@ -148,6 +155,9 @@ fn main() {
     let workers = env_usize("BENCH_WORKERS", 2).max(1);
     if let Some(pos) = args.iter().position(|a| a == pipe_floor::CHILD_FLAG) {
         pipe_floor::serve(args[pos + 1].parse().expect("fib argument"), fib);
+    }
+    if let Some(pos) = args.iter().position(|a| a == shm_floor::CHILD_FLAG) {
+        shm_floor::serve(args[pos + 1].parse().expect("fib argument"), fib);
     }
     if let Some(pos) = args.iter().position(|a| a == "--child-memory") {
         let lib = &args[pos + 1];

@@ -18,8 +18,9 @@ cd "$(dirname "$0")/.."
 
 runs=${1:-60}
 ROWS=("ours" "ours on threads" "bare pipes, a reader thread each" \
-      "bare pipes, standby readers" "bare pipes, the caller reads")
-SHORT=("ours" "threads" "reader-each" "standby" "caller-reads")
+      "bare pipes, standby readers" "bare pipes, the caller reads" \
+      "bare shared memory")
+SHORT=("ours" "threads" "reader-each" "standby" "caller-reads" "shared-memory")
 
 cargo bench --bench peers --no-run >/dev/null 2>&1
 data=$(mktemp)
@@ -58,7 +59,7 @@ for k in "${!SHORT[@]}"; do
     printf '%-13s %s  >= 1.9 in %d of %d\n' "${SHORT[$k]}" \
         "$(cut -d' ' -f"$col" "$data" | quartiles)" "$reached" "$runs"
 done
-for k in 1 2 3 4; do
+for k in $(seq 1 $((${#SHORT[@]} - 1))); do
     col=$((k + 2))
     printf 'ours - %-13s %s\n' "${SHORT[$k]}" \
         "$(awk -v c="$col" '{ printf "%.3f\n", $2 - $c }' "$data" | quartiles)"

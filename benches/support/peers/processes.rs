@@ -13,6 +13,7 @@ use concurrent_futures::{
 };
 
 use crate::pipe_floor::{self, PipeWorkers};
+use crate::shm_floor::{self, ShmWorkers};
 use crate::table::{Better, Runner, SEQUENTIAL, Workload, interleave, proc_status_kb};
 use crate::threads::run_fib_sequential;
 use crate::{Cfg, fib, fib_task, noop};
@@ -142,6 +143,7 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
             // The barest transport between processes, both ways of
             // receiving: what any process pool pays on this host.
             let floor = std::cell::RefCell::new(PipeWorkers::start(cfg.workers, k));
+            let shm = std::cell::RefCell::new(ShmWorkers::start(cfg.workers, k));
             let expected = fib(k);
             let runners: Vec<Runner<'_>> = vec![
                 (SEQUENTIAL, Box::new(move || run_fib_sequential(tasks, k))),
@@ -174,6 +176,10 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                         )
                     }),
                 ),
+                (
+                    shm_floor::SHARED_MEMORY,
+                    Box::new(|| pipe_floor::timed(shm.borrow_mut().run(tasks as usize), expected)),
+                ),
             ];
             let rows = interleave(reps.max(15), runners);
             w.rows = speedups(rows);
@@ -190,6 +196,13 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                 pipe_floor::READER_PER_WORKER,
                 pipe_floor::CALLER_READS,
                 pipe_floor::STANDBY_READERS
+            ));
+            w.notes.push(format!(
+                "{}: bare worker processes that claim tasks and store results in memory \
+                 shared with the parent, a futex waking the caller only when it sleeps: no \
+                 pipe, no parent thread, two atomic operations a task. The least any process \
+                 pool can cost. See benches/support/shm_floor.rs",
+                shm_floor::SHARED_MEMORY
             ));
             out.push(w.done());
         }

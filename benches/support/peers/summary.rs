@@ -6,6 +6,7 @@
 
 use crate::pipe_floor;
 use crate::processes::THREADS_REFERENCE;
+use crate::shm_floor;
 use crate::table::{Better, SEQUENTIAL, Workload, fmt_num};
 use crate::threads::{PACING_ONLY, WAKEUP_FLOOR};
 
@@ -36,6 +37,7 @@ fn best_peer(w: &Workload, metric: usize, filter: impl Fn(&str) -> bool) -> Opti
                 pipe_floor::READER_PER_WORKER,
                 pipe_floor::STANDBY_READERS,
                 pipe_floor::CALLER_READS,
+                shm_floor::SHARED_MEMORY,
             ]
             .contains(&l.as_str())
                 && filter(l)
@@ -255,7 +257,7 @@ pub(crate) fn summarize(ws: &[Workload]) -> Vec<Verdict> {
             workload: "process fib (speedup)".into(),
             ours: fmt_num(o),
             best: format!(
-                "{}; {THREADS_REFERENCE} {}; bare pipes: reader threads {}, standby readers {}, caller reads {}",
+                "{}; {THREADS_REFERENCE} {}; bare pipes: reader threads {}, standby readers {}, caller reads {}; bare shared memory {}",
                 best.as_ref()
                     .map(|(n, v)| format!("{} ({n})", fmt_num(*v)))
                     .unwrap_or("-".into()),
@@ -263,6 +265,7 @@ pub(crate) fn summarize(ws: &[Workload]) -> Vec<Verdict> {
                 row(pipe_floor::READER_PER_WORKER),
                 row(pipe_floor::STANDBY_READERS),
                 row(pipe_floor::CALLER_READS),
+                row(shm_floor::SHARED_MEMORY),
             ),
             ratio: best
                 .map(|(_, v)| format!("{:.2}", o / v))
