@@ -42,7 +42,7 @@
 //! that CPU. That changes where the parent's wake-ups land, and with them
 //! the result: a design that woke the caller straight from the worker's
 //! write measured better than the reader threads here (29 pairs) and
-//! worse in `peers` and here with `BENCH_PLAIN=1` (see BENCHMARKS.md,
+//! worse in `peers` and here with `BENCH_PLAIN=1` (see BENCHMARKS-LOG.md,
 //! 2026-12-04 18:00). `BENCH_PLAIN=1` makes the tasks read only
 //! `CLOCK_MONOTONIC` (no system call): the preemption column is then 0,
 //! and a task's CPU time is taken to be its wall time, so the overhead

@@ -10,7 +10,7 @@
 #
 # One run's median of 21 repetitions moves by ±0.05 with the host; the
 # target (≥ 1.9) sits inside that band, so a single run cannot say whether
-# a change helped. Sixty runs can (see BENCHMARKS.md, 2026-12-04 18:24).
+# a change helped. Sixty runs can (see BENCHMARKS-LOG.md, 2026-12-04 18:24).
 # Each run also prints one line: time, then the speedup of each row in the
 # order of ROWS, then the other load on the machine in cores.
 set -euo pipefail

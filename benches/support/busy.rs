@@ -3,7 +3,7 @@
 //! After one CPU has burned alone for a few ms (a sequential baseline),
 //! the kernel often starts the next woken worker late, on a busy CPU,
 //! until a balance moves it: 1–4.6 ms late for any pool, rayon's too (see
-//! BENCHMARKS.md, runs T–Y). A short burst on every CPU in between makes
+//! BENCHMARKS-LOG.md, runs T–Y). A short burst on every CPU in between makes
 //! the next sample start as it would after a parallel one.
 
 use std::hint::black_box;

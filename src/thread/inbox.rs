@@ -4,7 +4,7 @@
 //! end sits behind a mutex and whose other end workers steal from, lock-free,
 //! through its [`Stealer`], one task at a time (see `registry` for why not
 //! in batches; a 200k-task stream was no slower for it, and steadier: 10.8–
-//! 11.8 M tasks/s against 5.4–16.7 M with batches, BENCHMARKS.md). Only
+//! 11.8 M tasks/s against 5.4–16.7 M with batches, BENCHMARKS-LOG.md). Only
 //! submitters ever take the lock, and only for one push.
 //!
 //! Why not crossbeam's lock-free `Injector`, the textbook choice? It is a
@@ -15,7 +15,7 @@
 //! streaming small tasks and the workers eating them fought over that lock:
 //! every futex call of issue 4's "tiny" workload was glibc's arena lock
 //! (perf tracepoints), and a 200k-task stream took 80–100 ms against 24 ms
-//! with this queue, in the same process (BENCHMARKS.md). A ring buffer
+//! with this queue, in the same process (BENCHMARKS-LOG.md). A ring buffer
 //! allocates only when it grows, doubling, so a steady stream allocates
 //! nothing but the tasks themselves. Its slot is also one word instead of
 //! two, which shows in the memory workload.
