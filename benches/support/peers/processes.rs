@@ -2,7 +2,7 @@
 //! the peers, and their rows come later from benches/python_peers.py (see
 //! [`crate::python`]). The process-fib workload also runs rows that are not
 //! pools (the sequential baseline, the same tasks on our thread pool, and
-//! the bare-pipe floors of benches/support/pipe_floor.rs), so that its
+//! the bare floors of benches/support/pipe_floor.rs and shm_floor.rs), so that its
 //! speedup reads against what the host allows in the same run.
 
 use std::hint::black_box;
@@ -140,8 +140,9 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                 }
                 vec![t.elapsed().as_secs_f64() * 1e3]
             };
-            // The barest transport between processes, both ways of
-            // receiving: what any process pool pays on this host.
+            // Bare worker processes over the barest transports (pipes,
+            // received three ways, and shared memory): what any process
+            // pool pays on this host.
             let floor = std::cell::RefCell::new(PipeWorkers::start(cfg.workers, k));
             let shm = std::cell::RefCell::new(ShmWorkers::start(cfg.workers, k));
             let expected = fib(k);
