@@ -157,7 +157,8 @@ fn main() {
         pipe_floor::serve(args[pos + 1].parse().expect("fib argument"), fib);
     }
     if let Some(pos) = args.iter().position(|a| a == shm_floor::CHILD_FLAG) {
-        shm_floor::serve(args[pos + 1].parse().expect("fib argument"), fib);
+        let k = args[pos + 1].parse().expect("fib argument");
+        shm_floor::serve(k, args[pos + 2].parse().expect("parent pid"), fib);
     }
     if let Some(pos) = args.iter().position(|a| a == "--child-memory") {
         let lib = &args[pos + 1];

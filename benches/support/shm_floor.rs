@@ -9,15 +9,17 @@
 //! stores the value in the task's slot. The caller takes the values in
 //! task order and sleeps on a futex only when the one it needs is not
 //! there yet; a worker makes the `futex` wake call only when the caller
-//! said it sleeps. So a task costs a worker two atomic operations, and a
-//! result the caller already waits for costs one wake-up: the caller's own,
-//! as in a thread pool. No real process pool can do with less: it would
+//! said it sleeps. So a task costs a worker four atomic operations and no
+//! system call, and a result the caller already waits for costs one
+//! wake-up: the caller's own, as in a thread pool. No real process pool can do with less: it would
 //! still frame its tasks, keep futures, run callbacks and notice a dead
 //! worker.
 //!
 //! A worker that dies makes the run panic (the caller's sleeps time out
-//! and look at the children), never hang; a worker whose parent dies gets
-//! `SIGKILL` (`PR_SET_PDEATHSIG`).
+//! and look at the children), never hang. A worker whose parent dies gets
+//! `SIGKILL` (`PR_SET_PDEATHSIG`, which Linux sends when the *thread* that
+//! started the worker ends: here the bench's main thread), and one whose
+//! parent died before it asked exits when it sees a new parent pid.
 
 use std::fs::File;
 use std::hint::black_box;
@@ -128,10 +130,23 @@ fn futex_wake(word: &AtomicU32) {
     unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
 }
 
-/// Serves runs on the board in stdin until the parent says quit.
-pub fn serve(k: u64, fib: fn(u64) -> u64) -> ! {
-    // SAFETY: no pointers; asks for SIGKILL when the parent dies.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+/// Exits if the process that started this worker is gone.
+fn exit_if_orphaned(parent: u32) {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    if unsafe { libc::getppid() } as u32 != parent {
+        std::process::exit(1);
+    }
+}
+
+/// Serves runs on the board in stdin until the parent (pid `parent`) says
+/// quit or dies.
+pub fn serve(k: u64, parent: u32, fib: fn(u64) -> u64) -> ! {
+    // SAFETY: prctl(PR_SET_PDEATHSIG, sig) takes two integers and touches
+    // no memory of ours.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    assert_eq!(r, 0, "prctl: {}", std::io::Error::last_os_error());
+    // The parent may have died before the request.
+    exit_if_orphaned(parent);
     // SAFETY: fd 0 is the memfd the parent gave as stdin, owned by nobody
     // else in this process from here on.
     let memfd = unsafe { File::from_raw_fd(0) };
@@ -141,7 +156,9 @@ pub fn serve(k: u64, fib: fn(u64) -> u64) -> ! {
     loop {
         let epoch = board.epoch.load(Ordering::Acquire);
         if epoch == seen {
-            futex_wait(&board.epoch, epoch, Duration::from_secs(1));
+            if futex_wait(&board.epoch, epoch, Duration::from_secs(1)) {
+                exit_if_orphaned(parent);
+            }
             continue;
         }
         seen = epoch;
@@ -155,12 +172,14 @@ pub fn serve(k: u64, fib: fn(u64) -> u64) -> ! {
                 break;
             }
             let value = fib(black_box(k));
-            board.slots[t as usize].store(DONE | value, Ordering::SeqCst);
+            // Published by the `results` bump that follows (a release).
+            board.slots[t as usize].store(DONE | value, Ordering::Release);
             board.results.fetch_add(1, Ordering::SeqCst);
-            // Pairs with the caller's store of `caller_sleeps` before its
-            // last look at the slot: either it sees the value, or we see
-            // that it sleeps (and the bumped `results` stops its sleep
-            // from starting on a stale count).
+            // Pairs with the caller's store of `caller_sleeps` and load of
+            // `results` before its last look at the slot: either that load
+            // sees our bump (and the look sees the value), or we see that
+            // it sleeps, and the bumped `results` stops its sleep from
+            // starting on a stale count.
             if board.caller_sleeps.load(Ordering::SeqCst) != 0 {
                 futex_wake(&board.results);
             }
@@ -192,8 +211,11 @@ impl ShmWorkers {
         let children = (0..n)
             .map(|_| {
                 Command::new(&exe)
-                    .args([CHILD_FLAG, &k.to_string()])
+                    .args([CHILD_FLAG, &k.to_string(), &std::process::id().to_string()])
                     .stdin(Stdio::from(memfd.try_clone().expect("share the board")))
+                    // Not the parent's stdout: a script reading it to its end
+                    // must not wait for a worker.
+                    .stdout(Stdio::null())
                     .spawn()
                     .expect("start a shared-memory floor worker")
             })
@@ -236,8 +258,12 @@ impl ShmWorkers {
         let elapsed = t.elapsed();
         // Every worker claims past the end before the next run resets the
         // board (outside the timing).
+        let mut spins = 0u32;
         while board.finished.load(Ordering::Acquire) < self.children.len() as u32 {
-            check_alive(&mut self.children);
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(1024) {
+                check_alive(&mut self.children);
+            }
             std::thread::yield_now();
         }
         (values, elapsed)

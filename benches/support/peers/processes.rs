@@ -201,7 +201,7 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
             w.notes.push(format!(
                 "{}: bare worker processes that claim tasks and store results in memory \
                  shared with the parent, a futex waking the caller only when it sleeps: no \
-                 pipe, no parent thread, two atomic operations a task. The least any process \
+                 pipe, no parent thread, no system call a task. The least any process \
                  pool can cost. See benches/support/shm_floor.rs",
                 shm_floor::SHARED_MEMORY
             ));
