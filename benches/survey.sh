@@ -13,7 +13,9 @@
 #
 # SURVEY_AT=X also counts, for every row, the runs whose first metric was
 # at X or better (≥ X for a metric marked ↑, ≤ X for one marked ↓); for
-# process-fib it defaults to the target, 1.9.
+# process-fib it defaults to the target, 1.9. It reads the table's printed
+# values, rounded to two decimals, so a row can count at 1.9 in a run in
+# which the unrounded verdict (1.896, say) missed.
 #
 # Why: one run's median of a parallel workload moves with the host by as
 # much as the distance to its target (process fib ±0.05 around 1.9), so a
