@@ -111,3 +111,50 @@ fn pp3_future_cancel_of_a_running_task_does_not_touch_its_token() {
     assert_eq!(wait(f), Ok(false));
     assert!(!token.is_cancelled());
 }
+
+/// A waker that reports each wake on a channel.
+struct ChannelWaker(mpsc::Sender<()>);
+
+impl std::task::Wake for ChannelWaker {
+    fn wake(self: Arc<Self>) {
+        let _ = self.0.send(());
+    }
+}
+
+/// PP3 with an owner that `.await`s: the token's cancel of the running
+/// task fails (X2), and when the task ends the owner's waker is woken.
+/// The cancel used to go through a throwaway handle whose drop, on the
+/// still-running future, took the owner's waker out of the list: the
+/// awaiting task slept for ever (found by review; the loom model
+/// `loom_a_failed_executor_cancel_keeps_the_owners_waker` checks every
+/// interleaving).
+#[test]
+fn pp3_cancel_of_a_running_task_keeps_the_awaiting_owners_waker() {
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let token = CancelToken::new();
+    let (up, is_up) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let mut fut = pool.spawn_cancellable(&token, move |_| {
+        up.send(()).unwrap();
+        let _ = released.recv_timeout(HANG);
+        5u32
+    });
+    is_up.recv_timeout(HANG).expect("the task starts");
+    let (woke, wakes) = mpsc::channel();
+    let waker = Waker::from(Arc::new(ChannelWaker(woke)));
+    let mut cx = Context::from_waker(&waker);
+    assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+
+    token.cancel();
+    assert!(!fut.done(), "a running task is only told to stop");
+
+    release.send(()).unwrap();
+    assert!(
+        wakes.recv_timeout(HANG).is_ok(),
+        "the task ended and the awaiting owner was never woken"
+    );
+    assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(5)));
+}

@@ -1538,3 +1538,69 @@ fn a_promise_dropped_during_thread_exit_fails_its_future_and_runs_callbacks() {
     assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(true));
     assert!(fut.result(None).is_err(), "the dropped promise failed it");
 }
+
+/// Marker of the helper below (it does nothing without it).
+const TLS_WAIT_HELPER_ENV: &str = "CF_TEST_TLS_WAIT_HELPER";
+
+/// Helper for the test below, run in a child process because the bug it
+/// shows aborted the process. A thread that has submitted to a thread pool
+/// later waits on futures, and submits, from a thread-local destructor
+/// that runs after the pool's own thread-locals are gone.
+#[test]
+#[ignore = "helper, run by waiting_and_submitting_in_a_thread_local_destructor_works"]
+fn helper_wait_and_submit_in_a_thread_local_destructor() {
+    use std::cell::RefCell;
+
+    use concurrent_futures::{Future, Promise, ThreadPoolExecutor};
+
+    if std::env::var_os(TLS_WAIT_HELPER_ENV).is_none() {
+        return;
+    }
+    struct OnDrop(Future<u32>, Arc<ThreadPoolExecutor>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            let waited = self.0.result(Some(Duration::from_millis(10)));
+            eprintln!("result() of an unfinished future: {waited:?}");
+            let submitted = self.1.spawn(|| 7u32).into_result();
+            eprintln!("a task submitted and waited for: {submitted:?}");
+        }
+    }
+    thread_local! {
+        static HOLD: RefCell<Option<OnDrop>> = const { RefCell::new(None) };
+    }
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let (promise, fut) = Promise::<u32>::new();
+    let p2 = pool.clone();
+    thread::spawn(move || {
+        // Registered first, so destroyed after the crate's thread-locals.
+        HOLD.with(|h| *h.borrow_mut() = Some(OnDrop(fut, p2)));
+        pool.spawn(|| ()).result(Some(HANG)).unwrap();
+    })
+    .join()
+    .unwrap();
+    drop(promise);
+    eprintln!("the helper ended normally");
+}
+
+/// A user's thread-local destructor may wait on a future (with a timeout)
+/// and submit to a thread pool, also on a thread that has submitted
+/// before: the crate's own thread-locals may be gone by then, and touching
+/// one with `with` panicked there, which aborts the process (found by
+/// review).
+#[test]
+fn waiting_and_submitting_in_a_thread_local_destructor_works() {
+    let out = common::run_helper(
+        common::helper_command(
+            "helper_wait_and_submit_in_a_thread_local_destructor",
+            TLS_WAIT_HELPER_ENV,
+        ),
+        HANG,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the helper ended normally"), "{stderr}");
+    assert!(stderr.contains("Err(Timeout"), "{stderr}");
+    assert!(
+        stderr.contains("a task submitted and waited for: Ok(7)"),
+        "{stderr}"
+    );
+}

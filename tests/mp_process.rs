@@ -738,3 +738,63 @@ fn serialize_and_deserialize_panics_are_encode_and_decode_errors() {
         "{result:?}"
     );
 }
+
+/// Marker of the helper below (it does nothing without it).
+const TLS_PROCESS_HELPER_ENV: &str = "CF_TEST_TLS_PROCESS_HELPER";
+
+/// Helper for the test below, run in a child process because the bug it
+/// guards against aborts the process: a thread that has started a
+/// `Process` starts another from a thread-local destructor that runs after
+/// the crate's own thread-locals are gone.
+#[test]
+#[ignore = "helper, run by a_process_started_in_a_thread_local_destructor_runs"]
+fn helper_start_a_process_in_a_thread_local_destructor() {
+    use std::cell::RefCell;
+
+    if std::env::var_os(TLS_PROCESS_HELPER_ENV).is_none() {
+        return;
+    }
+    struct StartOnDrop;
+    impl Drop for StartOnDrop {
+        fn drop(&mut self) {
+            let mut p = Process::new(double, 4).test_harness();
+            p.start().unwrap();
+            joined(&p);
+            eprintln!("started in a destructor: {:?}", p.result());
+        }
+    }
+    thread_local! {
+        static HOLD: RefCell<Option<StartOnDrop>> = const { RefCell::new(None) };
+    }
+    std::thread::spawn(|| {
+        // Registered first, so destroyed after the crate's thread-locals.
+        HOLD.with(|h| *h.borrow_mut() = Some(StartOnDrop));
+        let mut p = Process::new(double, 1).test_harness();
+        p.start().unwrap();
+        joined(&p);
+    })
+    .join()
+    .unwrap();
+    eprintln!("the helper ended normally");
+}
+
+/// `Process::new(..).start()` works in a user's thread-local destructor,
+/// also on a thread that started one before (the crate's thread-local for
+/// passing channel ends is gone by then; touching it with `with` would
+/// abort the process).
+#[test]
+fn a_process_started_in_a_thread_local_destructor_runs() {
+    let out = common::run_helper(
+        common::helper_command(
+            "helper_start_a_process_in_a_thread_local_destructor",
+            TLS_PROCESS_HELPER_ENV,
+        ),
+        HANG,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("started in a destructor: Some(Ok(8))"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the helper ended normally"), "{stderr}");
+}

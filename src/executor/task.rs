@@ -220,7 +220,7 @@ where
     }
 
     fn cancel(self: Arc<Self>) -> bool {
-        Future::from_shared(self).cancel()
+        crate::future::cancel_shared(self)
     }
 
     fn into_thin(self: Arc<Self>) -> ThinJob {
@@ -365,7 +365,7 @@ where
     }
 
     fn cancel(self: Arc<Self>) -> bool {
-        Future::from_shared(self).cancel()
+        crate::future::cancel_shared(self)
     }
 
     fn into_portable(self: Arc<Self>) -> Option<Arc<dyn crate::executor::PortableJob>> {

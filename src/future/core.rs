@@ -35,6 +35,7 @@
 //! `CANCELLED` vs `CANCELLED_AND_NOTIFIED` split, so `done()` and `wait()`
 //! always agree (CONFORMANCE.md decision 1, PP7).
 
+use std::borrow::Borrow;
 use std::task::Waker;
 
 use super::slot::Slot;
@@ -358,9 +359,11 @@ impl<T> Core<T> {
 
     /// PENDING → CANCELLED, or RUNNING → CANCELLED when `STOPPABLE`.
     /// Returns true if the future is (now or already) cancelled, false if it
-    /// is running (and not stoppable) or finished (X1-X3). `handle` is the
-    /// caller's own handle, passed to callbacks.
-    pub(crate) fn cancel(&self, handle: &super::Future<T>) -> bool {
+    /// is running (and not stoppable) or finished (X1-X3). `handle` gives
+    /// the handle passed to callbacks; it is called only once this cancel
+    /// has ended the future, so that a handle made for them is never
+    /// dropped on a future still running (see [`super::cancel_shared`]).
+    pub(crate) fn cancel<H: Borrow<super::Future<T>>>(&self, handle: impl FnOnce() -> H) -> bool {
         self.cancel_if(handle, true)
     }
 
@@ -368,11 +371,18 @@ impl<T> Core<T> {
     /// whatever its executor could stop: a map dropped or past its deadline
     /// leaves running tasks to finish (M4, M7), also on a process pool that
     /// kills running tasks on `cancel()`.
-    pub(crate) fn cancel_pending(&self, handle: &super::Future<T>) -> bool {
+    pub(crate) fn cancel_pending<H: Borrow<super::Future<T>>>(
+        &self,
+        handle: impl FnOnce() -> H,
+    ) -> bool {
         self.cancel_if(handle, false)
     }
 
-    fn cancel_if(&self, handle: &super::Future<T>, running_too: bool) -> bool {
+    fn cancel_if<H: Borrow<super::Future<T>>>(
+        &self,
+        handle: impl FnOnce() -> H,
+        running_too: bool,
+    ) -> bool {
         let w = lock(&self.waiters);
         let to = CANCELLED | callbacks_flag(&w);
         let mut s = self.status.load(Ordering::Acquire);
@@ -391,7 +401,9 @@ impl<T> Core<T> {
                 Err(now) => s = now,
             }
         }
-        self.finish(w, Ending::Cancelled, |cbs| run_callbacks(handle, cbs));
+        self.finish(w, Ending::Cancelled, |cbs| {
+            run_callbacks(handle().borrow(), cbs)
+        });
         true
     }
 

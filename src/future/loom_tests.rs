@@ -224,3 +224,33 @@ fn loom_cancel_races_set_running_while_a_waiter_sets_the_awaited_hint() {
         assert_eq!(got_value, start == Start::Run);
     });
 }
+
+/// An executor's cancel of a running task (a `CancelToken`, a shutdown's
+/// sweep) fails, racing the task's end; the owner that polled its future
+/// is woken all the same. A throwaway handle made for that cancel and
+/// dropped on the running future took the owner's waker with it (found by
+/// review): no handle is made unless the cancel ends the future.
+#[test]
+fn loom_a_failed_executor_cancel_keeps_the_owners_waker() {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    loom::model(|| {
+        let (core, mut fut) = new_future();
+        assert_eq!(core.set_running(), Start::Run);
+        let count = Arc::new(CountWake(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        let c2 = core.clone();
+        let canceller = thread::spawn(move || super::cancel_shared::<u32>(c2));
+        let c3 = core.clone();
+        let worker = thread::spawn(move || finish(&c3, 3));
+        assert!(
+            !canceller.join().unwrap(),
+            "a running task is not cancelled"
+        );
+        assert!(worker.join().unwrap());
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the owner is woken once");
+        assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(3)));
+    });
+}

@@ -52,6 +52,21 @@ impl<T: Send + Sync> Completion<T> for Core<T> {
     }
 }
 
+/// [`Future::cancel`] for an executor that holds the task but no handle
+/// (a [`CancelToken`](crate::CancelToken), a shutdown's sweep of the
+/// queue). The handle passed to callbacks is made only if the cancel ended
+/// the future: a throwaway handle dropped while the task still runs would
+/// take the owner's `.await` waker out of the list with it (its `Drop`
+/// cannot tell itself from the owner), and the owner would sleep for ever
+/// (found by review).
+pub(crate) fn cancel_shared<T>(shared: Arc<dyn Completion<T>>) -> bool {
+    let cancelled = shared.core().cancel(|| Future::from_shared(shared.clone()));
+    if cancelled {
+        shared.release();
+    }
+    cancelled
+}
+
 /// The handle of one task's result.
 ///
 /// ```
@@ -104,13 +119,13 @@ impl<T> Future<T> {
     /// [`kill_on_cancel(true)`](crate::ProcessPoolBuilder::kill_on_cancel)
     /// also cancels a running task, by killing the worker that runs it.
     pub fn cancel(&self) -> bool {
-        self.released_if(self.core().cancel(self))
+        self.released_if(self.core().cancel(|| self))
     }
 
     /// [`cancel`](Self::cancel) of a task that has not started only, on
     /// any executor (see `Core::cancel_pending`).
     pub(crate) fn cancel_pending(&self) -> bool {
-        self.released_if(self.core().cancel_pending(self))
+        self.released_if(self.core().cancel_pending(|| self))
     }
 
     /// After a cancel: drops the task's unrun work if it was cancelled.

@@ -48,9 +48,19 @@ pub(crate) fn encode_passing<A: Serialize>(arg: &A) -> (Result<Vec<u8>, Error>, 
             let _ = PASSING.try_with(|p| *p.borrow_mut() = outer);
         }
     }
-    let restore = Restore(PASSING.with(|p| p.borrow_mut().replace(Passing::default())));
+    // In a thread-local destructor of the user's, once this one is gone,
+    // `with` would panic, and abort the process there: the argument is
+    // encoded without passing (a channel end in it fails to encode).
+    let Ok(outer) = PASSING.try_with(|p| p.borrow_mut().replace(Passing::default())) else {
+        return (codec::encode_caught(arg), Vec::new());
+    };
+    let restore = Restore(outer);
     let encoded = codec::encode_caught(arg);
-    let passing = PASSING.with(|p| p.borrow_mut().take()).unwrap_or_default();
+    let passing = PASSING
+        .try_with(|p| p.borrow_mut().take())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     drop(restore);
     let encoded = match (encoded, passing.error) {
         // postcard drops a Serialize impl's own message; put ours back.
@@ -74,14 +84,14 @@ pub(crate) fn receive_passed(n: u32) -> Result<(), String> {
 
 /// Records a duplicate of `fd` for the child; its index.
 fn pass<S: Serializer>(fd: std::os::fd::BorrowedFd<'_>, s: S) -> Result<S::Ok, S::Error> {
-    let index = PASSING.with(|p| {
+    const NOT_PASSING: &str = "a channel end can only be serialized as part of a Process \
+        argument (Process::new), not in a result or a pool task";
+    // No `Process::new` is under way on a thread whose thread-locals are
+    // gone (a user's thread-local destructor serializing one).
+    let index = PASSING.try_with(|p| {
         let mut p = p.borrow_mut();
         let Some(passing) = p.as_mut() else {
-            return Err(
-                "a channel end can only be serialized as part of a Process argument \
-                 (Process::new), not in a result or a pool task"
-                    .to_owned(),
-            );
+            return Err(NOT_PASSING.to_owned());
         };
         match fd.try_clone_to_owned() {
             Ok(dup) => {
@@ -95,7 +105,7 @@ fn pass<S: Serializer>(fd: std::os::fd::BorrowedFd<'_>, s: S) -> Result<S::Ok, S
             }
         }
     });
-    match index {
+    match index.unwrap_or_else(|_| Err(NOT_PASSING.to_owned())) {
         Ok(i) => s.serialize_u32(i),
         Err(message) => Err(serde::ser::Error::custom(message)),
     }

@@ -299,7 +299,8 @@ impl Pool {
     ///
     /// Errors ([`Error::InvalidCall`]): `Pool is still running` if neither
     /// `close` nor `terminate` was called (MP23); a call from a pool
-    /// callback, which would deadlock.
+    /// callback, or from a task running on this pool's thread pool, which
+    /// would wait for itself (CPython's `join()` hangs there).
     pub fn join(&self) -> Result<(), Error> {
         let state = self.joinable("join()")?;
         self.handler.wait_idle_until(None);
@@ -352,8 +353,10 @@ impl Pool {
     }
 
     /// The checks before a join: the pool was closed or terminated (MP23),
-    /// and the caller is not a pool callback, which the join would wait
-    /// for. Returns the pool's state.
+    /// and the caller is neither a pool callback nor a task on the pool's
+    /// threads, which the join would wait for (found by review: a task
+    /// joining its own pool waited for ever for its own result). Returns
+    /// the pool's state.
     fn joinable(&self, what: &str) -> Result<Lifecycle, Error> {
         let state = self.state();
         if state == Lifecycle::Running {
@@ -362,6 +365,13 @@ impl Pool {
             )));
         }
         self.not_in_callback(what)?;
+        let id = self.ex.__thread_pool_id();
+        if id != 0 && crate::thread::is_worker_of(id) {
+            return Err(Error::InvalidCall(format!(
+                "{what} from a task of this pool would deadlock: it waits for \
+                 every result, this task's own among them"
+            )));
+        }
         Ok(state)
     }
 
@@ -395,17 +405,23 @@ impl Pool {
         // Serializes callers on other threads: the second returns only once
         // the first has ended every result.
         let _one = lock(&self.terminating);
-        if !self.set_terminated() {
-            return;
+        let first = self.set_terminated();
+        if first {
+            // Queued tasks are cancelled here, on this thread: their
+            // `Ready` messages reach the handler before the marker below.
+            self.ex.shutdown(false, true);
         }
-        // Queued tasks are cancelled here, on this thread: their `Ready`
-        // messages reach the handler before the marker below.
-        self.ex.shutdown(false, true);
+        // Sent by every call, the first or not: a terminate from a callback
+        // takes no lock and may still be failing results on the handler
+        // thread; the marker is handled only after it (found by review: a
+        // second terminate returned before every result was ready).
         let (ack, done) = mpsc::channel();
         if self.tx.send(Msg::Terminate(ack)).is_ok() {
             let _ = done.recv();
         }
-        self.kill_workers();
+        if first {
+            self.kill_workers();
+        }
     }
 
     /// Moves the pool to `Terminated`; false if it already was.

@@ -23,8 +23,18 @@ thread_local! {
 }
 
 /// The worker running on this thread, if this is a pool worker.
+///
+/// `None` also once this thread's thread-locals are being destroyed: a
+/// user's thread-local destructor may submit or wait on a future, and
+/// `with` would panic there, which aborts the process (found by review).
 pub(crate) fn current() -> Option<Rc<WorkerThread>> {
-    CURRENT.with(|c| c.borrow().clone())
+    CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+}
+
+/// Whether this thread is a worker of the thread pool whose id is `id`
+/// (an id of any other executor is never a thread pool's).
+pub(crate) fn is_worker_of(id: u64) -> bool {
+    current().is_some_and(|w| w.registry.id == id)
 }
 
 impl WorkerThread {
