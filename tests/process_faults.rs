@@ -550,6 +550,61 @@ fn failed_starts_after_shutdown_still_break_the_pool() {
     assert!(left.is_empty(), "helper workers left behind: {left:?}");
 }
 
+/// Names (through `worker_env`) the directory where
+/// [`init_then_exit_soon`] records each worker it starts.
+const STARTS_DIR: &str = "CF_TEST_STARTS_DIR";
+
+/// Initializer: records the worker's start, succeeds, and leaves a thread
+/// that ends the worker just after its handshake, before any task (a
+/// library's watchdog or background thread that exits the process).
+fn init_then_exit_soon() {
+    let dir = std::env::var(STARTS_DIR).expect("STARTS_DIR is set");
+    let _ = std::fs::write(format!("{dir}/{}", std::process::id()), b"");
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(20));
+        std::process::exit(0);
+    });
+}
+
+/// Workers that pass their handshake and then end on their own before
+/// their first task count like failed starts: three in a row break the
+/// pool, and a submit gets `Broken` naming why. They used to be replaced
+/// for ever, an idle pool starting some 45 processes a second (found by
+/// review). Counts starts; nothing is timed but the hang guard.
+#[test]
+fn workers_ending_after_their_handshake_before_any_task_break_the_pool_after_three() {
+    let dir = std::env::temp_dir().join(format!("cf-starts-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(init_then_exit_soon)
+        .worker_env(STARTS_DIR, dir.to_str().unwrap())
+        .test_harness()
+        .build()
+        .unwrap();
+    let starts = || std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+    let deadline = Instant::now() + HANG;
+    while format!("{pool:?}").contains("broken: None") {
+        assert!(
+            starts() < 30,
+            "an endless respawn loop: {} workers started and ended idle; {pool:?}",
+            starts()
+        );
+        assert!(Instant::now() < deadline, "hang guard: {pool:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(starts(), 3, "broken after the third");
+    match pool.try_submit(double, 1) {
+        Err(Error::Broken { reason, .. }) => {
+            assert!(reason.contains("before their first task"), "{reason}")
+        }
+        other => panic!("expected Error::Broken, got {other:?}"),
+    }
+    common::guarded("shutdown(wait)", move || pool.shutdown(true, false));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 // ------------------------------------------- parent SIGKILLed, busy --
 
 /// Task: says which worker runs it (on the parent's stdout), then sleeps.

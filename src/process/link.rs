@@ -221,6 +221,8 @@ fn serve(
                 let over_memory = memory.over_limit(pid);
                 let mut failures = Failures::new();
                 let mut st = lock(&shared.state);
+                // A worker has served: workers do start (see `worker_gone`).
+                st.idle_deaths = 0;
                 let limits = &shared.config.limits;
                 let link = st.links.iter_mut().find(|l| l.id == id).expect("own link");
                 if over_memory && !link.retiring {
@@ -429,6 +431,27 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
             warn,
             "process-pool worker {pid} died ({status}); replacing it"
         );
+    } else if link.sent == 0 && !link.stopping && !link.retiring {
+        // It ended on its own after its handshake, before it was sent a
+        // task (a thread its initializer left behind exited the process,
+        // say). Replaced without a count, it would be replaced for ever, an
+        // idle pool starting processes in a loop (found by review): three
+        // in a row with no result in between break the pool, as three
+        // failed starts do. One sent a task is not counted: its task fails
+        // with it, and it may well be that task's doing (decision 3).
+        st.idle_deaths += 1;
+        crate::error::report!(
+            warn,
+            "process-pool worker {pid} ended before its first task ({status})"
+        );
+        if st.idle_deaths >= 3 && st.broken.is_none() {
+            st.broken = Some(format!(
+                "worker processes end on their own before their first task \
+                 (three in a row; the last {status})"
+            ));
+            let refusal = st.refusal().expect("broken");
+            st.fail_queue(&refusal, &mut failures);
+        }
     }
     st.dispatch(&shared.config.limits, &mut failures);
     drop(st);

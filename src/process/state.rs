@@ -191,6 +191,10 @@ pub(crate) struct State {
     pub(crate) hard_stop: Option<HardStop>,
     /// Failed starts in a row; three make the pool broken.
     pub(crate) start_failures: usize,
+    /// Workers in a row that ended on their own after their handshake and
+    /// before they were sent a task, with no result from any worker in
+    /// between; three make the pool broken, as failed starts do.
+    pub(crate) idle_deaths: usize,
     /// Workers counted out of `live` whose tasks are still being failed
     /// (outside the lock): `shutdown(wait = true)` waits for these too, so
     /// it never returns before a dead worker's futures have ended (S3).
