@@ -1128,3 +1128,143 @@ fn t10_a_consumer_is_not_run_on_top_of_its_producer_waiting_on_another_pools_res
     assert_eq!(s.result(Some(GUARD)), Ok(&Some(9)), "the consumer starved");
     t.result(Some(GUARD)).unwrap();
 }
+
+/// T10 in a done-callback. Task A starts a fire-and-forget subtask S (a
+/// consumer that waits for a value on a channel) and returns; A's
+/// done-callback, run on A's worker, waits on task F of the pool (running
+/// on the other worker) and then sends F's value to S. With plain blocking
+/// (CPython), the other worker takes S once F ends and S gets the value.
+/// The callback's wait helped with S, which lay on the worker's deque above
+/// A's boundary, and so ran S on top of itself, where S waited for a value
+/// the callback under it could only send once S returned (found by
+/// review). Callbacks now have a boundary of their own. S gives up after
+/// 3 s, so the bug shows as `None`, not a hang.
+#[test]
+fn t10_a_callback_waiting_on_a_pool_task_does_not_run_the_completed_tasks_leftover_subtask() {
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    // F: holds the other worker until released.
+    let (f_started_tx, f_started_rx) = std::sync::mpsc::channel::<()>();
+    let (f_release_tx, f_release_rx) = std::sync::mpsc::channel::<()>();
+    let f = Arc::new(pool.spawn(move || {
+        f_started_tx.send(()).unwrap();
+        let _ = f_release_rx.recv_timeout(GUARD);
+        7u32
+    }));
+    f_started_rx.recv_timeout(GUARD).expect("F never started");
+
+    let (feed_tx, feed_rx) = std::sync::mpsc::channel::<u32>();
+    let (s_tx, s_rx) = std::sync::mpsc::channel::<Future<Option<u32>>>();
+    let (a_go_tx, a_go_rx) = std::sync::mpsc::channel::<()>();
+    let p = pool.clone();
+    let a = pool.spawn(move || {
+        // Fire and forget: a consumer of what A's callback will produce.
+        let s = p.spawn(move || feed_rx.recv_timeout(Duration::from_secs(3)).ok());
+        s_tx.send(s).unwrap();
+        let _ = a_go_rx.recv_timeout(GUARD); // until the callback is added
+    });
+    let s = s_rx.recv_timeout(GUARD).expect("A never ran");
+    let callback_waits = Arc::new(AtomicUsize::new(0));
+    let (f2, cw) = (f.clone(), callback_waits.clone());
+    a.add_done_callback(move |_| {
+        cw.store(1, Ordering::SeqCst);
+        let v = *f2.result(None).unwrap();
+        let _ = feed_tx.send(v);
+    });
+    a_go_tx.send(()).unwrap();
+    wait_until("the callback to wait on F", || {
+        callback_waits.load(Ordering::SeqCst) == 1
+    });
+    std::thread::sleep(Duration::from_millis(100)); // let the callback block on F
+    f_release_tx.send(()).unwrap();
+    let got = match s.result(Some(GUARD)) {
+        Err(Error::Timeout { .. }) => panic!("hang guard: S never ended"),
+        r => r.cloned(),
+    };
+    println!("S received {got:?}");
+    assert_eq!(
+        got,
+        Ok(Some(7)),
+        "S ran on top of the callback waiting to feed it, and starved"
+    );
+    pool.shutdown(true, false);
+}
+
+static BIG_CHAIN: std::sync::OnceLock<Vec<Future<u64>>> = std::sync::OnceLock::new();
+
+/// A link of a chain that waits (at most 200 ms) on the next link, with a
+/// 64 KiB buffer on its stack (a formatting or I/O buffer, say).
+fn big_link(i: usize) -> u64 {
+    let mut buf = [0u8; 64 * 1024];
+    buf[i % buf.len()] = i as u8;
+    let buf = std::hint::black_box(buf);
+    let chain = BIG_CHAIN.get().unwrap();
+    let next = match chain.get(i + 1) {
+        Some(next) => next
+            .result(Some(Duration::from_millis(200)))
+            .map_or(0, |v| v + 1),
+        None => 0,
+    };
+    next + u64::from(std::hint::black_box(buf)[0])
+}
+
+const STACK_MARKER: &str = "CF_TEST_T10_STACK_HELPER";
+
+/// The helper of the next test, run in a child process (an overflow
+/// aborts it): on one worker, a chain of 20 queued tasks, each waiting on
+/// the next with 64 KiB of stack of its own.
+#[test]
+#[ignore = "helper: run by t10_tasks_with_large_frames_run_nested_do_not_overflow_a_workers_stack"]
+fn helper_t10_chain_of_tasks_with_64k_frames() {
+    if std::env::var_os(STACK_MARKER).is_none() {
+        return;
+    }
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let (gate, release) = common::gated(&pool, 0u8);
+    let chain = BIG_CHAIN.get_or_init(|| (0..20).map(|i| pool.submit(big_link, i)).collect());
+    release.send(()).unwrap();
+    gate.result(Some(GUARD)).unwrap();
+    for f in chain {
+        f.result(Some(GUARD)).unwrap();
+    }
+    println!("chain done");
+}
+
+/// T10: a waiting worker runs the queued task it waits for on its own
+/// stack, and stops doing so, and just blocks, before the stack runs out.
+/// The bound was a count of nested runs (128) alone: tasks with large
+/// frames, each waiting on the next, overflowed the default 2 MiB stack,
+/// and a stack overflow aborts the whole process (found by review). It is
+/// also half the stack now. Past it a link blocks and its wait times out.
+#[test]
+fn t10_tasks_with_large_frames_run_nested_do_not_overflow_a_workers_stack() {
+    let mut cmd = common::helper_command("helper_t10_chain_of_tasks_with_64k_frames", STACK_MARKER);
+    cmd.env_remove("RUST_MIN_STACK");
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the helper");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(GUARD)
+        .expect("hang guard: the helper never ended")
+        .expect("wait for the helper");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "helper: {}; stderr: {}",
+        out.status,
+        stderr
+            .lines()
+            .filter(|l| l.contains("overflow"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    assert!(
+        out.status.success(),
+        "the process died running nested tasks: {}\n{stderr}",
+        out.status
+    );
+}

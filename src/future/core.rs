@@ -429,7 +429,7 @@ impl<T> Core<T> {
         }
         if !callbacks.is_empty() {
             let running = RunningCallbacks::enter(self.addr());
-            run(callbacks);
+            crate::thread::as_callbacks(|| run(callbacks));
             drop(running);
             let mut w = lock(&self.waiters);
             self.status.fetch_and(!CALLBACKS_RUNNING, Ordering::Release);

@@ -30,7 +30,7 @@ use self::worker::WorkerThread;
 pub(crate) use self::registry::new_executor_id;
 #[cfg(not(cf_loom))]
 pub(crate) use self::worker::help_while_waiting;
-pub(crate) use self::worker::is_worker_of;
+pub(crate) use self::worker::{as_callbacks, is_worker_of};
 use crate::executor::{ClosureTask, Task};
 use crate::sync::{Arc, Ordering, lock};
 use crate::{CancelToken, Error, Executor, Future, ShutdownOutcome};

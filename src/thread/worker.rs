@@ -93,6 +93,7 @@ impl WorkerThread {
     /// is left.
     pub(crate) fn main_loop(self: Rc<Self>) {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
+        STACK_BASE.with(|b| b.set(stack_position()));
         #[cfg(not(cf_loom))]
         crate::future::core::presume_nested_submits_awaited();
         let sleep = &self.registry.sleep;
@@ -158,9 +159,32 @@ impl Drop for Published<'_> {
 /// process. Fork-join nests as deep as its recursion, far less than this.
 const MAX_NESTED_RUNS: usize = 128;
 
+/// How much of its stack a waiting worker may fill before it stops running
+/// tasks nested on it and just blocks: half of what a spawned thread gets
+/// (2 MiB, or `RUST_MIN_STACK` as std reads it), so that the last task run
+/// has the other half. A count of nested runs alone let tasks with large
+/// frames (16 KiB of locals, 128 deep) overflow the stack, which aborts
+/// the process (found by review).
+static NESTING_STACK_BUDGET: once_cell::sync::Lazy<usize> = once_cell::sync::Lazy::new(|| {
+    let size = std::env::var("RUST_MIN_STACK")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(2 << 20);
+    size / 2
+});
+
+/// Where this thread's stack is now (it grows down on every target std
+/// supports threads on but wasm, which has no threads here).
+fn stack_position() -> usize {
+    let here = 0u8;
+    std::hint::black_box(&here) as *const u8 as usize
+}
+
 thread_local! {
     /// Tasks this thread runs while waiting, nested on its stack.
     static NESTED_RUNS: Cell<usize> = const { Cell::new(0) };
+    /// [`stack_position`] where this worker's loop began.
+    static STACK_BASE: Cell<usize> = const { Cell::new(0) };
     /// The length of this worker's deque when the innermost task on this
     /// thread started: what lies above it in the (LIFO) deque that task and
     /// the tasks it ran pushed, so it all descends from that task.
@@ -172,6 +196,19 @@ thread_local! {
 fn as_innermost_task(local: &Worker<JobRef>, run: impl FnOnce()) {
     let _outer = Restore(&BOUNDARY, BOUNDARY.with(|b| b.replace(local.len())));
     run();
+}
+
+/// Runs a future's done-callbacks with a deque boundary of their own. On a
+/// worker they run inside the task whose end completed the future, and
+/// what that task left in the deque (subtasks it started and did not wait
+/// for) is not theirs: a callback waiting on a task of the pool would
+/// otherwise run those on top of itself, one of them perhaps waiting for
+/// what the callback sends once its wait is over (found by review).
+pub(crate) fn as_callbacks(run: impl FnOnce()) {
+    match current() {
+        Some(w) => as_innermost_task(&w.local, run),
+        None => run(),
+    }
 }
 
 /// Sets a thread-local counter back to the value it had, when dropped
@@ -238,7 +275,11 @@ pub(crate) fn help_while_waiting<T>(
     run_here: &dyn Fn(),
 ) -> bool {
     let Some(w) = current() else { return false };
-    if core.is_terminal() || NESTED_RUNS.with(Cell::get) >= MAX_NESTED_RUNS {
+    let stack_used = STACK_BASE.with(Cell::get).saturating_sub(stack_position());
+    if core.is_terminal()
+        || NESTED_RUNS.with(Cell::get) >= MAX_NESTED_RUNS
+        || stack_used > *NESTING_STACK_BUDGET
+    {
         return false;
     }
     let _nested = Restore(&NESTED_RUNS, NESTED_RUNS.with(|n| n.replace(n.get() + 1)));
