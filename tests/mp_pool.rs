@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize, Serializer};
 
 concurrent_futures::process_pool_test_worker!();
 
-/// Hang guard: long enough never to expire on a working library.
-const HANG: Duration = Duration::from_secs(30);
+mod common;
+use common::HANG;
+use common::keyed::{gated, open_gate, started};
 
 fn procs(n: usize) -> Pool {
     Pool::builder()
@@ -83,32 +84,6 @@ fn boom(x: u64) -> u64 {
 
 fn getpid(_: u64) -> u32 {
     std::process::id()
-}
-
-/// Thread-pool gates, by key: a task holds until its key is opened.
-static GATES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-static GATES_CHANGED: Condvar = Condvar::new();
-
-fn open_gate(key: u64) {
-    GATES.lock().unwrap().push(key);
-    GATES_CHANGED.notify_all();
-}
-
-/// Keys of gated tasks that have started.
-static STARTED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-
-fn started(key: u64) -> bool {
-    STARTED.lock().unwrap().contains(&key)
-}
-
-fn gated(key: u64) -> u64 {
-    STARTED.lock().unwrap().push(key);
-    let open = GATES.lock().unwrap();
-    let (open, _) = GATES_CHANGED
-        .wait_timeout_while(open, HANG, |open| !open.contains(&key))
-        .unwrap();
-    assert!(open.contains(&key), "hang guard: gate {key} never opened");
-    key
 }
 
 /// A process-pool task that writes its pid into `dir/<n>` and then holds

@@ -13,10 +13,12 @@ use concurrent_futures::{AsyncResult, Callbacks, Error, MapOptions, Pool, Thread
 
 concurrent_futures::process_pool_test_worker!();
 
+mod common;
+use common::keyed::{gated, open_gate, started};
+use common::{HANG, guarded, wait_until};
+
 /// Accepted results, each with the count of its callbacks that ran.
 type Tracked<T> = Arc<Mutex<Vec<(AsyncResult<T>, Arc<AtomicUsize>)>>>;
-
-const HANG: Duration = Duration::from_secs(20);
 
 fn procs(n: usize) -> Pool {
     Pool::builder().processes(n).test_harness().build().unwrap()
@@ -35,127 +37,88 @@ fn sleepy(ms: u64) -> u64 {
     ms
 }
 
-/// Runs `f` on a thread; panics if it does not end within the hang guard.
-fn guarded<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG)
-        .unwrap_or_else(|_| panic!("hang guard: {what} never ended"))
-}
-
-/// Every accepted job's callbacks run exactly once, and every result is
-/// ready when terminate() returns, with submitters racing it.
-#[test]
-fn mp24_terminate_racing_apply_async_leaves_every_result_ready_with_one_callback() {
-    for round in 0..30 {
-        let pool = Arc::new(threads(2).into_pool());
-        let results: Tracked<u64> = Arc::new(Mutex::new(Vec::new()));
-        let mut hs = Vec::new();
-        for t in 0..3 {
-            let pool = pool.clone();
-            let results = results.clone();
-            hs.push(std::thread::spawn(move || {
-                for i in 0u64.. {
-                    let n = Arc::new(AtomicUsize::new(0));
-                    let (a, b) = (n.clone(), n.clone());
-                    let cbs = Callbacks::new()
-                        .callback(move |_: &u64| {
-                            a.fetch_add(1, Ordering::SeqCst);
-                        })
-                        .error_callback(move |_| {
-                            b.fetch_add(1, Ordering::SeqCst);
-                        });
-                    let arg = if i % 7 == 0 { 1 } else { i + t };
-                    let r = if i % 7 == 0 {
-                        pool.apply_async_with(sleepy, arg, cbs)
-                    } else {
-                        pool.apply_async_with(square, arg, cbs)
-                    };
-                    match r {
-                        Ok(r) => results.lock().unwrap().push((r, n)),
-                        Err(Error::Shutdown) => break,
-                        Err(e) => panic!("{e:?}"),
-                    }
-                }
-            }));
-        }
-        std::thread::sleep(Duration::from_millis(5 + round % 5));
-        pool.terminate();
-        for h in hs {
-            h.join().unwrap();
-        }
-        let results = results.lock().unwrap();
-        for (i, (r, n)) in results.iter().enumerate() {
-            assert!(
-                r.ready(),
-                "round {round}: result {i} not ready after terminate"
-            );
-            assert_eq!(
-                n.load(Ordering::SeqCst),
-                1,
-                "round {round}: result {i} callbacks"
-            );
-            let ok = r.get(None).is_ok();
-            assert_eq!(r.successful(), Ok(ok));
-        }
-        guarded("join after terminate", {
-            let pool = pool.clone();
-            move || pool.join()
+/// Callbacks that count how many of them ran, and the count.
+fn counting<T: 'static>() -> (Callbacks<T>, Arc<AtomicUsize>) {
+    let n = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (n.clone(), n.clone());
+    let cbs = Callbacks::new()
+        .callback(move |_: &T| {
+            a.fetch_add(1, Ordering::SeqCst);
         })
-        .unwrap();
-    }
+        .error_callback(move |_| {
+            b.fetch_add(1, Ordering::SeqCst);
+        });
+    (cbs, n)
 }
 
-/// map_async racing terminate: exactly one callback per job.
-#[test]
-fn mp24_terminate_racing_map_async_leaves_every_result_ready_with_one_callback() {
+/// How a submitter thread submits its `i`th job (thread `t`).
+type Submit<T> = fn(&Pool, u64, u64, Callbacks<T>) -> Result<AsyncResult<T>, Error>;
+
+/// MP24 under a race, 30 rounds: `submitters` threads submit with `submit`
+/// until the pool refuses, and `terminate` races them. When it returns,
+/// every accepted result is ready, exactly one of its callbacks ran, and
+/// `successful` agrees with `get`; `join` then returns.
+fn terminate_racing_submits<T: Send + Sync + 'static>(submitters: u64, submit: Submit<T>) {
     for round in 0..30 {
         let pool = Arc::new(threads(2).into_pool());
-        let results: Tracked<Vec<u64>> = Arc::new(Mutex::new(Vec::new()));
-        let mut hs = Vec::new();
-        for _ in 0..2 {
-            let pool = pool.clone();
-            let results = results.clone();
-            hs.push(std::thread::spawn(move || {
-                for i in 0u64.. {
-                    let n = Arc::new(AtomicUsize::new(0));
-                    let (a, b) = (n.clone(), n.clone());
-                    let cbs = Callbacks::new()
-                        .callback(move |_: &Vec<u64>| {
-                            a.fetch_add(1, Ordering::SeqCst);
-                        })
-                        .error_callback(move |_| {
-                            b.fetch_add(1, Ordering::SeqCst);
-                        });
-                    let r = pool.map_async_with(square, 0..(i % 20), Some(3), cbs);
-                    match r {
-                        Ok(r) => results.lock().unwrap().push((r, n)),
-                        Err(Error::Shutdown) => break,
-                        Err(e) => panic!("{e:?}"),
+        let results: Tracked<T> = Arc::new(Mutex::new(Vec::new()));
+        let hs: Vec<_> = (0..submitters)
+            .map(|t| {
+                let (pool, results) = (pool.clone(), results.clone());
+                std::thread::spawn(move || {
+                    for i in 0u64.. {
+                        let (cbs, n) = counting();
+                        match submit(&pool, t, i, cbs) {
+                            Ok(r) => results.lock().unwrap().push((r, n)),
+                            Err(Error::Shutdown) => break,
+                            Err(e) => panic!("{e:?}"),
+                        }
                     }
-                }
-            }));
-        }
+                })
+            })
+            .collect();
         std::thread::sleep(Duration::from_millis(5 + round % 5));
         pool.terminate();
         for h in hs {
             h.join().unwrap();
         }
-        let results = results.lock().unwrap();
-        for (i, (r, n)) in results.iter().enumerate() {
+        for (i, (r, n)) in results.lock().unwrap().iter().enumerate() {
             assert!(
                 r.ready(),
-                "round {round}: result {i} not ready after terminate"
+                "round {round}: job {i} not ready after terminate"
             );
             assert_eq!(
                 n.load(Ordering::SeqCst),
                 1,
                 "round {round}: job {i} callbacks"
             );
+            assert_eq!(
+                r.successful(),
+                Ok(r.get(None).is_ok()),
+                "round {round}: job {i}"
+            );
         }
+        let p = pool.clone();
+        guarded("join after terminate", move || p.join()).unwrap();
     }
+}
+
+#[test]
+fn mp24_terminate_racing_apply_async_leaves_every_result_ready_with_one_callback() {
+    terminate_racing_submits(3, |pool, t, i, cbs| {
+        if i % 7 == 0 {
+            pool.apply_async_with(sleepy, 1, cbs)
+        } else {
+            pool.apply_async_with(square, i + t, cbs)
+        }
+    });
+}
+
+#[test]
+fn mp24_terminate_racing_map_async_leaves_every_result_ready_with_one_callback() {
+    terminate_racing_submits(2, |pool, _, i, cbs| {
+        pool.map_async_with(square, 0..(i % 20), Some(3), cbs)
+    });
 }
 
 /// close()/join() racing submitters: after join every accepted job is
@@ -244,45 +207,6 @@ fn mp22_close_before_the_work_is_done_then_join_returns_with_every_result() {
         assert_eq!(r.get(None), Ok(&((i * i) as u64)));
     }
     assert_eq!(m.get(None).unwrap().len(), 20);
-}
-
-// ------------------------------------------------------------ gates --
-
-use std::sync::Condvar;
-
-static GATES: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-static GATES_CHANGED: Condvar = Condvar::new();
-static STARTED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-
-fn open_gate(key: u64) {
-    GATES.lock().unwrap().push(key);
-    GATES_CHANGED.notify_all();
-}
-
-fn started(key: u64) -> bool {
-    STARTED.lock().unwrap().contains(&key)
-}
-
-/// A thread-pool task that holds until its key's gate opens.
-fn gated(key: u64) -> u64 {
-    STARTED.lock().unwrap().push(key);
-    let open = GATES.lock().unwrap();
-    let (open, _) = GATES_CHANGED
-        .wait_timeout_while(open, HANG, |open| !open.contains(&key))
-        .unwrap();
-    assert!(open.contains(&key), "hang guard: gate {key} never opened");
-    key
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + HANG;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "hang guard: never saw {what}"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// `terminate()` promises that "when terminate returns, every AsyncResult

@@ -353,3 +353,38 @@ impl Drop for KillOnDrop {
 pub fn reaped(pid: u32) -> bool {
     stat_of(pid).is_none_or(|(_, ppid)| ppid != std::process::id())
 }
+
+/// Gates by key for tasks that must be `fn` items (a `Pool`'s tasks): a
+/// task [`keyed::gated`] on a key holds until the test opens that key.
+pub mod keyed {
+    use std::sync::{Condvar, Mutex};
+
+    use super::HANG;
+
+    static OPEN: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    static OPENED: Condvar = Condvar::new();
+    static STARTED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+    /// Lets the tasks gated on `key` go on.
+    pub fn open_gate(key: u64) {
+        OPEN.lock().unwrap().push(key);
+        OPENED.notify_all();
+    }
+
+    /// Whether a task gated on `key` has started.
+    pub fn started(key: u64) -> bool {
+        STARTED.lock().unwrap().contains(&key)
+    }
+
+    /// A task that holds until `key` is opened (or the hang guard passes),
+    /// then returns it.
+    pub fn gated(key: u64) -> u64 {
+        STARTED.lock().unwrap().push(key);
+        let open = OPEN.lock().unwrap();
+        let (open, _) = OPENED
+            .wait_timeout_while(open, HANG, |open| !open.contains(&key))
+            .unwrap();
+        assert!(open.contains(&key), "hang guard: gate {key} never opened");
+        key
+    }
+}
