@@ -290,15 +290,7 @@ fn mp24_terminate_racing_a_process_pools_maps_settles_everything_once() {
             let counts = counts.clone();
             hs.push(std::thread::spawn(move || {
                 for i in 0u64.. {
-                    let n = Arc::new(AtomicUsize::new(0));
-                    let (a, b) = (n.clone(), n.clone());
-                    let cbs = Callbacks::new()
-                        .callback(move |_: &Vec<u64>| {
-                            a.fetch_add(1, Ordering::SeqCst);
-                        })
-                        .error_callback(move |_| {
-                            b.fetch_add(1, Ordering::SeqCst);
-                        });
+                    let (cbs, n) = counting();
                     match pool.map_async_with(sleepy, (0..(i % 9)).map(|_| 1), Some(2), cbs) {
                         Ok(r) => counts.lock().unwrap().push((r, n)),
                         Err(Error::Shutdown) => break,
@@ -436,15 +428,7 @@ fn mp22_terminate_while_workers_are_replaced_settles_every_job_once() {
         );
         let mut jobs = Vec::new();
         for i in 0..40u64 {
-            let n = Arc::new(AtomicUsize::new(0));
-            let (a, b) = (n.clone(), n.clone());
-            let cbs = Callbacks::new()
-                .callback(move |_: &u64| {
-                    a.fetch_add(1, Ordering::SeqCst);
-                })
-                .error_callback(move |_| {
-                    b.fetch_add(1, Ordering::SeqCst);
-                });
+            let (cbs, n) = counting();
             jobs.push((pool.apply_async_with(sleepy, i % 3, cbs).unwrap(), n));
         }
         std::thread::sleep(Duration::from_millis(20 * round));
