@@ -68,8 +68,8 @@ pub enum ExecutorKind {
 /// let ex = config.build().unwrap();
 /// assert_eq!(ex.submit(double, 21).into_result(), Ok(42));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "ConfigRepr", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
 pub struct ExecutorConfig {
     /// Threads or processes.
     pub kind: ExecutorKind,
@@ -112,6 +112,23 @@ impl TryFrom<ConfigRepr> for ExecutorConfig {
                 None => kind.parse(),
             },
         }
+    }
+}
+
+/// The string it serializes as, from a format that does not describe its
+/// own data (postcard, the process pool's wire format; bincode), which
+/// cannot read the untagged choice of string or table; a human-readable
+/// format (TOML, JSON) may give either. (Through `try_from = "ConfigRepr"`
+/// alone, a config passed to or returned from a process-pool task failed
+/// to decode; found by review.)
+impl<'de> Deserialize<'de> for ExecutorConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let repr = if d.is_human_readable() {
+            ConfigRepr::deserialize(d)?
+        } else {
+            ConfigRepr::Text(String::deserialize(d)?)
+        };
+        repr.try_into().map_err(serde::de::Error::custom)
     }
 }
 

@@ -36,6 +36,30 @@ fn chunks_of(n: usize) -> MapOptions {
     MapOptions::new().chunksize(n)
 }
 
+/// D1, M10 at the limit: an item that fits a frame alone (`submit` and the
+/// unchunked map run it) runs in a chunked map too, when its chunk did
+/// not fit and it is sent again alone. Sent as a one-item chunk, its few
+/// bytes of chunk header pushed it over the limit (found by review); a
+/// chunk of one now goes out as a plain task of its item.
+#[test]
+fn d1_m10_an_item_that_fits_a_frame_alone_runs_in_a_chunked_map() {
+    let pool = small_frames();
+    let (plain, submitted, chunked) = guarded("the maps", move || {
+        let inputs = || [vec![0u8; 4028], vec![0u8; 5]];
+        let plain: Vec<_> = pool.map(byte_len, inputs()).collect();
+        let submitted = pool.submit(byte_len, vec![0u8; 4028]).into_result();
+        let chunked: Vec<_> = pool.map_with(byte_len, inputs(), chunks_of(2)).collect();
+        (plain, submitted, chunked)
+    });
+    assert_eq!(
+        plain,
+        vec![Ok(4028), Ok(5)],
+        "control: the item fits a frame"
+    );
+    assert_eq!(submitted, Ok(4028), "control: the item fits a frame");
+    assert_eq!(chunked, vec![Ok(4028), Ok(5)], "chunked");
+}
+
 #[test]
 fn d1_m10_an_argument_larger_than_a_frame_fails_only_its_item_in_a_chunk() {
     let pool = small_frames();

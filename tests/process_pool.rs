@@ -868,3 +868,44 @@ fn long_tasks_after_tiny_ones_are_shared_between_the_workers() {
         "unfair split of 16 equal tasks: {per_worker:?}"
     );
 }
+
+fn describe_config(c: concurrent_futures::ExecutorConfig) -> String {
+    c.to_string()
+}
+
+fn parse_config(s: String) -> concurrent_futures::ExecutorConfig {
+    s.parse().unwrap()
+}
+
+/// `ExecutorConfig` is `Serialize + Deserialize`, so a task may take or
+/// return one, on a process pool as on a thread pool (the same call site
+/// for both). Its `Deserialize` read an untagged string-or-table, which
+/// postcard, the wire format, cannot: both failed to decode there (found
+/// by review).
+#[test]
+fn an_executor_config_crosses_to_a_worker_and_back() {
+    use concurrent_futures::{ExecutorConfig, ExecutorKind};
+    let config = ExecutorConfig {
+        kind: ExecutorKind::Process,
+        workers: Some(4),
+    };
+    let threads = ThreadPoolExecutor::new(1).unwrap();
+    assert_eq!(
+        threads.submit(describe_config, config).into_result(),
+        Ok("process:4".to_string())
+    );
+    let pool = pool(1);
+    assert_eq!(
+        wait(pool.submit(describe_config, config)),
+        Ok("process:4".to_string()),
+        "as an argument"
+    );
+    assert_eq!(
+        wait(pool.submit(parse_config, "thread:2".to_string())),
+        Ok(ExecutorConfig {
+            kind: ExecutorKind::Thread,
+            workers: Some(2)
+        }),
+        "as a result"
+    );
+}

@@ -468,8 +468,10 @@ pub(crate) fn check_frame_size(
         return Err(Error::Encode {
             type_name,
             message: format!(
-                "the encoded argument is {} bytes, more than max_frame_bytes ({max_frame_bytes})",
-                arg.len()
+                "the encoded argument is {} bytes, more than the {} an argument may take \
+                 (max_frame_bytes {max_frame_bytes}, less {ENVELOPE} for the message around it)",
+                arg.len(),
+                max_frame_bytes.saturating_sub(ENVELOPE)
             ),
         });
     }

@@ -280,8 +280,10 @@ fn fit(outcome: Result<Vec<u8>, RemoteError>, max_frame: usize) -> Result<Vec<u8
         Ok(bytes) if bytes.len() + ENVELOPE > max_frame => Err(RemoteError::Encode {
             type_name: "task result".into(),
             message: format!(
-                "the encoded result is {} bytes, more than max_frame_bytes ({max_frame})",
-                bytes.len()
+                "the encoded result is {} bytes, more than the {} a result may take \
+                 (max_frame_bytes {max_frame}, less {ENVELOPE} for the message around it)",
+                bytes.len(),
+                max_frame.saturating_sub(ENVELOPE)
             ),
         }),
         Err(e) => Err(fit_error(e, max_frame)),
