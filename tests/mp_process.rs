@@ -798,3 +798,24 @@ fn a_process_started_in_a_thread_local_destructor_runs() {
     );
     assert!(stderr.contains("the helper ended normally"), "{stderr}");
 }
+
+fn keep_sender(_: Sender<u8>) {}
+
+/// A `start()` that fails before any child exists (here: no `init()` and
+/// no `test_harness()`) closes its copies of the channel ends the argument
+/// carried: the process can never start, and the receiving side sees the
+/// end of the stream instead of waiting for as long as the handle lives
+/// (found by review).
+#[test]
+fn a_failed_start_releases_the_channel_ends_it_carried() {
+    let (tx, rx) = pipe::<u8>().unwrap();
+    let mut p = Process::new(keep_sender, tx); // no test_harness(): refused
+    let refused = p.start();
+    assert!(
+        matches!(refused, Err(Error::InvalidConfig(_))),
+        "{refused:?}"
+    );
+    let got = rx.recv(Some(HANG));
+    assert!(matches!(got, Err(Error::EndOfStream)), "{got:?}");
+    drop(p);
+}

@@ -251,6 +251,11 @@ impl<R> Process<R> {
                 "a process can only be started once".into(),
             ));
         };
+        // Taken first, so that every failure below closes the copies of
+        // the channel ends the argument carries: this process can never
+        // start again, and a copy kept would hide the end of stream from
+        // the other side for as long as it lives (found by review).
+        let passed = std::mem::take(&mut self.passed);
         let arg = arg?;
         // Refused here, before a child exists: sent, it would be dropped,
         // and the child would exit 0 without running the function.
@@ -270,7 +275,6 @@ impl<R> Process<R> {
                 if self.test_harness { ":fd" } else { "" }
             ),
         );
-        let passed = std::mem::take(&mut self.passed);
         let start = Start {
             build: BuildId::current(),
             entry: self.entry,
@@ -278,6 +282,20 @@ impl<R> Process<R> {
             passed: u32::try_from(passed.len())
                 .map_err(|_| Error::InvalidConfig("too many channel ends".into()))?,
         };
+        // The message itself must fit a frame, not only the argument with
+        // a margin for what wraps it: a message not sent would leave the
+        // child to exit 0 without running the function.
+        let message = crate::process::codec::encode(&start)?;
+        drop(start);
+        if message.len() > MAX_FRAME {
+            return Err(Error::Encode {
+                type_name: self.types.arg,
+                message: format!(
+                    "the start message is {} bytes, more than a frame takes ({MAX_FRAME})",
+                    message.len()
+                ),
+            });
+        }
         let spawned = spawn(cmd, self.test_harness, passed)
             .map_err(|e| Error::Io(format!("could not start the process: {e}")))?;
         let pid = spawned.child.id();
@@ -286,10 +304,10 @@ impl<R> Process<R> {
         // child that runs it. A child that died before reading gives a
         // broken pipe here; its exit status tells what happened.
         let mut output = BufWriter::new(spawned.to_worker);
-        let _ = write_message(&mut output, &start, MAX_FRAME);
+        let _ = crate::process::frame::write_frame(&mut output, &message);
         let _ = output.flush();
         drop(output);
-        drop(start);
+        drop(message);
         let shared = Arc::new(Shared {
             state: Mutex::new(Run {
                 child: spawned.child,
