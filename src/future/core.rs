@@ -418,11 +418,17 @@ impl<T> Core<T> {
     ) {
         let list = std::mem::take(&mut *w);
         drop(w);
+        let with_callbacks = list.iter().any(|x| matches!(x, Waiter::Callback(_)));
         let mut callbacks = Vec::new();
+        // The owner's `.await` takes the value only once the callbacks have
+        // run: woken now, it would poll `Pending` and be woken again after
+        // them (found by review). It is woken once, after them.
+        let mut owner = None;
         for waiter in list {
             match waiter {
                 Waiter::Thread(thread) => thread.unpark(),
                 Waiter::Watcher(watcher, key) => watcher.notify(key, ending),
+                Waiter::Waker(super::OWNER_KEY, waker) if with_callbacks => owner = Some(waker),
                 Waiter::Waker(_, waker) => wake_caught(waker),
                 Waiter::Callback(cb) => callbacks.push(cb),
             }
@@ -437,13 +443,22 @@ impl<T> Core<T> {
             drop(w);
             // Only threads and wakers can have been added meanwhile
             // (callbacks and watchers added after the end are run or
-            // answered at once).
+            // answered at once); an owner's waker registered again
+            // replaces the one held back.
             for waiter in list {
                 match waiter {
                     Waiter::Thread(thread) => thread.unpark(),
-                    Waiter::Waker(_, waker) => wake_caught(waker),
+                    Waiter::Waker(key, waker) => {
+                        if key == super::OWNER_KEY {
+                            owner = None;
+                        }
+                        wake_caught(waker)
+                    }
                     _ => {}
                 }
+            }
+            if let Some(waker) = owner {
+                wake_caught(waker);
             }
         }
     }

@@ -254,3 +254,38 @@ fn loom_a_failed_executor_cancel_keeps_the_owners_waker() {
         assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(3)));
     });
 }
+
+/// The owner's `.await` of a future with a done-callback is woken exactly
+/// once, after the callback, also when it polls again while the callback
+/// runs (it was woken at the end, polled `Pending` during the callbacks,
+/// and woken again after them; found by review).
+#[test]
+fn loom_the_owners_waker_is_woken_once_after_the_callbacks() {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    loom::model(|| {
+        let (core, mut fut) = new_future();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r2 = ran.clone();
+        fut.add_done_callback(move |_| {
+            r2.fetch_add(1, Ordering::SeqCst);
+        });
+        let count = Arc::new(CountWake(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        let c2 = core.clone();
+        let t = thread::spawn(move || finish(&c2, 5));
+        // A poll racing the completion and its callback.
+        let second = Pin::new(&mut fut).poll(&mut cx);
+        t.join().unwrap();
+        let wakes = count.0.load(Ordering::SeqCst);
+        assert_eq!(wakes, 1, "woken exactly once for one end");
+        if second.is_pending() {
+            assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(5)));
+        } else {
+            assert_eq!(second, Poll::Ready(Ok(5)));
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    });
+}

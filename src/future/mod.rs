@@ -268,7 +268,10 @@ impl<T> fmt::Debug for Future<T> {
 }
 
 /// `fut.await` gives the owned value, from any async runtime. The waker is
-/// woken exactly once when the future ends.
+/// woken exactly once when the future ends (after its done-callbacks, if it
+/// has any). Polled on a thread-pool worker (`block_on` inside a task), it
+/// first runs the task itself if it is still queued in that pool, as
+/// [`result`](Future::result) does; it helps with nothing else.
 impl<T> std::future::Future for Future<T> {
     type Output = Result<T, Error>;
 
@@ -276,6 +279,8 @@ impl<T> std::future::Future for Future<T> {
         if self.core().runs_callbacks_here() {
             return Poll::Ready(Err(moved_out_in_own_callback()));
         }
+        #[cfg(not(cf_loom))]
+        crate::thread::run_if_queued_here(self.core(), &|| self.run_here());
         if self.core().register_waker(cx.waker(), true, OWNER_KEY) {
             Poll::Ready(self.core().take_outcome())
         } else {
@@ -307,7 +312,7 @@ fn moved_out_in_own_callback() -> Error {
 }
 
 /// The waker key of the owning [`Future`] (see `Core::register_waker`).
-const OWNER_KEY: usize = 0;
+pub(crate) const OWNER_KEY: usize = 0;
 
 /// Waker keys for [`Ref`]s, never [`OWNER_KEY`]. A `usize` counter does not
 /// wrap in practice (one per `Ref` that ever waited).
@@ -330,6 +335,8 @@ impl<'a, T> std::future::Future for Ref<'a, T> {
         if self.key == 0 {
             self.key = NEXT_REF_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        #[cfg(not(cf_loom))]
+        crate::thread::run_if_queued_here(self.fut.core(), &|| self.fut.run_here());
         if self.fut.core().register_waker(cx.waker(), false, self.key) {
             Poll::Ready(self.fut.result(Some(Duration::ZERO)))
         } else {
