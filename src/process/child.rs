@@ -205,6 +205,16 @@ impl WorkerChild {
         tree
     }
 
+    /// A duplicate of the child's pidfd, to wait on without this handle's
+    /// lock (see [`exited_by`]); `None` where there are no pidfds or once
+    /// it is reaped.
+    pub(crate) fn pidfd_for_waiting(&self) -> Option<OwnedFd> {
+        match (&self.reaped, &self.pidfd) {
+            (None, Some(fd)) => fd.try_clone().ok(),
+            _ => None,
+        }
+    }
+
     /// Whether the child is neither reaped nor known to have exited.
     pub(crate) fn is_running(&self) -> bool {
         let now = Some(Instant::now());

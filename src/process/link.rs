@@ -378,6 +378,25 @@ impl MemoryCheck {
 /// The worker's pipe ended: reap it, fail the task it was running, requeue
 /// the rest, and ask for a replacement.
 fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, end: End) {
+    // A worker the pool told to exit (shutdown, retirement) closes its pipes
+    // and then runs its exit handlers (C `atexit`, stdio flushes, coverage
+    // files): it gets up to `terminate_grace` to end on its own before the
+    // SIGKILL below (found by review: a clean shutdown killed workers in
+    // the middle of `exit()`, and a C library's last output was lost).
+    let told_to_exit = matches!(end, End::Eof) && {
+        let st = lock(&shared.state);
+        st.hard_stop.is_none()
+            && st
+                .links
+                .iter()
+                .any(|l| l.id == id && (l.stopping || l.retiring) && l.kill_reason.is_none())
+    };
+    if told_to_exit {
+        if let Some(pidfd) = lock(child).pidfd_for_waiting() {
+            let grace = crate::sync::deadline(Some(shared.config.terminate_grace));
+            super::child::exited_by(&pidfd, grace);
+        }
+    }
     let (status, code, signal) = {
         let mut c = lock(child);
         let _ = c.kill();

@@ -181,6 +181,9 @@ fn run_worker(marker: &str) -> Result<i32, String> {
     }
     entry::install_worker_panic_hook();
     let (cmd, res) = os::take_protocol_fds().map_err(|e| e.to_string())?;
+    if dies_with_parent {
+        os::watch_parent(marker.parent);
+    }
     if let Mode::Process { .. } = marker.mode {
         return crate::mp::serve_child(cmd, res);
     }

@@ -1,0 +1,184 @@
+//! How worker processes end: a worker the pool shuts down runs its exit
+//! handlers to the end, and a worker dies with a SIGKILLed parent even
+//! after its initializer dropped privileges (which makes the kernel
+//! forget `PR_SET_PDEATHSIG`). Both were found by review (L6, DESIGN "no
+//! child process outlives its pool, nor its parent if the parent is
+//! killed"). Nothing is timed but the hang guards.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use concurrent_futures::ExecutorExt;
+
+concurrent_futures::process_pool_test_worker!();
+
+mod common;
+use common::{guarded, wait};
+
+/// Where the worker's exit handler leaves its marks (set by the task).
+static EXIT_MARKS: OnceLock<String> = OnceLock::new();
+
+/// A C exit handler, as a C library (or LLVM's profile runtime writing
+/// `.profraw` coverage files) registers: it runs inside `exit()`, after
+/// the worker closed its pipes.
+extern "C" fn slow_exit_handler() {
+    if let Some(base) = EXIT_MARKS.get() {
+        let _ = std::fs::write(format!("{base}.begin"), b"");
+        // Some work at exit (flushing a buffer, writing a file).
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = std::fs::write(format!("{base}.end"), b"");
+    }
+}
+
+/// Registers [`slow_exit_handler`] in the worker; returns its pid.
+fn register_exit_handler(base: String) -> u32 {
+    EXIT_MARKS.set(base).expect("one registration per worker");
+    // SAFETY: atexit takes a plain `extern "C" fn()` that lives for the
+    // whole process.
+    let r = unsafe { libc::atexit(slow_exit_handler) };
+    assert_eq!(r, 0, "atexit");
+    std::process::id()
+}
+
+/// A worker told to shut down exits through `exit()`, which runs the
+/// process's exit handlers (C `atexit`, stdio flushes, coverage files);
+/// the parent lets it finish, for up to `terminate_grace`, instead of
+/// SIGKILLing it as soon as its result pipe closes. After
+/// `shutdown(wait = true)` the worker is reaped, so either its handler ran
+/// to its end or it was killed in the middle: no timing involved.
+#[test]
+fn a_worker_shut_down_cleanly_runs_its_exit_handlers_to_the_end() {
+    let base = std::env::temp_dir()
+        .join(format!("cf-test-atexit-{}", std::process::id()))
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (begin, end) = (format!("{base}.begin"), format!("{base}.end"));
+    let _ = std::fs::remove_file(&begin);
+    let _ = std::fs::remove_file(&end);
+    // A grace far longer than the handler: only a kill that does not wait
+    // for it can cut the handler short.
+    let pool = concurrent_futures::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .terminate_grace(common::HANG)
+        .test_harness()
+        .build()
+        .unwrap();
+    let pid = wait(pool.submit(register_exit_handler, base.clone())).expect("task runs");
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    assert!(
+        common::reaped(pid),
+        "worker {pid} not reaped after shutdown"
+    );
+    let began = std::path::Path::new(&begin).exists();
+    let ended = std::path::Path::new(&end).exists();
+    let _ = std::fs::remove_file(&begin);
+    let _ = std::fs::remove_file(&end);
+    assert!(began, "the worker's exit handler never began");
+    assert!(
+        ended,
+        "worker {pid} was killed in the middle of its exit handler \
+         (began, never ended): a clean shutdown SIGKILLs an exiting worker"
+    );
+}
+
+// ------------------------------------------------------------------------
+// A worker whose initializer drops privileges outlives a SIGKILLed parent.
+
+/// Marks this binary, started again by a test, as a helper.
+const HELPER_ENV: &str = "CF_TEST_WORKER_EXIT_HELPER";
+
+/// A common initializer for workers that must not run as root: drop to
+/// `nobody`. The kernel clears the parent-death signal
+/// (`PR_SET_PDEATHSIG`) on a change of credentials.
+fn drop_privileges() {
+    // SAFETY: setgid/setuid take integers and touch no memory of ours.
+    unsafe {
+        assert_eq!(libc::setgid(65534), 0, "setgid");
+        assert_eq!(libc::setuid(65534), 0, "setuid");
+    }
+}
+
+fn long_task(secs: u64) -> u64 {
+    std::thread::sleep(Duration::from_secs(secs));
+    secs
+}
+
+#[test]
+#[ignore = "helper, run by a_worker_that_dropped_privileges_dies_with_its_sigkilled_parent"]
+fn helper_unprivileged_workers_then_sleep() {
+    let Some(out) = std::env::var_os(HELPER_ENV) else {
+        return;
+    };
+    let pool = concurrent_futures::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(drop_privileges)
+        .test_harness()
+        .build()
+        .expect("pool");
+    let busy = pool.submit(long_task, 90);
+    common::wait_until("the long task to start", || busy.running());
+    let pids: Vec<String> = pool.worker_pids().iter().map(u32::to_string).collect();
+    let tmp = format!("{}.tmp", out.to_str().unwrap());
+    std::fs::write(&tmp, pids.join(" ")).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
+    std::thread::sleep(Duration::from_secs(120)); // killed long before
+}
+
+/// DESIGN: "no child process outlives its pool (nor its parent, if the
+/// parent is killed)". Only as root (the initializer must be able to
+/// drop privileges).
+#[test]
+fn a_worker_that_dropped_privileges_dies_with_its_sigkilled_parent() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to drop privileges");
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("cf-test-pdeath-{}", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "helper_unprivileged_workers_then_sleep",
+            "--exact",
+            "--nocapture",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(HELPER_ENV, &out)
+        .env_remove(concurrent_futures::WORKER_ENV)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the helper");
+    let mut text = String::new();
+    common::wait_until("the helper's worker pids", || {
+        text = std::fs::read_to_string(&out).unwrap_or_default();
+        !text.is_empty() || matches!(helper.try_wait(), Ok(Some(_)))
+    });
+    let _ = std::fs::remove_file(&out);
+    let pids: Vec<u32> = text.split(' ').filter_map(|p| p.parse().ok()).collect();
+    let _cleanup = common::KillOnDrop(pids.clone());
+    assert!(!pids.is_empty(), "the helper ended without a worker");
+    helper.kill().expect("SIGKILL the helper");
+    helper.wait().expect("reap the helper");
+    // A generous hang guard: a worker killed by PR_SET_PDEATHSIG is gone
+    // at once; one that is not runs its 90 s task to the end.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let alive: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&p| common::is_alive(p))
+            .collect();
+        if alive.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "20 s after SIGKILL of their parent, workers that dropped privileges \
+             in their initializer live on: {alive:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
