@@ -67,6 +67,13 @@ pub(crate) fn marker_present() -> bool {
 /// It plays the part of Python's `if __name__ == "__main__":` guard, with
 /// the same rule: code before `init()` runs in every worker too.
 ///
+/// Call it before the program starts threads: in a worker it removes its
+/// marker from the environment (so programs a task starts run normally),
+/// and changing the environment while another thread may read it is a
+/// data race. With `#[tokio::main]` and the like, whose runtime threads
+/// exist before the body runs, write a plain `fn main` that calls `init()`
+/// and then builds the runtime.
+///
 /// ```no_run
 /// fn square(x: u64) -> u64 { x * x }
 ///
