@@ -232,8 +232,10 @@ where
     }
 }
 
-// SAFETY: `header` is a `Header` field, set to `Header::of::<Self>()` in
-// `create` (the only constructor) and never written again.
+// SAFETY: `HEADER_OFFSET` is the `offset_of!` of the private `header`
+// field, which the only struct literal (in `create_for`) sets to
+// `Header::of::<Self>()`; no `&mut Self` is formed once the value is in
+// its `Arc`, so it never changes.
 unsafe impl<F, R> Thin for ClosureTask<F, R>
 where
     F: FnOnce() -> R + Send + 'static,
@@ -385,8 +387,10 @@ where
     }
 }
 
-// SAFETY: `header` is a `Header` field, set to `Header::of::<Self>()` in
-// `create` (the only constructor) and never written again.
+// SAFETY: `HEADER_OFFSET` is the `offset_of!` of the private `header`
+// field, which the only struct literal (in `create_for`) sets to
+// `Header::of::<Self>()`; no `&mut Self` is formed once the value is in
+// its `Arc`, so it never changes.
 unsafe impl<F, A, R> Thin for PortableTask<F, A, R>
 where
     F: Fn(A) -> R + Copy + Send + Sync + 'static,

@@ -16,7 +16,9 @@
 //! 3. **take** happens only from the handle's owner, by value (so no borrow of
 //!    that handle is alive), after the completing thread has finished running
 //!    done-callbacks (the only other place a temporary handle, and so a
-//!    borrow, can exist). `Future` is not `Clone`, so there is no other handle.
+//!    borrow, can exist). `Future` is not `Clone`; other handles exist only as
+//!    temporaries lent by reference to done-callbacks (while
+//!    `CALLBACKS_RUNNING` is set), and none reaches user code owned.
 
 #[cfg(cf_loom)]
 use loom::cell::UnsafeCell;
@@ -66,7 +68,9 @@ impl<T> Slot<T> {
     /// `take` can run while the returned borrow lives (rules 2 and 3).
     pub(crate) unsafe fn get(&self) -> Option<&T> {
         #[cfg(cf_loom)]
-        // SAFETY: no writer exists after publication (rules 1-3).
+        // SAFETY: no writer exists after publication (rules 1-3). The
+        // borrow escapes `with`, so loom checks only this access; rule 3
+        // orders every later read through it before any `take`.
         return self.value.with(|p| unsafe { (*p).as_ref() });
         #[cfg(not(cf_loom))]
         // SAFETY: no writer exists after publication (rules 1-3).

@@ -32,7 +32,8 @@
 //! A broken stream (truncated or oversized frame, undecodable message) is
 //! `Error::Protocol`: the pool kills and replaces that worker, failing only
 //! the task it was running. The `unsafe` of the process pool is in
-//! [`entry`] (resolving a task), [`os`] (the worker's own setup) and
+//! [`entry`] (resolving a task, called where a worker runs one:
+//! `worker.rs` and `mp/process.rs`), [`os`] (the worker's own setup) and
 //! [`child`] (starting and reaping worker processes).
 
 mod builder;
