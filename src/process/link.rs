@@ -196,6 +196,7 @@ fn serve(
             frozen: false,
             deferred_stop: None,
             stop_retry: None,
+            spared: None,
             reader_mark: mark.clone(),
             results_fd: input.get_ref().as_raw_fd(),
             child: child.clone(),
@@ -210,7 +211,13 @@ fn serve(
         if input.buffer().is_empty() {
             await_results(&shared, id, &mark, &input);
         }
-        match read_message::<_, FromWorker>(&mut input, max) {
+        // Marked while inside the read: blocked there with the pipe empty
+        // and the worker frozen, it waits for the rest of a frame that
+        // only the head can write (see `super::freeze`).
+        mark.set_reading(true);
+        let message = read_message::<_, FromWorker>(&mut input, max);
+        mark.set_reading(false);
+        match message {
             Ok(Some(FromWorker::Done { task_id, outcome })) => {
                 // Lowered before the read if a stop may come (see
                 // `await_results`).
@@ -413,9 +420,16 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
     st.finishing += 1;
     if let Some(stop) = st.hard_stop {
         // The pool stopped its workers: every task this worker held fails;
-        // none is re-sent.
+        // none is re-sent. A head killed for its own reason (a time limit
+        // passed after a `terminate_workers` it survived) fails with that
+        // reason (found by review: it said `Broken`).
+        let mut kill_reason = link.kill_reason.take();
         for p in link.in_flight.drain(..) {
-            failures.push((p.job, stop.error()));
+            let error = match kill_reason.take() {
+                Some((task_id, reason)) if task_id == p.task_id => reason,
+                _ => stop.error(),
+            };
+            failures.push((p.job, error));
         }
     } else if let Some(head) = link.in_flight.pop_front() {
         // The head fails with why its worker ended. If the worker was

@@ -67,6 +67,10 @@ pub(crate) struct Link {
     /// A stop whose worker did not stop in time, for the supervisor to try
     /// again (see [`super::freeze`]).
     pub(crate) stop_retry: Option<super::freeze::StopRetry>,
+    /// The head task a verdict found finished, its result waiting unread
+    /// in the pipe: no stop of it is due while it is still the head (see
+    /// [`super::freeze`]).
+    pub(crate) spared: Option<u64>,
     /// Whether the reader has handled every result it has read from the
     /// pipe: with the worker frozen and the pipe empty, the head is then
     /// what the worker runs (see [`super::freeze`]).

@@ -1,0 +1,167 @@
+//! Edges of the process pool's stop path (freeze, verdict, time limits,
+//! hard stops; `src/process/freeze.rs`), one test for each of three bugs a
+//! review found: a spared head frozen again and again, a time limit that
+//! never fired while the reader waited inside a stalled frame, and a
+//! timeout after a survived `terminate_workers` reported as `Broken`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use concurrent_futures::{Error, ExecutorExt, ProcessPoolExecutor};
+
+concurrent_futures::process_pool_test_worker!();
+
+mod common;
+use common::{FileGate, await_file, pid_after_gate};
+
+/// The worker's result pipe (see tests/process_faults.rs).
+const RESULT_FD: i32 = 4;
+
+static CONTS: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_sigcont(_: libc::c_int) {
+    CONTS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Task: counts the SIGCONTs its worker gets (each one ends a freeze of
+/// the worker by the pool) while it sleeps `ms`, then opens the gate
+/// `done` and returns the count.
+fn count_freezes((ms, done): (u64, String)) -> u64 {
+    // SAFETY: installs a handler that only increments an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGCONT,
+            on_sigcont as extern "C" fn(libc::c_int) as libc::sighandler_t,
+        );
+    }
+    CONTS.store(0, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(ms));
+    let n = CONTS.load(Ordering::SeqCst);
+    std::fs::write(&done, b"").unwrap();
+    n
+}
+
+/// A (gated) runs; B (gated, 100 ms limit) and then C are
+/// sent behind it. A's done-callback (user code on the reader thread)
+/// releases B, then holds the reader until C has run. The worker finishes
+/// B at once, well within its limit; B's `Done` waits in the pipe, unread,
+/// and the worker runs C. The supervisor sees B, still the head, past its limit: it freezes the
+/// worker, the verdict finds the reader current and the pipe not empty,
+/// and spares it (right). Nothing recorded that B was known finished, so
+/// the supervisor froze the worker again at once, and again, for as long
+/// as the callback ran: a busy loop that stopped the worker running C (an
+/// innocent task) thousands of times. A spared head is now past any stop.
+#[test]
+fn l8_a_spared_head_whose_result_waits_is_not_frozen_again_and_again() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(2)
+        .test_harness()
+        .build()
+        .unwrap();
+    let gate = FileGate::new("review-spare-loop");
+    let b_gate = FileGate::new("review-spare-loop-b");
+    let c_done = FileGate::new("review-spare-loop-c");
+    let a = pool.submit(pid_after_gate, gate.arg());
+    // B ends once A's callback runs: its `Done` then reaches a reader that
+    // has handled all it read (its mark is current in the callback).
+    let b = pool.submit_with_timeout(pid_after_gate, b_gate.arg(), Duration::from_millis(100));
+    let c = pool.submit(count_freezes, (1000u64, c_done.arg()));
+    let (b_path, c_path) = (b_gate.arg(), c_done.arg());
+    a.add_done_callback(move |_| {
+        std::fs::write(&b_path, b"").unwrap();
+        await_file(&c_path);
+    });
+    gate.open();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send((
+            b.result(Some(common::HANG)).cloned(),
+            c.result(Some(common::HANG)).cloned(),
+        ));
+    });
+    let (b, c) = rx.recv_timeout(common::HANG * 2).expect("hang guard");
+    pool.kill_workers();
+    assert!(b.is_ok(), "B finished within its limit: {b:?}");
+    let freezes = c.expect("C has no limit and runs to its end");
+    println!("the worker was frozen {freezes} times while it ran C");
+    assert!(
+        freezes <= 2,
+        "the supervisor froze the worker running C {freezes} times: it \
+         re-freezes a spared head whose result waits unread, in a loop"
+    );
+}
+
+/// Task: writes a frame header announcing 1000 bytes and 10 of them onto
+/// the result pipe, then stalls (up to `secs`): the stall RELIABILITY.md
+/// says `task_timeout` bounds.
+fn stall_mid_frame(secs: u64) -> u32 {
+    let mut bytes = 1000u32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[3; 10]);
+    // SAFETY: writes a live buffer to the worker's own result pipe.
+    let n = unsafe { libc::write(RESULT_FD, bytes.as_ptr().cast(), bytes.len()) };
+    assert_eq!(n, bytes.len() as isize);
+    std::thread::sleep(Duration::from_secs(secs));
+    std::process::id()
+}
+
+/// RELIABILITY.md (known issues): "A worker that announces a frame under
+/// the limit and then stalls keeps its running task waiting ... Set
+/// `task_timeout` (or use `submit_with_timeout`) to bound it: the worker is
+/// then killed and replaced." It was not: the reader sat in the middle of
+/// the frame, every verdict was `Defer`, and the stop waited for a reader
+/// that never caught up. A reader inside a read with the frozen worker's
+/// pipe empty is now a stall, killed after the retries.
+#[test]
+fn l8_a_task_past_its_limit_is_stopped_while_the_reader_waits_inside_a_frame() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .test_harness()
+        .build()
+        .unwrap();
+    let limit = Duration::from_millis(200);
+    let f = pool.submit_with_timeout(stall_mid_frame, 20, limit);
+    let outcome = f.result(Some(Duration::from_secs(8))).cloned();
+    pool.kill_workers();
+    pool.shutdown(true, false);
+    println!("after 8 s (limit {limit:?}): {outcome:?}");
+    assert_eq!(
+        outcome,
+        Err(Error::TaskTimeout { limit }),
+        "the task passed its limit 40 times over and was not stopped"
+    );
+}
+
+/// Task: ignores SIGTERM, says so by opening the gate `ready`, then
+/// sleeps `ms`.
+fn ignore_term_then_sleep((ms, ready): (u64, String)) -> u32 {
+    // SAFETY: SIG_IGN installs no handler.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    std::fs::write(&ready, b"").unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// `terminate_workers()` documents that a worker that survives SIGTERM
+/// finishes its task normally. Its task still has its time limit, which
+/// the supervisor keeps: it kills the worker for it, and the task fails
+/// with that `TaskTimeout` (it failed as if `terminate_workers()` had
+/// stopped it, `Error::Broken`).
+#[test]
+fn l8_a_timeout_after_a_survived_terminate_workers_is_a_task_timeout() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .test_harness()
+        .build()
+        .unwrap();
+    let limit = Duration::from_millis(1500);
+    let ready = FileGate::new("review-term-survivor");
+    let f = pool.submit_with_timeout(ignore_term_then_sleep, (20_000, ready.arg()), limit);
+    common::wait_until("the task ignores SIGTERM", || ready.is_open());
+    pool.terminate_workers();
+    let outcome = f.result(Some(common::HANG)).cloned();
+    pool.kill_workers();
+    println!("{outcome:?}");
+    assert_eq!(outcome, Err(Error::TaskTimeout { limit }));
+}
