@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{Error, ExecutorExt, Future, Promise, ThreadPoolExecutor, as_completed};
+use concurrent_futures::{Error, ExecutorExt, Promise, ThreadPoolExecutor, as_completed};
 use futures::StreamExt;
 
 mod common;
@@ -317,44 +317,87 @@ fn await_of_a_cancelled_future_is_cancelled_under_tokio() {
 // Doc claims
 // ---------------------------------------------------------------------------
 
-/// T10, README "Where we differ": "Fork-join: a task that waits on another
-/// future of its own pool runs that task itself if it is still queued ...
-/// so recursive submit-and-wait does not deadlock a small pool", with
-/// `.await` (through `futures::executor::block_on`, as code calling an
-/// async API from a task does) as with `into_result`. On a one-worker pool
-/// the `.await` waited for ever (found by review). If it hangs, the test
-/// cancels the sibling to free the worker and reports it.
+/// A two-worker pool whose second worker is held busy until `release` is
+/// sent: a subtask pushed by a task on the first worker stays queued in
+/// that worker's deque (no thief takes it before the test says so).
+fn pool_with_one_free_worker() -> (Arc<ThreadPoolExecutor>, mpsc::Sender<()>) {
+    let pool = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let _busy = pool.spawn(move || {
+        started_tx.send(()).unwrap();
+        let _ = release_rx.recv_timeout(HANG);
+    });
+    started_rx
+        .recv_timeout(HANG)
+        .expect("the busy task never started");
+    (pool, release_tx)
+}
+
+/// A poll never runs the task (the `Future` docs; T10 helping is for the
+/// blocking waits). A task that starts a consumer subtask and then, with
+/// `block_on`, awaits it *joined* with the branch that feeds it: the
+/// feeding branch gets its turn. (A poll that ran a queued task in place,
+/// tried in this session, ran the consumer before the branch that feeds
+/// it; found by review.)
 #[test]
-fn t10_a_pool_task_awaiting_a_queued_sibling_runs_it_as_into_result_does() {
-    fn run(by_await: bool) -> Result<u32, Error> {
-        let pool = ThreadPoolExecutor::new(1).unwrap();
-        let (tx, rx) = mpsc::channel::<Future<u32>>();
+fn a_poll_of_a_queued_subtask_does_not_block_the_branches_beside_it() {
+    let got = guarded_for(|| {
+        let (pool, release) = pool_with_one_free_worker();
+        let p = pool.clone();
         let outer = pool.spawn(move || {
-            let inner = rx.recv().unwrap();
-            if by_await {
-                futures::executor::block_on(inner)
-            } else {
-                inner.into_result()
-            }
+            let (tx, rx) = mpsc::channel::<u32>();
+            // Its own guard (it gives up after 10 s): the worker is not
+            // lost for ever if the bug is there.
+            let consumer = p.spawn(move || rx.recv_timeout(Duration::from_secs(10)).ok());
+            let feed = async move {
+                let _ = tx.send(5);
+                let _ = release.send(()); // the other worker may now take it
+            };
+            let (r, ()) = futures::executor::block_on(futures::future::join(consumer, feed));
+            r
         });
-        // Queued behind `outer` on the only worker, which runs `outer` now.
-        tx.send(pool.submit(ident, 41)).unwrap();
-        match outer.result(Some(Duration::from_secs(3))) {
-            Err(Error::Timeout { .. }) => {
-                // Free the worker: cancel the queued sibling.
-                pool.shutdown(false, true);
-                let after = outer.result(Some(HANG)).cloned();
-                Err(Error::InvalidCall(format!(
-                    "still waiting after 3 s; after shutdown(cancel_futures) the task gave {after:?}"
-                )))
-            }
-            Err(e) => Err(e),
-            Ok(r) => r.clone(),
-        }
-    }
-    let helped = run(false);
-    let awaited = run(true);
-    println!("into_result in the task: {helped:?}; .await in the task: {awaited:?}");
-    assert_eq!(helped, Ok(41));
-    assert_eq!(awaited, Ok(41), "the awaiting task was not helped");
+        outer.into_result()
+    });
+    println!("consumer got {got:?}");
+    assert_eq!(
+        got,
+        Some(Ok(Ok(Some(5)))),
+        "the consumer ran in place inside the poll, before the branch that feeds it"
+    );
+}
+
+/// The same with a non-blocking check (`now_or_never`), the async form of
+/// `result(Some(Duration::ZERO))`, which never blocks: it does not run the
+/// task.
+#[test]
+fn now_or_never_of_a_queued_subtask_does_not_run_it() {
+    use futures::FutureExt;
+    let got = guarded_for(|| {
+        let (pool, release) = pool_with_one_free_worker();
+        let p = pool.clone();
+        let outer = pool.spawn(move || {
+            let (tx, rx) = mpsc::channel::<u32>();
+            let mut consumer = p.spawn(move || rx.recv_timeout(Duration::from_secs(10)).ok());
+            let early = (&mut consumer).now_or_never();
+            let _ = tx.send(5);
+            let _ = release.send(());
+            (early, consumer.into_result())
+        });
+        outer.into_result()
+    });
+    println!("got {got:?}");
+    let (early, r) = got.expect("hang guard").expect("outer");
+    assert!(early.is_none(), "now_or_never ran the task: {early:?}");
+    assert_eq!(r, Ok(Some(5)));
+}
+
+/// Runs `f` on a thread; its result, or `None` if it did not end within
+/// the hang guard.
+fn guarded_for<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(HANG).ok()
 }

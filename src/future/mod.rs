@@ -269,9 +269,15 @@ impl<T> fmt::Debug for Future<T> {
 
 /// `fut.await` gives the owned value, from any async runtime. The waker is
 /// woken exactly once when the future ends (after its done-callbacks, if it
-/// has any). Polled on a thread-pool worker (`block_on` inside a task), it
-/// first runs the task itself if it is still queued in that pool, as
-/// [`result`](Future::result) does; it helps with nothing else.
+/// has any).
+///
+/// A poll never runs the task: it answers `Pending` and leaves the caller
+/// free to do other work (the other branches of a `join!`, say). So inside
+/// a thread-pool task, wait on a future of the same pool with
+/// [`result`](Future::result) or [`into_result`](Future::into_result),
+/// which run it there if it is still queued (T10); `block_on(fut)` of a
+/// task queued behind the waiting one on a one-worker pool waits for ever,
+/// as CPython's `result()` does.
 impl<T> std::future::Future for Future<T> {
     type Output = Result<T, Error>;
 
@@ -279,8 +285,6 @@ impl<T> std::future::Future for Future<T> {
         if self.core().runs_callbacks_here() {
             return Poll::Ready(Err(moved_out_in_own_callback()));
         }
-        #[cfg(not(cf_loom))]
-        crate::thread::run_if_queued_here(self.core(), &|| self.run_here());
         if self.core().register_waker(cx.waker(), true, OWNER_KEY) {
             Poll::Ready(self.core().take_outcome())
         } else {
@@ -335,8 +339,7 @@ impl<'a, T> std::future::Future for Ref<'a, T> {
         if self.key == 0 {
             self.key = NEXT_REF_KEY.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        #[cfg(not(cf_loom))]
-        crate::thread::run_if_queued_here(self.fut.core(), &|| self.fut.run_here());
+
         if self.fut.core().register_waker(cx.waker(), false, self.key) {
             Poll::Ready(self.fut.result(Some(Duration::ZERO)))
         } else {

@@ -28,9 +28,9 @@ use self::worker::WorkerThread;
 // future alone), so this is unused there.
 #[cfg_attr(cf_loom, allow(unused_imports))]
 pub(crate) use self::registry::new_executor_id;
-pub(crate) use self::worker::{as_callbacks, is_worker_of};
 #[cfg(not(cf_loom))]
-pub(crate) use self::worker::{help_while_waiting, run_if_queued_here};
+pub(crate) use self::worker::help_while_waiting;
+pub(crate) use self::worker::{as_callbacks, is_worker_of};
 use crate::executor::{ClosureTask, Task};
 use crate::sync::{Arc, Ordering, lock};
 use crate::{CancelToken, Error, Executor, Future, ShutdownOutcome};

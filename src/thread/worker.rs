@@ -286,26 +286,6 @@ pub(crate) fn help_while_waiting<T>(
     help(&w, core, deadline, run_here)
 }
 
-/// The first step of [`help_while_waiting`] alone, for a poll of the
-/// future (`.await`, or `block_on` in a task): on a worker of the pool
-/// whose queue holds the awaited task, it runs that task here. A poll
-/// cannot block, so it takes nothing else; but without this, a task that
-/// awaits a sibling queued behind it on a one-worker pool waited for ever,
-/// where `into_result` runs the sibling (found by review).
-#[cfg_attr(cf_loom, allow(dead_code))]
-pub(crate) fn run_if_queued_here<T>(core: &Core<T>, run_here: &dyn Fn()) {
-    let Some(w) = current() else { return };
-    let stack_used = STACK_BASE.with(Cell::get).saturating_sub(stack_position());
-    if core.is_queued_in(w.registry.id)
-        && w.registry.fate() == Fate::Run
-        && NESTED_RUNS.with(Cell::get) < MAX_NESTED_RUNS
-        && stack_used <= *NESTING_STACK_BUDGET
-    {
-        let _nested = Restore(&NESTED_RUNS, NESTED_RUNS.with(|n| n.replace(n.get() + 1)));
-        as_innermost_task(&w.local, run_here);
-    }
-}
-
 /// [`help_while_waiting`] once it knows it is on a worker.
 fn help<T>(
     w: &WorkerThread,
