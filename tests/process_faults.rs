@@ -605,6 +605,67 @@ fn workers_ending_after_their_handshake_before_any_task_break_the_pool_after_thr
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+fn pid_file(parent: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("cf-test-idle-{parent}"))
+}
+
+/// Initializer: records this worker's pid for the test.
+fn record_pid() {
+    use std::io::Write;
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() } as u32;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(pid_file(parent))
+        .unwrap();
+    writeln!(f, "{}", std::process::id()).unwrap();
+}
+
+fn pid_of_worker(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// DESIGN: a worker that dies (exit, abort, SIGKILL) is replaced and the
+/// pool keeps serving. Idle workers SIGKILLed from outside (an operator,
+/// an OOM killer, a process-group signal) do not count as workers that
+/// end on their own before their first task (the count, as first written,
+/// broke a healthy pool after three; found by review).
+#[test]
+fn idle_workers_killed_from_outside_do_not_break_the_pool() {
+    let file = pid_file(std::process::id());
+    let _ = std::fs::remove_file(&file);
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(record_pid)
+        .test_harness()
+        .build()
+        .unwrap();
+    let pids = || -> Vec<u32> {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    };
+    for round in 1..=3 {
+        common::wait_until("a worker through its initializer", || pids().len() >= round);
+        // Let the parent see its `Initialized` (a kill before is a failed
+        // start, a count of its own).
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = pids()[round - 1];
+        println!("killing idle worker {pid}");
+        // SAFETY: kill takes integers; `pid` is our idle worker.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let r = pool.submit(pid_of_worker, ()).result(Some(HANG)).cloned();
+    println!("a task after three idle workers were killed: {r:?}");
+    pool.shutdown(true, false);
+    let _ = std::fs::remove_file(&file);
+    assert!(r.is_ok(), "the pool broke: {r:?}");
+}
+
 // ------------------------------------------- parent SIGKILLed, busy --
 
 /// Task: says which worker runs it (on the parent's stdout), then sleeps.

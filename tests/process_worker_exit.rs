@@ -1,9 +1,10 @@
 //! How worker processes end: a worker the pool shuts down runs its exit
-//! handlers to the end, and a worker dies with a SIGKILLed parent even
+//! handlers to the end (and one stuck in them is killed after
+//! `terminate_grace`), and a worker dies with a SIGKILLed parent even
 //! after its initializer dropped privileges (which makes the kernel
-//! forget `PR_SET_PDEATHSIG`). Both were found by review (L6, DESIGN "no
-//! child process outlives its pool, nor its parent if the parent is
-//! killed"). Nothing is timed but the hang guards.
+//! forget `PR_SET_PDEATHSIG`). Found by review (L6, DESIGN "no child
+//! process outlives its pool, nor its parent if the parent is killed").
+//! Nothing is timed but the hang guards.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -181,4 +182,64 @@ fn a_worker_that_dropped_privileges_dies_with_its_sigkilled_parent() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+static STUCK_AT_EXIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An exit handler that does not end (for 60 s, so that a failing run
+/// leaves nothing behind for long): a C library joining a thread that
+/// never ends, say.
+extern "C" fn stuck_exit_handler() {
+    if STUCK_AT_EXIT.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+fn register_stuck_exit_handler(_: ()) -> u32 {
+    STUCK_AT_EXIT.store(true, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: atexit takes a plain `extern "C" fn()` living for the whole
+    // process.
+    assert_eq!(unsafe { libc::atexit(stuck_exit_handler) }, 0);
+    std::process::id()
+}
+
+/// A worker told to exit gets up to `terminate_grace` to end on its own,
+/// then it is SIGKILLed: one stuck in its exit handlers does not keep
+/// `shutdown(wait = true)` waiting (for 60 s here). (A parent-watch
+/// thread, tried first, polled the result pipe's write end and so kept the
+/// stream open until the process died; found by review.)
+#[test]
+fn a_worker_stuck_in_its_exit_handlers_is_killed_after_terminate_grace() {
+    let pool = concurrent_futures::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .terminate_grace(Duration::from_millis(500))
+        .test_harness()
+        .build()
+        .unwrap();
+    let pid = pool
+        .submit(register_stuck_exit_handler, ())
+        .result(Some(common::HANG))
+        .cloned()
+        .expect("task runs");
+    let returned = guarded_opt(move || pool.shutdown(true, false)).is_some();
+    if !returned {
+        // Clean up the stuck worker.
+        // SAFETY: kill takes integers.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
+    println!("shutdown(wait = true) returned within the hang guard: {returned}");
+    assert!(
+        returned,
+        "worker {pid}, stuck at exit, was never killed: shutdown hangs"
+    );
+}
+
+/// Runs `f` on a thread; its result, or `None` if it did not end within
+/// the hang guard.
+fn guarded_opt<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(common::HANG).ok()
 }

@@ -1192,9 +1192,9 @@ fn t10_a_callback_waiting_on_a_pool_task_does_not_run_the_completed_tasks_leftov
 static BIG_CHAIN: std::sync::OnceLock<Vec<Future<u64>>> = std::sync::OnceLock::new();
 
 /// A link of a chain that waits (at most 200 ms) on the next link, with a
-/// 64 KiB buffer on its stack (a formatting or I/O buffer, say).
+/// 32 KiB buffer on its stack (a formatting or I/O buffer, say).
 fn big_link(i: usize) -> u64 {
-    let mut buf = [0u8; 64 * 1024];
+    let mut buf = [0u8; 32 * 1024];
     buf[i % buf.len()] = i as u8;
     let buf = std::hint::black_box(buf);
     let chain = BIG_CHAIN.get().unwrap();
@@ -1210,17 +1210,17 @@ fn big_link(i: usize) -> u64 {
 const STACK_MARKER: &str = "CF_TEST_T10_STACK_HELPER";
 
 /// The helper of the next test, run in a child process (an overflow
-/// aborts it): on one worker, a chain of 20 queued tasks, each waiting on
-/// the next with 64 KiB of stack of its own.
+/// aborts it): on one worker, a chain of 40 queued tasks, each waiting on
+/// the next with 32 KiB of stack of its own.
 #[test]
 #[ignore = "helper: run by t10_tasks_with_large_frames_run_nested_do_not_overflow_a_workers_stack"]
-fn helper_t10_chain_of_tasks_with_64k_frames() {
+fn helper_t10_chain_of_tasks_with_32k_frames() {
     if std::env::var_os(STACK_MARKER).is_none() {
         return;
     }
     let pool = ThreadPoolExecutor::new(1).unwrap();
     let (gate, release) = common::gated(&pool, 0u8);
-    let chain = BIG_CHAIN.get_or_init(|| (0..20).map(|i| pool.submit(big_link, i)).collect());
+    let chain = BIG_CHAIN.get_or_init(|| (0..40).map(|i| pool.submit(big_link, i)).collect());
     release.send(()).unwrap();
     gate.result(Some(GUARD)).unwrap();
     for f in chain {
@@ -1233,13 +1233,106 @@ fn helper_t10_chain_of_tasks_with_64k_frames() {
 /// stack, and stops doing so, and just blocks, before the stack runs out.
 /// The bound was a count of nested runs (128) alone: tasks with large
 /// frames, each waiting on the next, overflowed the default 2 MiB stack,
-/// and a stack overflow aborts the whole process (found by review). It is
-/// also half the stack now. Past it a link blocks and its wait times out.
+/// and a stack overflow aborts the whole process (found by review). Nesting
+/// now also stops 256 KiB short of the stack's end. Past it a link blocks
+/// and its wait times out.
 #[test]
 fn t10_tasks_with_large_frames_run_nested_do_not_overflow_a_workers_stack() {
-    let mut cmd = common::helper_command("helper_t10_chain_of_tasks_with_64k_frames", STACK_MARKER);
+    let mut cmd = common::helper_command("helper_t10_chain_of_tasks_with_32k_frames", STACK_MARKER);
     cmd.env_remove("RUST_MIN_STACK");
     // It fails unless the helper exits 0: an overflow aborts it.
     let out = common::run_helper(cmd, GUARD);
     assert!(String::from_utf8_lossy(&out.stdout).contains("chain done"));
+}
+
+type Chain = Arc<std::sync::OnceLock<Vec<concurrent_futures::Future<Result<usize, String>>>>>;
+
+/// Link `i` of `chain`: a 32 KiB buffer on its stack, then a wait on the
+/// next link (10 s at most: a hang guard). Returns where its buffer was.
+fn stack_link<const K: usize>(chain: &Chain, i: usize) -> Result<usize, String> {
+    let mut buf = [0u8; K];
+    buf[i % K] = i as u8;
+    let buf = std::hint::black_box(buf);
+    let at = std::hint::black_box(&buf) as *const _ as usize;
+    let links = chain.get().unwrap();
+    if let Some(next) = links.get(i + 1) {
+        match next.result(Some(Duration::from_secs(10))) {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e.clone()),
+            Err(e) => return Err(format!("link {} waiting on link {}: {e}", i, i + 1)),
+        }
+    }
+    Ok(at)
+}
+
+/// Runs a chain of `n` links on a one-worker pool; each link's outcome.
+fn run_chain<const K: usize>(n: usize) -> Vec<Result<usize, String>> {
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let gate = pool.spawn(move || {
+        let _ = go_rx.recv_timeout(GUARD);
+    });
+    let chain: Chain = Arc::default();
+    let futs = (0..n)
+        .map(|i| {
+            let c = chain.clone();
+            pool.spawn(move || stack_link::<K>(&c, i))
+        })
+        .collect();
+    let _ = chain.set(futs);
+    go_tx.send(()).unwrap();
+    gate.into_result().unwrap();
+    chain
+        .get()
+        .unwrap()
+        .iter()
+        .map(|f| match f.result(Some(GUARD)) {
+            Ok(r) => r.clone(),
+            Err(e) => Err(format!("outer wait: {e}")),
+        })
+        .collect()
+}
+
+/// T10 on a one-worker pool: a chain of tasks, each waiting on the next,
+/// that uses three quarters of the worker's stack still runs nested. (A
+/// stack budget of half the stack, tried first, stopped it there, and the
+/// link at the limit waited for a task queued behind it on the only
+/// worker: for ever with `into_result`; found by review.)
+#[test]
+fn t10_a_chain_using_three_quarters_of_the_stack_still_runs_on_one_worker() {
+    let got = guarded_for(|| {
+        // Calibrate: how much stack one nesting level takes in this build.
+        let probe = run_chain::<{ 32 * 1024 }>(4);
+        let at: Vec<usize> = probe.iter().map(|r| *r.as_ref().unwrap()).collect();
+        let per_level = at[0] - at[1];
+        let stack = std::env::var("RUST_MIN_STACK")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(2 << 20);
+        let n = stack * 3 / 4 / per_level;
+        println!("{per_level} bytes per level; a chain of {n} links");
+        let outcome = run_chain::<{ 32 * 1024 }>(n);
+        let failed: Vec<_> = outcome.iter().filter(|r| r.is_err()).collect();
+        println!(
+            "{} of {n} links failed; first: {:?}",
+            failed.len(),
+            failed.first()
+        );
+        failed.is_empty()
+    });
+    assert_eq!(
+        got,
+        Some(true),
+        "a link could not run the next, queued on its own worker"
+    );
+}
+
+/// Runs `f` on a thread; its result, or `None` if it did not end within
+/// the hang guard.
+fn guarded_for<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(GUARD).ok()
 }

@@ -385,20 +385,23 @@ impl MemoryCheck {
 /// The worker's pipe ended: reap it, fail the task it was running, requeue
 /// the rest, and ask for a replacement.
 fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, end: End) {
-    // A worker the pool told to exit (shutdown, retirement) closes its pipes
-    // and then runs its exit handlers (C `atexit`, stdio flushes, coverage
-    // files): it gets up to `terminate_grace` to end on its own before the
-    // SIGKILL below (found by review: a clean shutdown killed workers in
-    // the middle of `exit()`, and a C library's last output was lost).
-    let told_to_exit = matches!(end, End::Eof) && {
+    // A worker the pool told to exit (shutdown, retirement), or one that
+    // ended holding no task, closes its pipes and then runs its exit
+    // handlers (C `atexit`, stdio flushes, coverage files): it gets up to
+    // `terminate_grace` to end on its own before the SIGKILL below (found by
+    // review: a clean shutdown killed workers in the middle of `exit()`, and
+    // a C library's last output was lost). Its status then also says how
+    // it ended, not that it was killed (see `ended_by_itself`).
+    let exiting = matches!(end, End::Eof) && {
         let st = lock(&shared.state);
         st.hard_stop.is_none()
-            && st
-                .links
-                .iter()
-                .any(|l| l.id == id && (l.stopping || l.retiring) && l.kill_reason.is_none())
+            && st.links.iter().any(|l| {
+                l.id == id
+                    && l.kill_reason.is_none()
+                    && (l.stopping || l.retiring || l.in_flight.is_empty())
+            })
     };
-    if told_to_exit {
+    if exiting {
         if let Some(pidfd) = lock(child).pidfd_for_waiting() {
             let grace = crate::sync::deadline(Some(shared.config.terminate_grace));
             super::child::exited_by(&pidfd, grace);
@@ -464,14 +467,16 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
             warn,
             "process-pool worker {pid} died ({status}); replacing it"
         );
-    } else if link.sent == 0 && !link.stopping && !link.retiring {
+    } else if link.sent == 0 && !link.stopping && !link.retiring && ended_by_itself(code, signal) {
         // It ended on its own after its handshake, before it was sent a
         // task (a thread its initializer left behind exited the process,
         // say). Replaced without a count, it would be replaced for ever, an
         // idle pool starting processes in a loop (found by review): three
         // in a row with no result in between break the pool, as three
         // failed starts do. One sent a task is not counted: its task fails
-        // with it, and it may well be that task's doing (decision 3).
+        // with it, and it may well be that task's doing (decision 3). Nor
+        // is one killed from outside (an operator, the OOM killer): such a
+        // worker is replaced, however often (found by review).
         st.idle_deaths += 1;
         crate::error::report!(
             warn,
@@ -489,4 +494,23 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
     st.dispatch(&shared.config.limits, &mut failures);
     drop(st);
     shared.finish_worker(failures);
+}
+
+/// Whether a worker's end was its own doing: an exit, or a crash signal it
+/// raised itself (an abort, a bad memory access, a bad instruction), not
+/// a signal sent from outside (SIGKILL, SIGTERM, SIGHUP, SIGINT...).
+fn ended_by_itself(code: Option<i32>, signal: Option<i32>) -> bool {
+    code.is_some()
+        || signal.is_some_and(|s| {
+            [
+                libc::SIGABRT,
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGILL,
+                libc::SIGFPE,
+                libc::SIGSYS,
+                libc::SIGTRAP,
+            ]
+            .contains(&s)
+        })
 }

@@ -117,50 +117,24 @@ pub(crate) fn die_with_parent(expected_parent: u32) -> bool {
     parent as u32 == expected_parent
 }
 
-/// Worker side: keeps a worker from outliving its parent when
-/// `PR_SET_PDEATHSIG` no longer holds. The kernel forgets that request
-/// when a process changes its credentials (an initializer that drops
-/// privileges, a task that does), and such a worker lived on after its
-/// parent was SIGKILLed (found by review). A thread waits until nobody
-/// reads this worker's results any more (the parent holds the read end of
-/// the result pipe until it has seen the worker end; a pipe's write end
-/// polls `POLLERR` once every read end is closed), then asks again to die
-/// with the parent, now that credentials are what they will be, and ends
-/// the process at once if the parent is gone already. It then stays, parked:
-/// the request belongs to the thread that made it.
-pub(crate) fn watch_parent(expected_parent: u32) {
-    let watch = move || {
-        let mut p = libc::pollfd {
-            fd: RES_FD,
-            events: 0,
-            revents: 0,
-        };
-        // Only a hang-up, an error or a closed descriptor ends the wait
-        // (`events` is empty). A signal does not: glibc's `setuid` signals
-        // every thread to change its credentials, the very case this is
-        // for.
-        loop {
-            // SAFETY: `p` is one live, initialised pollfd; poll reads and
-            // writes only it.
-            let r = unsafe { libc::poll(&mut p, 1, -1) };
-            if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                break;
-            }
+/// Worker side: asks again to be killed when the parent dies if the
+/// kernel has forgotten the request, which it does when the process
+/// changes its credentials (an initializer or a task that drops
+/// privileges): such a worker outlived a parent killed with SIGKILL
+/// (found by review). One `prctl` when the request holds. Returns false if
+/// the parent is gone already.
+pub(crate) fn still_dies_with_parent(expected_parent: u32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer,
+        // which points at `sig`, alive across the call.
+        let r = unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) };
+        if r == 0 && sig != 0 {
+            return true;
         }
-        if !die_with_parent(expected_parent) {
-            // SAFETY: kill and getpid take integers and touch no memory.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-        }
-        loop {
-            std::thread::park();
-        }
-    };
-    // Without the thread the worker still has the request made at its
-    // start; the watch is for credentials changed later.
-    let _ = std::thread::Builder::new()
-        .name("cf-parent-watch".into())
-        .stack_size(64 * 1024)
-        .spawn(watch);
+    }
+    die_with_parent(expected_parent)
 }
 
 /// Worker side: Ctrl-C goes to the whole foreground process group; the

@@ -188,13 +188,10 @@ fn run_worker(marker: &str) -> Result<i32, String> {
     }
     entry::install_worker_panic_hook();
     let (cmd, res) = os::take_protocol_fds().map_err(|e| e.to_string())?;
-    if dies_with_parent {
-        os::watch_parent(marker.parent);
-    }
     if let Mode::Process { .. } = marker.mode {
         return crate::mp::serve_child(cmd, res);
     }
-    Ok(serve_pool(cmd, res))
+    Ok(serve_pool(cmd, res, marker.parent))
 }
 
 /// Tells the worker's stderr why it is giving up.
@@ -210,10 +207,10 @@ fn report_failure(message: &str) {
 /// reaps a worker once its result pipe closes, which would cut short a
 /// failure report or lose what a task printed without a final newline
 /// (stdout is line-buffered).
-fn serve_pool(cmd: std::fs::File, res: std::fs::File) -> i32 {
+fn serve_pool(cmd: std::fs::File, res: std::fs::File, parent: u32) -> i32 {
     let mut input = BufReader::with_capacity(64 * 1024, cmd);
     let mut output = BufWriter::with_capacity(64 * 1024, res);
-    let code = match serve_tasks(&mut input, &mut output) {
+    let code = match serve_tasks(&mut input, &mut output, parent) {
         Ok(()) => 0,
         Err(message) => {
             report_failure(&message);
@@ -226,7 +223,11 @@ fn serve_pool(cmd: std::fs::File, res: std::fs::File) -> i32 {
 
 /// The pool worker's loop: handshake, then tasks until `Shutdown` or end
 /// of stream.
-fn serve_tasks(input: &mut impl std::io::BufRead, output: &mut impl Write) -> Result<(), String> {
+fn serve_tasks(
+    input: &mut impl std::io::BufRead,
+    output: &mut impl Write,
+    parent: u32,
+) -> Result<(), String> {
     // Until the parent says otherwise, the handshake messages are small.
     let mut max_frame = 1 << 20;
     let hello = FromWorker::Ready {
@@ -259,7 +260,9 @@ fn serve_tasks(input: &mut impl std::io::BufRead, output: &mut impl Write) -> Re
                 let failed = outcome.is_err();
                 let outcome = outcome.map_err(|e| fit_error(e, max_frame));
                 send(output, &FromWorker::Initialized { outcome }, max_frame)?;
-                if failed {
+                // An initializer that dropped privileges made the kernel
+                // forget that this worker dies with its parent.
+                if failed || !os::still_dies_with_parent(parent) {
                     return Ok(());
                 }
             }
@@ -275,6 +278,11 @@ fn serve_tasks(input: &mut impl std::io::BufRead, output: &mut impl Write) -> Re
                 let outcome = fit(tramp(&arg), max_frame);
                 drop(arg);
                 send(output, &FromWorker::Done { task_id, outcome }, max_frame)?;
+                // So may a task (a task changing credentials and then
+                // running long outlives a killed parent until it ends).
+                if !os::still_dies_with_parent(parent) {
+                    return Ok(());
+                }
             }
             Some(other) => return Err(format!("unexpected message {other:?}")),
         }

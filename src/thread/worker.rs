@@ -160,18 +160,25 @@ impl Drop for Published<'_> {
 const MAX_NESTED_RUNS: usize = 128;
 
 /// How much of its stack a waiting worker may fill before it stops running
-/// tasks nested on it and just blocks: half of what a spawned thread gets
-/// (2 MiB, or `RUST_MIN_STACK` as std reads it), so that the last task run
-/// has the other half. A count of nested runs alone let tasks with large
-/// frames (16 KiB of locals, 128 deep) overflow the stack, which aborts
-/// the process (found by review).
+/// tasks nested on it and just blocks: all of what a spawned thread gets
+/// (2 MiB, or `RUST_MIN_STACK` as std reads it) but [`STACK_RESERVE`],
+/// left for the last task run. A count of nested runs alone let tasks with
+/// large frames (64 KiB of locals, 128 deep) overflow the stack, which
+/// aborts the process (found by review). Past the budget the wait blocks:
+/// on a one-worker pool, a task waiting on one queued behind it then waits
+/// for ever, as in CPython.
 static NESTING_STACK_BUDGET: once_cell::sync::Lazy<usize> = once_cell::sync::Lazy::new(|| {
     let size = std::env::var("RUST_MIN_STACK")
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(2 << 20);
-    size / 2
+    size.saturating_sub(STACK_RESERVE)
 });
+
+/// The stack kept free for the task a waiting worker runs last (a whole
+/// half, tried first, made chains that fit the stack hang; found by
+/// review).
+const STACK_RESERVE: usize = 256 << 10;
 
 /// Where this thread's stack is now (it grows down on every target std
 /// supports threads on but wasm, which has no threads here).
