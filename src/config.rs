@@ -56,6 +56,9 @@ pub enum ExecutorKind {
 ///
 /// Parses from `"thread"`, `"thread:8"`, `"process"`, `"process:4"`, and
 /// deserializes from that string or from `{ kind = "process", workers = 4 }`.
+/// The table form is read from human-readable formats (TOML, JSON, YAML);
+/// formats that are not (postcard, bincode, CBOR, MessagePack) read the
+/// string form, which is also what it always serializes as.
 ///
 /// ```
 /// use concurrent_futures::{ExecutorConfig, ExecutorExt, ExecutorKind};
