@@ -9,10 +9,10 @@
 
 use std::future::IntoFuture;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,34 +20,10 @@ use concurrent_futures::{Error, ExecutorExt, Promise, ThreadPoolExecutor, as_com
 use futures::StreamExt;
 
 mod common;
-use common::{HANG, gated, guarded};
+use common::{HANG, counting_waker, gated, guarded};
 
 fn ident(x: u32) -> u32 {
     x
-}
-
-/// Counts its wakes and unparks the thread that made it.
-struct CountingWaker {
-    thread: thread::Thread,
-    wakes: AtomicUsize,
-}
-
-impl Wake for CountingWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref()
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.wakes.fetch_add(1, Ordering::SeqCst);
-        self.thread.unpark();
-    }
-}
-
-fn counting_waker() -> (Arc<CountingWaker>, Waker) {
-    let w = Arc::new(CountingWaker {
-        thread: thread::current(),
-        wakes: AtomicUsize::new(0),
-    });
-    (w.clone(), Waker::from(w))
 }
 
 fn current_thread_rt() -> tokio::runtime::Runtime {

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use concurrent_futures::{
 };
 
 mod common;
-use common::{HANG, Manual, SHORT, block_on, gated, started};
+use common::{HANG, Manual, SHORT, block_on, counting_waker, gated, started};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -55,30 +55,6 @@ fn hash_of<T: Hash>(x: &T) -> u64 {
     let mut h = DefaultHasher::new();
     x.hash(&mut h);
     h.finish()
-}
-
-/// Wakes the blocked thread; counts its wakes.
-struct CountingWaker {
-    thread: thread::Thread,
-    wakes: AtomicUsize,
-}
-
-impl Wake for CountingWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref()
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.wakes.fetch_add(1, Ordering::SeqCst);
-        self.thread.unpark();
-    }
-}
-
-fn counting_waker() -> (Arc<CountingWaker>, Waker) {
-    let w = Arc::new(CountingWaker {
-        thread: thread::current(),
-        wakes: AtomicUsize::new(0),
-    });
-    (w.clone(), Waker::from(w))
 }
 
 // ---------------------------------------------------------------------------

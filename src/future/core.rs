@@ -582,26 +582,10 @@ fn callbacks_flag<T>(w: &Waiters<T>) -> usize {
     }
 }
 
-/// Runs callbacks in the order they were added (C4), each under
-/// `catch_unwind`: a panicking callback is logged and the rest still run
-/// (C5, C6, decision 7). Each callback is dropped right after it runs, so its
-/// captures are released (C8).
-pub(crate) fn run_callbacks<T>(fut: &super::Future<T>, callbacks: Vec<Callback<T>>) {
-    for cb in callbacks {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(fut)));
-        if let Err(payload) = r {
-            // Outside `log!`, which skips its arguments when logging is off:
-            // the payload must be dropped with care either way.
-            let message = crate::error::take_panic_message(payload);
-            crate::error::report!(error, "exception calling callback for {fut:?}: {message}");
-        }
-    }
-}
-
 #[path = "core_callbacks.rs"]
 mod callbacks;
 use callbacks::RunningCallbacks;
-pub(crate) use callbacks::in_callbacks;
+pub(crate) use callbacks::{in_callbacks, run_callbacks};
 
 #[path = "core_waiting.rs"]
 mod waiting;

@@ -82,3 +82,19 @@ pub(super) fn running_those_of(addr: usize) -> bool {
         false
     }
 }
+
+/// Runs callbacks in the order they were added (C4), each under
+/// `catch_unwind`: a panicking callback is logged and the rest still run
+/// (C5, C6, decision 7). Each callback is dropped right after it runs, so its
+/// captures are released (C8).
+pub(crate) fn run_callbacks<T>(fut: &crate::future::Future<T>, callbacks: Vec<super::Callback<T>>) {
+    for cb in callbacks {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(fut)));
+        if let Err(payload) = r {
+            // Outside `log!`, which skips its arguments when logging is off:
+            // the payload must be dropped with care either way.
+            let message = crate::error::take_panic_message(payload);
+            crate::error::report!(error, "exception calling callback for {fut:?}: {message}");
+        }
+    }
+}

@@ -388,3 +388,28 @@ pub mod keyed {
         key
     }
 }
+
+/// A waker that counts its wakes and unparks the thread that made it.
+pub struct CountingWaker {
+    pub thread: thread::Thread,
+    pub wakes: std::sync::atomic::AtomicUsize,
+}
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.thread.unpark();
+    }
+}
+
+/// A [`CountingWaker`] for this thread, and the `Waker` made of it.
+pub fn counting_waker() -> (Arc<CountingWaker>, Waker) {
+    let w = Arc::new(CountingWaker {
+        thread: thread::current(),
+        wakes: std::sync::atomic::AtomicUsize::new(0),
+    });
+    (w.clone(), Waker::from(w))
+}
