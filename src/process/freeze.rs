@@ -33,11 +33,7 @@
 //!    can tell yet: the worker goes on, and the reader settles the stop
 //!    itself (`Link::deferred_stop`) once it has caught up, before it waits
 //!    for more results. A head found finished is marked spared
-//!    (`Link::spared`): no stop of it is due while it stays the head. And
-//!    a reader that is inside a read while the frozen worker's pipe is
-//!    empty is waiting for the rest of a frame the head stalled in (or has
-//!    just taken its last bytes): that stop is tried again, as a retry,
-//!    and is a kill once the tries are spent.
+//!    (`Link::spared`): no stop of it is due while it stays the head.
 //!
 //! A worker that does not stop within [`STOP_WAIT`] (a thread of it stuck
 //! in the kernel, where a stop cannot reach it) is let go on, and the
@@ -101,16 +97,9 @@ pub(crate) struct ReaderMark {
     current: AtomicBool,
     /// A stop was left to the reader (`Link::deferred_stop`).
     deferred: AtomicBool,
-    /// The reader is inside a read of a message.
-    reading: AtomicBool,
 }
 
 impl ReaderMark {
-    /// The reader enters (true) or leaves (false) a read of a message.
-    pub(crate) fn set_reading(&self, reading: bool) {
-        self.reading.store(reading, SeqCst);
-    }
-
     /// The reader has handled everything it read (or not, `false`: it is
     /// about to read more). Returns whether a stop was left to it, which it
     /// must then settle (`Link::take_deferred_stop`) before it waits.
@@ -133,11 +122,6 @@ enum Verdict {
     Defer,
     /// The worker did not stop in time: let it go on; try again soon.
     Retry,
-    /// The reader is inside a read and the pipe of the frozen worker is
-    /// empty: it waits for the rest of a frame (a stall: kill), or it has
-    /// just taken the last bytes of one (the head's result: spare). Tried
-    /// again soon, as a retry; still so after the tries, it was a stall.
-    Stalled,
 }
 
 impl Link {
@@ -245,16 +229,6 @@ impl Link {
         // nothing, so the pipe as seen is what the reader has yet to see.
         let unread = super::os::unread_bytes(self.results_fd);
         if !self.reader_mark.current.load(SeqCst) {
-            if matches!(unread, Ok(0)) && self.reader_mark.reading.load(SeqCst) {
-                // Not left to a reader that may never catch up: one
-                // blocked inside a frame the worker stalled in (found by
-                // review: the stop waited for ever, the limit passed and
-                // nothing happened).
-                self.reader_mark
-                    .deferred
-                    .store(self.deferred_stop.is_some(), SeqCst);
-                return Verdict::Stalled;
-            }
             return Verdict::Defer;
         }
         self.reader_mark
@@ -297,8 +271,6 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                 // Out of tries, the parent's view it is.
                 match link.verdict() {
                     Verdict::Kill if !stopped && f.tries + 1 < MAX_TRIES => Verdict::Retry,
-                    Verdict::Stalled if f.tries + 1 < MAX_TRIES => Verdict::Retry,
-                    Verdict::Stalled => Verdict::Kill,
                     Verdict::Spare => {
                         link.spared = Some(f.task_id);
                         Verdict::Spare
@@ -320,8 +292,7 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                 // back now, it would freeze the worker again at once, and
                 // again, until the reader caught up (found by review).
                 Verdict::Defer => link.leave_stop_to_reader(f.task_id, reason),
-                // (A stall is a retry until its last try, a kill then.)
-                Verdict::Retry | Verdict::Stalled => {
+                Verdict::Retry => {
                     link.stop_retry = Some(StopRetry {
                         task_id: f.task_id,
                         reason,

@@ -211,13 +211,7 @@ fn serve(
         if input.buffer().is_empty() {
             await_results(&shared, id, &mark, &input);
         }
-        // Marked while inside the read: blocked there with the pipe empty
-        // and the worker frozen, it waits for the rest of a frame that
-        // only the head can write (see `super::freeze`).
-        mark.set_reading(true);
-        let message = read_message::<_, FromWorker>(&mut input, max);
-        mark.set_reading(false);
-        match message {
+        match read_message::<_, FromWorker>(&mut input, max) {
             Ok(Some(FromWorker::Done { task_id, outcome })) => {
                 // Lowered before the read if a stop may come (see
                 // `await_results`).
@@ -402,7 +396,9 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
             })
     };
     if exiting {
-        if let Some(pidfd) = lock(child).pidfd_for_waiting() {
+        // Not under the child's lock, which a kill may need meanwhile.
+        let pidfd = lock(child).pidfd_for_waiting();
+        if let Some(pidfd) = pidfd {
             let grace = crate::sync::deadline(Some(shared.config.terminate_grace));
             super::child::exited_by(&pidfd, grace);
         }
