@@ -318,7 +318,7 @@ fn pool_with_one_free_worker() -> (Arc<ThreadPoolExecutor>, mpsc::Sender<()>) {
 /// it; found by review.)
 #[test]
 fn a_poll_of_a_queued_subtask_does_not_block_the_branches_beside_it() {
-    let got = guarded_for(|| {
+    let got = common::ended_within_hang_guard(|| {
         let (pool, release) = pool_with_one_free_worker();
         let p = pool.clone();
         let outer = pool.spawn(move || {
@@ -349,7 +349,7 @@ fn a_poll_of_a_queued_subtask_does_not_block_the_branches_beside_it() {
 #[test]
 fn now_or_never_of_a_queued_subtask_does_not_run_it() {
     use futures::FutureExt;
-    let got = guarded_for(|| {
+    let got = common::ended_within_hang_guard(|| {
         let (pool, release) = pool_with_one_free_worker();
         let p = pool.clone();
         let outer = pool.spawn(move || {
@@ -366,14 +366,4 @@ fn now_or_never_of_a_queued_subtask_does_not_run_it() {
     let (early, r) = got.expect("hang guard").expect("outer");
     assert!(early.is_none(), "now_or_never ran the task: {early:?}");
     assert_eq!(r, Ok(Some(5)));
-}
-
-/// Runs `f` on a thread; its result, or `None` if it did not end within
-/// the hang guard.
-fn guarded_for<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(HANG).ok()
 }

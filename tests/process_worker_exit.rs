@@ -221,7 +221,7 @@ fn a_worker_stuck_in_its_exit_handlers_is_killed_after_terminate_grace() {
         .result(Some(common::HANG))
         .cloned()
         .expect("task runs");
-    let returned = guarded_opt(move || pool.shutdown(true, false)).is_some();
+    let returned = common::ended_within_hang_guard(move || pool.shutdown(true, false)).is_some();
     if !returned {
         // Clean up the stuck worker.
         // SAFETY: kill takes integers.
@@ -232,14 +232,4 @@ fn a_worker_stuck_in_its_exit_handlers_is_killed_after_terminate_grace() {
         returned,
         "worker {pid}, stuck at exit, was never killed: shutdown hangs"
     );
-}
-
-/// Runs `f` on a thread; its result, or `None` if it did not end within
-/// the hang guard.
-fn guarded_opt<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(common::HANG).ok()
 }

@@ -1300,7 +1300,7 @@ fn run_chain<const K: usize>(n: usize) -> Vec<Result<usize, String>> {
 /// worker: for ever with `into_result`; found by review.)
 #[test]
 fn t10_a_chain_using_three_quarters_of_the_stack_still_runs_on_one_worker() {
-    let got = guarded_for(|| {
+    let got = common::ended_within_hang_guard(|| {
         // Calibrate: how much stack one nesting level takes in this build.
         let probe = run_chain::<{ 32 * 1024 }>(4);
         let at: Vec<usize> = probe.iter().map(|r| *r.as_ref().unwrap()).collect();
@@ -1325,14 +1325,4 @@ fn t10_a_chain_using_three_quarters_of_the_stack_still_runs_on_one_worker() {
         Some(true),
         "a link could not run the next, queued on its own worker"
     );
-}
-
-/// Runs `f` on a thread; its result, or `None` if it did not end within
-/// the hang guard.
-fn guarded_for<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(GUARD).ok()
 }

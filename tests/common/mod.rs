@@ -247,6 +247,18 @@ pub fn assert_worker_exited_with(e: &Error, code: i32) {
     );
 }
 
+/// Runs `f` on a thread: its result, or `None` if it has not ended within
+/// the hang guard (the test then reports what it saw instead of hanging).
+pub fn ended_within_hang_guard<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(HANG).ok()
+}
+
 /// Runs `f` (a call that may block: `shutdown(wait = true)`, a drop) on a
 /// helper thread and waits for it with the hang guard, so that a call that
 /// never returns fails the test instead of hanging it.
