@@ -418,22 +418,25 @@ impl<T> Core<T> {
     ) {
         let list = std::mem::take(&mut *w);
         drop(w);
-        let with_callbacks = list.iter().any(|x| matches!(x, Waiter::Callback(_)));
         let mut callbacks = Vec::new();
         // The owner's `.await` takes the value only once the callbacks have
-        // run: woken now, it would poll `Pending` and be woken again after
-        // them (found by review). It is woken once, after them.
+        // run: woken before them, it would poll `Pending` and be woken again
+        // after them (found by review). It is woken once, after them.
         let mut owner = None;
         for waiter in list {
             match waiter {
                 Waiter::Thread(thread) => thread.unpark(),
                 Waiter::Watcher(watcher, key) => watcher.notify(key, ending),
-                Waiter::Waker(super::OWNER_KEY, waker) if with_callbacks => owner = Some(waker),
+                Waiter::Waker(super::OWNER_KEY, waker) => owner = Some(waker),
                 Waiter::Waker(_, waker) => wake_caught(waker),
                 Waiter::Callback(cb) => callbacks.push(cb),
             }
         }
-        if !callbacks.is_empty() {
+        if callbacks.is_empty() {
+            if let Some(waker) = owner {
+                wake_caught(waker);
+            }
+        } else {
             let running = RunningCallbacks::enter(self.addr());
             crate::thread::as_callbacks(|| run(callbacks));
             drop(running);
