@@ -22,7 +22,9 @@ use crate::Error;
 use crate::process::child::WorkerChild;
 use crate::process::entry::{self, BuildId};
 use crate::process::os::{self, Spawned};
-use crate::process::protocol::{RemoteError, TaskTypes, read_message, write_message};
+use crate::process::protocol::{
+    RemoteError, TaskTypes, encode_message, read_message, write_message,
+};
 use crate::process::worker;
 
 /// Largest frame either side sends (as the pool's default).
@@ -285,17 +287,14 @@ impl<R> Process<R> {
         // The message itself must fit a frame, not only the argument with
         // a margin for what wraps it: a message not sent would leave the
         // child to exit 0 without running the function.
-        let message = crate::process::codec::encode(&start)?;
-        drop(start);
-        if message.len() > MAX_FRAME {
-            return Err(Error::Encode {
+        let message = encode_message(&start, MAX_FRAME).map_err(|e| match e {
+            Error::Protocol(message) => Error::Encode {
                 type_name: self.types.arg,
-                message: format!(
-                    "the start message is {} bytes, more than a frame takes ({MAX_FRAME})",
-                    message.len()
-                ),
-            });
-        }
+                message,
+            },
+            other => other,
+        })?;
+        drop(start);
         let spawned = spawn(cmd, self.test_harness, passed)
             .map_err(|e| Error::Io(format!("could not start the process: {e}")))?;
         let pid = spawned.child.id();

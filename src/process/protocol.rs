@@ -220,6 +220,15 @@ where
     W: Write + ?Sized,
     M: Serialize,
 {
+    Ok(write_frame(w, &encode_message(msg, max_frame_bytes)?)?)
+}
+
+/// A message's payload, refused if it would not fit a frame (what
+/// [`write_message`] sends, for a caller that must know before it writes).
+pub(crate) fn encode_message<M: Serialize>(
+    msg: &M,
+    max_frame_bytes: usize,
+) -> Result<Vec<u8>, Error> {
     let payload = codec::encode(msg)?;
     if payload.len() > max_frame_bytes {
         return Err(Error::Protocol(format!(
@@ -227,7 +236,7 @@ where
             payload.len()
         )));
     }
-    Ok(write_frame(w, &payload)?)
+    Ok(payload)
 }
 
 /// Reads one frame and decodes it as `M`. `Ok(None)` on a clean end of
