@@ -77,8 +77,7 @@ fn choose() -> Result<(ExecutorConfig, String), String> {
             Ok((config, "the command line".to_owned()))
         }
         None => {
-            let config = ExecutorConfig::from_env_or("thread")
-                .map_err(|e| format!("{EXECUTOR_ENV}: {e}"))?;
+            let config = ExecutorConfig::from_env_or("thread").map_err(|e| e.to_string())?;
             let from = match std::env::var(EXECUTOR_ENV) {
                 Ok(v) if !v.trim().is_empty() => format!("{EXECUTOR_ENV}={v}"),
                 _ => format!("the default ({EXECUTOR_ENV} unset)"),

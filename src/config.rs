@@ -80,11 +80,33 @@ pub struct ExecutorConfig {
     pub workers: Option<usize>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// The two forms a human-readable format may give.
 enum ConfigRepr {
     Text(String),
     Table(ConfigTable),
+}
+
+/// Tells the two forms apart by what the format holds, so that a table's
+/// error is the table's own (``unknown field `max_workers` ``, ``missing
+/// field `kind` ``) rather than serde's "did not match any variant" of an
+/// untagged enum, which names neither key nor value (found by review).
+struct ConfigReprVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ConfigReprVisitor {
+    type Value = ConfigRepr;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an executor as a string (\"thread:4\") or a table with `kind` and `workers`")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ConfigRepr, E> {
+        Ok(ConfigRepr::Text(v.to_owned()))
+    }
+
+    fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<ConfigRepr, M::Error> {
+        ConfigTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            .map(ConfigRepr::Table)
+    }
 }
 
 /// The table form. A misspelt key (`max_workers = 4`) is an error, not a
@@ -127,7 +149,7 @@ impl TryFrom<ConfigRepr> for ExecutorConfig {
 impl<'de> Deserialize<'de> for ExecutorConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let repr = if d.is_human_readable() {
-            ConfigRepr::deserialize(d)?
+            d.deserialize_any(ConfigReprVisitor)?
         } else {
             ConfigRepr::Text(String::deserialize(d)?)
         };
@@ -163,8 +185,19 @@ impl FromStr for ExecutorConfig {
                 "executor {s:?}: expected \"thread\", \"thread:N\", \"process\" or \"process:N\" with N >= 1"
             ))
         };
+        let count = |n: &str| match n.trim().parse::<usize>() {
+            Ok(n) => Ok(n),
+            // Digits past `usize`: too many, not too few or not a number
+            // (found by review: it read "with N >= 1").
+            Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+                Err(Error::InvalidConfig(format!(
+                    "executor {s:?}: the worker count is more than the {MAX_WORKERS} a pool may have"
+                )))
+            }
+            Err(_) => Err(bad()),
+        };
         let (kind, workers) = match s.trim().split_once(':') {
-            Some((k, n)) => (k, Some(n.trim().parse::<usize>().map_err(|_| bad())?)),
+            Some((k, n)) => (k, Some(count(n)?)),
             None => (s.trim(), None),
         };
         let kind = match kind.trim().to_ascii_lowercase().as_str() {
@@ -185,7 +218,12 @@ impl ExecutorConfig {
     /// silent fallback.
     pub fn from_env_or(default: &str) -> Result<Self, Error> {
         match std::env::var(EXECUTOR_ENV) {
-            Ok(v) if !v.trim().is_empty() => v.parse(),
+            // Named in the error, which the default's would otherwise
+            // share word for word (found by review).
+            Ok(v) if !v.trim().is_empty() => v.parse().map_err(|e| match e {
+                Error::InvalidConfig(m) => Error::InvalidConfig(format!("{EXECUTOR_ENV}: {m}")),
+                e => e,
+            }),
             Err(std::env::VarError::NotUnicode(v)) => Err(Error::InvalidConfig(format!(
                 "{EXECUTOR_ENV}={v:?} is not valid UTF-8; expected \"thread[:N]\" or \"process[:N]\""
             ))),
@@ -335,15 +373,49 @@ mod tests {
     }
 
     /// Found by review: a misspelt key (`max_workers`) was dropped without
-    /// a word, and the pool got one worker per CPU.
+    /// a word, and the pool got one worker per CPU. The error names it.
     #[test]
-    fn a_table_with_an_unknown_key_is_refused() {
-        for json in [
-            r#"{"kind": "process", "max_workers": 4}"#,
-            r#"{"kind": "thread", "threads": 4}"#,
+    fn a_table_with_an_unknown_key_is_refused_by_name() {
+        for (json, key) in [
+            (r#"{"kind": "process", "max_workers": 4}"#, "max_workers"),
+            (r#"{"kind": "thread", "threads": 4}"#, "threads"),
         ] {
-            assert!(from_table(json).is_err(), "{json} was accepted");
+            let e = from_table(json).expect_err(json);
+            assert!(e.contains(key), "{json}: {e}");
         }
+    }
+
+    /// Found by review: every bad table read "data did not match any
+    /// variant of untagged enum ConfigRepr", naming neither key nor value.
+    #[test]
+    fn a_bad_table_error_names_the_key_or_the_value() {
+        for (json, any_of) in [
+            (r#"{"workers": 4}"#, &["kind"][..]),
+            (
+                r#"{"kind": "thread", "workers": -1}"#,
+                &["workers", "-1"][..],
+            ),
+            (
+                r#"{"kind": "thread", "workers": "4"}"#,
+                &["workers", "string"][..],
+            ),
+            (r#"{"kind": "fiber"}"#, &["fiber"][..]),
+            ("7", &["string", "table"][..]),
+        ] {
+            let e = from_table(json).expect_err(json);
+            assert!(any_of.iter().any(|w| e.contains(w)), "{json}: {e}");
+        }
+    }
+
+    /// Found by review: a count past `usize` was refused as if it were
+    /// below one.
+    #[test]
+    fn a_count_past_usize_is_refused_as_too_many() {
+        let e = "thread:99999999999999999999"
+            .parse::<ExecutorConfig>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than the 4096"), "{e}");
     }
 
     /// Found by review: the table took `workers = 0`, which `build` then

@@ -201,6 +201,12 @@ fn cf_executor_variable_invalid_is_an_error_and_empty_is_the_default() {
     for bad in ["garbage", "thread:0", "process:x"] {
         let got = executor_env_helper(bad);
         assert!(got.starts_with("Err(InvalidConfig("), "{bad:?}: {got}");
+        // Named, so that it is not taken for the program's default, whose
+        // error would read the same (found by review).
+        assert!(
+            got.contains(concurrent_futures::EXECUTOR_ENV),
+            "{bad:?}: {got}"
+        );
     }
     let got = executor_env_helper("");
     assert!(got.contains("Thread") && got.contains("Some(2)"), "{got}");

@@ -1033,3 +1033,42 @@ fn mp24_terminate_from_a_callback_cancels_queued_and_fails_running() {
     open_gate(703); // the running thread cannot be killed; let it end
     pool.join().unwrap();
 }
+
+/// Keys of the [`record_return`] tasks whose function has returned.
+static RETURNED: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+fn record_return(x: u64) -> u64 {
+    RETURNED.lock().unwrap().push(x);
+    x * 10
+}
+
+/// MP24 from a callback: a task that had already finished when a callback
+/// called `terminate()` keeps its value, as it does when `terminate()`
+/// comes from any other thread. Its `Ready` message waited behind the
+/// callback on the handler thread, and the terminate failed it with
+/// `Broken` ("stopped it before this task finished"), throwing the value
+/// away (found by review).
+#[test]
+fn mp24_terminate_from_a_callback_keeps_the_value_of_a_task_that_finished() {
+    let pool = Arc::new(threads(2));
+    let p = pool.clone();
+    let a = pool
+        .apply_async_with(
+            square,
+            2,
+            Callbacks::new().callback(move |_| {
+                wait_until("B to return", || RETURNED.lock().unwrap().contains(&77));
+                // B's future completes just after its function returns: a
+                // margin for that (a precondition, not a timing assertion).
+                std::thread::sleep(Duration::from_millis(200));
+                p.terminate();
+            }),
+        )
+        .unwrap();
+    let b = pool.apply_async(record_return, 77).unwrap();
+    ready(&a);
+    ready(&b);
+    assert_eq!(a.get(None), Ok(&4));
+    assert_eq!(b.get(None), Ok(&770));
+    pool.join().unwrap();
+}

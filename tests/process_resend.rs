@@ -164,3 +164,85 @@ fn p7_a_task_sent_ahead_to_a_crashed_worker_runs_on_its_replacement() {
     common::assert_worker_exited_with(&wait_at_most(head, HANG).unwrap_err(), 7);
     assert_eq!(wait_at_most(behind, Duration::from_secs(30)).unwrap(), 42);
 }
+
+/// Initializer: the first worker to run it goes on; every later one waits
+/// until `<dir>/go` exists (a replacement held in its start).
+fn first_ok_then_wait() {
+    let dir = std::env::var(INIT_DIR).expect("INIT_DIR is set");
+    let first = std::path::Path::new(&dir).join("first");
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&first);
+    if created.is_ok() {
+        return;
+    }
+    await_file(&format!("{dir}/go"));
+}
+
+/// A one-worker pool whose replacement worker waits in its initializer
+/// until `<dir>/go` exists; `head` (ending its worker when `crash` opens)
+/// runs, and `behind` is sent ahead to the same worker. Returns once the
+/// worker died and `behind` is back in the pool's queue, waiting for the
+/// held replacement.
+fn behind_a_crash(dir: &TempDir) -> (ProcessPoolExecutor, concurrent_futures::Future<u64>) {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .test_harness()
+        .worker_env(INIT_DIR, &dir.0)
+        .initializer(first_ok_then_wait)
+        .build()
+        .unwrap();
+    wait_until("the worker serves", || pool.worker_pids().len() == 1);
+    let crash = FileGate::new("resend-pending");
+    let head = pool.submit(exit_after_gate, crash.arg());
+    let behind = pool.submit(double, 21);
+    wait_until("`behind` is sent ahead", || behind.running());
+    crash.open();
+    common::assert_worker_exited_with(&wait_at_most(head, HANG).unwrap_err(), 7);
+    (pool, behind)
+}
+
+/// X7 holds while a task sits in a worker's pipe: it reports `running()`
+/// and `cancel()` refuses it. Taken back unstarted when that worker died,
+/// it is a queued task again: not running, and `cancel()` cancels it
+/// (it kept RUNNING, and could be neither cancelled nor told apart from a
+/// task that had started; found by review).
+#[test]
+fn x7_a_task_taken_back_from_a_dead_worker_is_pending_again_and_cancels() {
+    let dir = TempDir::new("pending-again");
+    let (pool, behind) = behind_a_crash(&dir);
+    assert!(!behind.running(), "taken back, it has not started");
+    assert!(behind.cancel(), "a queued task cancels (X1)");
+    assert!(behind.cancelled());
+    assert_eq!(behind.result(Some(HANG)), Err(Error::Cancelled));
+    std::fs::write(dir.0.join("go"), b"").unwrap();
+    assert_eq!(wait_at_most(pool.submit(double, 4), HANG).unwrap(), 8);
+    let pool = std::sync::Arc::new(pool);
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+}
+
+/// S5, W3: `shutdown(cancel_futures = true)` cancels exactly what had not
+/// started, a task taken back from a dead worker included. It failed with
+/// `Error::Cancelled` as if it had run: `cancelled()` was false, and
+/// `wait(FirstException)` took it for a failure (found by review).
+#[test]
+fn s5_cancel_futures_cancels_a_task_taken_back_from_a_dead_worker() {
+    let dir = TempDir::new("sweep");
+    let (pool, behind) = behind_a_crash(&dir);
+    pool.shutdown(false, true);
+    assert!(
+        behind.cancelled(),
+        "a task that never started is cancelled (S5)"
+    );
+    let sets = concurrent_futures::wait(
+        [&behind],
+        Some(HANG),
+        concurrent_futures::ReturnWhen::FirstException,
+    );
+    assert_eq!(sets.done.len(), 1);
+    assert_eq!(behind.exception(Some(HANG)), Err(Error::Cancelled), "R4");
+    std::fs::write(dir.0.join("go"), b"").unwrap();
+    let pool = std::sync::Arc::new(pool);
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+}

@@ -1,7 +1,9 @@
 //! Edges of the process pool's stop path (freeze, verdict, time limits,
-//! hard stops; `src/process/freeze.rs`), one test for each of two bugs a
-//! review found: a spared head frozen again and again, and a timeout after
-//! a survived `terminate_workers` reported as `Broken`.
+//! hard stops; `src/process/freeze.rs`), one test for each of three bugs a
+//! review found: a spared head frozen again and again, a timeout after a
+//! survived `terminate_workers` reported as `Broken`, and a time limit that
+//! never ended a worker stalled in the middle of a result frame; and one
+//! that a large result crossing the pipe is not taken for such a stall.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -120,4 +122,106 @@ fn l8_a_timeout_after_a_survived_terminate_workers_is_a_task_timeout() {
     pool.kill_workers();
     println!("{outcome:?}");
     assert_eq!(outcome, Err(Error::TaskTimeout { limit }));
+}
+
+/// The worker's result pipe (see tests/process_faults.rs).
+const RESULT_FD: i32 = 4;
+
+/// Task: writes the start of a frame (announcing 1,000 bytes, giving 10)
+/// to its worker's result pipe, then stalls for `secs`.
+fn stall_mid_frame(secs: u64) -> u32 {
+    let mut bytes = 1000u32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[3; 10]);
+    // SAFETY: writes a live buffer to the worker's own result pipe.
+    let n = unsafe { libc::write(RESULT_FD, bytes.as_ptr().cast(), bytes.len()) };
+    assert_eq!(n, bytes.len() as isize);
+    std::thread::sleep(Duration::from_secs(secs));
+    std::process::id()
+}
+
+/// L8: a task past its limit is stopped even when its worker stalls in
+/// the middle of a frame. The reader waits inside the frame and never
+/// catches up, so a stop left to it waited for ever (RELIABILITY.md listed
+/// it as a known issue). The supervisor now checks on a reader that is
+/// behind, and a reader waiting in a read of an empty pipe, no byte read
+/// for about a second, is a stall: the worker is killed.
+#[test]
+fn l8_a_task_past_its_limit_is_stopped_while_the_reader_waits_inside_a_stalled_frame() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .test_harness()
+        .build()
+        .unwrap();
+    let limit = Duration::from_millis(200);
+    let f = pool.submit_with_timeout(stall_mid_frame, 30, limit);
+    let outcome = f.result(Some(Duration::from_secs(15))).cloned();
+    pool.kill_workers();
+    pool.shutdown(true, false);
+    assert_eq!(
+        outcome,
+        Err(Error::TaskTimeout { limit }),
+        "a task stalled mid-frame past its limit was not stopped"
+    );
+}
+
+/// Task: a result of `n` bytes.
+fn text_of(n: usize) -> String {
+    "x".repeat(n)
+}
+
+/// Task: a result of `n` bytes, which crosses a result pipe shrunk to a
+/// page first: a round trip between worker and reader every 4 KiB, so that
+/// it takes a while to cross.
+fn slow_text_of(n: usize) -> String {
+    // SAFETY: F_SETPIPE_SZ takes an integer and touches no memory.
+    let r = unsafe { libc::fcntl(RESULT_FD, libc::F_SETPIPE_SZ, 4096) };
+    assert!(
+        r >= 4096,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    "x".repeat(n)
+}
+
+/// A result far larger than the pipe, whose time limit passes while it
+/// crosses the pipe (shrunk to a page, so that the crossing takes a
+/// while), is delivered: its task had finished in time. Checked for the
+/// first timed task of a pool (its reader reads at once) and for the next
+/// one (its reader waits in `poll` first). The supervisor checks on the
+/// reader, which is behind, every tenth of a second; it finds it waiting
+/// inside the frame, but with bytes read since the last check, so not
+/// stalled (a stall verdict without a byte count killed such a task, found
+/// by review). The first was killed as soon as its limit passed: its
+/// reader, reading at once, looked current for the whole frame.
+#[test]
+fn l8_a_large_result_still_crossing_the_pipe_when_its_limit_passes_is_delivered() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .test_harness()
+        .build()
+        .unwrap();
+    // Long enough to cross that a count of checks alone would call it a
+    // stall: more than a second here.
+    let size = 160 << 20;
+    // The limit counts the result's encoding in the worker (L8), which
+    // must not pass it: twice what the whole round trip takes through a
+    // pipe of the usual size, which crosses many times faster.
+    let quick = std::time::Instant::now();
+    let warm = pool
+        .submit(text_of, size)
+        .result(Some(common::HANG))
+        .map(|s| s.len());
+    assert_eq!(warm, Ok(size));
+    let limit = quick.elapsed() * 2 + Duration::from_millis(100);
+    for which in ["the first timed task", "a later timed task"] {
+        let started = std::time::Instant::now();
+        let b = pool.submit_with_timeout(slow_text_of, size, limit);
+        let outcome = b.result(Some(common::HANG)).map(|s| s.len());
+        println!(
+            "{which}: limit {limit:?}, delivered in {:?}",
+            started.elapsed()
+        );
+        assert_eq!(outcome, Ok(size), "{which}");
+    }
+    pool.shutdown(true, false);
 }

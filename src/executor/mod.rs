@@ -192,6 +192,10 @@ pub(crate) trait PortableJob: Job {
     /// PENDING → RUNNING when the task is sent to a worker (X7); false if it
     /// was cancelled meanwhile.
     fn mark_running(&self) -> bool;
+    /// RUNNING → PENDING for a task sent to a worker and taken back before
+    /// it started (its worker died); false if it stays as it is (a
+    /// stoppable task, or one that ended).
+    fn mark_pending_again(&self) -> bool;
     /// Makes the task stoppable while it runs (`cancel()` then succeeds
     /// in RUNNING) and tells `watcher`, under `key`, when its future ends;
     /// false if it has ended already. For `kill_on_cancel` process pools.
@@ -229,6 +233,10 @@ where
 
     fn mark_running(&self) -> bool {
         self.mark_running_inner()
+    }
+
+    fn mark_pending_again(&self) -> bool {
+        self.mark_pending_again_inner()
     }
 
     fn stop_on_cancel(

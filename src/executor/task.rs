@@ -311,6 +311,10 @@ where
         self.core.set_running() == Start::Run
     }
 
+    pub(crate) fn mark_pending_again_inner(&self) -> bool {
+        self.core.set_pending_again()
+    }
+
     pub(crate) fn stop_on_cancel_inner(
         &self,
         watcher: &Arc<dyn crate::future::core::Watcher>,

@@ -1,10 +1,10 @@
 //! The completion state machine behind every [`Future`].
 //!
 //! ```text
-//! PENDING ──set_running──▶ RUNNING ──complete──▶ FINISHED
-//!    │                        │                     ▲
-//!    ├──complete (fail queued work, F5)─────────────┘
-//!    └──cancel──▶ CANCELLED ◀─┘ cancel, only if STOPPABLE
+//! PENDING ──set_running───────▶ RUNNING ──complete──▶ FINISHED
+//!    │ ◀──set_pending_again (taken back unstarted)─┤     ▲
+//!    ├──complete (fail queued work, F5)──────────────────┘
+//!    └──cancel──▶ CANCELLED ◀──────────────────────┘ cancel, only if STOPPABLE
 //! ```
 //!
 //! A running task cannot be cancelled (X2), unless its executor can stop it
@@ -242,6 +242,30 @@ impl<T> Core<T> {
                 Ok(_) => return Start::Run,
                 // Only the AWAITED hint can have changed under us, or the
                 // state left PENDING (then the next round skips).
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// RUNNING → PENDING for a task sent ahead to a worker (X7) and taken
+    /// back unstarted (its worker died), so that a cancel ends it as a
+    /// queued task. Not for a `STOPPABLE` one, which cancels anyway and
+    /// whose watcher is registered once. False if it did not go back.
+    pub(crate) fn set_pending_again(&self) -> bool {
+        let mut s = self.status.load(Ordering::Acquire);
+        loop {
+            if s & STATE != RUNNING || s & STOPPABLE != 0 {
+                return false;
+            }
+            match self.status.compare_exchange(
+                s,
+                (s & !STATE) | PENDING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                // Only the AWAITED hint can have changed under us, or the
+                // state left RUNNING (then the next round says so).
                 Err(now) => s = now,
             }
         }

@@ -289,3 +289,43 @@ fn loom_the_owners_waker_is_woken_once_after_the_callbacks() {
         assert_eq!(ran.load(Ordering::SeqCst), 1);
     });
 }
+
+/// A task sent ahead (RUNNING) and taken back unstarted from a dead worker
+/// goes PENDING again, racing a user's `cancel()` and a waiter setting the
+/// AWAITED hint. The cancel fails only if it came first (X2: running, not
+/// stoppable); then the task is pending again, and the next cancel (a
+/// shutdown's sweep) ends it. A waiter wakes with the cancellation.
+#[test]
+fn loom_pending_again_races_cancel_and_a_waiter() {
+    loom::model(|| {
+        let (core, fut) = new_future();
+        assert_eq!(core.set_running(), Start::Run);
+        let (c2, c3) = (core.clone(), core.clone());
+        let taker = thread::spawn(move || c2.set_pending_again());
+        let waiter = thread::spawn(move || handle(&c3).result(None).cloned());
+        let first = fut.cancel();
+        let back = taker.join().unwrap();
+        assert!(back, "a running task that is not stoppable goes back");
+        assert!(!fut.running());
+        let second = fut.cancel();
+        assert!(first || second, "pending again, it cancels");
+        assert_eq!(waiter.join().unwrap(), Err(Error::Cancelled));
+        assert!(!core.set_pending_again(), "a cancelled task stays so");
+    });
+}
+
+/// A stoppable task never goes back: its `cancel()` ends it while it runs,
+/// and its executor's watcher is registered once.
+#[test]
+fn loom_a_stoppable_task_does_not_go_pending_again() {
+    loom::model(|| {
+        let (core, fut) = new_future();
+        core.allow_cancel_while_running();
+        assert_eq!(core.set_running(), Start::Run);
+        let c2 = core.clone();
+        let taker = thread::spawn(move || c2.set_pending_again());
+        let cancelled = fut.cancel();
+        assert!(!taker.join().unwrap());
+        assert!(cancelled);
+    });
+}

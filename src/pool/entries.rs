@@ -40,8 +40,8 @@ impl<R: Send + Sync + 'static> Entry for ApplyEntry<R> {
         async_result::settle(outcome, self.callbacks, self.promise);
     }
 
-    fn cancelled(&self) -> bool {
-        self.fut.cancelled()
+    fn ended(&self) -> bool {
+        self.fut.done()
     }
 }
 
@@ -70,8 +70,8 @@ pub(super) struct ChunkEntry<R: Send + Sync + 'static> {
 }
 
 impl<R: Send + Sync + 'static> Entry for ChunkEntry<R> {
-    fn cancelled(&self) -> bool {
-        self.fut.cancelled()
+    fn ended(&self) -> bool {
+        self.fut.done()
     }
 
     fn deliver(self: Box<Self>, forced: Option<Error>) {

@@ -28,9 +28,9 @@ pub(crate) trait Entry: Send {
     /// Delivers the job: with `forced`, fail it with that error without
     /// waiting for its task; otherwise its task has ended.
     fn deliver(self: Box<Self>, forced: Option<Error>);
-    /// Whether its task was cancelled (its `Ready` message may still be on
-    /// its way).
-    fn cancelled(&self) -> bool;
+    /// Whether its task has ended, finished or cancelled (its `Ready`
+    /// message may still be on its way).
+    fn ended(&self) -> bool;
 }
 
 /// What the handler thread receives.
@@ -123,18 +123,20 @@ impl Handler {
     }
 
     /// Fails every registered entry with `error` (the terminate path),
-    /// except one whose task was cancelled (by the terminate) before its
-    /// `Ready` message was read, as when `terminate` is called from a
-    /// callback on this very thread: that one is delivered as cancelled,
-    /// as it is when the message comes first, and its message then finds
-    /// nothing.
+    /// except one whose task has ended (finished, or cancelled by the
+    /// terminate) before its `Ready` message was read, as when `terminate`
+    /// is called from a callback on this very thread: that one is delivered
+    /// with its own outcome, as it is when the message comes first, and
+    /// its message then finds nothing. (A value already there was thrown
+    /// away for an error that said the task was stopped before it
+    /// finished; found by review.)
     pub(crate) fn fail_all(&self, error: &Error) {
         let mut entries: Vec<(u64, Box<dyn Entry>)> = lock(&self.book).entries.drain().collect();
         // Submission order, so a map's chunks and callbacks stay in order.
         entries.sort_by_key(|(id, _)| *id);
         let n = entries.len();
         for (_, entry) in entries {
-            let forced = (!entry.cancelled()).then(|| error.clone());
+            let forced = (!entry.ended()).then(|| error.clone());
             run_entry(entry, forced);
         }
         self.delivered(n);

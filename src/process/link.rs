@@ -18,12 +18,11 @@ use crate::sync::{Arc, Mutex};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::os::fd::{AsFd, AsRawFd};
 use std::time::Instant;
 
 use super::child::WorkerChild;
 use super::entry::BuildId;
-use super::freeze::ReaderMark;
+use super::freeze::{ReaderMark, ResultsPipe};
 use super::os::describe_exit;
 use super::outbox::Outbox;
 use super::pool::Shared;
@@ -49,10 +48,12 @@ pub(crate) fn run(
     from_worker: File,
 ) {
     super::own_thread::enter(&shared, super::own_thread::Role::Reader);
-    let mut input = BufReader::with_capacity(64 * 1024, from_worker);
+    let mark = Arc::new(ReaderMark::default());
+    let results = ResultsPipe::new(from_worker, mark.clone());
+    let mut input = BufReader::with_capacity(64 * 1024, results);
     let mut output = BufWriter::with_capacity(64 * 1024, to_worker);
     match handshake(&shared, &mut input, &mut output) {
-        Ok(pid) => serve(shared, id, pid, child, input, output),
+        Ok(pid) => serve(shared, id, pid, child, mark, input, output),
         Err(e) => start_failed(&shared, id, &child, e),
     }
 }
@@ -60,7 +61,7 @@ pub(crate) fn run(
 /// Ready → Welcome → Initialized. Returns the worker's pid.
 fn handshake(
     shared: &Shared,
-    input: &mut BufReader<File>,
+    input: &mut BufReader<ResultsPipe>,
     output: &mut BufWriter<File>,
 ) -> Result<u32, Error> {
     let max = shared.config.limits.max_frame_bytes;
@@ -150,7 +151,8 @@ fn serve(
     id: u64,
     pid: u32,
     child: Arc<Mutex<WorkerChild>>,
-    mut input: BufReader<File>,
+    mark: Arc<ReaderMark>,
+    mut input: BufReader<ResultsPipe>,
     output: BufWriter<File>,
 ) {
     let max = shared.config.limits.max_frame_bytes;
@@ -176,7 +178,6 @@ fn serve(
             return;
         }
     };
-    let mark = Arc::new(ReaderMark::default());
     {
         let mut failures = Failures::new();
         let mut st = lock(&shared.state);
@@ -324,7 +325,7 @@ fn serve(
 /// comes to such a pool with the first task that has a time limit, and a
 /// verdict then could take a result the reader is just reading for one
 /// not yet written (a window of the read's return, once per reader).
-fn await_results(shared: &Shared, id: u64, mark: &ReaderMark, input: &BufReader<File>) {
+fn await_results(shared: &Shared, id: u64, mark: &ReaderMark, input: &BufReader<ResultsPipe>) {
     if mark.set_current(true) {
         let stop = {
             let mut st = lock(&shared.state);
@@ -456,7 +457,13 @@ fn worker_gone(shared: &Shared, id: u64, pid: u32, child: &Mutex<WorkerChild>, e
                 failures.push((p.job, refusal.clone()));
             }
         }
-        for p in link.in_flight.drain(..).rev() {
+        for mut p in link.in_flight.drain(..).rev() {
+            // Pending again, so a cancel (a shutdown's `cancel_futures`, a
+            // dropped map) cancels it rather than failing it as if it had
+            // run (found by review).
+            if p.job.mark_pending_again() {
+                p.started = false;
+            }
             st.queue.push_front(p);
         }
         crate::error::report!(

@@ -378,8 +378,10 @@ impl Executor for ProcessPoolExecutor {
             self.shared.finish(failures);
             for p in cancelled {
                 if !p.job.clone().cancel() {
-                    // Already running (it was re-queued after a crash): it
-                    // can't run any more, so it fails rather than hangs.
+                    // A task taken back from a dead worker is pending again
+                    // (`link::worker_gone`) and cancels above; one that
+                    // could not go back can't run any more: it fails
+                    // rather than hangs.
                     p.job.fail(Error::Cancelled);
                 }
             }

@@ -417,7 +417,11 @@ impl State {
             let write_through = write_through && link.in_flight.len() < limits.prefetch;
             if link.outbox.send(msg, write_through).is_err() {
                 // The pipe is closed, so the worker is dying; its reader
-                // will requeue what it holds. Keep this task queued.
+                // will requeue what it holds. Keep this task queued, and
+                // pending again (see `link::worker_gone`).
+                if p.job.mark_pending_again() {
+                    p.started = false;
+                }
                 self.queue.push_front(p);
                 link.stopping = true;
                 continue;
