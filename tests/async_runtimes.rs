@@ -16,8 +16,12 @@ use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{Error, ExecutorExt, Promise, ThreadPoolExecutor, as_completed};
+use concurrent_futures::{
+    Error, Executor, ExecutorConfig, ExecutorExt, Future, Promise, ThreadPoolExecutor, as_completed,
+};
 use futures::StreamExt;
+
+concurrent_futures::process_pool_test_worker!();
 
 mod common;
 use common::{HANG, counting_waker, gated, guarded};
@@ -366,4 +370,79 @@ fn now_or_never_of_a_queued_subtask_does_not_run_it() {
     let (early, r) = got.expect("hang guard").expect("outer");
     assert!(early.is_none(), "now_or_never ran the task: {early:?}");
     assert_eq!(r, Ok(Some(5)));
+}
+
+// ------------------------------------------ both pools, chosen by config --
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn by_config(text: &str) -> Arc<dyn Executor> {
+    let config: ExecutorConfig = text.parse().expect("a valid config");
+    config
+        .build_with(|b| b.test_harness())
+        .expect("the executor builds")
+}
+
+/// `fut.await` and `(&fut).await` of process-pool futures (woken from a
+/// worker's reader thread) under tokio, through a config-chosen
+/// `Arc<dyn Executor>`, as of thread-pool ones (a gap found by review:
+/// no test awaited a process-pool future).
+#[test]
+fn process_pool_futures_await_under_tokio_like_thread_pool_ones() {
+    for kind in ["thread:2", "process:2"] {
+        let ex = by_config(kind);
+        let f = ex.submit(square, 9);
+        let g = ex.submit(sleep_ms, 10);
+        let got = common::ended_within_hang_guard(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .build()
+                .unwrap();
+            rt.block_on(async { (f.await, (&g).await.copied()) })
+        });
+        assert_eq!(got.expect("hang guard"), (Ok(81), Ok(10)), "{kind}");
+        ex.shutdown(true, false);
+    }
+}
+
+/// `as_completed(..).into_stream()` and `join_all` over process-pool
+/// futures, as over thread-pool ones.
+#[test]
+fn as_completed_stream_and_join_all_over_process_pool_futures() {
+    for kind in ["thread:2", "process:2"] {
+        let ex = by_config(kind);
+        let futs: Vec<Future<u64>> = (0..5).map(|i| ex.submit(square, i)).collect();
+        let got = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let mut sum = 0;
+                    let mut stream = as_completed(&futs, Some(HANG)).into_stream();
+                    while let Some(f) = stream.next().await {
+                        sum += f.expect("no deadline passed").result(None).unwrap();
+                    }
+                    sum
+                })
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(got, 30, "{kind}");
+        let futs: Vec<Future<u64>> = (0..5).map(|i| ex.submit(square, i)).collect();
+        let all = common::ended_within_hang_guard(move || {
+            futures::executor::block_on(futures::future::join_all(futs))
+        })
+        .expect("hang guard");
+        assert_eq!(all, [Ok(0), Ok(1), Ok(4), Ok(9), Ok(16)], "{kind}");
+        ex.shutdown(true, false);
+    }
 }

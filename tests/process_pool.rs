@@ -752,6 +752,53 @@ fn p5_l16_panicking_initializer_breaks_the_pool() {
     ));
 }
 
+/// An initializer that works but takes a while (loading a model, warming a
+/// cache).
+fn loads_a_model() {
+    std::thread::sleep(Duration::from_millis(1500));
+}
+
+/// P5: the pool breaks when an initializer fails, not when it is slow; as
+/// in CPython it has no time limit. `startup_timeout` covered it: a working
+/// initializer slower than that was killed three times and the pool broke,
+/// with "expected Initialized, got None (signal 9 (SIGKILL))" (found by
+/// review).
+#[test]
+fn p5_an_initializer_slower_than_startup_timeout_does_not_break_the_pool() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(loads_a_model)
+        .startup_timeout(Duration::from_millis(300))
+        .test_harness()
+        .build()
+        .unwrap();
+    assert_eq!(wait(pool.submit(double, 3)), Ok(6));
+}
+
+fn exiting_initializer() {
+    std::process::exit(3)
+}
+
+/// P5: a worker that exits in its initializer is a failed start; three
+/// break the pool, and the reason says where it ended (it read "protocol
+/// error: expected Initialized, got None").
+#[test]
+fn p5_workers_exiting_in_the_initializer_break_the_pool_saying_so() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(exiting_initializer)
+        .test_harness()
+        .build()
+        .unwrap();
+    match wait(pool.submit(double, 1)) {
+        Err(Error::Broken { reason, .. }) => {
+            assert!(reason.contains("initializer"), "{reason}");
+            assert!(reason.contains("exit code 3"), "{reason}");
+        }
+        other => panic!("expected Broken, got {other:?}"),
+    }
+}
+
 // ------------------------------------------------------ large values --
 
 fn checksum(data: &[u8]) -> u64 {

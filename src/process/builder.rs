@@ -161,8 +161,11 @@ impl ProcessPoolBuilder {
 
     /// Runs `init` once in every worker before its first task (P5). If it
     /// panics, the pool is broken: queued futures fail with
-    /// [`Error::Broken`] and later submits are refused. `init` is a `fn`
-    /// item or a closure capturing nothing.
+    /// [`Error::Broken`] and later submits are refused. It has no time
+    /// limit, as in CPython (a slow one, loading a model, is fine; one that
+    /// never returns holds its worker until `kill_workers` or a shutdown
+    /// with a deadline). A worker that exits or crashes in it counts as a
+    /// failed start. `init` is a `fn` item or a closure capturing nothing.
     pub fn initializer<F>(mut self, init: F) -> Self
     where
         F: Fn() + Copy + Send + Sync + 'static,
@@ -200,9 +203,11 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// How long a new worker may take to start and finish its handshake
-    /// (default 30 s) before it is killed and counted as a failed start.
-    /// Three failed starts in a row break the pool. Zero is refused.
+    /// How long a new worker may take to start and answer the pool's
+    /// handshake (default 30 s) before it is killed and counted as a failed
+    /// start. Three failed starts in a row break the pool. Zero is
+    /// refused. The [`initializer`](Self::initializer) runs after that, as
+    /// long as it takes.
     pub fn startup_timeout(mut self, limit: Duration) -> Self {
         self.startup_timeout = limit;
         self

@@ -52,7 +52,7 @@ pub(crate) fn run(
     let results = ResultsPipe::new(from_worker, mark.clone());
     let mut input = BufReader::with_capacity(64 * 1024, results);
     let mut output = BufWriter::with_capacity(64 * 1024, to_worker);
-    match handshake(&shared, &mut input, &mut output) {
+    match handshake(&shared, id, &mut input, &mut output) {
         Ok(pid) => serve(shared, id, pid, child, mark, input, output),
         Err(e) => start_failed(&shared, id, &child, e),
     }
@@ -61,6 +61,7 @@ pub(crate) fn run(
 /// Ready → Welcome → Initialized. Returns the worker's pid.
 fn handshake(
     shared: &Shared,
+    id: u64,
     input: &mut BufReader<ResultsPipe>,
     output: &mut BufWriter<File>,
 ) -> Result<u32, Error> {
@@ -79,6 +80,16 @@ fn handshake(
             ));
         }
     };
+    // Started: the initializer, if any, runs now, for as long as it takes
+    // (P5; CPython has no limit on it either). A slow one (loading a model)
+    // was killed at `startup_timeout`, and three such broke the pool (found
+    // by review). `kill_workers` and shutdowns still reach it.
+    if shared.config.initializer.is_some() {
+        let mut st = lock(&shared.state);
+        if let Some(s) = st.starting.iter_mut().find(|s| s.id == id) {
+            s.initializing = true;
+        }
+    }
     let welcome = ToWorker::Welcome {
         build: BuildId::current(),
         max_frame_bytes: max as u64,
@@ -101,6 +112,10 @@ fn handshake(
             shared.finish(failures);
             Err(refusal)
         }
+        None if shared.config.initializer.is_some() => Err(Error::Io(
+            "the worker ended while it ran the pool's initializer".into(),
+        )),
+        None => Err(Error::Io("the worker ended during its handshake".into())),
         other => Err(Error::Protocol(format!(
             "expected Initialized, got {other:?}"
         ))),

@@ -129,6 +129,9 @@ pub(crate) struct Starting {
     pub(crate) id: u64,
     pub(crate) since: Instant,
     pub(crate) child: Arc<Mutex<WorkerChild>>,
+    /// It has started and runs the pool's initializer, which takes as long
+    /// as it takes (P5): `startup_timeout` no longer applies.
+    pub(crate) initializing: bool,
 }
 
 /// Why the pool stopped its own workers with a signal; it names the cause in
@@ -503,6 +506,7 @@ impl State {
         let starts = self
             .starting
             .iter()
+            .filter(|s| !s.initializing)
             .filter_map(|s| s.since.checked_add(startup_timeout));
         tasks.chain(retries).chain(starts).min()
     }

@@ -103,14 +103,14 @@ fn enforce_deadlines(st: &mut State, config: &Config, now: Instant) -> Vec<Freez
             freezes.extend(l.freeze_head(Error::TaskTimeout { limit }));
         }
     }
-    for s in &st.starting {
+    for s in st.starting.iter().filter(|s| !s.initializing) {
         if passed(s.since, config.startup_timeout, now) {
             let _ = lock(&s.child).kill();
         }
     }
     // A killed start stays in `starting` until its reader reaps it; move its
     // clock so it is not killed again every millisecond.
-    for s in &mut st.starting {
+    for s in st.starting.iter_mut().filter(|s| !s.initializing) {
         if passed(s.since, config.startup_timeout, now) {
             s.since = now;
         }
@@ -138,6 +138,7 @@ fn start_worker(shared: &Arc<Shared>, id: u64) {
                 id,
                 since: Instant::now(),
                 child: child.clone(),
+                initializing: false,
             });
             shared.cond.notify_all();
             let s2 = shared.clone();

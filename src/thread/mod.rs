@@ -185,12 +185,12 @@ fn spawn_worker(
         .spawn(move || {
             let registry = registry2;
             if let Some(init) = init {
-                if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init())) {
+                if let Err(payload) =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init()))
+                {
                     let msg = crate::error::take_panic_message(payload);
                     crate::error::report!(error, "Exception in initializer: {msg}");
-                    registry.mark_broken(format!(
-                        "a thread initializer panicked ({msg}); the thread pool is not usable anymore"
-                    ));
+                    registry.mark_broken(format!("a thread initializer panicked ({msg})"));
                 }
             }
             // A worker leaving its loop normally has retired (counted
