@@ -88,7 +88,7 @@ pub enum Error {
     /// panicked, workers cannot start), or it was stopped by force while it
     /// held this task (`kill_workers`, `terminate_workers`, a
     /// `shutdown_within` deadline, `Pool::terminate`). Build a new executor.
-    #[error("the {executor} is broken and will not run tasks: {reason}; build a new one")]
+    #[error("{}", broken_message(executor, reason))]
     Broken {
         /// Which executor: `"thread pool"`, `"process pool"`,
         /// `"multiprocessing-style pool"` (a [`Pool`](crate::Pool) stopped
@@ -270,10 +270,38 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// [`Error::Broken`]'s text. A dropped `Promise` is no executor to build
+/// anew (found by review: it read "the promise is broken and will not run
+/// tasks: ...; build a new one").
+fn broken_message(executor: &str, reason: &str) -> String {
+    if executor == "promise" {
+        format!("broken promise: {reason}")
+    } else {
+        format!("the {executor} is broken and will not run tasks: {reason}; build a new one")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_dropped_promise_reads_as_a_broken_promise_not_an_executor_to_rebuild() {
+        let promise = Error::Broken {
+            executor: "promise",
+            reason: "the Promise was dropped without completing its future".into(),
+        };
+        assert_eq!(
+            promise.to_string(),
+            "broken promise: the Promise was dropped without completing its future"
+        );
+        let pool = Error::Broken {
+            executor: "process pool",
+            reason: "workers cannot start".into(),
+        };
+        assert!(pool.to_string().ends_with("; build a new one"), "{pool}");
+    }
 
     static COUNTED_DROPS: AtomicUsize = AtomicUsize::new(0);
 
