@@ -4,7 +4,8 @@
 //! CPython's `map` submits every input before yielding anything (M2, PP1),
 //! so mapping a huge or endless iterator exhausts memory. Ours keeps a
 //! window of at most `window` tasks in flight (never `window + 1`: M13,
-//! decision 5) and pulls the next input only after yielding a result. Each
+//! decision 5) and pulls the next input only once the front task has
+//! ended, as it hands that result out (never ahead of the window). Each
 //! item is a `Result` at its own position, so one failure does not end the
 //! iteration (decision 2), and the map deadline is its own error variant,
 //! distinct from a task's failure (PP12).
