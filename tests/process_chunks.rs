@@ -411,3 +411,50 @@ fn mp15_a_panicking_input_loses_no_item_of_its_chunk_on_a_process_pool() {
     let expected: Vec<Result<u64, Error>> = (0..40).filter(|&x| x != 21).map(Ok).collect();
     assert_eq!(got, expected);
 }
+
+/// Task: `n` bytes.
+fn bytes_of(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+/// A chunk's results travel back in one frame. When together they pass
+/// `max_frame_bytes`, each item of the chunk fails with `Encode` naming the
+/// item's result type and the remedy (the error named the crate's private
+/// `ChunkResult` and gave no reason; found by review).
+#[test]
+fn a_chunks_results_too_large_together_fail_each_item_naming_its_type_and_the_remedy() {
+    let pool = small_frames();
+    let got: Vec<_> = guarded("the map", move || {
+        pool.map_with(bytes_of, [1500, 1500, 1500], chunks_of(3))
+            .collect()
+    });
+    assert_eq!(got.len(), 3);
+    for r in got {
+        match r {
+            Err(Error::Encode { type_name, message }) => {
+                assert_eq!(type_name, std::any::type_name::<Vec<u8>>());
+                assert!(message.contains("smaller chunksize"), "{message}");
+            }
+            other => panic!("expected Encode, got {other:?}"),
+        }
+    }
+}
+
+/// L3: a result larger than a frame fails with `Encode` naming its type,
+/// and nothing in the message claims the worker named another type (it
+/// ended "(the worker named the type task result)"; found by review).
+#[test]
+fn l3_an_oversized_result_error_names_its_type_without_a_false_mismatch() {
+    let pool = small_frames();
+    let e = guarded("the task", move || {
+        pool.submit(bytes_of, 10_000).into_result()
+    })
+    .expect_err("a 10 000-byte result over a 4096-byte frame");
+    match &e {
+        Error::Encode { type_name, message } => {
+            assert_eq!(*type_name, std::any::type_name::<Vec<u8>>());
+            assert!(!message.contains("the worker named"), "{message}");
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+}

@@ -246,3 +246,108 @@ fn s5_cancel_futures_cancels_a_task_taken_back_from_a_dead_worker() {
     let pool = std::sync::Arc::new(pool);
     guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
 }
+
+/// Appends "pid id" to `path`, then returns `id`, or exits the worker with
+/// code 3 for ids divisible by 9.
+fn logged(args: (String, u64)) -> u64 {
+    use std::io::Write;
+    let (path, id) = args;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .unwrap();
+    // One write, so lines of two workers never interleave.
+    f.write_all(format!("{} {id}\n", std::process::id()).as_bytes())
+        .unwrap();
+    drop(f);
+    if id % 9 == 0 {
+        std::process::exit(3);
+    }
+    id
+}
+
+/// Decision 3, P4, L4 together (each is tested alone elsewhere; this one
+/// counts the runs of every task, found missing by review): submits from four threads while workers
+/// die (every ninth task exits), are recycled (`max_tasks_per_child(3)`
+/// with a deep `prefetch`) and retire when idle. Every task runs at most
+/// once, a task that exits fails with `WorkerDied`, every other one ends
+/// with its value, and no worker runs more than its 3 tasks.
+#[test]
+fn decision3_p4_submits_from_many_threads_while_workers_die_and_recycle() {
+    let dir = std::env::temp_dir().join(format!("cf-review-dispatch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("log").to_string_lossy().into_owned();
+    let _ = std::fs::remove_file(&path);
+    let pool = std::sync::Arc::new(
+        ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .max_tasks_per_child(3)
+            .prefetch(4)
+            .idle_timeout(std::time::Duration::from_millis(5))
+            .test_harness()
+            .build()
+            .unwrap(),
+    );
+    let per_thread = 30u64;
+    let results = guarded("the submits", {
+        let pool = pool.clone();
+        let path = path.clone();
+        move || {
+            let threads: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let pool = pool.clone();
+                    let path = path.clone();
+                    std::thread::spawn(move || {
+                        let futures: Vec<_> = (0..per_thread)
+                            .map(|i| {
+                                let id = 1 + t * per_thread + i;
+                                (id, pool.submit(logged, (path.clone(), id)))
+                            })
+                            .collect();
+                        futures
+                            .into_iter()
+                            .map(|(id, f)| (id, f.into_result()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect::<Vec<_>>()
+        }
+    });
+    pool.shutdown(true, false);
+    let log = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut runs = std::collections::HashMap::<u64, usize>::new();
+    let mut per_pid = std::collections::HashMap::<u64, usize>::new();
+    for line in log.lines() {
+        let (pid, id) = line.split_once(' ').unwrap();
+        *runs.entry(id.parse().unwrap()).or_default() += 1;
+        *per_pid.entry(pid.parse().unwrap()).or_default() += 1;
+    }
+    for (id, r) in &results {
+        assert_eq!(
+            runs.get(id).copied(),
+            Some(1),
+            "task {id} ran {:?} times ({r:?})",
+            runs.get(id)
+        );
+        if id % 9 == 0 {
+            assert!(
+                matches!(r, Err(Error::WorkerDied { code: Some(3), .. })),
+                "task {id}: {r:?}"
+            );
+        } else {
+            assert_eq!(r, &Ok(*id), "task {id}");
+        }
+    }
+    for (pid, n) in per_pid {
+        assert!(
+            n <= 3,
+            "worker {pid} ran {n} tasks, more than max_tasks_per_child(3)"
+        );
+    }
+}

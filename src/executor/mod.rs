@@ -335,8 +335,11 @@ pub trait ExecutorExt: Executor {
     /// `chunksize > 1`, each task carries that many items (one frame to a
     /// process worker instead of one per item), and each item still gets
     /// its own `Result`: a panic, an argument that does not encode or fit
-    /// a frame, a result that does not cross back each fail only their
-    /// item (M10, D1, D10). The window then counts chunks.
+    /// a frame, a result that does not serialize or decode each fail only
+    /// their item (M10, D1, D10). A chunk's results travel back in one
+    /// frame: if together they pass `max_frame_bytes`, every item of that
+    /// chunk fails with [`Error::Encode`] saying so (a smaller `chunksize`
+    /// is the remedy). The window then counts chunks.
     fn map_with<'a, F, A, R, I>(&'a self, func: F, inputs: I, options: MapOptions) -> Map<'a, R>
     where
         F: Fn(A) -> R + Copy + Send + Sync + 'static,

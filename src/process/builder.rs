@@ -81,8 +81,12 @@ impl ProcessPoolBuilder {
     /// The largest message either side may send (default 1 GiB). A result
     /// over it fails its task with [`Error::Encode`]; a worker announcing a
     /// larger frame is treated as broken, and replaced. A task's panic
-    /// message and backtrace are cut to fit. [`build`](Self::build) refuses
-    /// values under 1 KiB or over 4 GiB − 1 (a frame's length is 32 bits).
+    /// message and backtrace are cut to fit. A chunked map's chunk sends
+    /// its items' results, and their panics, back in one frame: over it,
+    /// each item of the chunk fails with `Encode` (see
+    /// [`map_with`](crate::ExecutorExt::map_with)). [`build`](Self::build)
+    /// refuses values under 1 KiB or over 4 GiB − 1 (a frame's length is
+    /// 32 bits).
     pub fn max_frame_bytes(mut self, n: usize) -> Self {
         self.max_frame_bytes = n;
         self

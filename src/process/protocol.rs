@@ -189,7 +189,10 @@ impl RemoteError {
     /// are one build). A name that does not match is kept in the message.
     pub(crate) fn into_error(self, types: TaskTypes) -> Error {
         let name = |wire: String, ours: &'static str, message: String| {
-            if wire == ours {
+            // An empty name leaves the naming to us (a worker that refused
+            // a result for its size; found by review: its error ended "the
+            // worker named the type task result").
+            if wire == ours || wire.is_empty() {
                 (ours, message)
             } else {
                 (

@@ -306,7 +306,8 @@ const PARENT_LOOK_INTERVAL: std::time::Duration = std::time::Duration::from_mill
 fn fit(outcome: Result<Vec<u8>, RemoteError>, max_frame: usize) -> Result<Vec<u8>, RemoteError> {
     match outcome {
         Ok(bytes) if bytes.len() + ENVELOPE > max_frame => Err(RemoteError::Encode {
-            type_name: "task result".into(),
+            // The parent names the type (see `RemoteError::into_error`).
+            type_name: String::new(),
             message: format!(
                 "the encoded result is {} bytes, more than the {} a result may take \
                  (max_frame_bytes {max_frame}, less {ENVELOPE} for the message around it)",
