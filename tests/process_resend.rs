@@ -351,3 +351,90 @@ fn decision3_p4_submits_from_many_threads_while_workers_die_and_recycle() {
         );
     }
 }
+
+/// Map task: item `(0, gate)` ends its worker once `gate` opens; item
+/// `(1, marker)` creates `marker` (it ran) and returns.
+fn crash_or_mark((kind, path): (u8, String)) -> u32 {
+    if kind == 0 {
+        await_file(&path);
+        std::process::exit(7);
+    }
+    std::fs::write(&path, b"").unwrap();
+    1
+}
+
+/// A one-worker `kill_on_cancel` pool whose replacement worker waits in
+/// its initializer until `<dir>/go` exists.
+fn kill_on_cancel_pool(dir: &TempDir) -> ProcessPoolExecutor {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(2)
+        .kill_on_cancel(true)
+        .test_harness()
+        .worker_env(INIT_DIR, &dir.0)
+        .initializer(first_ok_then_wait)
+        .build()
+        .unwrap();
+    wait_until("the worker serves", || pool.worker_pids().len() == 1);
+    pool
+}
+
+/// M7 (and M4) on a `kill_on_cancel` pool: a task taken back unstarted
+/// from a dead worker is pending again, stoppable or not, so a dropped map
+/// cancels it; it stayed RUNNING on such a pool and ran afterwards on the
+/// replacement (found by review of the pending-again fix).
+#[test]
+fn m7_a_dropped_map_cancels_its_task_taken_back_from_a_dead_worker_on_a_kill_on_cancel_pool() {
+    let dir = TempDir::new("map-kill-on-cancel");
+    let pool = kill_on_cancel_pool(&dir);
+    let crash = FileGate::new("review-fix-map-crash");
+    let marker = dir.0.join("behind-ran");
+    let marker_arg = marker.to_str().unwrap().to_owned();
+    {
+        // Window 2 (2 × 1 worker): both items are submitted now, and both
+        // go to the one worker (the second sent ahead, X7).
+        let mut map = pool.map(crash_or_mark, vec![(0u8, crash.arg()), (1u8, marker_arg)]);
+        crash.open();
+        // The first item fails with its worker's exit; by then the second
+        // is back in the pool's queue, waiting for the held replacement.
+        let first = map.next().expect("a first item");
+        common::assert_worker_exited_with(&first.unwrap_err(), 7);
+        // Dropped here: M7 cancels what it has not yielded.
+    }
+    std::fs::write(dir.0.join("go"), b"").unwrap();
+    // One worker, tasks in order: once this one ran, the map's second
+    // item has run too unless it was cancelled.
+    assert_eq!(wait_at_most(pool.submit(double, 4), HANG).unwrap(), 8);
+    let ran = marker.exists();
+    let pool = std::sync::Arc::new(pool);
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    assert!(
+        !ran,
+        "a map dropped after its task was taken back unstarted from a dead \
+         worker did not cancel it: it ran afterwards (M7)"
+    );
+}
+
+/// X7, F2 on a `kill_on_cancel` pool: a task taken back unstarted from a
+/// dead worker reports not running while it waits for the replacement
+/// (found by review of the pending-again fix).
+#[test]
+fn x7_a_task_taken_back_from_a_dead_worker_is_not_running_on_a_kill_on_cancel_pool() {
+    let dir = TempDir::new("running-kill-on-cancel");
+    let pool = kill_on_cancel_pool(&dir);
+    let crash = FileGate::new("review-fix-running-crash");
+    let head = pool.submit(exit_after_gate, crash.arg());
+    let behind = pool.submit(double, 21);
+    wait_until("`behind` is sent ahead", || behind.running());
+    crash.open();
+    common::assert_worker_exited_with(&wait_at_most(head, HANG).unwrap_err(), 7);
+    let running = behind.running();
+    std::fs::write(dir.0.join("go"), b"").unwrap();
+    assert_eq!(wait_at_most(behind, HANG).unwrap(), 42);
+    let pool = std::sync::Arc::new(pool);
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    assert!(
+        !running,
+        "taken back unstarted, waiting for a replacement worker, it reported running()"
+    );
+}

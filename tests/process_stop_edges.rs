@@ -14,7 +14,7 @@ use concurrent_futures::{Error, ExecutorExt, ProcessPoolExecutor};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{FileGate, await_file, pid_after_gate};
+use common::{FileGate, HANG, await_file, guarded, pid_after_gate, wait_at_most, wait_until};
 
 static CONTS: AtomicU64 = AtomicU64::new(0);
 
@@ -224,4 +224,130 @@ fn l8_a_large_result_still_crossing_the_pipe_when_its_limit_passes_is_delivered(
         assert_eq!(outcome, Ok(size), "{which}");
     }
     pool.shutdown(true, false);
+}
+
+/// Task: once `gate` opens, writes the start of a frame (announcing 1,000
+/// bytes, giving 10) to its worker's result pipe, opens `written`, then
+/// stalls for `secs`.
+fn stall_mid_frame_after_gate((gate, written, secs): (String, String, u64)) -> u32 {
+    await_file(&gate);
+    let mut bytes = 1000u32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[3; 10]);
+    // SAFETY: writes a live buffer to the worker's own result pipe.
+    let n = unsafe { libc::write(RESULT_FD, bytes.as_ptr().cast(), bytes.len()) };
+    assert_eq!(n, bytes.len() as isize);
+    std::fs::write(&written, b"").unwrap();
+    std::thread::sleep(Duration::from_secs(secs));
+    std::process::id()
+}
+
+/// L8: B, sent behind A, writes the start of a frame and stalls while A's
+/// callback holds the reader; its limit passes then. The verdict finds the
+/// reader current and the pipe not empty, and spares B as a head whose
+/// result waits. A spared head was never checked again, and the reader
+/// then waited inside B's frame for ever (found by review of the stall
+/// fix). A spare is now checked again once the reader reads on.
+#[test]
+fn l8_a_task_stalled_mid_frame_while_the_reader_ran_a_callback_is_stopped_at_its_limit() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(2)
+        .test_harness()
+        .build()
+        .unwrap();
+    let a_gate = FileGate::new("review-fix-spared-stall-a");
+    let b_gate = FileGate::new("review-fix-spared-stall-b");
+    let written = FileGate::new("review-fix-spared-stall-written");
+    let limit = Duration::from_millis(300);
+    let a = pool.submit(pid_after_gate, a_gate.arg());
+    let b = pool.submit_with_timeout(
+        stall_mid_frame_after_gate,
+        (b_gate.arg(), written.arg(), 30),
+        limit,
+    );
+    let (b_path, written_path) = (b_gate.arg(), written.arg());
+    // On the reader thread, once A's result is handled (the reader's mark
+    // is current): lets B write its partial frame, then holds the reader
+    // well past B's limit (a precondition, not a timing assertion).
+    a.add_done_callback(move |_| {
+        std::fs::write(&b_path, b"").unwrap();
+        await_file(&written_path);
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    a_gate.open();
+    let outcome = b.result(Some(Duration::from_secs(15))).cloned();
+    pool.kill_workers();
+    let pool = std::sync::Arc::new(pool);
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    assert_eq!(
+        outcome,
+        Err(Error::TaskTimeout { limit }),
+        "a task stalled mid-frame past its limit was not stopped (spared \
+         while the reader ran a callback, never checked again)"
+    );
+}
+
+/// Task: writes the start of a frame (announcing 1,000 bytes, giving 10)
+/// to its worker's result pipe at once, opens `written`, then stalls for
+/// `secs`.
+fn stall_mid_frame_at_once((written, secs): (String, u64)) -> u32 {
+    let mut bytes = 1000u32.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&[3; 10]);
+    // SAFETY: writes a live buffer to the worker's own result pipe.
+    let n = unsafe { libc::write(RESULT_FD, bytes.as_ptr().cast(), bytes.len()) };
+    assert_eq!(n, bytes.len() as isize);
+    std::fs::write(&written, b"").unwrap();
+    std::thread::sleep(Duration::from_secs(secs));
+    std::process::id()
+}
+
+/// `kill_on_cancel` with the worker stalled mid-frame: B, cancelled while
+/// it waits in the pipe behind A, starts, writes the start of a frame and
+/// stalls. A's result and B's bytes reach the reader in one read, so the
+/// stop of B is left to the reader (`Link::defer_stop_if_cancelled`),
+/// which then waits inside B's frame. That stop was the one left to a
+/// reader that the supervisor did not check on: the worker was never
+/// stopped and C, behind B, never ran (found by review of the stall fix).
+#[test]
+fn kill_on_cancel_stops_a_cancelled_task_stalled_mid_frame_behind_a_reader_that_is_behind() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(3)
+        .kill_on_cancel(true)
+        .test_harness()
+        .build()
+        .unwrap();
+    wait_until("the worker serves", || pool.worker_pids().len() == 1);
+    let z_gate = FileGate::new("review-fix-deferred-z");
+    let a_gate = FileGate::new("review-fix-deferred-a");
+    let written = FileGate::new("review-fix-deferred-written");
+    let z = pool.submit(pid_after_gate, z_gate.arg());
+    let a = pool.submit(pid_after_gate, a_gate.arg());
+    let b = pool.submit(stall_mid_frame_at_once, (written.arg(), 30));
+    wait_until("B is sent ahead", || b.running());
+    assert!(b.cancel(), "kill_on_cancel cancels a task sent ahead");
+    let (a_path, written_path) = (a_gate.arg(), written.arg());
+    // On the reader thread: lets A finish and B write its partial frame
+    // while the reader is held here, so that both wait in the pipe.
+    z.add_done_callback(move |_| {
+        std::fs::write(&a_path, b"").unwrap();
+        await_file(&written_path);
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    z_gate.open();
+    assert!(wait_at_most(a, HANG).is_ok());
+    let c = pool.submit(double, 4);
+    let outcome = c.result(Some(Duration::from_secs(15))).cloned();
+    pool.kill_workers();
+    let pool = std::sync::Arc::new(pool);
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    assert_eq!(
+        outcome,
+        Ok(8),
+        "the worker running cancelled B, stalled mid-frame, was never stopped"
+    );
+}
+
+fn double(x: u64) -> u64 {
+    x * 2
 }

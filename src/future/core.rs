@@ -248,13 +248,13 @@ impl<T> Core<T> {
     }
 
     /// RUNNING → PENDING for a task sent ahead to a worker (X7) and taken
-    /// back unstarted (its worker died), so that a cancel ends it as a
-    /// queued task. Not for a `STOPPABLE` one, which cancels anyway and
-    /// whose watcher is registered once. False if it did not go back.
+    /// back unstarted (its worker died), so that it reports not running and
+    /// a cancel of queued work (a dropped map's) ends it. A `STOPPABLE` one
+    /// keeps the flag. False if it did not go back (it ended).
     pub(crate) fn set_pending_again(&self) -> bool {
         let mut s = self.status.load(Ordering::Acquire);
         loop {
-            if s & STATE != RUNNING || s & STOPPABLE != 0 {
+            if s & STATE != RUNNING {
                 return false;
             }
             match self.status.compare_exchange(

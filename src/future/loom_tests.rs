@@ -314,10 +314,11 @@ fn loom_pending_again_races_cancel_and_a_waiter() {
     });
 }
 
-/// A stoppable task never goes back: its `cancel()` ends it while it runs,
-/// and its executor's watcher is registered once.
+/// A stoppable task (a `kill_on_cancel` pool's) goes back too, keeping
+/// the flag, racing a `cancel()` that succeeds either way: running and
+/// stoppable, or pending again.
 #[test]
-fn loom_a_stoppable_task_does_not_go_pending_again() {
+fn loom_a_stoppable_task_goes_pending_again_racing_cancel() {
     loom::model(|| {
         let (core, fut) = new_future();
         core.allow_cancel_while_running();
@@ -325,7 +326,9 @@ fn loom_a_stoppable_task_does_not_go_pending_again() {
         let c2 = core.clone();
         let taker = thread::spawn(move || c2.set_pending_again());
         let cancelled = fut.cancel();
-        assert!(!taker.join().unwrap());
-        assert!(cancelled);
+        taker.join().unwrap();
+        assert!(cancelled, "a stoppable or pending task cancels");
+        assert!(fut.cancelled() && !fut.running());
+        assert!(!core.set_pending_again(), "a cancelled task stays so");
     });
 }

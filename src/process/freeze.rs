@@ -47,6 +47,11 @@
 //!    A large result still crossing the pipe moves between tries and is
 //!    never taken for a stall (found by review: a verdict without the
 //!    progress count killed a task whose 128 MiB result was in transfer).
+//!    A spared head is checked again the same way once its reader reads
+//!    on (what waited in the pipe may have been the start of a stalled
+//!    frame, not a whole result); while the reader reads nothing (a
+//!    done-callback holds it), the check freezes nothing. A worker that
+//!    did not stop is never counted as stalled: it may yet write.
 //!
 //! A worker that does not stop within [`STOP_WAIT`] (a thread of it stuck
 //! in the kernel, where a stop cannot reach it) is let go on, and the
@@ -91,6 +96,11 @@ pub(crate) struct StopRetry {
     reason: Error,
     tries: u32,
     stall: Stall,
+    /// A check on a head a verdict spared, its result seemingly waiting in
+    /// the pipe: the reader's byte count then. Until the reader reads on
+    /// or stops being current, nothing can have changed, and the check
+    /// freezes nothing.
+    spared_at: Option<u64>,
     pub(crate) at: Instant,
 }
 
@@ -128,6 +138,8 @@ pub(crate) struct Freeze {
     task_id: u64,
     tries: u32,
     stall: Stall,
+    /// A check on a spared head: it looks past the spare.
+    past_spare: bool,
     /// Taken by the verdict.
     armed: Option<(Error, Arc<Mutex<WorkerChild>>)>,
 }
@@ -237,12 +249,18 @@ impl Link {
             .as_ref()
             .filter(|r| r.task_id == head)
             .map_or((0, Stall::default()), |r| (r.tries, r.stall));
-        self.freeze_head_try(reason, tries, stall)
+        self.freeze_head_try(reason, tries, stall, false)
     }
 
-    fn freeze_head_try(&mut self, reason: Error, tries: u32, stall: Stall) -> Option<Freeze> {
+    fn freeze_head_try(
+        &mut self,
+        reason: Error,
+        tries: u32,
+        stall: Stall,
+        past_spare: bool,
+    ) -> Option<Freeze> {
         let task_id = self.in_flight.front()?.task_id;
-        if self.kill_reason.is_some() || self.head_spared() {
+        if self.kill_reason.is_some() || (self.head_spared() && !past_spare) {
             return None;
         }
         if self.frozen {
@@ -259,13 +277,27 @@ impl Link {
             task_id,
             tries,
             stall,
+            past_spare,
             armed: Some((reason, self.child.clone())),
         })
     }
 
     /// Leaves the stop of the head `task_id` to the reader, which settles
     /// it once it has handled what it has read.
+    /// The supervisor checks on it too (see [`BEHIND_RECHECK`]), unless a
+    /// check is already due: a reader that never catches up (stalled in a
+    /// frame) would otherwise hold the stop for ever (found by review).
     pub(crate) fn leave_stop_to_reader(&mut self, task_id: u64, reason: Error) {
+        if self.stop_retry.is_none() {
+            self.stop_retry = Some(StopRetry {
+                task_id,
+                reason: reason.clone(),
+                tries: 0,
+                stall: Stall::default(),
+                spared_at: None,
+                at: Instant::now() + BEHIND_RECHECK,
+            });
+        }
         self.deferred_stop = Some((task_id, reason));
         self.reader_mark.deferred.store(true, SeqCst);
     }
@@ -315,7 +347,21 @@ impl Link {
         if self.in_flight.front()?.task_id != retry.task_id {
             return None;
         }
-        self.freeze_head_try(retry.reason, retry.tries, retry.stall)
+        let mark = &self.reader_mark;
+        if retry
+            .spared_at
+            .is_some_and(|at| mark.current.load(SeqCst) && mark.progress.load(SeqCst) == at)
+        {
+            // The reader has read nothing since (a callback holds it, say):
+            // the head's result still waits. Checked again later.
+            self.stop_retry = Some(StopRetry {
+                at: now + BEHIND_RECHECK,
+                ..retry
+            });
+            return None;
+        }
+        let past_spare = retry.spared_at.is_some();
+        self.freeze_head_try(retry.reason, retry.tries, retry.stall, past_spare)
     }
 
     fn verdict(&self) -> Verdict {
@@ -370,24 +416,42 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
             // it finished.
             let mut stall = Stall::default();
             let verdict = if link.in_flight.front().map(|p| p.task_id) != Some(f.task_id)
-                || link.head_spared()
+                || (link.head_spared() && !f.past_spare)
             {
                 Verdict::Spare
             } else {
                 // Only a kill needs the worker stopped: a reader behind, or
                 // the head's result waiting in the pipe, holds either way.
                 // Out of tries, the parent's view it is.
-                match link.verdict() {
+                let verdict = match link.verdict() {
                     Verdict::Kill if !stopped && f.tries + 1 < MAX_TRIES => Verdict::Retry,
                     Verdict::Spare => {
                         link.spared = Some(f.task_id);
+                        // What waits in the pipe may be the start of a frame
+                        // the head stalled in, not its whole result (found by
+                        // review): checked again once the reader reads on.
+                        link.stop_retry = Some(StopRetry {
+                            task_id: f.task_id,
+                            reason: reason.clone(),
+                            tries: f.tries,
+                            stall: Stall::default(),
+                            spared_at: Some(link.reader_mark.progress.load(SeqCst)),
+                            at: now + BEHIND_RECHECK,
+                        });
                         Verdict::Spare
                     }
                     Verdict::Defer {
                         waiting: Some(progress),
                     } => {
-                        stall = f.stall.waiting(progress);
-                        if stall.seen >= MAX_STALLS {
+                        // Counted only while the worker is stopped: one
+                        // that would not stop may yet write, and a kill
+                        // must not land in the task after (as for `Kill`).
+                        stall = if stopped {
+                            f.stall.waiting(progress)
+                        } else {
+                            f.stall
+                        };
+                        if stopped && stall.seen >= MAX_STALLS {
                             // Withdrawn from the reader, which would
                             // settle it again once the kill ends the frame.
                             link.reader_mark
@@ -401,7 +465,12 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                         }
                     }
                     v => v,
+                };
+                // A spare this verdict overrules: no longer known finished.
+                if verdict != Verdict::Spare && link.spared == Some(f.task_id) {
+                    link.spared = None;
                 }
+                verdict
             };
             if verdict != Verdict::Kill {
                 let _ = lock(&child).signal(libc::SIGCONT);
@@ -425,6 +494,7 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                         reason: reason.clone(),
                         tries: f.tries,
                         stall,
+                        spared_at: None,
                         at: now + BEHIND_RECHECK,
                     });
                     link.leave_stop_to_reader(f.task_id, reason);
@@ -435,6 +505,7 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                         reason,
                         tries: f.tries + 1,
                         stall,
+                        spared_at: None,
                         at: now + RETRY_AFTER,
                     });
                 }

@@ -275,10 +275,12 @@ fn serve(
                                 .iter()
                                 .any(|l| l.id == id && l.in_flight.is_empty());
                         let timed = idle_timed
-                            || st
-                                .links
-                                .iter()
-                                .any(|l| l.in_flight.front().is_some_and(|p| p.timeout.is_some()));
+                            || st.links.iter().any(|l| {
+                                l.in_flight.front().is_some_and(|p| p.timeout.is_some())
+                                    // A check on a stop left to a reader
+                                    // (`defer_stop_if_cancelled`).
+                                    || l.stop_retry.is_some()
+                            });
                         drop(st);
                         super::freeze::settle(&shared, stop.into_iter().collect());
                         if timed {

@@ -342,6 +342,7 @@ impl ProcessPoolExecutor {
             arg: Some(arg),
             timeout: timeout.or(self.shared.config.task_timeout),
             started: false,
+            watched: false,
             stop_when_started: false,
         });
         // Through the writer threads: a pipe write from this thread would

@@ -24,8 +24,12 @@ pub(crate) struct Pending {
     /// dead worker's queued tasks must be sent again.
     pub(crate) arg: Option<Vec<u8>>,
     pub(crate) timeout: Option<Duration>,
-    /// Marked running already (when first sent).
+    /// Marked running already (when sent; cleared if taken back unstarted
+    /// from a dead worker, see `Link`'s requeue in `link::worker_gone`).
     pub(crate) started: bool,
+    /// Watched by the pool's `CancelStopper` (a `kill_on_cancel` pool), once
+    /// for its life: a task sent again is not registered twice.
+    pub(crate) watched: bool,
     /// Cancelled while it waited in its worker's pipe, in a pool that
     /// stops cancelled tasks: the worker is killed when it starts it (see
     /// `cancel`).
@@ -374,10 +378,11 @@ impl State {
             if !p.started {
                 // Watched before it can run, so that a cancel is never
                 // missed (see `cancel`).
-                if let Some(stopper) = &self.stop_on_cancel {
+                if let (Some(stopper), false) = (&self.stop_on_cancel, p.watched) {
                     if !p.job.stop_on_cancel(stopper, p.task_id as usize) {
                         continue; // cancelled while queued
                     }
+                    p.watched = true;
                 }
                 if !p.job.mark_running() {
                     continue; // cancelled while queued
