@@ -13,6 +13,7 @@ mod inbox;
 mod registry;
 mod roots;
 mod sleep;
+mod stack;
 mod worker;
 
 use std::fmt;
@@ -316,7 +317,7 @@ impl ThreadPoolExecutor {
         // of those may be waiting for this very thread's sweep.
         if !own {
             let handles = std::mem::take(&mut *lock(&self.registry.handles));
-            for h in handles {
+            for h in handles.into_iter().filter(|h| !is_current_thread(h)) {
                 let _ = h.join();
             }
         }
@@ -391,4 +392,13 @@ impl Drop for ThreadPoolExecutor {
     fn drop(&mut self) {
         self.registry.shutdown(false);
     }
+}
+
+/// Whether `h` is the calling thread's own handle: a worker that shuts its
+/// pool down from a thread-local destructor, after its loop, is no longer
+/// the pool's own thread, and joining itself panicked (EDEADLK) inside the
+/// destructor, which aborts (found by review). `thread::current` works in
+/// thread-local destructors too.
+fn is_current_thread(h: &std::thread::JoinHandle<()>) -> bool {
+    h.thread().id() == std::thread::current().id()
 }

@@ -162,7 +162,7 @@ impl Registry {
         let external = local.is_none();
         match local {
             // A running worker cannot retire while its own deque holds a
-            // task, so a local push cannot be stranded.
+            // task; a push that races the pool breaking is failed below.
             Some(w) => w.push(job),
             None => self.inbox.push(job),
         }
@@ -170,8 +170,13 @@ impl Registry {
         // (module docs) and the sleep counters (sleep module).
         fence_seqcst();
         if self.is_shutdown() {
-            if self.fate() == Fate::Cancel {
-                self.cancel_queued();
+            match self.fate() {
+                Fate::Cancel => self.cancel_queued(),
+                // The break's sweep may have passed this deque already, and
+                // the waiting task cannot run a task the pool fails (T10):
+                // left there, it waited for ever (found by review).
+                Fate::Fail => self.fail_queued(),
+                Fate::Run => {}
             }
             if external {
                 self.settle_raced_submit();

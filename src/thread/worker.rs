@@ -94,6 +94,9 @@ impl WorkerThread {
     pub(crate) fn main_loop(self: Rc<Self>) {
         CURRENT.with(|c| *c.borrow_mut() = Some(self.clone()));
         STACK_BASE.with(|b| b.set(stack_position()));
+        STACK_FLOOR.with(|f| {
+            f.set(super::stack::low_end().map_or(0, |low| low.saturating_add(STACK_RESERVE)))
+        });
         #[cfg(not(cf_loom))]
         crate::future::core::presume_nested_submits_awaited();
         let sleep = &self.registry.sleep;
@@ -192,6 +195,9 @@ thread_local! {
     static NESTED_RUNS: Cell<usize> = const { Cell::new(0) };
     /// [`stack_position`] where this worker's loop began.
     static STACK_BASE: Cell<usize> = const { Cell::new(0) };
+    /// [`STACK_RESERVE`] above the low end of this worker's stack, where
+    /// the thread library tells it (0: it does not; see `super::stack`).
+    static STACK_FLOOR: Cell<usize> = const { Cell::new(0) };
     /// The length of this worker's deque when the innermost task on this
     /// thread started: what lies above it in the (LIFO) deque that task and
     /// the tasks it ran pushed, so it all descends from that task.
@@ -282,10 +288,12 @@ pub(crate) fn help_while_waiting<T>(
     run_here: &dyn Fn(),
 ) -> bool {
     let Some(w) = current() else { return false };
-    let stack_used = STACK_BASE.with(Cell::get).saturating_sub(stack_position());
+    let here = stack_position();
+    let stack_used = STACK_BASE.with(Cell::get).saturating_sub(here);
     if core.is_terminal()
         || NESTED_RUNS.with(Cell::get) >= MAX_NESTED_RUNS
         || stack_used > *NESTING_STACK_BUDGET
+        || here < STACK_FLOOR.with(Cell::get)
     {
         return false;
     }
