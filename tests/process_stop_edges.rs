@@ -351,3 +351,173 @@ fn kill_on_cancel_stops_a_cancelled_task_stalled_mid_frame_behind_a_reader_that_
 fn double(x: u64) -> u64 {
     x * 2
 }
+
+/// The scenario of
+/// `process_stop_edges::kill_on_cancel_stops_a_cancelled_task_stalled_mid_frame_behind_a_reader_that_is_behind`
+/// (B, cancelled while sent ahead, starts, writes the start of a frame and
+/// stalls; A's result and B's bytes reach the reader in one read, so B's
+/// stop is left to the reader, which then waits inside B's frame), with
+/// one change: A, the task ahead of B, has a time limit that passes while
+/// Z's done-callback holds the reader with A's result waiting in the pipe.
+/// The verdict spares A and arms a check of the spare (`stop_retry`, task
+/// A). When the reader then hands B's stop to itself
+/// (`Link::leave_stop_to_reader`), it arms no supervisor check, because a
+/// check is "already due" -- but that one is A's, and `take_due_retry`
+/// drops it as soon as it sees that A is no longer the head. Nothing checks
+/// on B's stop again: the worker is never stopped and C never runs.
+#[test]
+fn kill_on_cancel_stops_a_cancelled_task_stalled_mid_frame_after_a_spared_head_with_a_time_limit() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(3)
+        .kill_on_cancel(true)
+        .test_harness()
+        .build()
+        .unwrap();
+    wait_until("the worker serves", || pool.worker_pids().len() == 1);
+    let z_gate = FileGate::new("review2-stale-retry-z");
+    let a_gate = FileGate::new("review2-stale-retry-a");
+    let written = FileGate::new("review2-stale-retry-written");
+    let z = pool.submit(pid_after_gate, z_gate.arg());
+    // A finishes at once when its gate opens, well within its limit in
+    // the worker; only the parent's view of it passes the limit.
+    let a = pool.submit_with_timeout(pid_after_gate, a_gate.arg(), Duration::from_millis(100));
+    let b = pool.submit(stall_mid_frame_at_once, (written.arg(), 30));
+    wait_until("B is sent ahead", || b.running());
+    assert!(b.cancel(), "kill_on_cancel cancels a task sent ahead");
+    let (a_path, written_path) = (a_gate.arg(), written.arg());
+    // On the reader thread, with Z's result handled: lets A finish and B
+    // write its partial frame, then holds the reader well past A's limit
+    // (a precondition, not a timing assertion), so that the supervisor
+    // finds A past its limit with its result waiting, and spares it.
+    z.add_done_callback(move |_| {
+        std::fs::write(&a_path, b"").unwrap();
+        await_file(&written_path);
+        std::thread::sleep(Duration::from_millis(700));
+    });
+    z_gate.open();
+    assert!(
+        wait_at_most(a, HANG).is_ok(),
+        "A finished in time in its worker"
+    );
+    let c = pool.submit(double, 4);
+    let outcome = c.result(Some(Duration::from_secs(15))).cloned();
+    pool.kill_workers();
+    let pool = std::sync::Arc::new(pool);
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    assert_eq!(
+        outcome,
+        Ok(8),
+        "the worker running cancelled B, stalled mid-frame, was never \
+         stopped: its stop was left to the reader with A's stale check as \
+         the only supervisor check"
+    );
+}
+
+/// L8 with time limits alone: a task past its limit is stopped even when
+/// its worker stalls mid-frame right behind a task whose stop was left to
+/// the reader. Y's callback holds the reader while Z and A finish and B
+/// writes the start of a frame and stalls, so that the reader takes Z's
+/// result, A's result and B's partial frame in one read. Z's callback then
+/// holds a reader that is behind (A's result read, not handled) past A's
+/// limit: A's stop is left to the reader (`Verdict::Defer`:
+/// `deferred_stop` = A, and a supervisor check of A). The reader handles
+/// A's result from its buffer, which still holds B's bytes, so it does not
+/// settle (and clear) the deferred stop (`link.rs`: only `if drained`),
+/// and it then waits inside B's frame for ever. The supervisor drops A's
+/// check (A is no longer the head), and `Link::stop_pending` stays true
+/// for the stale `deferred_stop` of A: B's own limit is never looked at
+/// again, and B is never stopped.
+#[test]
+fn l8_a_task_stalled_mid_frame_behind_a_finished_task_whose_stop_was_left_to_the_reader_is_stopped()
+{
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(4)
+        .test_harness()
+        .build()
+        .unwrap();
+    wait_until("the worker serves", || pool.worker_pids().len() == 1);
+    let y_gate = FileGate::new("review2-stale-deferred-y");
+    let za_gate = FileGate::new("review2-stale-deferred-za");
+    let written = FileGate::new("review2-stale-deferred-written");
+    let y = pool.submit(pid_after_gate, y_gate.arg());
+    let z = pool.submit(pid_after_gate, za_gate.arg());
+    // A finishes at once when its gate opens; only the parent's view of
+    // it passes its limit, while Z's callback holds the reader.
+    let a = pool.submit_with_timeout(pid_after_gate, za_gate.arg(), Duration::from_millis(100));
+    let limit = Duration::from_millis(300);
+    let b = pool.submit_with_timeout(stall_mid_frame_at_once, (written.arg(), 30), limit);
+    wait_until("B is sent ahead", || b.running());
+    let (za_path, written_path) = (za_gate.arg(), written.arg());
+    // On the reader thread, with Y's result handled: Z and A finish and B
+    // writes its partial frame, all waiting in the pipe when this returns.
+    y.add_done_callback(move |_| {
+        std::fs::write(&za_path, b"").unwrap();
+        await_file(&written_path);
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    // With A's result read and not handled: holds the reader well past
+    // A's limit (a precondition, not a timing assertion).
+    z.add_done_callback(|_| std::thread::sleep(Duration::from_millis(700)));
+    y_gate.open();
+    assert!(
+        wait_at_most(a, HANG).is_ok(),
+        "A finished in time in its worker"
+    );
+    let outcome = b.result(Some(Duration::from_secs(15))).cloned();
+    pool.kill_workers();
+    let pool = std::sync::Arc::new(pool);
+    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    assert_eq!(
+        outcome,
+        Err(concurrent_futures::Error::TaskTimeout { limit }),
+        "B, stalled mid-frame past its limit, was never stopped: a stale \
+         deferred stop of A keeps the supervisor off B's limit"
+    );
+}
+
+/// A reader behind, busy in a done-callback with a result read and not
+/// handled, while the head's limit passes: the stop is left to the reader,
+/// and the supervisor's checks on it freeze nothing while the reader reads
+/// nothing (each froze the worker, running an innocent task, every 100 ms;
+/// found by review).
+#[test]
+fn l8_a_stop_left_to_a_busy_reader_does_not_freeze_the_worker_again_and_again() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(4)
+        .test_harness()
+        .build()
+        .unwrap();
+    wait_until("the worker serves", || pool.worker_pids().len() == 1);
+    let y_gate = FileGate::new("busy-reader-y");
+    let za_gate = FileGate::new("busy-reader-za");
+    let c_done = FileGate::new("busy-reader-c");
+    let y = pool.submit(pid_after_gate, y_gate.arg());
+    let z = pool.submit(pid_after_gate, za_gate.arg());
+    let a = pool.submit_with_timeout(pid_after_gate, za_gate.arg(), Duration::from_millis(100));
+    let c = pool.submit(count_freezes, (1500u64, c_done.arg()));
+    let za_path = za_gate.arg();
+    // With Y's result handled: Z and A finish, their results wait in the
+    // pipe together (a margin for that, not a timing assertion).
+    y.add_done_callback(move |_| {
+        std::fs::write(&za_path, b"").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    // With A's result read and not handled: holds the reader past A's
+    // limit.
+    z.add_done_callback(|_| std::thread::sleep(Duration::from_millis(1000)));
+    y_gate.open();
+    assert!(
+        wait_at_most(a, HANG).is_ok(),
+        "A finished in its worker in time"
+    );
+    let freezes = wait_at_most(c, HANG).expect("C has no limit and runs to its end");
+    pool.kill_workers();
+    println!("the worker was frozen {freezes} times while it ran C");
+    assert!(
+        freezes <= 2,
+        "a stop left to a busy reader froze the worker running C {freezes} times"
+    );
+}

@@ -49,9 +49,10 @@
 //!    progress count killed a task whose 128 MiB result was in transfer).
 //!    A spared head is checked again the same way once its reader reads
 //!    on (what waited in the pipe may have been the start of a stalled
-//!    frame, not a whole result); while the reader reads nothing (a
-//!    done-callback holds it), the check freezes nothing. A worker that
-//!    did not stop is never counted as stalled: it may yet write.
+//!    frame, not a whole result). While the reader reads nothing (a
+//!    done-callback holds it), a check freezes nothing ([`Quiet`]). A
+//!    worker that did not stop is never counted as stalled: it may yet
+//!    write.
 //!
 //! A worker that does not stop within [`STOP_WAIT`] (a thread of it stuck
 //! in the kernel, where a stop cannot reach it) is let go on, and the
@@ -96,12 +97,33 @@ pub(crate) struct StopRetry {
     reason: Error,
     tries: u32,
     stall: Stall,
-    /// A check on a head a verdict spared, its result seemingly waiting in
-    /// the pipe: the reader's byte count then. Until the reader reads on
-    /// or stops being current, nothing can have changed, and the check
-    /// freezes nothing.
-    spared_at: Option<u64>,
+    /// While the reader stays as it was when the check was armed, nothing
+    /// can have changed, and the check freezes nothing.
+    quiet: Option<Quiet>,
     pub(crate) at: Instant,
+}
+
+/// How the reader was when a check was armed, by its byte count then.
+#[derive(Debug, Clone, Copy)]
+enum Quiet {
+    /// A verdict spared the head: its result seemed to wait in the pipe
+    /// while the reader, current, was busy (a done-callback). The head is
+    /// looked at again (past the spare) once the reader reads on or stops
+    /// being current.
+    Spared(u64),
+    /// The reader was behind but not in a read: busy handling what it had
+    /// read. It settles the stop itself when it catches up; only if it
+    /// reads on and then waits inside a read may it be stalled.
+    Busy(u64),
+}
+
+impl Quiet {
+    fn holds(self, mark: &ReaderMark) -> bool {
+        match self {
+            Quiet::Spared(at) => mark.current.load(SeqCst) && mark.progress.load(SeqCst) == at,
+            Quiet::Busy(at) => !mark.reading.load(SeqCst) && mark.progress.load(SeqCst) == at,
+        }
+    }
 }
 
 /// How long, in tries, the reader has waited inside a read of an empty
@@ -285,16 +307,22 @@ impl Link {
     /// Leaves the stop of the head `task_id` to the reader, which settles
     /// it once it has handled what it has read.
     /// The supervisor checks on it too (see [`BEHIND_RECHECK`]), unless a
-    /// check is already due: a reader that never catches up (stalled in a
-    /// frame) would otherwise hold the stop for ever (found by review).
+    /// check of this task is already due: a reader that never catches up
+    /// (stalled in a frame) would otherwise hold the stop for ever (found
+    /// by review; so did a check left over from the task before, which the
+    /// supervisor drops).
     pub(crate) fn leave_stop_to_reader(&mut self, task_id: u64, reason: Error) {
-        if self.stop_retry.is_none() {
+        if self
+            .stop_retry
+            .as_ref()
+            .is_none_or(|r| r.task_id != task_id)
+        {
             self.stop_retry = Some(StopRetry {
                 task_id,
                 reason: reason.clone(),
                 tries: 0,
                 stall: Stall::default(),
-                spared_at: None,
+                quiet: None,
                 at: Instant::now() + BEHIND_RECHECK,
             });
         }
@@ -305,9 +333,17 @@ impl Link {
     /// Whether a stop of this worker is decided or under way: the
     /// supervisor then keeps no deadline of its tasks.
     pub(crate) fn stop_pending(&self) -> bool {
+        let head = self.in_flight.front().map(|p| p.task_id);
         self.kill_reason.is_some()
             || self.frozen
-            || self.deferred_stop.is_some()
+            // One left over from a task that has finished since (the reader
+            // drops it once it has caught up) does not hold the deadline of
+            // the head (found by review: the head stalled mid-frame and
+            // its limit was never kept).
+            || self
+                .deferred_stop
+                .as_ref()
+                .is_some_and(|(id, _)| Some(*id) == head)
             || self.stop_retry.is_some()
             || self.head_spared()
     }
@@ -347,20 +383,16 @@ impl Link {
         if self.in_flight.front()?.task_id != retry.task_id {
             return None;
         }
-        let mark = &self.reader_mark;
-        if retry
-            .spared_at
-            .is_some_and(|at| mark.current.load(SeqCst) && mark.progress.load(SeqCst) == at)
-        {
+        if retry.quiet.is_some_and(|q| q.holds(&self.reader_mark)) {
             // The reader has read nothing since (a callback holds it, say):
-            // the head's result still waits. Checked again later.
+            // nothing to decide yet. Checked again later.
             self.stop_retry = Some(StopRetry {
                 at: now + BEHIND_RECHECK,
                 ..retry
             });
             return None;
         }
-        let past_spare = retry.spared_at.is_some();
+        let past_spare = matches!(retry.quiet, Some(Quiet::Spared(_)));
         self.freeze_head_try(retry.reason, retry.tries, retry.stall, past_spare)
     }
 
@@ -435,7 +467,7 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                             reason: reason.clone(),
                             tries: f.tries,
                             stall: Stall::default(),
-                            spared_at: Some(link.reader_mark.progress.load(SeqCst)),
+                            quiet: Some(Quiet::Spared(link.reader_mark.progress.load(SeqCst))),
                             at: now + BEHIND_RECHECK,
                         });
                         Verdict::Spare
@@ -488,13 +520,19 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                 // the reader caught up (found by review), and left to the
                 // reader alone, it waited for ever on a reader stalled in
                 // the middle of a frame (found by review).
-                Verdict::Defer { .. } => {
+                Verdict::Defer { waiting } => {
+                    // A reader busy with what it read settles the stop
+                    // itself; the check freezes nothing until it reads on.
+                    let quiet = match waiting {
+                        None => Some(Quiet::Busy(link.reader_mark.progress.load(SeqCst))),
+                        Some(_) => None,
+                    };
                     link.stop_retry = Some(StopRetry {
                         task_id: f.task_id,
                         reason: reason.clone(),
                         tries: f.tries,
                         stall,
-                        spared_at: None,
+                        quiet,
                         at: now + BEHIND_RECHECK,
                     });
                     link.leave_stop_to_reader(f.task_id, reason);
@@ -505,7 +543,7 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                         reason,
                         tries: f.tries + 1,
                         stall,
-                        spared_at: None,
+                        quiet: None,
                         at: now + RETRY_AFTER,
                     });
                 }
@@ -545,49 +583,5 @@ fn wait_stopped(freezes: &[Freeze]) -> Vec<bool> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_stall_counts_tries_in_a_row_without_a_byte_read() {
-        let stall = Stall::default().waiting(100).waiting(100).waiting(100);
-        assert_eq!(stall.seen, 3);
-    }
-
-    #[test]
-    fn a_byte_read_between_tries_starts_the_stall_count_again() {
-        // A large result crossing the pipe: each try finds the reader
-        // waiting for more (the frozen worker's pipe drained), but bytes
-        // came between the tries.
-        let mut stall = Stall::default();
-        for progress in (0..3 * MAX_STALLS as u64).map(|i| i * 65_536) {
-            stall = stall.waiting(progress);
-            assert_eq!(stall.seen, 1);
-        }
-        assert_eq!(stall.waiting(stall.progress).seen, 2);
-    }
-
-    #[test]
-    fn the_results_pipe_counts_bytes_and_marks_a_blocked_read() {
-        let (reader, mut writer) = std::io::pipe().unwrap();
-        let mark = Arc::new(ReaderMark::default());
-        let mut pipe =
-            ResultsPipe::new(File::from(std::os::fd::OwnedFd::from(reader)), mark.clone());
-        let blocked = std::thread::spawn(move || {
-            let mut buf = [0u8; 16];
-            let n = pipe.read(&mut buf).unwrap();
-            (n, pipe)
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !mark.reading.load(SeqCst) {
-            assert!(Instant::now() < deadline, "the read never started");
-            std::thread::yield_now();
-        }
-        assert_eq!(mark.progress.load(SeqCst), 0);
-        std::io::Write::write_all(&mut writer, b"hello").unwrap();
-        let (n, _pipe) = blocked.join().unwrap();
-        assert_eq!(n, 5);
-        assert!(!mark.reading.load(SeqCst));
-        assert_eq!(mark.progress.load(SeqCst), 5);
-    }
-}
+#[path = "freeze_tests.rs"]
+mod tests;
