@@ -195,28 +195,33 @@ impl<'a, R: 'a> Map<'a, R> {
     }
 }
 
-/// Queues the items of a chunk's outcome in `ready`; returns the one
-/// result that must come out at once instead (a map deadline ends the
-/// iteration after one error).
-/// The error of a chunk that failed as a whole, for each of its items: a
-/// chunk's results that did not encode or fit a frame *together* are
-/// named as the item's result type, with the remedy (found by review: the
-/// error named the crate's private `ChunkResult` and not why).
-fn chunk_error<R>(e: Error, n: usize) -> Error {
+/// The error of a chunk that failed as a whole, for each of its `n`
+/// items: a chunk's results that did not encode or fit a frame *together*
+/// are named as the item's result type, with the remedy (found by review:
+/// the error named the crate's private `ChunkResult` and not why).
+pub(crate) fn chunk_error<R>(e: Error, n: usize) -> Error {
     match e {
         Error::Encode { type_name, message } if type_name.contains("::chunk::ChunkResult<") => {
-            Error::Encode {
-                type_name: std::any::type_name::<R>(),
-                message: format!(
+            let message = if n > 1 {
+                format!(
                     "{message}: the results of a chunk ({n} items, this one among them) \
                      travel back together; a smaller chunksize sends fewer at once"
-                ),
+                )
+            } else {
+                message
+            };
+            Error::Encode {
+                type_name: std::any::type_name::<R>(),
+                message,
             }
         }
         e => e,
     }
 }
 
+/// Queues the items of a chunk's outcome in `ready`; returns the one
+/// result that must come out at once instead (a map deadline ends the
+/// iteration after one error).
 fn unpack_chunk<R>(
     ready: &mut VecDeque<Result<R, Error>>,
     arg_type: &'static str,

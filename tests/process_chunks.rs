@@ -458,3 +458,59 @@ fn l3_an_oversized_result_error_names_its_type_without_a_false_mismatch() {
         other => panic!("expected Encode, got {other:?}"),
     }
 }
+
+fn small_frames_pool() -> Pool {
+    let ex = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_frame_bytes(4096)
+        .test_harness()
+        .build()
+        .expect("a test-harness pool builds");
+    Pool::from_executor(Arc::new(ex)).expect("the facade builds")
+}
+
+fn assert_names_the_item_type(r: &Result<Vec<u8>, Error>) {
+    match r {
+        Err(Error::Encode { type_name, message }) => {
+            assert!(
+                !type_name.contains("ChunkResult"),
+                "the error names the crate's private chunk type: {type_name}: {message}"
+            );
+            assert_eq!(*type_name, std::any::type_name::<Vec<u8>>(), "{message}");
+            assert!(message.contains("smaller chunksize"), "{message}");
+        }
+        other => panic!("expected Encode, got {other:?}"),
+    }
+}
+
+/// L3 with a chunk, on the `Pool` facade: a chunk whose results together pass
+/// `max_frame_bytes` fails each item naming the item's result type and the
+/// remedy. `ExecutorExt::map_with` and `Pool::imap` do it (`map::
+/// unpack_chunk`); `Pool::imap_unordered` unpacks its chunks itself
+/// (`pool/iter.rs` `ImapUnordered::unpack`) and still names the private
+/// `concurrent_futures::chunk::ChunkResult<...>`, with no reason.
+#[test]
+fn imap_unordered_chunk_too_large_together_names_the_item_type_and_the_remedy() {
+    let pool = small_frames_pool();
+    let got: Vec<_> = guarded("the map", move || {
+        pool.imap_unordered_with(bytes_of, [1500, 1500, 1500], MapOptions::new().chunksize(3))
+            .expect("a running pool")
+            .collect()
+    });
+    assert_eq!(got.len(), 3);
+    for r in &got {
+        assert_names_the_item_type(r);
+    }
+}
+
+/// The same for `Pool::map_chunked` / `map_async` (`pool/entries.rs`
+/// `ChunkEntry::deliver`): the job's error is the chunk's, naming
+/// `ChunkResult`.
+#[test]
+fn pool_map_chunked_chunk_too_large_together_names_the_item_type_and_the_remedy() {
+    let pool = small_frames_pool();
+    let got = guarded("the map", move || {
+        pool.map_chunked(bytes_of, [1500, 1500, 1500], Some(3))
+    });
+    assert_names_the_item_type(&got.map(|_| Vec::new()));
+}

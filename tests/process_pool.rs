@@ -20,8 +20,8 @@ concurrent_futures::process_pool_test_worker!();
 
 mod common;
 use common::{
-    FileGate, HANG, assert_worker_exited_with, assert_worker_killed_by, await_file, pid_after_gate,
-    pool, segfault, wait, wait_at_most, wait_until,
+    FileGate, HANG, assert_worker_exited_with, assert_worker_killed_by, await_file, guarded,
+    pid_after_gate, pool, segfault, wait, wait_at_most, wait_until,
 };
 
 // ---------------------------------------------------------------- tasks --
@@ -797,6 +797,55 @@ fn p5_workers_exiting_in_the_initializer_break_the_pool_saying_so() {
         }
         other => panic!("expected Broken, got {other:?}"),
     }
+}
+
+/// An initializer that does not return in any test's lifetime (the worker
+/// dies with the test binary if the test fails).
+fn never_returns() {
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+fn hung_in_initializer() -> (ProcessPoolExecutor, concurrent_futures::Future<u64>) {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(never_returns)
+        .startup_timeout(Duration::from_millis(200))
+        .test_harness()
+        .build()
+        .unwrap();
+    let f = pool.submit(double, 21);
+    // Past startup_timeout (the old code killed the worker here): the
+    // worker is still in its initializer and the task still queued.
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        !f.done(),
+        "the initializer has no time limit: {:?}",
+        f.result(Some(Duration::ZERO))
+    );
+    (pool, f)
+}
+
+/// P5 (the initializer's docs: "one that never returns holds its worker
+/// until `kill_workers` or a shutdown with a deadline"): both reach a
+/// worker hung in its initializer, its queued task ends, and
+/// `shutdown(wait = true)` then returns (found untested by review).
+#[test]
+fn p5_kill_workers_and_shutdown_within_reach_a_worker_hung_in_its_initializer() {
+    let (pool, f) = hung_in_initializer();
+    let pool = guarded("kill_workers, then shutdown(wait)", move || {
+        pool.kill_workers();
+        pool.shutdown(true, false);
+        pool
+    });
+    assert!(f.result(Some(HANG)).is_err(), "{:?}", f.result(Some(HANG)));
+    drop(pool);
+
+    let (pool, f) = hung_in_initializer();
+    let outcome = guarded("shutdown_within", move || {
+        pool.shutdown_within(Duration::from_millis(100), false)
+    });
+    assert_ne!(outcome, concurrent_futures::ShutdownOutcome::Finished);
+    assert!(f.result(Some(HANG)).is_err(), "{:?}", f.result(Some(HANG)));
 }
 
 // ------------------------------------------------------ large values --

@@ -12,11 +12,11 @@
 //!   task of a one-worker pool.
 
 mod common;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{HANG, ended_within_hang_guard, wait, wait_until};
+use common::{HANG, ended_within_hang_guard, guarded, wait, wait_until};
 use concurrent_futures::{Error, Executor, ExecutorExt, Future, ThreadPoolExecutor};
 
 const ROUND_GUARD: Duration = Duration::from_secs(10);
@@ -408,4 +408,127 @@ fn t8_a_subtask_pushed_as_the_pool_breaks_is_failed_not_left_to_a_waiter_that_ca
         );
     }
     println!("{rounds} rounds");
+}
+
+/// More submitting threads than cores: one is often descheduled between
+/// its two looks at the shut-down flag, which is what the race needs.
+const RACERS: usize = 6;
+
+/// S3 ("`shutdown(wait=True)` blocks until every queued and running
+/// future has finished"), and the registry's own rule that a thread ending
+/// queued tasks outside the workers counts as one while it does, since
+/// their done-callbacks run there (`Live::sweepers`).
+///
+/// A first fix of the subtask stranded as the pool breaks (above) made
+/// `Registry::inject` call `fail_queued()` whenever a push saw the pool
+/// broken, also on a submitting thread that is no worker (`external`). That thread then takes *every* queued task of the pool,
+/// other threads' tasks submitted long before among them, and fails them,
+/// running their done-callbacks, without being counted (`cancel_queued`
+/// enters a `Sweep`; `fail_queued` does not). The workers find the queues
+/// empty and retire, and `shutdown(wait = true)` on a third thread returns
+/// while a queued task's callback is still running (or before the task is
+/// even failed: it is stolen, not yet failed).
+///
+/// Racy by nature (a submit must be between its two looks at the
+/// shut-down flag as the initializer's panic breaks the pool), so it runs
+/// rounds until a submitter fails a queued task (on the current code: in
+/// the first round or two). The break's own sweep takes 200 µs per
+/// callback, so a submitter that joins it gets some of the 200 tasks.
+/// Without the bug, no round ever runs a queued task's callback on a
+/// submitter and the test passes after its time budget.
+#[test]
+fn s3_shutdown_wait_waits_for_callbacks_of_queued_tasks_a_racing_submit_fails_on_a_broken_pool() {
+    let end = Instant::now() + Duration::from_secs(3);
+    let (mut rounds, mut on_submitter, mut early) = (0, 0, 0);
+    while Instant::now() < end && rounds < 2000 && early == 0 {
+        rounds += 1;
+        let init_gate = common::Gate::new();
+        let g = init_gate.clone();
+        let pool = Arc::new(
+            ThreadPoolExecutor::builder()
+                .max_workers(1)
+                .thread_name_prefix("brk")
+                .initializer(move || {
+                    g.wait();
+                    panic!("the initializer fails");
+                })
+                .build()
+                .unwrap(),
+        );
+        // Queued long before the race: ordinary tasks of the pool, each
+        // with a done-callback that takes a while (logs, I/O) when it runs
+        // on a submitting thread.
+        let in_cb_on_racer = Arc::new(AtomicUsize::new(0));
+        let cbs_finished_on_racer = Arc::new(AtomicUsize::new(0));
+        let queued: Vec<_> = (0..200)
+            .map(|_| {
+                let f = pool.spawn(|| 0usize);
+                let (inn, fin) = (in_cb_on_racer.clone(), cbs_finished_on_racer.clone());
+                f.add_done_callback(move |_| {
+                    let name = std::thread::current().name().unwrap_or("").to_string();
+                    if name.starts_with("racer") {
+                        inn.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(300));
+                        fin.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        // The break's own sweep takes a moment per task,
+                        // as real callbacks do.
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                });
+                f
+            })
+            .collect();
+        let spawned = Arc::new(AtomicUsize::new(0));
+        let racers_done = Arc::new(AtomicUsize::new(0));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|r| {
+                let (p, s, d) = (pool.clone(), spawned.clone(), racers_done.clone());
+                std::thread::Builder::new()
+                    .name(format!("racer{r}"))
+                    .spawn(move || {
+                        let deadline = Instant::now() + HANG;
+                        loop {
+                            let f = p.spawn(|| 0usize);
+                            s.fetch_add(1, Ordering::SeqCst);
+                            if f.done() || Instant::now() > deadline {
+                                break;
+                            }
+                        }
+                        d.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .unwrap()
+            })
+            .collect();
+        wait_until("the racers submit", || spawned.load(Ordering::SeqCst) >= 20);
+        init_gate.open();
+        wait_until("the racers end or run a queued task's callback", || {
+            racers_done.load(Ordering::SeqCst) == RACERS
+                || in_cb_on_racer.load(Ordering::SeqCst) > 0
+        });
+        if in_cb_on_racer.load(Ordering::SeqCst) > 0 {
+            on_submitter += 1;
+            let p = pool.clone();
+            guarded("shutdown(wait)", move || p.shutdown(true, false));
+            if cbs_finished_on_racer.load(Ordering::SeqCst) < in_cb_on_racer.load(Ordering::SeqCst)
+            {
+                early += 1;
+            }
+        }
+        for r in racers {
+            guarded("a racer", move || r.join().unwrap());
+        }
+        for f in queued {
+            assert!(matches!(f.result(Some(HANG)), Err(Error::Broken { .. })));
+        }
+    }
+    eprintln!(
+        "{rounds} rounds; a submitter failed queued tasks in {on_submitter}; \
+         shutdown(wait) returned during their callbacks in {early}"
+    );
+    assert_eq!(
+        early, 0,
+        "shutdown(wait = true) returned while a queued task's done-callback still ran \
+         on a submitting thread that failed it (Registry::inject -> fail_queued, no Sweep)"
+    );
 }

@@ -97,7 +97,8 @@ impl<R: Send + Sync + 'static> Entry for ChunkEntry<R> {
                 }
             }
             Err(e) => {
-                agg.first_error.get_or_insert(e);
+                agg.first_error
+                    .get_or_insert(crate::map::chunk_error::<R>(e, self.items));
             }
         }
         if agg.first_error.is_some() {

@@ -100,7 +100,10 @@ impl<'a, R: Portable + Sync> ImapUnordered<'a, R> {
         let n = lock(&self.lens).remove(&index).unwrap_or(1);
         match outcome {
             Ok(items) => self.ready.extend(items.into_results(self.arg_type)),
-            Err(e) => self.ready.extend(std::iter::repeat_n(e, n).map(Err)),
+            Err(e) => {
+                let e = crate::map::chunk_error::<R>(e, n);
+                self.ready.extend(std::iter::repeat_n(e, n).map(Err))
+            }
         }
     }
 }

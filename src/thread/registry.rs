@@ -172,11 +172,16 @@ impl Registry {
         if self.is_shutdown() {
             match self.fate() {
                 Fate::Cancel => self.cancel_queued(),
-                // The break's sweep may have passed this deque already, and
-                // the waiting task cannot run a task the pool fails (T10):
-                // left there, it waited for ever (found by review).
-                Fate::Fail => self.fail_queued(),
-                Fate::Run => {}
+                // A push to a task's own deque: the break's sweep may have
+                // passed it already, and the waiting task cannot run a task
+                // the pool fails (T10): left there, it waited for ever
+                // (found by review). Not for an outside push, which goes to
+                // the inbox (settled below): failing every queued task on
+                // a user's thread, unseen by shutdown's wait for sweepers,
+                // let `shutdown(wait = true)` return before their
+                // callbacks had run (found by review of that fix).
+                Fate::Fail if !external => self.fail_queued(),
+                Fate::Fail | Fate::Run => {}
             }
             if external {
                 self.settle_raced_submit();
