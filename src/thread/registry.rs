@@ -175,13 +175,22 @@ impl Registry {
                 // A push to a task's own deque: the break's sweep may have
                 // passed it already, and the waiting task cannot run a task
                 // the pool fails (T10): left there, it waited for ever
-                // (found by review). Not for an outside push, which goes to
-                // the inbox (settled below): failing every queued task on
-                // a user's thread, unseen by shutdown's wait for sweepers,
-                // let `shutdown(wait = true)` return before their
-                // callbacks had run (found by review of that fix).
-                Fate::Fail if !external => self.fail_queued(),
-                Fate::Fail | Fate::Run => {}
+                // (found by review). Only this deque, this worker's own
+                // charge: failing every queued task here (a first version)
+                // also ran other submitters' callbacks in this `submit`,
+                // and from an outside submitter, unseen by shutdown's wait
+                // for sweepers, let `shutdown(wait = true)` return before
+                // they had run (found by review of that fix). An outside
+                // push goes to the inbox, settled below.
+                Fate::Fail => {
+                    if let Some(own) = local {
+                        let error = self.refusal();
+                        while let Some(job) = own.pop() {
+                            job.fail(error.clone());
+                        }
+                    }
+                }
+                Fate::Run => {}
             }
             if external {
                 self.settle_raced_submit();
