@@ -447,6 +447,7 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
             // Its result was read meanwhile, or an earlier verdict found
             // it finished.
             let mut stall = Stall::default();
+            let mut tries = f.tries;
             let verdict = if link.in_flight.front().map(|p| p.task_id) != Some(f.task_id)
                 || (link.head_spared() && !f.past_spare)
             {
@@ -475,15 +476,22 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                     Verdict::Defer {
                         waiting: Some(progress),
                     } => {
-                        // Counted only while the worker is stopped: one
-                        // that would not stop may yet write, and a kill
-                        // must not land in the task after (as for `Kill`).
-                        stall = if stopped {
+                        // Counted while the worker is stopped: one that
+                        // would not stop may yet write, and a kill must not
+                        // land in the task after. As for `Kill`, a worker
+                        // that will not stop uses up tries, and out of them
+                        // the parent's view it is: counted anyway, so that
+                        // the limit holds in the end (found by review).
+                        if !stopped {
+                            tries = f.tries + 1;
+                        }
+                        let counted = stopped || tries >= MAX_TRIES;
+                        stall = if counted {
                             f.stall.waiting(progress)
                         } else {
                             f.stall
                         };
-                        if stopped && stall.seen >= MAX_STALLS {
+                        if counted && stall.seen >= MAX_STALLS {
                             // Withdrawn from the reader, which would
                             // settle it again once the kill ends the frame.
                             link.reader_mark
@@ -530,7 +538,7 @@ pub(crate) fn settle(shared: &Shared, mut freezes: Vec<Freeze>) {
                     link.stop_retry = Some(StopRetry {
                         task_id: f.task_id,
                         reason: reason.clone(),
-                        tries: f.tries,
+                        tries,
                         stall,
                         quiet,
                         at: now + BEHIND_RECHECK,
