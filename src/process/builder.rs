@@ -184,7 +184,11 @@ impl ProcessPoolBuilder {
     /// A time limit for every task, counted from when the worker starts it
     /// (pebble L8). On expiry the worker is killed and replaced and the task
     /// fails with [`Error::TaskTimeout`]. See also
-    /// [`ProcessPoolExecutor::submit_with_timeout`].
+    /// [`ProcessPoolExecutor::submit_with_timeout`]. "Starts" as the parent
+    /// sees it: when the result before it has been read, or, for a task
+    /// sent to an idle worker, when it is sent, so that the limit covers
+    /// the argument's transfer and decoding in the worker, and the result's
+    /// encoding (tens of milliseconds for tens of megabytes).
     ///
     /// The limit is a floor, not an exact time: the parent's supervisor
     /// thread enforces it, and on busy CPUs it runs a few milliseconds late
