@@ -4,6 +4,7 @@
 //! (S14). Each must return, and every result must be right or failed, never
 //! lost. Long timeouts are hang guards only; no test asserts a duration.
 
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use concurrent_futures::{Error, ExecutorExt, Pool, ProcessPoolExecutor};
@@ -117,5 +118,64 @@ fn s14_forced_stops_of_a_broken_pool_are_quiet() {
     assert!(
         matches!(later, Err(Error::Broken { .. }) | Err(Error::Shutdown)),
         "{later:?}"
+    );
+}
+
+/// An initializer that does not return in any test's lifetime: its worker
+/// ends only by a signal.
+fn initializer_never_returns() {
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// Runs `shutdown(wait = true)` on another thread and says whether it
+/// returned within `guard`. If not, a second `kill_workers` (which finds
+/// every worker by then) rescues the pool so the test can go on.
+fn shutdown_wait_returns_within(pool: &Arc<ProcessPoolExecutor>, guard: Duration) -> bool {
+    let (tx, rx) = mpsc::channel();
+    let p = pool.clone();
+    std::thread::spawn(move || {
+        p.shutdown(true, false);
+        let _ = tx.send(());
+    });
+    let returned = rx.recv_timeout(guard).is_ok();
+    if !returned {
+        pool.kill_workers();
+        rx.recv_timeout(HANG)
+            .expect("shutdown(wait) returned after a second kill_workers");
+    }
+    returned
+}
+
+/// S14, P5: `kill_workers` reaches every worker, serving or starting,
+/// including one the supervisor is spawning at that moment (taken off the
+/// wanted count, not yet listed as starting). Such a worker, missed, would
+/// run its never-ending initializer for ever and hold `shutdown(wait)`.
+/// The kills are spread over the supervisor's starts by small sleeps; no
+/// timing is asserted (the 10 s guard is a hang guard).
+#[test]
+fn s14_kill_workers_reaches_a_worker_the_supervisor_is_spawning() {
+    let rounds = 12;
+    let mut hung = 0;
+    for round in 0..rounds {
+        let pool = Arc::new(
+            ProcessPoolExecutor::builder()
+                .max_workers(4)
+                .initializer(initializer_never_returns)
+                .test_harness()
+                .build()
+                .expect("a pool builds"),
+        );
+        let queued = pool.submit(double, 21);
+        std::thread::sleep(Duration::from_millis(1 + round));
+        pool.kill_workers();
+        if !shutdown_wait_returns_within(&pool, Duration::from_secs(10)) {
+            hung += 1;
+        }
+        assert!(queued.result(Some(HANG)).is_err());
+    }
+    assert_eq!(
+        hung, 0,
+        "shutdown(wait) after kill_workers() hung in {hung} of {rounds} rounds: \
+         a worker being spawned when kill_workers() ran was never signalled"
     );
 }

@@ -168,6 +168,17 @@ impl HardStop {
             reason: reason.into(),
         }
     }
+
+    /// The signal for a worker that was still being spawned when the stop
+    /// came, and so was in no list the stop signalled. It holds no task:
+    /// nothing is lost by killing it outright, except where the user asked
+    /// for SIGTERM only (`terminate_workers`).
+    pub(crate) fn late_signal(self) -> libc::c_int {
+        match self {
+            HardStop::Kill | HardStop::Deadline => libc::SIGKILL,
+            HardStop::Terminate => libc::SIGTERM,
+        }
+    }
 }
 
 /// Limits that `dispatch` obeys.

@@ -134,12 +134,22 @@ fn start_worker(shared: &Arc<Shared>, id: u64) {
     match os::spawn_worker(cmd, c.hold_stdout) {
         Ok(spawned) => {
             let child = Arc::new(Mutex::new(spawned.child));
-            lock(&shared.state).starting.push(Starting {
+            let mut st = lock(&shared.state);
+            st.starting.push(Starting {
                 id,
                 since: Instant::now(),
                 child: child.clone(),
                 initializing: false,
             });
+            // A hard stop (`kill_workers` and the like) that came while this
+            // worker was being spawned found it in neither `links` nor
+            // `starting`, and so did not signal it: do it here. A stop that
+            // comes later finds it in `starting`.
+            let late_stop = st.hard_stop;
+            drop(st);
+            if let Some(why) = late_stop {
+                let _ = lock(&child).signal(why.late_signal());
+            }
             shared.cond.notify_all();
             let s2 = shared.clone();
             let (to, from) = (spawned.to_worker, spawned.from_worker);
