@@ -17,16 +17,38 @@ use common::{FileGate, HANG, await_file, guarded, wait_at_most, wait_until};
 /// Names (through `worker_env`) the directory [`first_ok_then_fail`] uses.
 const INIT_DIR: &str = "CF_RESEND_INIT_DIR";
 
+/// A pool of `workers` whose workers run `initializer`, told `dir` through
+/// [`INIT_DIR`] (a `fn` item: the pool refuses fn pointers).
+fn pool_with_initializer(
+    workers: usize,
+    dir: &TempDir,
+    initializer: impl Fn() + Copy + Send + Sync + 'static,
+) -> ProcessPoolExecutor {
+    ProcessPoolExecutor::builder()
+        .max_workers(workers)
+        .test_harness()
+        .worker_env(INIT_DIR, &dir.0)
+        .initializer(initializer)
+        .build()
+        .unwrap()
+}
+
+/// Whether this worker is the first of the test's pool to ask: the one
+/// that creates `<dir>/first`.
+fn is_first_worker(dir: &str) -> bool {
+    let first = std::path::Path::new(dir).join("first");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(first)
+        .is_ok()
+}
+
 /// Initializer: the first worker to run it succeeds; every later one waits
 /// until `<dir>/break` exists, then panics, which breaks the pool.
 fn first_ok_then_fail() {
     let dir = std::env::var(INIT_DIR).expect("INIT_DIR is set");
-    let first = std::path::Path::new(&dir).join("first");
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&first);
-    if created.is_ok() {
+    if is_first_worker(&dir) {
         return;
     }
     await_file(&format!("{dir}/break"));
@@ -68,13 +90,7 @@ impl Drop for TempDir {
 #[test]
 fn p7_a_task_sent_ahead_to_a_worker_dying_after_the_pool_broke_fails_as_broken() {
     let dir = TempDir::new("broken");
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(2)
-        .test_harness()
-        .worker_env(INIT_DIR, &dir.0)
-        .initializer(first_ok_then_fail)
-        .build()
-        .unwrap();
+    let pool = pool_with_initializer(2, &dir, first_ok_then_fail);
     // Worker A serves; worker B waits in its initializer.
     wait_until("worker A serves", || pool.worker_pids().len() == 1);
     let crash = FileGate::new("resend-broken");
@@ -169,12 +185,7 @@ fn p7_a_task_sent_ahead_to_a_crashed_worker_runs_on_its_replacement() {
 /// until `<dir>/go` exists (a replacement held in its start).
 fn first_ok_then_wait() {
     let dir = std::env::var(INIT_DIR).expect("INIT_DIR is set");
-    let first = std::path::Path::new(&dir).join("first");
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&first);
-    if created.is_ok() {
+    if is_first_worker(&dir) {
         return;
     }
     await_file(&format!("{dir}/go"));
@@ -186,13 +197,7 @@ fn first_ok_then_wait() {
 /// worker died and `behind` is back in the pool's queue, waiting for the
 /// held replacement.
 fn behind_a_crash(dir: &TempDir) -> (ProcessPoolExecutor, concurrent_futures::Future<u64>) {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .test_harness()
-        .worker_env(INIT_DIR, &dir.0)
-        .initializer(first_ok_then_wait)
-        .build()
-        .unwrap();
+    let pool = pool_with_initializer(1, dir, first_ok_then_wait);
     wait_until("the worker serves", || pool.worker_pids().len() == 1);
     let crash = FileGate::new("resend-pending");
     let head = pool.submit(exit_after_gate, crash.arg());

@@ -5,37 +5,24 @@
 //! never ended a worker stalled in the middle of a result frame; and one
 //! that a large result crossing the pipe is not taken for such a stall.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use concurrent_futures::{Error, ExecutorExt, ProcessPoolExecutor};
+use concurrent_futures::{Error, ExecutorExt};
 
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{FileGate, HANG, await_file, guarded, pid_after_gate, wait_at_most, wait_until};
-
-static CONTS: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn on_sigcont(_: libc::c_int) {
-    CONTS.fetch_add(1, Ordering::SeqCst);
-}
+use common::stop::{
+    RESULT_FD, kill_and_reap, one_worker, sigconts_while_sleeping, write_partial_frame,
+};
+use common::{FileGate, HANG, await_file, pid_after_gate, wait_at_most, wait_until};
 
 /// Task: counts the SIGCONTs its worker gets (each one ends a freeze of
 /// the worker by the pool) while it sleeps `ms`, then opens the gate
 /// `done` and returns the count.
 fn count_freezes((ms, done): (u64, String)) -> u64 {
-    // SAFETY: installs a handler that only increments an atomic.
-    unsafe {
-        libc::signal(
-            libc::SIGCONT,
-            on_sigcont as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-    }
-    CONTS.store(0, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(ms));
-    let n = CONTS.load(Ordering::SeqCst);
+    let n = sigconts_while_sleeping(ms);
     std::fs::write(&done, b"").unwrap();
     n
 }
@@ -52,12 +39,7 @@ fn count_freezes((ms, done): (u64, String)) -> u64 {
 /// innocent task) thousands of times. A spared head is now past any stop.
 #[test]
 fn l8_a_spared_head_whose_result_waits_is_not_frozen_again_and_again() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(2)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker().prefetch(2).build().unwrap();
     let gate = FileGate::new("review-spare-loop");
     let b_gate = FileGate::new("review-spare-loop-b");
     let c_done = FileGate::new("review-spare-loop-c");
@@ -108,11 +90,7 @@ fn ignore_term_then_sleep((ms, ready): (u64, String)) -> u32 {
 /// stopped it, `Error::Broken`).
 #[test]
 fn l8_a_timeout_after_a_survived_terminate_workers_is_a_task_timeout() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker().build().unwrap();
     let limit = Duration::from_millis(1500);
     let ready = FileGate::new("review-term-survivor");
     let f = pool.submit_with_timeout(ignore_term_then_sleep, (20_000, ready.arg()), limit);
@@ -124,17 +102,10 @@ fn l8_a_timeout_after_a_survived_terminate_workers_is_a_task_timeout() {
     assert_eq!(outcome, Err(Error::TaskTimeout { limit }));
 }
 
-/// The worker's result pipe (see tests/process_faults.rs).
-const RESULT_FD: i32 = 4;
-
 /// Task: writes the start of a frame (announcing 1,000 bytes, giving 10)
 /// to its worker's result pipe, then stalls for `secs`.
 fn stall_mid_frame(secs: u64) -> u32 {
-    let mut bytes = 1000u32.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&[3; 10]);
-    // SAFETY: writes a live buffer to the worker's own result pipe.
-    let n = unsafe { libc::write(RESULT_FD, bytes.as_ptr().cast(), bytes.len()) };
-    assert_eq!(n, bytes.len() as isize);
+    write_partial_frame();
     std::thread::sleep(Duration::from_secs(secs));
     std::process::id()
 }
@@ -147,11 +118,7 @@ fn stall_mid_frame(secs: u64) -> u32 {
 /// for about a second, is a stall: the worker is killed.
 #[test]
 fn l8_a_task_past_its_limit_is_stopped_while_the_reader_waits_inside_a_stalled_frame() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker().build().unwrap();
     let limit = Duration::from_millis(200);
     let f = pool.submit_with_timeout(stall_mid_frame, 30, limit);
     let outcome = f.result(Some(Duration::from_secs(15))).cloned();
@@ -195,11 +162,7 @@ fn slow_text_of(n: usize) -> String {
 /// reader, reading at once, looked current for the whole frame.
 #[test]
 fn l8_a_large_result_still_crossing_the_pipe_when_its_limit_passes_is_delivered() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker().build().unwrap();
     // Long enough to cross that a count of checks alone would call it a
     // stall: more than a second here.
     let size = 160 << 20;
@@ -231,11 +194,7 @@ fn l8_a_large_result_still_crossing_the_pipe_when_its_limit_passes_is_delivered(
 /// stalls for `secs`.
 fn stall_mid_frame_after_gate((gate, written, secs): (String, String, u64)) -> u32 {
     await_file(&gate);
-    let mut bytes = 1000u32.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&[3; 10]);
-    // SAFETY: writes a live buffer to the worker's own result pipe.
-    let n = unsafe { libc::write(RESULT_FD, bytes.as_ptr().cast(), bytes.len()) };
-    assert_eq!(n, bytes.len() as isize);
+    write_partial_frame();
     std::fs::write(&written, b"").unwrap();
     std::thread::sleep(Duration::from_secs(secs));
     std::process::id()
@@ -249,12 +208,7 @@ fn stall_mid_frame_after_gate((gate, written, secs): (String, String, u64)) -> u
 /// fix). A spare is now checked again once the reader reads on.
 #[test]
 fn l8_a_task_stalled_mid_frame_while_the_reader_ran_a_callback_is_stopped_at_its_limit() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(2)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker().prefetch(2).build().unwrap();
     let a_gate = FileGate::new("review-fix-spared-stall-a");
     let b_gate = FileGate::new("review-fix-spared-stall-b");
     let written = FileGate::new("review-fix-spared-stall-written");
@@ -276,9 +230,7 @@ fn l8_a_task_stalled_mid_frame_while_the_reader_ran_a_callback_is_stopped_at_its
     });
     a_gate.open();
     let outcome = b.result(Some(Duration::from_secs(15))).cloned();
-    pool.kill_workers();
-    let pool = std::sync::Arc::new(pool);
-    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    kill_and_reap(pool);
     assert_eq!(
         outcome,
         Err(Error::TaskTimeout { limit }),
@@ -291,11 +243,7 @@ fn l8_a_task_stalled_mid_frame_while_the_reader_ran_a_callback_is_stopped_at_its
 /// to its worker's result pipe at once, opens `written`, then stalls for
 /// `secs`.
 fn stall_mid_frame_at_once((written, secs): (String, u64)) -> u32 {
-    let mut bytes = 1000u32.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&[3; 10]);
-    // SAFETY: writes a live buffer to the worker's own result pipe.
-    let n = unsafe { libc::write(RESULT_FD, bytes.as_ptr().cast(), bytes.len()) };
-    assert_eq!(n, bytes.len() as isize);
+    write_partial_frame();
     std::fs::write(&written, b"").unwrap();
     std::thread::sleep(Duration::from_secs(secs));
     std::process::id()
@@ -310,11 +258,9 @@ fn stall_mid_frame_at_once((written, secs): (String, u64)) -> u32 {
 /// stopped and C, behind B, never ran (found by review of the stall fix).
 #[test]
 fn kill_on_cancel_stops_a_cancelled_task_stalled_mid_frame_behind_a_reader_that_is_behind() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
+    let pool = one_worker()
         .prefetch(3)
         .kill_on_cancel(true)
-        .test_harness()
         .build()
         .unwrap();
     wait_until("the worker serves", || pool.worker_pids().len() == 1);
@@ -338,9 +284,7 @@ fn kill_on_cancel_stops_a_cancelled_task_stalled_mid_frame_behind_a_reader_that_
     assert!(wait_at_most(a, HANG).is_ok());
     let c = pool.submit(double, 4);
     let outcome = c.result(Some(Duration::from_secs(15))).cloned();
-    pool.kill_workers();
-    let pool = std::sync::Arc::new(pool);
-    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    kill_and_reap(pool);
     assert_eq!(
         outcome,
         Ok(8),
@@ -367,11 +311,9 @@ fn double(x: u64) -> u64 {
 /// on B's stop again: the worker is never stopped and C never runs.
 #[test]
 fn kill_on_cancel_stops_a_cancelled_task_stalled_mid_frame_after_a_spared_head_with_a_time_limit() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
+    let pool = one_worker()
         .prefetch(3)
         .kill_on_cancel(true)
-        .test_harness()
         .build()
         .unwrap();
     wait_until("the worker serves", || pool.worker_pids().len() == 1);
@@ -402,9 +344,7 @@ fn kill_on_cancel_stops_a_cancelled_task_stalled_mid_frame_after_a_spared_head_w
     );
     let c = pool.submit(double, 4);
     let outcome = c.result(Some(Duration::from_secs(15))).cloned();
-    pool.kill_workers();
-    let pool = std::sync::Arc::new(pool);
-    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    kill_and_reap(pool);
     assert_eq!(
         outcome,
         Ok(8),
@@ -431,12 +371,7 @@ fn kill_on_cancel_stops_a_cancelled_task_stalled_mid_frame_after_a_spared_head_w
 #[test]
 fn l8_a_task_stalled_mid_frame_behind_a_finished_task_whose_stop_was_left_to_the_reader_is_stopped()
 {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(4)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker().prefetch(4).build().unwrap();
     wait_until("the worker serves", || pool.worker_pids().len() == 1);
     let y_gate = FileGate::new("review2-stale-deferred-y");
     let za_gate = FileGate::new("review2-stale-deferred-za");
@@ -466,9 +401,7 @@ fn l8_a_task_stalled_mid_frame_behind_a_finished_task_whose_stop_was_left_to_the
         "A finished in time in its worker"
     );
     let outcome = b.result(Some(Duration::from_secs(15))).cloned();
-    pool.kill_workers();
-    let pool = std::sync::Arc::new(pool);
-    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    kill_and_reap(pool);
     assert_eq!(
         outcome,
         Err(concurrent_futures::Error::TaskTimeout { limit }),
@@ -484,12 +417,7 @@ fn l8_a_task_stalled_mid_frame_behind_a_finished_task_whose_stop_was_left_to_the
 /// found by review).
 #[test]
 fn l8_a_stop_left_to_a_busy_reader_does_not_freeze_the_worker_again_and_again() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .prefetch(4)
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker().prefetch(4).build().unwrap();
     wait_until("the worker serves", || pool.worker_pids().len() == 1);
     let y_gate = FileGate::new("busy-reader-y");
     let za_gate = FileGate::new("busy-reader-za");

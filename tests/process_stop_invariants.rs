@@ -7,7 +7,6 @@
 //! hang guard, and the busy-loop check counts wake-ups with a margin of
 //! a hundred.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use concurrent_futures::{Error, ExecutorExt, ProcessPoolExecutor};
@@ -15,7 +14,8 @@ use concurrent_futures::{Error, ExecutorExt, ProcessPoolExecutor};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
-use common::{FileGate, HANG, guarded, wait_at_most, wait_until};
+use common::stop::{hold_stop, kill_and_reap, sigconts_while_sleeping, write_partial_frame};
+use common::{FileGate, HANG, wait_at_most, wait_until};
 
 /// Held while a test of this file builds a pool, so that the supervisor
 /// test can tell its pool's supervisor thread from the others.
@@ -50,57 +50,12 @@ fn build_seeing_supervisor(
     (pool, mine.into_iter().min().unwrap())
 }
 
-/// The worker's result pipe (see tests/process_faults.rs).
-const RESULT_FD: i32 = 4;
-
-/// Leaves a thread of this process in a CLONE_VFORK wait for `ms` (as in
-/// tests/process_stop_verdict.rs): a SIGSTOP of the worker then never
-/// completes a group stop while it lasts, so the worker never counts as
-/// stopped (a thread held in the kernel, as `freeze.rs` describes).
-fn hold_stop(ms: u64) {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        // SAFETY: clone without CLONE_VM is a fork (a copy-on-write copy of
-        // this thread); the child only calls nanosleep and _exit, both
-        // async-signal-safe. CLONE_VFORK makes this thread wait for it.
-        unsafe {
-            let _ = tx.send(());
-            let r = libc::syscall(
-                libc::SYS_clone,
-                (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            );
-            if r == 0 {
-                let ts = libc::timespec {
-                    tv_sec: (ms / 1000) as libc::time_t,
-                    tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-                };
-                libc::nanosleep(&ts, std::ptr::null_mut());
-                libc::_exit(0);
-            }
-            if r > 0 {
-                libc::waitpid(r as libc::pid_t, std::ptr::null_mut(), 0);
-            }
-        }
-    });
-    let _ = rx.recv();
-    // Margin for the thread to enter the clone (not a timing assertion).
-    std::thread::sleep(Duration::from_millis(50));
-}
-
 /// Task: leaves a thread held in the kernel for `hold` ms (the worker will
 /// not stop meanwhile), writes the start of a frame (announcing 1,000
 /// bytes, giving 10) to its worker's result pipe, then sleeps `secs`.
 fn unstoppable_stall_mid_frame((hold, secs): (u64, u64)) -> u32 {
     hold_stop(hold);
-    let mut bytes = 1000u32.to_le_bytes().to_vec();
-    bytes.extend_from_slice(&[3; 10]);
-    // SAFETY: writes a live buffer to the worker's own result pipe.
-    let n = unsafe { libc::write(RESULT_FD, bytes.as_ptr().cast(), bytes.len()) };
-    assert_eq!(n, bytes.len() as isize);
+    write_partial_frame();
     std::thread::sleep(Duration::from_secs(secs));
     std::process::id()
 }
@@ -122,9 +77,7 @@ fn l8_a_task_stalled_mid_frame_whose_worker_will_not_stop_is_still_stopped_at_it
     // Held for a minute, the task sleeps 40 s: both past the guard below.
     let f = pool.submit_with_timeout(unstoppable_stall_mid_frame, (60_000u64, 40u64), limit);
     let outcome = f.result(Some(Duration::from_secs(15))).cloned();
-    pool.kill_workers();
-    let pool = std::sync::Arc::new(pool);
-    guarded("shutdown(wait = true)", move || pool.shutdown(true, false));
+    kill_and_reap(pool);
     assert_eq!(
         outcome,
         Err(Error::TaskTimeout { limit }),
@@ -133,25 +86,10 @@ fn l8_a_task_stalled_mid_frame_whose_worker_will_not_stop_is_still_stopped_at_it
     );
 }
 
-static CONTS: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn on_sigcont(_: libc::c_int) {
-    CONTS.fetch_add(1, Ordering::SeqCst);
-}
-
 /// Task (as in tests/process_stop_edges.rs): counts the SIGCONTs its
 /// worker gets (each one ends a freeze by the pool) while it sleeps `ms`.
 fn count_freezes(ms: u64) -> u64 {
-    // SAFETY: installs a handler that only increments an atomic.
-    unsafe {
-        libc::signal(
-            libc::SIGCONT,
-            on_sigcont as extern "C" fn(libc::c_int) as libc::sighandler_t,
-        );
-    }
-    CONTS.store(0, Ordering::SeqCst);
-    std::thread::sleep(Duration::from_millis(ms));
-    CONTS.load(Ordering::SeqCst)
+    sigconts_while_sleeping(ms)
 }
 
 /// A healthy pool with time limits (every task well within its limit:

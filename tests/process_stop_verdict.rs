@@ -3,7 +3,7 @@
 //! frozen for another stop, and when the worker is slow to stop
 //! (`src/process/freeze.rs`; decision 4, L8). Found by review.
 //!
-//! The tool: `hold_stop(ms)` leaves a thread in the worker blocked in a
+//! The tool: `start_holding_stop(ms)` (tests/common/stop.rs) leaves a thread in the worker blocked in a
 //! vfork-style clone (CLONE_VFORK: the parent thread waits, killably but
 //! not interruptibly, until the child exits) for `ms`. A SIGSTOP of the
 //! worker then stops its main thread at once, but the group stop (what
@@ -19,43 +19,14 @@ use concurrent_futures::{Error, ExecutorExt, ProcessPoolExecutor};
 concurrent_futures::process_pool_test_worker!();
 
 mod common;
+use common::stop::start_holding_stop;
 use common::{FileGate, pid_after_gate, wait};
-
-/// Leaves a thread of this process in a CLONE_VFORK wait for `ms`.
-fn hold_stop(ms: u64) {
-    std::thread::spawn(move || {
-        // SAFETY: clone without CLONE_VM is a fork (a copy-on-write copy of
-        // this thread); the child only calls nanosleep and _exit, both
-        // async-signal-safe. CLONE_VFORK makes this thread wait for it.
-        unsafe {
-            let r = libc::syscall(
-                libc::SYS_clone,
-                (libc::CLONE_VFORK | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            );
-            if r == 0 {
-                let ts = libc::timespec {
-                    tv_sec: (ms / 1000) as libc::time_t,
-                    tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
-                };
-                libc::nanosleep(&ts, std::ptr::null_mut());
-                libc::_exit(0);
-            }
-            if r > 0 {
-                libc::waitpid(r as libc::pid_t, std::ptr::null_mut(), 0);
-            }
-        }
-    });
-}
 
 /// A task that (optionally) leaves a thread holding up a stop for
 /// `hold` ms, then returns after `ms` ms.
 fn finish_leaving_stop_held((hold, ms): (u64, u64)) -> u32 {
     if hold > 0 {
-        hold_stop(hold);
+        let _ = start_holding_stop(hold);
     }
     std::thread::sleep(Duration::from_millis(ms));
     std::process::id()
