@@ -15,8 +15,10 @@
 pub(crate) mod core;
 mod promise;
 mod slot;
+mod task_end;
 
 pub use promise::Promise;
+pub(crate) use task_end::TaskEnd;
 
 use std::fmt;
 use std::hash::{Hash, Hasher};

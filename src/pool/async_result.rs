@@ -1,9 +1,12 @@
 //! [`AsyncResult`] and [`Callbacks`]: what `apply_async` and `map_async`
 //! hand back, and what they run when the result arrives.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::future::TaskEnd;
+use crate::sync::{Mutex, lock};
 use crate::{Error, Future, Promise};
 
 /// The result of [`Pool::apply_async`](crate::Pool::apply_async) and
@@ -19,6 +22,12 @@ use crate::{Error, Future, Promise};
 /// [`Pool::terminate`](crate::Pool::terminate)).
 pub struct AsyncResult<T> {
     fut: Future<T>,
+    /// The id of the executor that runs the tasks.
+    pool: u64,
+    /// The ends of the tasks behind the result, not yet seen ended: a
+    /// worker of their thread pool waits on these first, and so runs a
+    /// task still queued there itself (T10; see [`TaskEnd`]).
+    tasks: Mutex<VecDeque<TaskEnd>>,
 }
 
 impl<T: Send + Sync + 'static> AsyncResult<T> {
@@ -26,7 +35,17 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
     /// (`Executor::__thread_pool_id`).
     pub(crate) fn new(pool: u64) -> (Promise<T>, AsyncResult<T>) {
         let (promise, fut) = Promise::for_task_result(pool);
-        (promise, AsyncResult { fut })
+        let result = AsyncResult {
+            fut,
+            pool,
+            tasks: Mutex::new(VecDeque::new()),
+        };
+        (promise, result)
+    }
+
+    /// Adds a task whose end the result waits for.
+    pub(crate) fn behind<R: Send + Sync + 'static>(&mut self, task: &Future<R>) {
+        lock(&self.tasks).push_back(task.task_end());
     }
 
     /// Waits at most `timeout` (`None`: forever) and lends the value, or
@@ -34,21 +53,73 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
     /// (`multiprocessing.TimeoutError`); the task keeps running and `get`
     /// may be called again. Callable any number of times.
     ///
+    /// On a worker of a thread pool, waiting on a result of the same pool
+    /// runs its task there if it is still queued, as
+    /// [`Future::result`] does (T10): tasks that wait on each other's
+    /// results do not deadlock a pool whose every worker waits.
+    ///
     /// Don't call it from a pool callback for a result of the same pool:
     /// callbacks run on the thread that makes results ready.
     pub fn get(&self, timeout: Option<Duration>) -> Result<&T, Error> {
-        self.fut.result(timeout)
+        let deadline = crate::sync::deadline(timeout);
+        let outcome = if self.tasks_end_by(deadline) {
+            self.fut.result(left_until(deadline))
+        } else {
+            Err(Error::Timeout {
+                waited: Duration::ZERO,
+            })
+        };
+        match outcome {
+            Err(Error::Timeout { .. }) => Err(Error::Timeout {
+                waited: timeout.unwrap_or_default(),
+            }),
+            other => other,
+        }
     }
 
     /// Waits without limit and moves the value out (`get(None)` by value).
     pub fn into_result(self) -> Result<T, Error> {
+        self.tasks_end_by(None);
         self.fut.into_result()
     }
 
     /// Waits at most `timeout` (`None`: forever) for the result to be
     /// ready. Never fails (MP5); returns [`ready`](Self::ready).
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
-        !matches!(self.fut.exception(timeout), Err(Error::Timeout { .. }))
+        let deadline = crate::sync::deadline(timeout);
+        self.tasks_end_by(deadline)
+            && !matches!(
+                self.fut.exception(left_until(deadline)),
+                Err(Error::Timeout { .. })
+            )
+    }
+
+    /// On a worker of the tasks' thread pool: waits until every task
+    /// behind the result has ended, running or helping as it waits (see
+    /// [`TaskEnd`]); whether they ended by `deadline`. Elsewhere, and once
+    /// the result is ready, nothing to do: the result is waited on alone
+    /// (one wake-up, not one for each task), and the ends are dropped.
+    fn tasks_end_by(&self, deadline: Option<Instant>) -> bool {
+        if self.fut.done() || !crate::thread::is_worker_of(self.pool) {
+            if self.fut.done() {
+                lock(&self.tasks).clear();
+            }
+            return true;
+        }
+        loop {
+            let next = {
+                let mut tasks = lock(&self.tasks);
+                while tasks.front().is_some_and(TaskEnd::ended) {
+                    tasks.pop_front();
+                }
+                tasks.front().cloned()
+            };
+            match next {
+                None => return true,
+                Some(end) if end.wait_until(deadline) => {}
+                Some(_) => return false,
+            }
+        }
     }
 
     /// True once the result (value or error) is available.
@@ -67,6 +138,11 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
         }
         Ok(matches!(self.fut.exception(Some(Duration::ZERO)), Ok(None)))
     }
+}
+
+/// What is left of the time until `deadline` (`None`: no deadline).
+fn left_until(deadline: Option<Instant>) -> Option<Duration> {
+    deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
 impl<T> fmt::Debug for AsyncResult<T> {

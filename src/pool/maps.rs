@@ -84,7 +84,7 @@ impl Pool {
             .unwrap_or_else(|| default_chunksize(len, self.ex.max_workers()))
             .max(1);
         self.running(move || {
-            let (promise, result) = AsyncResult::new(self.ex.__thread_pool_id());
+            let (promise, mut result) = AsyncResult::new(self.ex.__thread_pool_id());
             let agg = Arc::new(Mutex::new(MapAgg {
                 slots: std::iter::repeat_with(|| None).take(len).collect(),
                 left: len,
@@ -115,6 +115,7 @@ impl Pool {
                 // which fails the job, stands for the items after it too,
                 // so that the job settles.
                 let n = if chunks.refused() { len - start } else { n };
+                result.behind(&fut);
                 let agg = agg.clone();
                 self.track(fut, move |fut| {
                     Box::new(ChunkEntry {

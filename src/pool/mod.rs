@@ -268,8 +268,9 @@ impl Pool {
         R: Portable + Sync,
     {
         self.running(|| {
-            let (promise, result) = AsyncResult::new(self.ex.__thread_pool_id());
+            let (promise, mut result) = AsyncResult::new(self.ex.__thread_pool_id());
             let fut = self.ex.submit(func, arg);
+            result.behind(&fut);
             self.track(fut, |fut| {
                 Box::new(ApplyEntry {
                     fut,

@@ -1,0 +1,163 @@
+//! A thread-pool `Pool`'s tasks that wait on each other's `AsyncResult`s
+//! (T10, PP20): a worker waiting on a result of its own pool runs the
+//! task itself if it is still queued, as it does for the executor's own
+//! futures, so a pool whose every worker waits does not deadlock. An
+//! `AsyncResult` is a promise the result-handling thread keeps after the
+//! task ends; the wait goes through the task first (found by review: a
+//! one-thread pool deadlocked). Every wait has a hang guard; no test
+//! asserts a duration.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use concurrent_futures::{AsyncResult, Callbacks, Error, ThreadPool, ThreadPoolExecutor};
+
+mod common;
+use common::{HANG, wait_until};
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// The pools and the hand-overs of the tests below, one set per test
+/// (tasks are `fn` items: what they share is static).
+static OUTSIDE: OnceLock<ThreadPool> = OnceLock::new();
+static LATER: Mutex<Option<AsyncResult<u64>>> = Mutex::new(None);
+static LATER_MAP: Mutex<Option<AsyncResult<Vec<u64>>>> = Mutex::new(None);
+static WAITER_RUNS: AtomicBool = AtomicBool::new(false);
+
+/// Task: waits until a result of its pool is handed over, then on it.
+fn wait_on_later(_: u64) -> u64 {
+    WAITER_RUNS.store(true, Ordering::SeqCst);
+    wait_until("the later task is submitted", || {
+        LATER.lock().unwrap().is_some()
+    });
+    let later = LATER.lock().unwrap().take().unwrap();
+    later.get(Some(HANG)).map(|v| v + 1).unwrap()
+}
+
+/// T10, PP20: A runs on the only thread and waits on the `AsyncResult` of
+/// B, submitted from outside after it (queued behind A). The wait runs B
+/// on A's thread.
+#[test]
+fn t10_a_task_waiting_on_a_later_apply_async_of_a_one_thread_pool_runs_it() {
+    let pool = OUTSIDE.get_or_init(|| ThreadPool::new(1).unwrap());
+    let a = pool.apply_async(wait_on_later, 0).unwrap();
+    wait_until("A runs", || WAITER_RUNS.load(Ordering::SeqCst));
+    *LATER.lock().unwrap() = Some(pool.apply_async(square, 6).unwrap());
+    assert_eq!(a.get(Some(HANG)), Ok(&37));
+}
+
+static MAP_POOL: OnceLock<ThreadPool> = OnceLock::new();
+static MAP_WAITER_RUNS: AtomicBool = AtomicBool::new(false);
+
+/// Task: waits until a `map_async` of its pool is handed over, then on it.
+fn wait_on_later_map(_: u64) -> u64 {
+    MAP_WAITER_RUNS.store(true, Ordering::SeqCst);
+    wait_until("the later map is submitted", || {
+        LATER_MAP.lock().unwrap().is_some()
+    });
+    let later = LATER_MAP.lock().unwrap().take().unwrap();
+    later.get(Some(HANG)).unwrap().iter().sum()
+}
+
+/// T10, PP20 for `map_async`: its chunks, queued behind the waiting task
+/// on the only thread, are run by the wait, one by one.
+#[test]
+fn t10_a_task_waiting_on_a_later_map_async_of_a_one_thread_pool_runs_its_chunks() {
+    let pool = MAP_POOL.get_or_init(|| ThreadPool::new(1).unwrap());
+    let a = pool.apply_async(wait_on_later_map, 0).unwrap();
+    wait_until("A runs", || MAP_WAITER_RUNS.load(Ordering::SeqCst));
+    let map = pool
+        .map_async_with(square, 1..=10u64, Some(3), Callbacks::new())
+        .unwrap();
+    *LATER_MAP.lock().unwrap() = Some(map);
+    assert_eq!(a.get(Some(HANG)), Ok(&385));
+}
+
+static SIBLINGS: OnceLock<ThreadPool> = OnceLock::new();
+static PRODUCED: Mutex<Option<AsyncResult<u64>>> = Mutex::new(None);
+
+fn producer(x: u64) -> u64 {
+    x * 10
+}
+
+fn consumer(_: u64) -> u64 {
+    let produced = PRODUCED.lock().unwrap().take().unwrap();
+    produced.get(Some(HANG)).map(|v| v + 1).unwrap()
+}
+
+/// Submits a producer, then a consumer that waits on the producer's
+/// result, and waits on the consumer.
+fn producer_then_consumer(x: u64) -> u64 {
+    let pool = SIBLINGS.get().unwrap();
+    *PRODUCED.lock().unwrap() = Some(pool.apply_async(producer, x).unwrap());
+    let consumer = pool.apply_async(consumer, 0).unwrap();
+    consumer.into_result().unwrap()
+}
+
+/// T10, PP20 fork-join with siblings: the waiting task runs the consumer
+/// (its newest subtask) nested; the consumer waits on the producer, which
+/// sits below the nested task's boundary, where only a wait on the
+/// producer's own task may take it. As on the executor's futures (the
+/// control), a one-thread pool completes.
+#[test]
+fn t10_sibling_tasks_waiting_on_each_others_async_results_complete_on_one_thread() {
+    let ex = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let ex2 = ex.clone();
+    let control = ex.spawn(move || {
+        let p = Arc::new(ex2.spawn(|| 40u64));
+        let c = ex2.spawn(move || p.result(Some(HANG)).map(|v| v + 1));
+        c.into_result().unwrap()
+    });
+    assert_eq!(control.result(Some(HANG)).cloned(), Ok(Ok(41)));
+
+    let pool = SIBLINGS.get_or_init(|| ThreadPool::new(1).unwrap());
+    let r = pool.apply_async(producer_then_consumer, 4).unwrap();
+    assert_eq!(r.get(Some(HANG)), Ok(&41));
+}
+
+static TIMED: OnceLock<ThreadPool> = OnceLock::new();
+static HELD: Mutex<Option<AsyncResult<u64>>> = Mutex::new(None);
+static RELEASE: AtomicBool = AtomicBool::new(false);
+static HELD_RUNS: AtomicBool = AtomicBool::new(false);
+
+/// Task: runs until `RELEASE`.
+fn held(x: u64) -> u64 {
+    HELD_RUNS.store(true, Ordering::SeqCst);
+    wait_until("the test releases the held task", || {
+        RELEASE.load(Ordering::SeqCst)
+    });
+    x
+}
+
+/// Task: waits 50 ms on a result whose task another worker is running;
+/// gives what `get` and `wait` said.
+fn short_wait_on_held(_: u64) -> (String, bool) {
+    let held = HELD.lock().unwrap().take().unwrap();
+    let got = format!("{:?}", held.get(Some(Duration::from_millis(50))));
+    let ready = held.wait(Some(Duration::from_millis(50)));
+    *HELD.lock().unwrap() = Some(held);
+    (got, ready)
+}
+
+/// MP5 on a worker: a `get` with a timeout whose task runs on another
+/// worker times out with the timeout asked for, and `wait` says not
+/// ready; the result stays good for a later `get`.
+#[test]
+fn mp5_a_workers_timed_wait_on_a_result_running_elsewhere_times_out() {
+    let pool = TIMED.get_or_init(|| ThreadPool::new(2).unwrap());
+    *HELD.lock().unwrap() = Some(pool.apply_async(held, 7).unwrap());
+    wait_until("the held task runs", || HELD_RUNS.load(Ordering::SeqCst));
+    let waiter = pool.apply_async(short_wait_on_held, 0).unwrap();
+    let (got, ready) = waiter.get(Some(HANG)).unwrap().clone();
+    let timeout = Error::Timeout {
+        waited: Duration::from_millis(50),
+    };
+    assert_eq!(got, format!("{:?}", Err::<&u64, _>(timeout)));
+    assert!(!ready);
+    RELEASE.store(true, Ordering::SeqCst);
+    let held = HELD.lock().unwrap().take().unwrap();
+    assert_eq!(held.get(Some(HANG)), Ok(&7));
+}
