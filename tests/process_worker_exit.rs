@@ -1,10 +1,11 @@
 //! How worker processes end: a worker the pool shuts down runs its exit
-//! handlers to the end (and one stuck in them is killed after
-//! `terminate_grace`), and a worker dies with a SIGKILLed parent even
-//! after its initializer dropped privileges (which makes the kernel
-//! forget `PR_SET_PDEATHSIG`). Found by review (L6, DESIGN "no child
-//! process outlives its pool, nor its parent if the parent is killed").
-//! Nothing is timed but the hang guards.
+//! handlers to the end (and one stuck in them, or in a flush of stdout
+//! whose lock a task's thread holds, is killed after `terminate_grace`),
+//! and a worker dies with a SIGKILLed parent even after its initializer
+//! or a task dropped privileges (which makes the kernel forget
+//! `PR_SET_PDEATHSIG`). Found by review (L6, DESIGN "no child process
+//! outlives its pool, nor its parent if the parent is killed"). Nothing
+//! is timed but the hang guards.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -105,12 +106,23 @@ fn long_task(secs: u64) -> u64 {
     secs
 }
 
+/// Helper side: hands the test the pids of `pool`'s workers (through the
+/// file the test named), then waits to be killed.
+fn hand_over_worker_pids(pids: &[u32]) {
+    let out = std::env::var(HELPER_ENV).expect("a helper");
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    let tmp = format!("{out}.tmp");
+    std::fs::write(&tmp, pids.join(" ")).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
+    std::thread::sleep(Duration::from_secs(120)); // killed long before
+}
+
 #[test]
 #[ignore = "helper, run by a_worker_that_dropped_privileges_dies_with_its_sigkilled_parent"]
 fn helper_unprivileged_workers_then_sleep() {
-    let Some(out) = std::env::var_os(HELPER_ENV) else {
+    if std::env::var_os(HELPER_ENV).is_none() {
         return;
-    };
+    }
     let pool = concurrent_futures::ProcessPoolExecutor::builder()
         .max_workers(1)
         .initializer(drop_privileges)
@@ -119,18 +131,43 @@ fn helper_unprivileged_workers_then_sleep() {
         .expect("pool");
     let busy = pool.submit(long_task, 90);
     common::wait_until("the long task to start", || busy.running());
-    let pids: Vec<String> = pool.worker_pids().iter().map(u32::to_string).collect();
-    let tmp = format!("{}.tmp", out.to_str().unwrap());
-    std::fs::write(&tmp, pids.join(" ")).unwrap();
-    std::fs::rename(&tmp, &out).unwrap();
-    std::thread::sleep(Duration::from_secs(120)); // killed long before
+    hand_over_worker_pids(&pool.worker_pids());
 }
 
-/// DESIGN: "no child process outlives its pool (nor its parent, if the
-/// parent is killed)". Only as root (the initializer must be able to
-/// drop privileges).
+fn sleep_ms(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// A quick task that ends by dropping to `nobody` (a task that needs root
+/// for one step, then gives it up).
+fn drop_privileges_task(_: ()) -> u32 {
+    drop_privileges();
+    std::process::id()
+}
+
 #[test]
-fn a_worker_that_dropped_privileges_dies_with_its_sigkilled_parent() {
+#[ignore = "helper, run by a_worker_whose_quick_task_dropped_privileges_dies_with_its_sigkilled_parent"]
+fn helper_quick_privilege_drop_then_long_task() {
+    if std::env::var_os(HELPER_ENV).is_none() {
+        return;
+    }
+    let pool = common::pool(1);
+    // Long enough that a worker looking now and then between tasks looks
+    // right after it, and so not again for a while.
+    let warm = pool.submit(sleep_ms, 50);
+    let drop = pool.submit(drop_privileges_task, ());
+    let _long = pool.submit(long_task, 90);
+    let pid = wait(warm).expect("warm-up task");
+    assert_eq!(wait(drop), Ok(pid), "same worker");
+    hand_over_worker_pids(&[pid]);
+}
+
+/// Runs the helper `name` (as root only: its workers drop privileges),
+/// SIGKILLs it once it handed over its workers' pids, and checks that
+/// every one of those workers dies within a hang guard. A worker killed
+/// with its parent is gone at once; one that is not runs its 90 s task.
+fn workers_die_with_their_sigkilled_parent(name: &str) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: needs root to drop privileges");
@@ -138,17 +175,8 @@ fn a_worker_that_dropped_privileges_dies_with_its_sigkilled_parent() {
     }
     let out = std::env::temp_dir().join(format!("cf-test-pdeath-{}", std::process::id()));
     let _ = std::fs::remove_file(&out);
-    let mut helper = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "helper_unprivileged_workers_then_sleep",
-            "--exact",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
+    let mut helper = common::helper_command(name, HELPER_ENV)
         .env(HELPER_ENV, &out)
-        .env_remove(concurrent_futures::WORKER_ENV)
-        .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("spawn the helper");
@@ -163,8 +191,6 @@ fn a_worker_that_dropped_privileges_dies_with_its_sigkilled_parent() {
     assert!(!pids.is_empty(), "the helper ended without a worker");
     helper.kill().expect("SIGKILL the helper");
     helper.wait().expect("reap the helper");
-    // A generous hang guard: a worker killed by PR_SET_PDEATHSIG is gone
-    // at once; one that is not runs its 90 s task to the end.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let alive: Vec<u32> = pids
@@ -178,10 +204,26 @@ fn a_worker_that_dropped_privileges_dies_with_its_sigkilled_parent() {
         assert!(
             std::time::Instant::now() < deadline,
             "20 s after SIGKILL of their parent, workers that dropped privileges \
-             in their initializer live on: {alive:?}"
+             live on: {alive:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// DESIGN: "no child process outlives its pool (nor its parent, if the
+/// parent is killed)", for workers whose initializer dropped privileges.
+#[test]
+fn a_worker_that_dropped_privileges_dies_with_its_sigkilled_parent() {
+    workers_die_with_their_sigkilled_parent("helper_unprivileged_workers_then_sleep");
+}
+
+/// The same for a worker whose quick task dropped privileges right after
+/// another task, then ran a long one: a look between tasks now and then
+/// missed it (found by review); the worker's watcher of its parent does
+/// not.
+#[test]
+fn a_worker_whose_quick_task_dropped_privileges_dies_with_its_sigkilled_parent() {
+    workers_die_with_their_sigkilled_parent("helper_quick_privilege_drop_then_long_task");
 }
 
 static STUCK_AT_EXIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -232,4 +274,64 @@ fn a_worker_stuck_in_its_exit_handlers_is_killed_after_terminate_grace() {
         returned,
         "worker {pid}, stuck at exit, was never killed: shutdown hangs"
     );
+}
+
+/// Leaves a thread that holds this process's stdout lock for `secs` (a
+/// progress printer that keeps `stdout().lock()` for its whole loop, say);
+/// returns the worker's pid once the lock is held.
+fn leave_a_thread_holding_stdout(secs: u64) -> u32 {
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _out = std::io::stdout().lock();
+        let _ = held_tx.send(());
+        std::thread::sleep(Duration::from_secs(secs));
+    });
+    held_rx.recv().expect("the thread took the lock");
+    std::process::id()
+}
+
+/// S3, L6: a worker told to exit whose stdout lock a thread of its task
+/// holds does not keep `shutdown(wait = true)` waiting: it waits a moment
+/// for the flush with its pipes open, then closes them, and the parent's
+/// `terminate_grace` applies (it flushed with its pipes open, for as long
+/// as the lock was held: 90 s here; found by review).
+#[test]
+fn s3_shutdown_wait_returns_when_a_tasks_thread_holds_the_workers_stdout_lock() {
+    let pool = concurrent_futures::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .terminate_grace(Duration::from_millis(500))
+        .test_harness()
+        .build()
+        .unwrap();
+    let pid = wait(pool.submit(leave_a_thread_holding_stdout, 90)).expect("task runs");
+    let _cleanup = common::KillOnDrop(vec![pid]);
+    let returned = common::ended_within_hang_guard(move || pool.shutdown(true, false)).is_some();
+    assert!(
+        returned,
+        "shutdown(wait = true) still waits after the hang guard: worker {pid} \
+         is stuck flushing stdout (its lock held by a thread its task left)"
+    );
+}
+
+/// P4: the same stuck exit with `max_tasks_per_child(1)`: the worker
+/// retired after its task is replaced, and the next task runs.
+#[test]
+fn p4_a_retired_worker_whose_stdout_lock_is_held_does_not_stall_the_pool() {
+    let pool = concurrent_futures::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(1)
+        .terminate_grace(Duration::from_millis(500))
+        .test_harness()
+        .build()
+        .unwrap();
+    let pid = wait(pool.submit(leave_a_thread_holding_stdout, 90)).expect("task runs");
+    let _cleanup = common::KillOnDrop(vec![pid]);
+    let next = pool.submit(sleep_ms, 0);
+    match next.result(Some(common::HANG)) {
+        Ok(&p) => assert_ne!(p, pid, "a retired worker ran a second task"),
+        Err(e) => panic!(
+            "the task after a retired worker (pid {pid}, its stdout lock held) \
+             did not run within the hang guard: {e:?}"
+        ),
+    }
 }

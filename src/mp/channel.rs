@@ -184,7 +184,8 @@ impl SenderInner {
 /// Writes `buf` (at most `PIPE_BUF` bytes) with one `write` call.
 fn write_atomic(pipe: &mut &File, buf: &[u8]) -> Result<(), Error> {
     loop {
-        match pipe.write(buf) {
+        // Every receiver gone must not raise SIGPIPE on the sender's thread.
+        match crate::process::sigpipe::held_off(|| pipe.write(buf)) {
             Ok(n) if n == buf.len() => return Ok(()),
             Ok(n) => {
                 return Err(Error::Io(format!(

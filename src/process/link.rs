@@ -48,6 +48,8 @@ pub(crate) fn run(
     from_worker: File,
 ) {
     super::own_thread::enter(&shared, super::own_thread::Role::Reader);
+    // It writes the handshake to the worker, which may die meanwhile.
+    super::sigpipe::block_for_this_thread();
     let mark = Arc::new(ReaderMark::default());
     let results = ResultsPipe::new(from_worker, mark.clone());
     let mut input = BufReader::with_capacity(64 * 1024, results);

@@ -11,14 +11,8 @@
 //! (`posix_spawn`, so that a large parent starts workers as fast as a small
 //! one) is [`super::child`]'s business.
 //!
-//! A worker must not outlive its parent, even one killed by SIGKILL. It asks
-//! the kernel for SIGKILL when its parent dies (`PR_SET_PDEATHSIG`, Linux),
-//! then checks that the parent is still the one that started it (closing the
-//! race where the parent died before the request). On every Unix it also
-//! exits on end-of-file of its command pipe, which the kernel closes when
-//! the parent dies. Note that on Linux "parent" means the parent *thread*:
-//! the pool starts its workers from its supervisor thread, which outlives
-//! them.
+//! A worker must not outlive its parent, even one killed by SIGKILL: see
+//! [`super::parent_death`].
 
 use std::fs::File;
 use std::io;
@@ -103,48 +97,27 @@ pub(crate) fn spawn_worker_with(
     })
 }
 
-/// Worker side: asks to be killed when the parent dies, and checks the
-/// parent is still `expected_parent`. Returns false if it is already gone.
-pub(crate) fn die_with_parent(expected_parent: u32) -> bool {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl(PR_SET_PDEATHSIG, sig) takes two integer arguments and
-    // touches no memory of ours.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-    }
-    // SAFETY: getppid has no preconditions and cannot fail.
-    let parent = unsafe { libc::getppid() };
-    parent as u32 == expected_parent
-}
-
-/// Worker side: asks again to be killed when the parent dies if the
-/// kernel has forgotten the request, which it does when the process
-/// changes its credentials (an initializer or a task that drops
-/// privileges): such a worker outlived a parent killed with SIGKILL
-/// (found by review). One `prctl` when the request holds. Returns false if
-/// the parent is gone already.
-pub(crate) fn still_dies_with_parent(expected_parent: u32) -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer,
-        // which points at `sig`, alive across the call.
-        let r = unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &mut sig as *mut libc::c_int) };
-        if r == 0 && sig != 0 {
-            return true;
-        }
-    }
-    die_with_parent(expected_parent)
-}
-
 /// Worker side: Ctrl-C goes to the whole foreground process group; the
-/// parent decides what happens to its tasks, so workers ignore SIGINT
-/// (pebble L12, PP10).
-pub(crate) fn ignore_sigint() {
-    // SAFETY: installing SIG_IGN for SIGINT runs no code of ours in a
-    // signal context.
+/// parent decides what happens to its tasks, so workers let SIGINT pass
+/// (pebble L12, PP10). Not with `SIG_IGN`, which programs a task starts
+/// would inherit through `exec` (they then outlived a Ctrl-C that stopped
+/// the same programs started anywhere else; found by review), but with a
+/// handler that does nothing: `exec` puts a handled signal back to its
+/// default action. `SA_RESTART` restarts the calls a signal interrupts
+/// where the kernel can; a few (`nanosleep`, `poll`) return `EINTR`,
+/// which `std` retries.
+pub(crate) fn let_sigint_pass() {
+    extern "C" fn nothing(_: libc::c_int) {}
+    // SAFETY: `action` is zeroed (a valid sigaction: empty mask, no
+    // flags) and then given a handler that runs no code at all, which is
+    // async-signal-safe; sigaction reads it and writes nothing back (null
+    // old action).
     unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
     }
 }
 

@@ -250,20 +250,23 @@ impl Outbox {
         }
         let file = g.file.as_ref().expect("open while sends are accepted");
         let mut written = 0;
-        let result = loop {
-            match (&*file).write(&frame[written..]) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    written += n;
-                    if written == frame.len() {
-                        break Ok(());
+        // On the caller's thread: a worker gone must not raise SIGPIPE here.
+        let result = super::sigpipe::held_off(|| {
+            loop {
+                match (&*file).write(&frame[written..]) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => {
+                        written += n;
+                        if written == frame.len() {
+                            return Ok(());
+                        }
                     }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-                Err(e) => break Err(e),
             }
-        };
+        });
         match result {
             Ok(()) if written == frame.len() => {
                 if last {
@@ -321,6 +324,7 @@ impl Writer {
     /// Writes what [`Outbox::send`] queues until the pipe closes: the
     /// outbox is dropped, `Shutdown` is written, or a write fails.
     pub(crate) fn run(self) {
+        super::sigpipe::block_for_this_thread();
         let sh = &*self.shared;
         let mut batch = VecDeque::new();
         let mut g = lock(&sh.inner);

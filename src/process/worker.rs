@@ -12,8 +12,8 @@ use std::io::{BufReader, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::entry::{self, BuildId};
-use super::os;
 use super::protocol::{FromWorker, RemoteError, ToWorker, read_message, write_message};
+use super::{os, parent_death};
 
 /// The environment variable that starts a process in worker mode. Its value
 /// is `v1:<parent pid>` for a pool worker, `v1:<parent pid>:proc` or
@@ -175,23 +175,24 @@ fn run_worker(marker: &str) -> Result<i32, String> {
     // A non-daemon `Process` child outlives a parent that dies, as in
     // Python; pool workers and daemon children do not.
     let dies_with_parent = marker.mode != Mode::Process { daemon: false };
-    if dies_with_parent && !os::die_with_parent(marker.parent) {
+    if dies_with_parent && !parent_death::die_with_parent(marker.parent) {
         // The parent exited while this worker was starting: nobody is
         // waiting for it, so it leaves quietly.
         return Ok(0);
     }
+    let watched = dies_with_parent && parent_death::watch_parent(marker.parent);
     if marker.stdout_on_fd {
         os::restore_stdout().map_err(|e| e.to_string())?;
     }
     if marker.mode == Mode::Pool {
-        os::ignore_sigint();
+        os::let_sigint_pass();
     }
     entry::install_worker_panic_hook();
     let (cmd, res) = os::take_protocol_fds().map_err(|e| e.to_string())?;
     if let Mode::Process { .. } = marker.mode {
         return crate::mp::serve_child(cmd, res);
     }
-    Ok(serve_pool(cmd, res, marker.parent))
+    Ok(serve_pool(cmd, res, marker.parent, watched))
 }
 
 /// Tells the worker's stderr why it is giving up.
@@ -202,31 +203,64 @@ fn report_failure(message: &str) {
     );
 }
 
-/// Serves as a pool worker; returns the exit code. Everything the worker
-/// still has to say goes out while the pipes are open: the parent kills and
-/// reaps a worker once its result pipe closes, which would cut short a
-/// failure report or lose what a task printed without a final newline
-/// (stdout is line-buffered).
-fn serve_pool(cmd: std::fs::File, res: std::fs::File, parent: u32) -> i32 {
+/// Serves as a pool worker; returns the exit code. What the worker still
+/// has to say goes out while the pipes are open, where it can: the parent
+/// kills a worker that ends holding tasks as soon as its result pipe
+/// closes, which would lose what a task printed without a final newline
+/// (stdout is line-buffered). But not at any price: see
+/// [`flush_stdout_briefly`].
+fn serve_pool(cmd: std::fs::File, res: std::fs::File, parent: u32, watched: bool) -> i32 {
     let mut input = BufReader::with_capacity(64 * 1024, cmd);
     let mut output = BufWriter::with_capacity(64 * 1024, res);
-    let code = match serve_tasks(&mut input, &mut output, parent) {
+    let code = match serve_tasks(&mut input, &mut output, parent, watched) {
         Ok(()) => 0,
         Err(message) => {
             report_failure(&message);
             EXIT_BAD_START
         }
     };
-    let _ = std::io::stdout().flush();
+    flush_stdout_briefly();
     code
 }
 
+/// How long a worker about to exit waits, its pipes still open, for what
+/// its tasks printed to reach stdout.
+const STDOUT_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Flushes stdout, waiting at most [`STDOUT_FLUSH_WAIT`]: a thread a task
+/// left behind holding stdout's lock held the flush, and so the worker,
+/// for ever with its pipes open, where the parent could not see it go
+/// (`shutdown(wait = true)` never returned, a retired worker was never
+/// replaced; found by review). Past the wait the pipes close; the flush
+/// goes on, and the exit's own flush after it, within the
+/// `terminate_grace` the parent gives a worker that closed its pipes.
+fn flush_stdout_briefly() {
+    let (done, flushed) = std::sync::mpsc::channel();
+    let flusher = std::thread::Builder::new()
+        .name("cf-stdout-flush".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let _ = std::io::stdout().flush();
+            let _ = done.send(());
+        });
+    match flusher {
+        Ok(_) => {
+            let _ = flushed.recv_timeout(STDOUT_FLUSH_WAIT);
+        }
+        Err(_) => {
+            let _ = std::io::stdout().flush();
+        }
+    }
+}
+
 /// The pool worker's loop: handshake, then tasks until `Shutdown` or end
-/// of stream.
+/// of stream. `watched`: a watcher ends the worker with its parent (see
+/// `parent_death`); if not, the worker looks between tasks.
 fn serve_tasks(
     input: &mut impl std::io::BufRead,
     output: &mut impl Write,
     parent: u32,
+    watched: bool,
 ) -> Result<(), String> {
     // Until the parent says otherwise, the handshake messages are small.
     let mut max_frame = 1 << 20;
@@ -263,7 +297,7 @@ fn serve_tasks(
                 send(output, &FromWorker::Initialized { outcome }, max_frame)?;
                 // An initializer that dropped privileges made the kernel
                 // forget that this worker dies with its parent.
-                if failed || !os::still_dies_with_parent(parent) {
+                if failed || !parent_death::still_dies_with_parent(parent) {
                     return Ok(());
                 }
             }
@@ -279,13 +313,14 @@ fn serve_tasks(
                 let outcome = fit(tramp(&arg), max_frame);
                 drop(arg);
                 send(output, &FromWorker::Done { task_id, outcome }, max_frame)?;
-                // So may a task (a task changing credentials and then
-                // running long outlives a killed parent until it ends).
-                // Looked at every few ms, not after every task: a system
-                // call per task cost tiny tasks 5-10% of their rate.
-                if last_look.elapsed() >= PARENT_LOOK_INTERVAL {
+                // So may a task. Without a watcher, looked at every few
+                // ms, not after every task (a system call per task cost
+                // tiny tasks 5-10% of their rate): a quick task changing
+                // credentials and then a long one outlive a killed parent
+                // until the long one ends.
+                if !watched && last_look.elapsed() >= PARENT_LOOK_INTERVAL {
                     last_look = std::time::Instant::now();
-                    if !os::still_dies_with_parent(parent) {
+                    if !parent_death::still_dies_with_parent(parent) {
                         return Ok(());
                     }
                 }
@@ -296,7 +331,7 @@ fn serve_tasks(
 }
 
 /// How often, at most, a worker checks after a task that it still dies
-/// with its parent (see `os::still_dies_with_parent`).
+/// with its parent, where no watcher does (see `parent_death`).
 const PARENT_LOOK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A result too large for one frame becomes that task's error instead of a

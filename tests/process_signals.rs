@@ -1,0 +1,123 @@
+//! Signals between the parent, its workers and what their tasks start:
+//! a parent that runs with SIGPIPE's default action survives a worker
+//! that dies while the parent writes to it (RELIABILITY promise 7: no
+//! input crashes the parent), and programs a task starts stop on Ctrl-C
+//! as they would anywhere (PP10, L12: the worker lets SIGINT pass with a
+//! handler, which `exec` resets, not with `SIG_IGN`, which it keeps).
+//! Found by review. Every wait has a hang guard; nothing asserts a
+//! duration.
+
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{Error, ExecutorExt};
+
+concurrent_futures::process_pool_test_worker!();
+
+mod common;
+use common::{FileGate, await_file, wait, wait_at_most, wait_until};
+
+/// Marks this binary, started again by a test, as a helper.
+const SIGPIPE_HELPER: &str = "CF_TEST_SIGNALS_SIGPIPE_HELPER";
+
+fn abort_when_opened(gate: String) -> u32 {
+    await_file(&gate);
+    std::process::abort()
+}
+
+fn blob_len(data: Vec<u8>) -> usize {
+    data.len()
+}
+
+#[test]
+#[ignore = "helper, run by a_worker_crash_during_a_send_does_not_kill_a_parent_with_default_sigpipe"]
+fn helper_parent_with_default_sigpipe() {
+    if std::env::var_os(SIGPIPE_HELPER).is_none() {
+        return;
+    }
+    // What a CLI's main does to end quietly under `| head`
+    // (`-Zon-broken-pipe=kill`, or `signal(SIGPIPE, SIG_DFL)` by hand).
+    // SAFETY: signal() takes two integers; nothing else runs yet.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    const LEN: usize = 8 << 20;
+    let pool = common::pool(1);
+    let go = FileGate::new("signals-sigpipe");
+    let crash = pool.submit(abort_when_opened, go.arg());
+    // Sent ahead to the same worker while it is held in `crash`: far more
+    // than a pipe holds, so the parent is still writing it when the worker
+    // dies.
+    let big = pool.submit(blob_len, vec![7u8; LEN]);
+    wait_until("the big task is sent to the worker", || big.running());
+    go.open();
+    match wait(crash) {
+        Err(Error::WorkerDied { .. }) => {}
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    assert_eq!(wait_at_most(big, Duration::from_secs(120)), Ok(LEN));
+    println!("helper: the parent survived its worker's crash");
+}
+
+/// A worker that dies while the parent writes a task to it fails that
+/// task's worker's tasks (the big one is sent again to a new worker);
+/// the parent, with SIGPIPE at its default action, lives on (it died of
+/// SIGPIPE).
+#[test]
+fn a_worker_crash_during_a_send_does_not_kill_a_parent_with_default_sigpipe() {
+    let cmd = common::helper_command("helper_parent_with_default_sigpipe", SIGPIPE_HELPER);
+    common::run_helper(cmd, Duration::from_secs(240));
+}
+
+/// Starts `sleep 30` and sends it SIGINT, as Ctrl-C sends it to every
+/// process of the terminal's foreground group; how it ended, or "still
+/// running" if it ignored the signal (then it is killed).
+fn run_sleep_and_interrupt_it(_: ()) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("sleep starts");
+    let pid = child.id();
+    // Until it runs `sleep` (not the forked copy of this program).
+    let deadline = Instant::now() + common::HANG;
+    while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
+        assert!(Instant::now() < deadline, "hang guard: sleep never ran");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // SAFETY: kill() takes integers; `pid` is our unreaped child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return match status.signal() {
+                Some(s) => format!("killed by signal {s}"),
+                None => format!("exited {status}"),
+            };
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return "still running".into();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// PP10, L12: a program a task starts stops on SIGINT, as the same program
+/// started by the parent does (the control): the worker's way of letting
+/// SIGINT pass is not inherited through `exec`.
+#[test]
+fn pp10_a_program_a_task_runs_still_stops_on_ctrl_c() {
+    // This process's own disposition must not be the cause: a program
+    // started with SIGINT ignored (`cmd &` from a non-interactive shell)
+    // hands that to every child.
+    // SAFETY: signal() takes two integers.
+    unsafe { libc::signal(libc::SIGINT, libc::SIG_DFL) };
+    let interrupted = format!("killed by signal {}", libc::SIGINT);
+    assert_eq!(run_sleep_and_interrupt_it(()), interrupted, "control");
+    let pool = common::pool(1);
+    let in_task = wait(pool.submit(run_sleep_and_interrupt_it, ())).expect("task runs");
+    assert_eq!(
+        in_task, interrupted,
+        "a program started by a process-pool task ignores SIGINT"
+    );
+}
