@@ -660,6 +660,38 @@ fn c4_callbacks_run_in_registration_order() {
     assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4]);
 }
 
+/// C2 before C4, as in CPython: a callback added once the future has
+/// ended runs at once on the adding thread, even while the completing
+/// thread is still running the callbacks registered before the end
+/// (those keep their order among themselves). Waiting for them instead
+/// would make `add_done_callback` block on other threads' callbacks, a
+/// deadlock for a caller holding what one of them needs.
+#[test]
+fn c2_a_callback_added_after_the_end_runs_at_once_even_while_earlier_ones_still_run() {
+    let (promise, fut) = concurrent_futures::Promise::<u32>::new();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (in_first_tx, in_first_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let o = order.clone();
+    fut.add_done_callback(move |_| {
+        in_first_tx.send(()).unwrap();
+        let _ = go_rx.recv_timeout(HANG);
+        o.lock().unwrap().push(1);
+    });
+    let o = order.clone();
+    fut.add_done_callback(move |_| o.lock().unwrap().push(2));
+    let completer = std::thread::spawn(move || promise.set_result(1).unwrap());
+    in_first_rx
+        .recv_timeout(HANG)
+        .expect("the first callback runs");
+    let o = order.clone();
+    fut.add_done_callback(move |_| o.lock().unwrap().push(3));
+    assert_eq!(*order.lock().unwrap(), [3], "the late callback ran at once");
+    drop(go_tx);
+    completer.join().unwrap();
+    assert_eq!(*order.lock().unwrap(), [3, 1, 2]);
+}
+
 /// C5: a callback panicking on an already-finished future does not
 /// propagate into `add_done_callback`.
 #[test]

@@ -196,8 +196,10 @@ impl<T> Future<T> {
     /// Adds a callback that receives this future when it ends (C1).
     ///
     /// If the future has already ended, the callback runs at once on this
-    /// thread (C2); otherwise it runs on the thread that ends it, after
-    /// earlier callbacks (C3, C4). A panicking callback is caught and logged
+    /// thread (C2), even while the thread that ended it may still be
+    /// running the callbacks added before the end (as in CPython: waiting
+    /// for them could deadlock); otherwise it runs on the thread that ends
+    /// it, after the callbacks added before it (C3, C4). A panicking callback is caught and logged
     /// through `log` (target `concurrent_futures`); later callbacks still run
     /// and the future is unaffected (C5, C6).
     pub fn add_done_callback<F>(&self, callback: F)
