@@ -63,7 +63,76 @@ fn helper_parent_with_default_sigpipe() {
 #[test]
 fn a_worker_crash_during_a_send_does_not_kill_a_parent_with_default_sigpipe() {
     let cmd = common::helper_command("helper_parent_with_default_sigpipe", SIGPIPE_HELPER);
-    common::run_helper(cmd, Duration::from_secs(240));
+    let out = common::run_helper(cmd, Duration::from_secs(240));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("helper: the parent survived"));
+}
+
+fn pid_of_worker(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// Waits until every thread of process `pid` has exited (its pidfd says
+/// so), so that its descriptors are closed. (Its main thread shows as a
+/// zombie in `/proc` before its other threads are gone.)
+fn wait_for_exit_of_every_thread(pid: u32) {
+    // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; the hang guard as the timeout.
+    let n = unsafe { libc::poll(&mut p, 1, common::HANG.as_millis() as i32) };
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    assert_eq!(n, 1, "hang guard: worker {pid} never exited");
+}
+
+#[test]
+#[ignore = "helper, run by a_shutdown_written_to_a_dead_worker_does_not_kill_a_parent_with_default_sigpipe"]
+fn helper_shutdown_to_a_dead_worker_with_default_sigpipe() {
+    if std::env::var_os(SIGPIPE_HELPER).is_none() {
+        return;
+    }
+    // SAFETY: signal() takes two integers; nothing else runs yet.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let pool = common::pool(1);
+    let in_callback = FileGate::new("signals-shutdown-in-callback");
+    let release = FileGate::new("signals-shutdown-release");
+    let f = pool.submit(pid_of_worker, ());
+    // Done-callbacks run on the worker's reader thread: while this one
+    // waits, nobody reads the worker's end.
+    let (entered, gate) = (in_callback.arg(), release.arg());
+    f.add_done_callback(move |_| {
+        std::fs::write(&entered, b"").unwrap();
+        await_file(&gate);
+    });
+    // Borrowed: moving the value out would wait for the callback.
+    let pid = *f.result(Some(common::HANG)).expect("the task runs");
+    wait_until("the reader runs the callback", || in_callback.is_open());
+    // SAFETY: kill takes integers; `pid` is this pool's worker.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    wait_for_exit_of_every_thread(pid);
+    // `Shutdown` is written to the dead worker's pipe from this thread.
+    pool.shutdown(false, false);
+    release.open();
+    pool.shutdown(true, false);
+    println!("helper: the parent survived writing to a dead worker");
+}
+
+/// The same from the user's own thread, where nothing blocks SIGPIPE: a
+/// `shutdown` writes `Shutdown` to a worker that has died, before its
+/// reader (held by a done-callback) has seen it go.
+#[test]
+fn a_shutdown_written_to_a_dead_worker_does_not_kill_a_parent_with_default_sigpipe() {
+    let cmd = common::helper_command(
+        "helper_shutdown_to_a_dead_worker_with_default_sigpipe",
+        SIGPIPE_HELPER,
+    );
+    let out = common::run_helper(cmd, Duration::from_secs(240));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("helper: the parent survived"));
 }
 
 /// Starts `sleep 30` and sends it SIGINT, as Ctrl-C sends it to every

@@ -302,9 +302,16 @@ impl<R> Process<R> {
         // does: a parent that exits right after still leaves a non-daemon
         // child that runs it. A child that died before reading gives a
         // broken pipe here; its exit status tells what happened.
+        // Without the parent's copy of the read end, which would let a
+        // large message to a dead child block for ever; SIGPIPE is held
+        // off instead (see `sigpipe`).
+        drop(spawned.command_reader);
         let mut output = BufWriter::new(spawned.to_worker);
-        let _ = crate::process::frame::write_frame(&mut output, &message);
-        let _ = output.flush();
+        let _ = crate::process::sigpipe::held_off(|| {
+            crate::process::frame::write_frame(&mut output, &message)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            output.flush()
+        });
         drop(output);
         drop(message);
         let shared = Arc::new(Shared {

@@ -11,8 +11,10 @@
 //! pending set before the block is lifted. A signal raised by a write is
 //! directed at the writing thread alone: no other thread is touched.
 //!
-//! The pool's own writing threads (each worker's writer and reader) block
-//! SIGPIPE for their whole life instead ([`block_for_this_thread`]): a
+//! That costs two system calls a write: fine for a channel or a
+//! `Process`'s start, too much for a pool's task messages, whose pipes
+//! never lack a reader instead (see `outbox`). A pool's writer threads
+//! block SIGPIPE for their whole life ([`block_for_this_thread`]): a
 //! signal still pending on a thread when it exits is discarded with it.
 
 use std::io;
@@ -67,7 +69,8 @@ fn discard_pending() {
 pub(crate) fn held_off<T>(write: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     let was_blocked = mask(libc::SIG_BLOCK);
     let result = write();
-    if matches!(&result, Err(e) if e.kind() == io::ErrorKind::BrokenPipe) {
+    // Any error, not just EPIPE: a caller may have wrapped it.
+    if result.is_err() {
         discard_pending();
     }
     if !was_blocked {
