@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use concurrent_futures::{AsyncResult, Callbacks, Error, ThreadPool, ThreadPoolExecutor};
 
@@ -160,4 +160,81 @@ fn mp5_a_workers_timed_wait_on_a_result_running_elsewhere_times_out() {
     RELEASE.store(true, Ordering::SeqCst);
     let held = HELD.lock().unwrap().take().unwrap();
     assert_eq!(held.get(Some(HANG)), Ok(&7));
+}
+
+static TERM_RESULT: OnceLock<AsyncResult<u64>> = OnceLock::new();
+static TERM_LONG_RUNS: AtomicBool = AtomicBool::new(false);
+static TERM_RELEASE: AtomicBool = AtomicBool::new(false);
+static TERM_WAITER_IN_GET: AtomicBool = AtomicBool::new(false);
+static TERM_WAITER_SAW: Mutex<Option<String>> = Mutex::new(None);
+
+/// Task: runs until the test releases it (or the hang guard passes).
+fn long_task(x: u64) -> u64 {
+    TERM_LONG_RUNS.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + HANG;
+    while !TERM_RELEASE.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    x
+}
+
+/// Task: waits (on its worker) on the long task's result, and records
+/// what `get` said.
+fn wait_on_long_result(_: u64) -> u64 {
+    common::wait_until("the long task's result is handed over", || {
+        TERM_RESULT.get().is_some()
+    });
+    let r = TERM_RESULT.get().unwrap();
+    TERM_WAITER_IN_GET.store(true, Ordering::SeqCst);
+    let saw = format!("{:?}", r.get(Some(HANG)));
+    *TERM_WAITER_SAW.lock().unwrap() = Some(saw);
+    0
+}
+
+/// MP24: `Pool::terminate` on a `ThreadPool` makes every pending
+/// `AsyncResult` ready (`Error::Broken`), also one whose task still runs
+/// (threads cannot be killed). A `get` already waiting on that result on
+/// another worker of the pool returns that error, as one off the pool
+/// does (the control). A wait on the task's end first, tried for T10,
+/// stayed blocked until the task ended by itself (found by review).
+#[test]
+fn mp24_a_workers_get_on_a_result_that_terminate_made_ready_returns() {
+    let pool = ThreadPool::new(2).unwrap();
+    let a = pool.apply_async(long_task, 7).unwrap();
+    wait_until("the long task runs", || {
+        TERM_LONG_RUNS.load(Ordering::SeqCst)
+    });
+    let _waiter = pool.apply_async(wait_on_long_result, 0).unwrap();
+    assert!(TERM_RESULT.set(a).is_ok());
+    wait_until("the waiter is in get", || {
+        TERM_WAITER_IN_GET.load(Ordering::SeqCst)
+    });
+    // Let it settle into its wait (not a measurement).
+    std::thread::sleep(Duration::from_millis(200));
+    pool.terminate();
+    let r = TERM_RESULT.get().unwrap();
+    assert!(r.ready(), "terminate() returned with the result not ready");
+    // The control: off the pool, `get` of the ready result answers at once.
+    let here = format!("{:?}", r.get(Some(HANG)));
+    assert!(here.contains("Broken"), "{here}");
+    // The worker's `get`, waiting since before the terminate.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let saw = loop {
+        if let Some(s) = TERM_WAITER_SAW.lock().unwrap().clone() {
+            break Some(s);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    TERM_RELEASE.store(true, Ordering::SeqCst);
+    assert!(
+        saw.is_some(),
+        "a worker's AsyncResult::get was still blocked 10 s after terminate() made the \
+         result ready (Broken; the main thread's get returned {here}): it waits on the \
+         still-running task, not on the result"
+    );
+    let saw = saw.unwrap();
+    assert!(saw.contains("Broken"), "the worker's get said {saw}");
 }

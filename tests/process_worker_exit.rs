@@ -8,7 +8,7 @@
 //! is timed but the hang guards.
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use concurrent_futures::ExecutorExt;
 
@@ -191,7 +191,7 @@ fn workers_die_with_their_sigkilled_parent(name: &str) {
     assert!(!pids.is_empty(), "the helper ended without a worker");
     helper.kill().expect("SIGKILL the helper");
     helper.wait().expect("reap the helper");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let alive: Vec<u32> = pids
             .iter()
@@ -202,7 +202,7 @@ fn workers_die_with_their_sigkilled_parent(name: &str) {
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "20 s after SIGKILL of their parent, workers that dropped privileges \
              live on: {alive:?}"
         );
@@ -334,4 +334,144 @@ fn p4_a_retired_worker_whose_stdout_lock_is_held_does_not_stall_the_pool() {
              did not run within the hang guard: {e:?}"
         ),
     }
+}
+
+const SLOW_STDOUT_HELPER: &str = "CF_TEST_WORKER_EXIT_SLOW_STDOUT_HELPER";
+
+/// Task: prints `text` without a newline (it stays in the worker's
+/// line-buffered stdout until a flush).
+fn print_tail(text: String) -> usize {
+    print!("{text}");
+    text.len()
+}
+
+#[test]
+#[ignore = "helper, run by a_tasks_unterminated_output_survives_a_slow_stdout_on_shutdown_and_retirement"]
+fn helper_slow_stdout() {
+    if std::env::var_os(SLOW_STDOUT_HELPER).is_none() {
+        return;
+    }
+    // The reader of our stdout (a pager, a paused terminal, a slow
+    // consumer) is behind: the pipe is full, as a burst of output leaves it.
+    static WRITTEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::spawn(|| {
+        let buf = [b'.'; 4096];
+        for _ in 0..32 {
+            // SAFETY: writes from a live buffer to fd 1.
+            let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
+            if n <= 0 {
+                return;
+            }
+            WRITTEN.fetch_add(n as usize, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    // Full once the writes stop going through.
+    let mut last = usize::MAX;
+    common::wait_until("stdout's pipe is full", || {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = WRITTEN.load(std::sync::atomic::Ordering::SeqCst);
+        let full = now == last && now >= 32 * 1024;
+        last = now;
+        full
+    });
+    eprintln!("helper: the pipe is full");
+    let retiring = concurrent_futures::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(1)
+        .test_harness()
+        .build()
+        .unwrap();
+    let plain = common::pool(1);
+    use concurrent_futures::ExecutorExt;
+    let r = retiring.submit(print_tail, "<RETIRE-TAIL>".to_string());
+    assert_eq!(common::wait(r), Ok(13));
+    let s = plain.submit(print_tail, "<SHUTDOWN-TAIL>".to_string());
+    assert_eq!(common::wait(s), Ok(15));
+    eprintln!("helper: shutting down");
+    plain.shutdown(true, false);
+    retiring.shutdown(true, false);
+    eprintln!("helper: shut down");
+}
+
+/// L6: what a task printed without a final newline reaches the parent's
+/// stdout when the worker exits, on `shutdown(wait = true)` and on
+/// retirement (`max_tasks_per_child`), also when stdout's reader is a few
+/// seconds behind (a pager, a terminal paused with Ctrl-S, a slow
+/// pipeline stage): the worker flushes with its pipes open for as long as
+/// the write takes; only the wait for stdout's lock is bounded. (A first
+/// fix of the held lock bounded the whole flush, and the parent then
+/// killed the worker after `terminate_grace`, losing the text; found by
+/// review.)
+#[test]
+fn a_tasks_unterminated_output_survives_a_slow_stdout_on_shutdown_and_retirement() {
+    use std::io::{BufRead, Read};
+    let mut cmd = common::helper_command("helper_slow_stdout", SLOW_STDOUT_HELPER);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the helper");
+    let pid = child.id() as i32;
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut err = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let go = line.contains("helper: shutting down");
+                err.push(line);
+                if go {
+                    break;
+                }
+            }
+            Err(_) => {
+                // SAFETY: kill() takes integers; `pid` is our unreaped child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = child.wait();
+                panic!("hang guard: the helper never shut down; stderr: {err:?}");
+            }
+        }
+    }
+    // The consumer is three seconds behind (not a measurement: what a
+    // slow reader does).
+    std::thread::sleep(Duration::from_secs(3));
+    let mut stdout = child.stdout.take().unwrap();
+    let (otx, orx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        let _ = otx.send(out);
+    });
+    let Ok(out) = orx.recv_timeout(Duration::from_secs(60)) else {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = child.wait();
+        panic!("hang guard: the helper's stdout never ended");
+    };
+    let status = child.wait().unwrap();
+    err.extend(rx.try_iter());
+    let out = String::from_utf8_lossy(&out);
+    let lost: Vec<_> = ["<RETIRE-TAIL>", "<SHUTDOWN-TAIL>"]
+        .into_iter()
+        .filter(|m| !out.contains(m))
+        .collect();
+    assert!(
+        status.success(),
+        "helper failed ({status}); stderr: {err:?}"
+    );
+    assert!(
+        lost.is_empty(),
+        "lost from stdout: {lost:?} (a worker printed it without a newline and exited \
+         while stdout's reader was behind); helper stderr: {err:?}"
+    );
 }

@@ -7,9 +7,10 @@
 //! run. A thread-pool worker waiting on such a handle cannot run the task
 //! in place, as it does for the task's own future (T10): the promise is
 //! queued nowhere. So the handle keeps its tasks' ends, and a worker of
-//! their pool waits on those first: each wait runs a task still queued in
-//! the pool on the waiting worker, or helps with its subtasks, exactly as
-//! [`Future::result`] does.
+//! their pool helps with those first ([`TaskEnd::help`]): it runs a task
+//! still queued in the pool, or helps with its subtasks, exactly as
+//! [`Future::result`] does, and then waits on the handle itself, which
+//! may become ready without its task ending (a `terminate` fails it).
 
 use std::time::Instant;
 
@@ -26,11 +27,12 @@ impl TaskEnd {
         self.0.ended()
     }
 
-    /// Waits until the task has ended or `deadline` passes; on a worker of
-    /// the task's thread pool, runs it here if it is still queued, or helps
-    /// with its subtasks meanwhile. Returns whether it ended.
-    pub(crate) fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        self.0.wait_until(deadline)
+    /// On a worker of the task's thread pool: runs the task here if it is
+    /// still queued, and helps with its subtasks that are queued now (one
+    /// round, never blocking; see `thread::help_while_waiting`). Elsewhere,
+    /// nothing.
+    pub(crate) fn help(&self, deadline: Option<Instant>) {
+        self.0.help(deadline)
     }
 }
 
@@ -43,7 +45,7 @@ impl<T: Send + Sync + 'static> Future<T> {
 
 trait EndOf: Send + Sync {
     fn ended(&self) -> bool;
-    fn wait_until(&self, deadline: Option<Instant>) -> bool;
+    fn help(&self, deadline: Option<Instant>);
 }
 
 /// What a [`Future`] shares with its task, without the handle: dropping
@@ -56,9 +58,12 @@ impl<T: Send + Sync + 'static> EndOf for Shared<T> {
         self.0.core().is_terminal()
     }
 
-    fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        self.0
-            .core()
-            .wait_until(deadline, false, &|| Arc::clone(&self.0).run_here())
+    fn help(&self, deadline: Option<Instant>) {
+        let run_here = || Arc::clone(&self.0).run_here();
+        #[cfg(not(cf_loom))]
+        crate::thread::help_while_waiting(self.0.core(), deadline, &run_here);
+        // Under loom there is no pool to help.
+        #[cfg(cf_loom)]
+        let _ = (deadline, run_here);
     }
 }

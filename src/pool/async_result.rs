@@ -25,7 +25,7 @@ pub struct AsyncResult<T> {
     /// The id of the executor that runs the tasks.
     pool: u64,
     /// The ends of the tasks behind the result, not yet seen ended: a
-    /// worker of their thread pool waits on these first, and so runs a
+    /// worker of their thread pool helps with these first, and so runs a
     /// task still queued there itself (T10; see [`TaskEnd`]).
     tasks: Mutex<VecDeque<TaskEnd>>,
 }
@@ -62,14 +62,8 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
     /// callbacks run on the thread that makes results ready.
     pub fn get(&self, timeout: Option<Duration>) -> Result<&T, Error> {
         let deadline = crate::sync::deadline(timeout);
-        let outcome = if self.tasks_end_by(deadline) {
-            self.fut.result(left_until(deadline))
-        } else {
-            Err(Error::Timeout {
-                waited: Duration::ZERO,
-            })
-        };
-        match outcome {
+        self.help_with_tasks(deadline);
+        match self.fut.result(left_until(deadline)) {
             Err(Error::Timeout { .. }) => Err(Error::Timeout {
                 waited: timeout.unwrap_or_default(),
             }),
@@ -79,7 +73,7 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
 
     /// Waits without limit and moves the value out (`get(None)` by value).
     pub fn into_result(self) -> Result<T, Error> {
-        self.tasks_end_by(None);
+        self.help_with_tasks(None);
         self.fut.into_result()
     }
 
@@ -87,38 +81,37 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
     /// ready. Never fails (MP5); returns [`ready`](Self::ready).
     pub fn wait(&self, timeout: Option<Duration>) -> bool {
         let deadline = crate::sync::deadline(timeout);
-        self.tasks_end_by(deadline)
-            && !matches!(
-                self.fut.exception(left_until(deadline)),
-                Err(Error::Timeout { .. })
-            )
+        self.help_with_tasks(deadline);
+        !matches!(
+            self.fut.exception(left_until(deadline)),
+            Err(Error::Timeout { .. })
+        )
     }
 
-    /// On a worker of the tasks' thread pool: waits until every task
-    /// behind the result has ended, running or helping as it waits (see
-    /// [`TaskEnd`]); whether they ended by `deadline`. Elsewhere, and once
-    /// the result is ready, nothing to do: the result is waited on alone
-    /// (one wake-up, not one for each task), and the ends are dropped.
-    fn tasks_end_by(&self, deadline: Option<Instant>) -> bool {
-        if self.fut.done() || !crate::thread::is_worker_of(self.pool) {
-            if self.fut.done() {
-                lock(&self.tasks).clear();
-            }
-            return true;
+    /// On a worker of the tasks' thread pool: helps with every task behind
+    /// the result that has not ended (see [`TaskEnd`]), running those still
+    /// queued here; the caller then waits on the result itself, which may
+    /// be made ready without its tasks ending (`terminate` fails it; found
+    /// by review: a wait on the tasks' ends missed that). Elsewhere, and
+    /// once the result is ready, nothing to do (the ends are dropped).
+    fn help_with_tasks(&self, deadline: Option<Instant>) {
+        if self.fut.done() {
+            lock(&self.tasks).clear();
+            return;
         }
-        loop {
-            let next = {
-                let mut tasks = lock(&self.tasks);
-                while tasks.front().is_some_and(TaskEnd::ended) {
-                    tasks.pop_front();
-                }
-                tasks.front().cloned()
-            };
-            match next {
-                None => return true,
-                Some(end) if end.wait_until(deadline) => {}
-                Some(_) => return false,
+        if !crate::thread::is_worker_of(self.pool) {
+            return;
+        }
+        let ends: Vec<TaskEnd> = {
+            let mut tasks = lock(&self.tasks);
+            tasks.retain(|end| !end.ended());
+            tasks.iter().cloned().collect()
+        };
+        for end in ends {
+            if self.fut.done() {
+                return;
             }
+            end.help(deadline);
         }
     }
 

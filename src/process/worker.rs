@@ -208,7 +208,7 @@ fn report_failure(message: &str) {
 /// kills a worker that ends holding tasks as soon as its result pipe
 /// closes, which would lose what a task printed without a final newline
 /// (stdout is line-buffered). But not at any price: see
-/// [`flush_stdout_briefly`].
+/// [`flush_stdout_unless_locked`].
 fn serve_pool(cmd: std::fs::File, res: std::fs::File, parent: u32, watched: bool) -> i32 {
     let mut input = BufReader::with_capacity(64 * 1024, cmd);
     let mut output = BufWriter::with_capacity(64 * 1024, res);
@@ -219,33 +219,41 @@ fn serve_pool(cmd: std::fs::File, res: std::fs::File, parent: u32, watched: bool
             EXIT_BAD_START
         }
     };
-    flush_stdout_briefly();
+    flush_stdout_unless_locked();
     code
 }
 
-/// How long a worker about to exit waits, its pipes still open, for what
-/// its tasks printed to reach stdout.
-const STDOUT_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a worker about to exit waits, its pipes still open, for
+/// stdout's lock, to flush what its tasks printed.
+const STDOUT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Flushes stdout, waiting at most [`STDOUT_FLUSH_WAIT`]: a thread a task
-/// left behind holding stdout's lock held the flush, and so the worker,
-/// for ever with its pipes open, where the parent could not see it go
-/// (`shutdown(wait = true)` never returned, a retired worker was never
-/// replaced; found by review). Past the wait the pipes close; the flush
-/// goes on, and the exit's own flush after it, within the
+/// Flushes stdout with the pipes open, for as long as the write takes (a
+/// slow reader of stdout, a paused terminal: closed pipes would let the
+/// parent kill the worker after `terminate_grace`, and lose the output;
+/// found by review), but waits at most [`STDOUT_LOCK_WAIT`] for stdout's
+/// lock: a thread a task left behind holding it held the flush, and so the
+/// worker, for ever with its pipes open, where the parent could not see it
+/// go (`shutdown(wait = true)` never returned, a retired worker was never
+/// replaced; found by review). Past that wait the pipes close; the flush
+/// waits on in its thread, and the exit's own flush after it, within the
 /// `terminate_grace` the parent gives a worker that closed its pipes.
-fn flush_stdout_briefly() {
+fn flush_stdout_unless_locked() {
+    let (locked, has_lock) = std::sync::mpsc::channel();
     let (done, flushed) = std::sync::mpsc::channel();
     let flusher = std::thread::Builder::new()
         .name("cf-stdout-flush".into())
         .stack_size(64 * 1024)
         .spawn(move || {
-            let _ = std::io::stdout().flush();
+            let mut out = std::io::stdout().lock();
+            let _ = locked.send(());
+            let _ = out.flush();
             let _ = done.send(());
         });
     match flusher {
         Ok(_) => {
-            let _ = flushed.recv_timeout(STDOUT_FLUSH_WAIT);
+            if has_lock.recv_timeout(STDOUT_LOCK_WAIT).is_ok() {
+                let _ = flushed.recv();
+            }
         }
         Err(_) => {
             let _ = std::io::stdout().flush();
