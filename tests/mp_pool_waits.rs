@@ -238,3 +238,90 @@ fn mp24_a_workers_get_on_a_result_that_terminate_made_ready_returns() {
     let saw = saw.unwrap();
     assert!(saw.contains("Broken"), "the worker's get said {saw}");
 }
+
+static FJ_POOL: OnceLock<ThreadPool> = OnceLock::new();
+static FJ_B_STARTED: AtomicBool = AtomicBool::new(false);
+static FJ_A_IN_GET: AtomicBool = AtomicBool::new(false);
+static FJ_C_RAN: AtomicBool = AtomicBool::new(false);
+
+fn fj_c(_: u64) -> u64 {
+    FJ_C_RAN.store(true, Ordering::SeqCst);
+    0
+}
+
+/// B, on the other worker: once A waits on it, pushes C onto its own
+/// deque and watches for C to run, without waiting on the pool (at most
+/// 10 s). 1 if C ran.
+fn fj_b(_: u64) -> u64 {
+    FJ_B_STARTED.store(true, Ordering::SeqCst);
+    wait_until("A waits on B", || FJ_A_IN_GET.load(Ordering::SeqCst));
+    // Let A settle into its wait (ordering only).
+    std::thread::sleep(Duration::from_millis(300));
+    let _c = FJ_POOL.get().unwrap().apply_async(fj_c, 0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !FJ_C_RAN.load(Ordering::SeqCst) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    u64::from(FJ_C_RAN.load(Ordering::SeqCst))
+}
+
+/// A: submits B, lets the other worker take it, and waits on its result.
+fn fj_a(_: u64) -> u64 {
+    let pool = FJ_POOL.get().unwrap();
+    let b = pool.apply_async(fj_b, 0).unwrap();
+    wait_until("the other worker takes B", || {
+        FJ_B_STARTED.load(Ordering::SeqCst)
+    });
+    FJ_A_IN_GET.store(true, Ordering::SeqCst);
+    *b.get(Some(HANG)).unwrap()
+}
+
+/// T10 (RELIABILITY: the subtasks the awaited task pushes while it runs
+/// on another worker are helped with, through the `Pool` facade too): a
+/// worker waiting on a result whose task runs at the bottom of another
+/// worker's stack keeps looking for the subtasks that task pushes, as a
+/// wait on the executor's `Future` does (the control). (A wait that
+/// looked once, then blocked on the result, left C in B's deque while both
+/// workers waited; found by review.)
+#[test]
+fn t10_a_workers_async_result_wait_keeps_helping_the_thief_as_a_future_wait_does() {
+    // The control: the executor's futures.
+    static B_STARTED: AtomicBool = AtomicBool::new(false);
+    static A_WAITS: AtomicBool = AtomicBool::new(false);
+    static C_RAN: AtomicBool = AtomicBool::new(false);
+    let ex = Arc::new(ThreadPoolExecutor::new(2).unwrap());
+    let ex2 = ex.clone();
+    let control = ex.spawn(move || {
+        let ex3 = ex2.clone();
+        let b = ex2.spawn(move || {
+            B_STARTED.store(true, Ordering::SeqCst);
+            wait_until("A waits on B", || A_WAITS.load(Ordering::SeqCst));
+            std::thread::sleep(Duration::from_millis(300));
+            let _c = ex3.spawn(|| C_RAN.store(true, Ordering::SeqCst));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !C_RAN.load(Ordering::SeqCst) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            C_RAN.load(Ordering::SeqCst)
+        });
+        wait_until("the other worker takes B", || {
+            B_STARTED.load(Ordering::SeqCst)
+        });
+        A_WAITS.store(true, Ordering::SeqCst);
+        *b.result(Some(HANG)).unwrap()
+    });
+    assert_eq!(
+        control.result(Some(HANG)).cloned(),
+        Ok(true),
+        "control: a Future wait helps the thief"
+    );
+
+    let pool = FJ_POOL.get_or_init(|| ThreadPool::new(2).unwrap());
+    let a = pool.apply_async(fj_a, 0).unwrap();
+    assert_eq!(
+        a.get(Some(HANG)),
+        Ok(&1),
+        "C, pushed by B while A waited on B's AsyncResult, did not run within 10 s: \
+         A's wait no longer helps the worker running B"
+    );
+}

@@ -739,6 +739,22 @@ fn serialize_and_deserialize_panics_are_encode_and_decode_errors() {
     );
 }
 
+/// A result whose `Serialize` panics in the child is `result()`'s
+/// `Encode` error (as `Error::Encode` documents), not the function's
+/// panic, and the child exits with code 1. Found by review.
+#[test]
+fn a_result_whose_serialize_panics_is_an_encode_error() {
+    let mut p = Process::new(touchy_plus_one, Touchy(12)).test_harness();
+    p.start().unwrap();
+    joined(&p);
+    assert_eq!(p.exitcode(), Some(1));
+    let result = p.result();
+    assert!(
+        matches!(&result, Some(Err(Error::Encode { message, .. })) if message.contains("13 panics")),
+        "{result:?}"
+    );
+}
+
 /// Marker of the helper below (it does nothing without it).
 const TLS_PROCESS_HELPER_ENV: &str = "CF_TEST_TLS_PROCESS_HELPER";
 

@@ -166,6 +166,28 @@ fn d1_an_argument_whose_serialize_panics_fails_only_its_future() {
     assert_eq!(good, Ok(67), "the pool goes on");
 }
 
+fn wrap_plus_one(n: u32) -> NotThirteen {
+    NotThirteen(n + 1)
+}
+
+/// D9: a result whose `Serialize` panics in the worker fails its task with
+/// `Encode` naming the type (as `Error::Encode` documents, and as an
+/// argument's does), not as the task's panic; the worker goes on. Found
+/// by review.
+#[test]
+fn d9_a_result_whose_serialize_panics_in_the_worker_is_an_encode_error() {
+    let pool = small_frames();
+    let (bad, good) = guarded("the tasks", move || {
+        let bad = pool.submit(wrap_plus_one, 65).into_result().map(|n| n.0);
+        (
+            bad,
+            pool.submit(wrap_plus_one, 66).into_result().map(|n| n.0),
+        )
+    });
+    assert!(is_serialize_panic_of_66(&bad), "{bad:?}");
+    assert_eq!(good, Ok(67), "the worker goes on");
+}
+
 /// D1, M10: the same in a map, unchunked and chunked: only the item at
 /// fault fails, at its own position, and its chunk's other items run (the
 /// chunk is sent item by item).

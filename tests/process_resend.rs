@@ -443,3 +443,100 @@ fn x7_a_task_taken_back_from_a_dead_worker_is_not_running_on_a_kill_on_cancel_po
         "taken back unstarted, waiting for a replacement worker, it reported running()"
     );
 }
+
+fn pid_after(gate: String) -> u32 {
+    await_file(&gate);
+    std::process::id()
+}
+
+/// Creates the file at `path`, returns the worker's pid.
+fn touch(path: String) -> u32 {
+    std::fs::write(&path, b"").unwrap();
+    std::process::id()
+}
+
+fn pid_of_worker(_: ()) -> u32 {
+    std::process::id()
+}
+
+/// Waits until every thread of process `pid` has exited (its pidfd says
+/// so), so that its descriptors are closed.
+fn wait_for_exit_of_every_thread(pid: u32) {
+    // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; the hang guard as the timeout.
+    let n = unsafe { libc::poll(&mut p, 1, HANG.as_millis() as i32) };
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    assert_eq!(n, 1, "hang guard: worker {pid} never exited");
+}
+
+/// Decision 3 ("a dead process worker fails only the task it was
+/// running"): a task that the reader of a worker already dead dispatches
+/// to it (straight from the reader thread, once it handles the worker's
+/// last result) never reached that worker: the write fails (EPIPE) and
+/// the task is queued again, and runs on the replacement. (A parent that
+/// kept its own copy of the pipe's read end, to keep writes from raising
+/// SIGPIPE, wrote it into the dead worker's pipe and failed it there;
+/// found by review.)
+#[test]
+fn a_task_dispatched_by_the_reader_to_its_already_dead_worker_runs_on_the_replacement() {
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .prefetch(1)
+        .test_harness()
+        .build()
+        .unwrap();
+    let go = FileGate::new("resend-dead-go");
+    let in_callback = FileGate::new("resend-dead-in-callback");
+    let release = FileGate::new("resend-dead-release");
+    let t1_ran = FileGate::new("resend-dead-t1-ran");
+    // T0 holds until its done-callback is registered; the callback then
+    // holds the worker's reader.
+    let t0 = pool.submit(pid_after, go.arg());
+    let (entered, gate) = (in_callback.arg(), release.arg());
+    t0.add_done_callback(move |_| {
+        std::fs::write(&entered, b"").unwrap();
+        await_file(&gate);
+    });
+    go.open();
+    let pid = *t0.result(Some(HANG)).expect("T0 runs");
+    wait_until("the reader runs T0's callback", || in_callback.is_open());
+    // T1 runs on the worker; its result waits in the pipe, unread.
+    let t1 = pool.submit(touch, t1_ran.arg());
+    wait_until("T1 ran", || t1_ran.is_open());
+    // Let the worker write T1's result and go back to reading commands
+    // (ordering only, not a measurement).
+    std::thread::sleep(Duration::from_millis(300));
+    // Y: the worker holds T1 (prefetch 1), so Y stays queued.
+    let y = pool.submit(pid_of_worker, ());
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        !y.running(),
+        "Y was sent at once (the setup assumes it queues)"
+    );
+    // The worker dies idle, its reader still in the callback.
+    // SAFETY: kill takes integers; `pid` is this pool's worker.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    wait_for_exit_of_every_thread(pid);
+    // The reader reads T1's result and dispatches Y to the dead worker.
+    release.open();
+    assert_eq!(
+        t1.result(Some(HANG)).cloned(),
+        Ok(pid),
+        "T1 ran before the kill"
+    );
+    let y = y.result(Some(HANG)).cloned();
+    assert!(
+        matches!(y, Ok(p) if p != pid),
+        "Y never ran on the dead worker {pid}, yet it got {y:?} (expected it to run on the \
+         replacement)"
+    );
+    common::guarded("shutdown(wait)", move || pool.shutdown(true, false));
+}

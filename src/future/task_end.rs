@@ -30,8 +30,9 @@ impl TaskEnd {
     /// On a worker of the task's thread pool: runs the task here if it is
     /// still queued, and helps with its subtasks that are queued now (one
     /// round, never blocking; see `thread::help_while_waiting`). Elsewhere,
-    /// nothing.
-    pub(crate) fn help(&self, deadline: Option<Instant>) {
+    /// nothing. True when the task runs on another worker, which may queue
+    /// more of its subtasks: worth helping again a little later.
+    pub(crate) fn help(&self, deadline: Option<Instant>) -> bool {
         self.0.help(deadline)
     }
 }
@@ -45,7 +46,7 @@ impl<T: Send + Sync + 'static> Future<T> {
 
 trait EndOf: Send + Sync {
     fn ended(&self) -> bool;
-    fn help(&self, deadline: Option<Instant>);
+    fn help(&self, deadline: Option<Instant>) -> bool;
 }
 
 /// What a [`Future`] shares with its task, without the handle: dropping
@@ -58,12 +59,15 @@ impl<T: Send + Sync + 'static> EndOf for Shared<T> {
         self.0.core().is_terminal()
     }
 
-    fn help(&self, deadline: Option<Instant>) {
+    fn help(&self, deadline: Option<Instant>) -> bool {
         let run_here = || Arc::clone(&self.0).run_here();
         #[cfg(not(cf_loom))]
-        crate::thread::help_while_waiting(self.0.core(), deadline, &run_here);
+        return crate::thread::help_while_waiting(self.0.core(), deadline, &run_here);
         // Under loom there is no pool to help.
         #[cfg(cf_loom)]
-        let _ = (deadline, run_here);
+        {
+            let _ = (deadline, run_here);
+            false
+        }
     }
 }

@@ -302,17 +302,13 @@ impl<R> Process<R> {
         // does: a parent that exits right after still leaves a non-daemon
         // child that runs it. A child that died before reading gives a
         // broken pipe here; its exit status tells what happened.
-        // Without the parent's copy of the read end, which would let a
-        // large message to a dead child block for ever; SIGPIPE is held
-        // off instead (see `sigpipe`).
-        drop(spawned.command_reader);
-        let mut output = BufWriter::new(spawned.to_worker);
-        let _ = crate::process::sigpipe::held_off(|| {
-            crate::process::frame::write_frame(&mut output, &message)
-                .map_err(|e| io::Error::other(e.to_string()))?;
-            output.flush()
-        });
-        drop(output);
+        // A child gone must not raise SIGPIPE (see `sigpipe`). The frame
+        // is written whole, at once: a buffered writer's leftover, written
+        // again when dropped, raised it outside the hold (found by review).
+        let mut frame = Vec::with_capacity(message.len() + 4);
+        let _ = crate::process::frame::write_frame(&mut frame, &message);
+        let _ = crate::process::sigpipe::held_off(|| (&spawned.to_worker).write_all(&frame));
+        drop(spawned.to_worker);
         drop(message);
         let shared = Arc::new(Shared {
             state: Mutex::new(Run {

@@ -90,28 +90,52 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
 
     /// On a worker of the tasks' thread pool: helps with every task behind
     /// the result that has not ended (see [`TaskEnd`]), running those still
-    /// queued here; the caller then waits on the result itself, which may
-    /// be made ready without its tasks ending (`terminate` fails it; found
-    /// by review: a wait on the tasks' ends missed that). Elsewhere, and
+    /// queued here, for as long as one runs on another worker that may
+    /// queue more of its subtasks, as a wait on a `Future` does (found by
+    /// review: one round of help missed the subtasks queued later). In
+    /// between it waits on the result itself, backing off, which may be
+    /// made ready without its tasks ending (`terminate` fails it). Returns
+    /// when nothing is left to help with, the result is ready or the
+    /// deadline passed; the caller then waits on the result. Elsewhere, and
     /// once the result is ready, nothing to do (the ends are dropped).
     fn help_with_tasks(&self, deadline: Option<Instant>) {
+        if !crate::thread::is_worker_of(self.pool) {
+            self.drop_ends_if_ready();
+            return;
+        }
+        let mut again = HELP_AGAIN_FIRST;
+        while !self.fut.done() {
+            let ends: Vec<TaskEnd> = {
+                let mut tasks = lock(&self.tasks);
+                tasks.retain(|end| !end.ended());
+                tasks.iter().cloned().collect()
+            };
+            let mut look_again = false;
+            for end in ends {
+                if self.fut.done() {
+                    break;
+                }
+                look_again |= end.help(deadline);
+            }
+            if !look_again {
+                break;
+            }
+            let until = Instant::now() + again;
+            let until = deadline.map_or(until, |d| d.min(until));
+            let _ = self.fut.exception(left_until(Some(until)));
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            again = (again * 2).min(HELP_AGAIN_MAX);
+        }
+        self.drop_ends_if_ready();
+    }
+
+    /// Drops the tasks' ends once the result is ready: nothing waits on
+    /// them any more.
+    fn drop_ends_if_ready(&self) {
         if self.fut.done() {
             lock(&self.tasks).clear();
-            return;
-        }
-        if !crate::thread::is_worker_of(self.pool) {
-            return;
-        }
-        let ends: Vec<TaskEnd> = {
-            let mut tasks = lock(&self.tasks);
-            tasks.retain(|end| !end.ended());
-            tasks.iter().cloned().collect()
-        };
-        for end in ends {
-            if self.fut.done() {
-                return;
-            }
-            end.help(deadline);
         }
     }
 
@@ -132,6 +156,13 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
         Ok(matches!(self.fut.exception(Some(Duration::ZERO)), Ok(None)))
     }
 }
+
+/// How long a worker waiting on a result whose task runs on another worker
+/// waits before it helps with that task's subtasks again, doubling each
+/// time up to [`HELP_AGAIN_MAX`] (as `Core::wait_until` does for a
+/// `Future`).
+const HELP_AGAIN_FIRST: Duration = Duration::from_micros(50);
+const HELP_AGAIN_MAX: Duration = Duration::from_millis(10);
 
 /// What is left of the time until `deadline` (`None`: no deadline).
 fn left_until(deadline: Option<Instant>) -> Option<Duration> {

@@ -404,7 +404,11 @@ impl ProcessPoolBuilder {
         let s2 = shared.clone();
         std::thread::Builder::new()
             .name("cf-process-supervisor".into())
-            .spawn(move || supervise(s2))
+            .spawn(move || {
+                // It writes to workers (see `super::sigpipe`).
+                super::sigpipe::block_for_this_thread();
+                supervise(s2)
+            })
             .map_err(|e| Error::Io(format!("could not start the supervisor thread: {e}")))?;
         Ok(ProcessPoolExecutor { shared })
     }

@@ -165,8 +165,10 @@ const fn assert_zero_sized<F>() {
 ///
 /// A decode failure, a panic of `A`'s `Deserialize` included, is
 /// [`RemoteError::Decode`] (as for a chunk's arguments and for results in
-/// the parent), an encode failure [`RemoteError::Encode`], a panic anywhere
-/// else (the task, `R`'s `Serialize`) [`RemoteError::Panicked`].
+/// the parent), an encode failure, a panic of `R`'s `Serialize` included,
+/// [`RemoteError::Encode`] (as `Error::Encode` documents, and as for an
+/// argument in the parent; found by review), a panic of the task
+/// [`RemoteError::Panicked`].
 pub(crate) fn trampoline<F, A, R>(arg: &[u8]) -> Result<Vec<u8>, RemoteError>
 where
     F: Fn(A) -> R + Copy + Send + 'static,
@@ -191,7 +193,7 @@ where
         // module docs and the public docs say not to capture one.
         let f: F = unsafe { std::mem::zeroed() };
         let r = f(a);
-        Ok(codec::encode(&r)?)
+        Ok(codec::encode_caught(&r)?)
     };
     match panic::catch_unwind(AssertUnwindSafe(run)) {
         Ok(outcome) => outcome,

@@ -18,7 +18,6 @@ use crate::sync::{Arc, Mutex};
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use super::child::WorkerChild;
@@ -45,24 +44,19 @@ pub(crate) fn run(
     shared: Arc<Shared>,
     id: u64,
     child: Arc<Mutex<WorkerChild>>,
-    (to_worker, to_worker_reader): (File, OwnedFd),
+    to_worker: File,
     from_worker: File,
 ) {
     super::own_thread::enter(&shared, super::own_thread::Role::Reader);
+    // It writes to the worker, which may die meanwhile (see
+    // `super::sigpipe`).
+    super::sigpipe::block_for_this_thread();
     let mark = Arc::new(ReaderMark::default());
     let results = ResultsPipe::new(from_worker, mark.clone());
     let mut input = BufReader::with_capacity(64 * 1024, results);
     let mut output = BufWriter::with_capacity(64 * 1024, to_worker);
     match handshake(&shared, id, &mut input, &mut output) {
-        Ok(pid) => serve(
-            shared,
-            id,
-            pid,
-            child,
-            mark,
-            input,
-            (output, to_worker_reader),
-        ),
+        Ok(pid) => serve(shared, id, pid, child, mark, input, output),
         Err(e) => start_failed(&shared, id, &child, e),
     }
 }
@@ -104,8 +98,10 @@ fn handshake(
         max_frame_bytes: max as u64,
         initializer: shared.config.initializer,
     };
-    write_message(output, &welcome, max)?;
-    output.flush().map_err(|e| Error::Io(e.to_string()))?;
+    super::sigpipe::held_off(|| {
+        write_message(output, &welcome, max)?;
+        output.flush().map_err(|e| Error::Io(e.to_string()))
+    })?;
     match read_message::<_, FromWorker>(input, max)? {
         Some(FromWorker::Initialized { outcome: Ok(()) }) => Ok(pid),
         Some(FromWorker::Initialized { outcome: Err(e) }) => {
@@ -177,13 +173,13 @@ fn serve(
     child: Arc<Mutex<WorkerChild>>,
     mark: Arc<ReaderMark>,
     mut input: BufReader<ResultsPipe>,
-    (output, output_reader): (BufWriter<File>, OwnedFd),
+    output: BufWriter<File>,
 ) {
     let max = shared.config.limits.max_frame_bytes;
     let started = output
         .into_inner()
         .map_err(|e| e.into_error())
-        .and_then(|file| Outbox::new(file, Some(output_reader), max))
+        .and_then(|file| Outbox::new(file, max))
         .map_err(|e| Error::Io(format!("could not set up the pipe to a worker: {e}")))
         .and_then(|(outbox, writer)| {
             std::thread::Builder::new()

@@ -49,11 +49,6 @@ pub(crate) struct Spawned {
     pub(crate) child: WorkerChild,
     pub(crate) to_worker: File,
     pub(crate) from_worker: File,
-    /// A copy of the worker's end of the command pipe. While the parent
-    /// holds it, a write to the pipe never finds it without a reader, so
-    /// it never raises SIGPIPE, whatever became of the worker (see
-    /// `outbox`). Dropping it gives writes their EPIPE back.
-    pub(crate) command_reader: OwnedFd,
 }
 
 /// Starts `cmd` as a worker: stdin from /dev/null, stdout and stderr
@@ -92,15 +87,13 @@ pub(crate) fn spawn_worker_with(
     let child = child::spawn(&mut cmd, hold_stdout, &map)?;
     // Close the parent's copies of the child's ends (and of the passed
     // descriptors), so that end-of-file on `res_read` means the worker is
-    // gone; all but the command pipe's read end (see `Spawned`), which no
-    // end-of-file depends on.
+    // gone.
     drop(map);
-    drop((res_write, passed));
+    drop((cmd_read, res_write, passed));
     Ok(Spawned {
         child,
         to_worker: File::from(OwnedFd::from(cmd_write)),
         from_worker: File::from(OwnedFd::from(res_read)),
-        command_reader: OwnedFd::from(cmd_read),
     })
 }
 

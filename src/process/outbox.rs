@@ -78,24 +78,11 @@
 //! [`ToWorker::Shutdown`] has been written, or when a write fails (the worker
 //! is gone: `EPIPE`; its reader reports how it ended). After that, `send`
 //! returns [`Closed`].
-//!
-//! # No SIGPIPE
-//!
-//! A write to a pipe without a reader raises SIGPIPE, which kills a
-//! program that set it back to its default action (command-line tools do)
-//! when a worker dies while a task is written to it, from whatever thread
-//! wrote. So the outbox keeps the parent's own copy of the pipe's read end
-//! while the pipe is in use: the pipe never lacks a reader, and a write to
-//! a dead worker's pipe just fills it, at no cost per write (holding
-//! SIGPIPE off each write cost two system calls, about 0.25 µs, a fifth of
-//! a no-op task). Its reader sees the worker's end and drops the outbox;
-//! that drops the copy, and a writer thread waiting for room in the dead
-//! worker's pipe wakes to an `EPIPE` (it blocks SIGPIPE for its life).
 
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 
 use super::os::{poll_writable, set_nonblocking};
 use super::protocol::{ToWorker, write_message};
@@ -159,15 +146,11 @@ struct Inner {
     closed: bool,
     /// Reused for encoding on the direct path.
     scratch: Vec<u8>,
-    /// The parent's copy of the pipe's read end, held until the pipe is
-    /// done with (see the module): no write raises SIGPIPE meanwhile.
-    reader: Option<OwnedFd>,
 }
 
 impl Inner {
     fn close(&mut self) {
         self.file = None;
-        self.reader = None;
         self.closed = true;
         self.queue.clear();
     }
@@ -207,13 +190,7 @@ impl Outbox {
     /// Takes over `file`, the parent's end of a worker's command pipe, and
     /// makes it non-blocking. The [`Writer`] must be run on a thread of its
     /// own.
-    /// `reader`: the parent's copy of the pipe's read end, if it keeps
-    /// one (see the module).
-    pub(crate) fn new(
-        file: File,
-        reader: Option<OwnedFd>,
-        max_frame_bytes: usize,
-    ) -> io::Result<(Outbox, Writer)> {
+    pub(crate) fn new(file: File, max_frame_bytes: usize) -> io::Result<(Outbox, Writer)> {
         set_nonblocking(file.as_fd())?;
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -225,7 +202,6 @@ impl Outbox {
                 dropped: false,
                 closed: false,
                 scratch: Vec::new(),
-                reader,
             }),
             wake: Condvar::new(),
             max_frame_bytes,
@@ -274,20 +250,24 @@ impl Outbox {
         }
         let file = g.file.as_ref().expect("open while sends are accepted");
         let mut written = 0;
-        let result = loop {
-            match (&*file).write(&frame[written..]) {
-                Ok(0) => break Ok(()),
-                Ok(n) => {
-                    written += n;
-                    if written == frame.len() {
-                        break Ok(());
+        // A worker gone must not raise SIGPIPE (see `super::sigpipe`); on
+        // the pool's own threads this costs nothing.
+        let result = super::sigpipe::held_off(|| {
+            loop {
+                match (&*file).write(&frame[written..]) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => {
+                        written += n;
+                        if written == frame.len() {
+                            return Ok(());
+                        }
                     }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
-                Err(e) => break Err(e),
             }
-        };
+        });
         match result {
             Ok(()) if written == frame.len() => {
                 if last {
@@ -331,10 +311,6 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         let mut g = lock(&self.shared.inner);
         g.dropped = true;
-        // The worker is gone or told to exit: a write to its pipe may now
-        // fail (EPIPE, on the writer thread, which blocks SIGPIPE), which
-        // is what wakes a writer waiting for room in a dead worker's pipe.
-        g.reader = None;
         if !g.busy && g.queue.is_empty() {
             // Nothing left to write: close now rather than when the writer
             // thread gets to run.
@@ -411,8 +387,7 @@ mod tests {
 
     fn pipe() -> (PipeReader, Outbox, Writer) {
         let (r, w) = io::pipe().unwrap();
-        let (outbox, writer) =
-            Outbox::new(File::from(std::os::fd::OwnedFd::from(w)), None, MAX).unwrap();
+        let (outbox, writer) = Outbox::new(File::from(std::os::fd::OwnedFd::from(w)), MAX).unwrap();
         (r, outbox, writer)
     }
 
@@ -550,33 +525,5 @@ mod tests {
         drop(r);
         writer.join().unwrap();
         assert_eq!(outbox.send(run(2, 10), true), Err(Closed));
-    }
-
-    /// With the parent's copy of the read end (as the pool keeps one),
-    /// writes to a pipe whose worker end is gone neither fail nor raise
-    /// SIGPIPE: they fill the pipe. Dropping the outbox drops the copy and
-    /// wakes the writer thread waiting for room: it ends.
-    #[test]
-    fn with_a_copy_of_the_read_end_a_dead_workers_pipe_fills_and_the_drop_ends_the_writer() {
-        let (r, w) = io::pipe().unwrap();
-        let copy = r.try_clone().map(std::os::fd::OwnedFd::from).unwrap();
-        let file = File::from(std::os::fd::OwnedFd::from(w));
-        let (outbox, writer) = Outbox::new(file, Some(copy), MAX).unwrap();
-        drop(r);
-        // On this (test) thread, SIGPIPE unblocked: a write to a pipe with
-        // no reader would raise it here (this process ignores it, as Rust
-        // programs do, so the check is the send's result).
-        assert_eq!(outbox.send(run(1, 10), true), Ok(()));
-        let writer = std::thread::spawn(move || writer.run());
-        outbox.send(run(2, 1 << 20), true).unwrap(); // queued, pipe fills
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(!writer.is_finished(), "the writer waits for room");
-        drop(outbox);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !writer.is_finished() {
-            assert!(Instant::now() < deadline, "the writer never woke");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        writer.join().unwrap();
     }
 }

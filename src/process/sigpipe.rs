@@ -11,13 +11,19 @@
 //! pending set before the block is lifted. A signal raised by a write is
 //! directed at the writing thread alone: no other thread is touched.
 //!
-//! That costs two system calls a write: fine for a channel or a
-//! `Process`'s start, too much for a pool's task messages, whose pipes
-//! never lack a reader instead (see `outbox`). A pool's writer threads
-//! block SIGPIPE for their whole life ([`block_for_this_thread`]): a
-//! signal still pending on a thread when it exits is discarded with it.
+//! That costs two system calls a write, too much for a pool's task
+//! messages, which the worker's reader thread writes after each result.
+//! So the pool's own threads that write to workers (readers, writers,
+//! the supervisor) block SIGPIPE for their whole life
+//! ([`block_for_this_thread`]), and their writes only take a SIGPIPE they
+//! raised off the pending set. Those threads also run user code, the
+//! done-callbacks of the futures they complete: that runs with SIGPIPE
+//! unblocked ([`as_user_code`]), so that a callback's write to a broken
+//! pipe does what the program asked for (found by review). Any other
+//! thread (a user's thread calling `shutdown`, say) holds SIGPIPE off
+//! around the write.
 
-use std::io;
+use std::cell::Cell;
 use std::mem::MaybeUninit;
 
 /// The signal set holding SIGPIPE alone.
@@ -63,10 +69,23 @@ fn discard_pending() {
     }
 }
 
+thread_local! {
+    /// This thread is one of the pool's and blocks SIGPIPE (outside user
+    /// code).
+    static BLOCKED_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
 /// Runs `write` with SIGPIPE held off this thread (see the module): a
 /// write that finds the pipe's reader gone fails with EPIPE
-/// ([`io::ErrorKind::BrokenPipe`]) and raises nothing.
-pub(crate) fn held_off<T>(write: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+/// ([`std::io::ErrorKind::BrokenPipe`]) and raises nothing.
+pub(crate) fn held_off<T, E>(write: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    if BLOCKED_HERE.get() {
+        let result = write();
+        if result.is_err() {
+            discard_pending();
+        }
+        return result;
+    }
     let was_blocked = mask(libc::SIG_BLOCK);
     let result = write();
     // Any error, not just EPIPE: a caller may have wrapped it.
@@ -79,15 +98,41 @@ pub(crate) fn held_off<T>(write: impl FnOnce() -> io::Result<T>) -> io::Result<T
     result
 }
 
-/// Blocks SIGPIPE on this thread for the rest of its life: for a thread of
-/// the pool's own that writes to a worker (see the module).
+/// Blocks SIGPIPE on this thread for the rest of its life, but in user
+/// code: for a thread of the pool's own that writes to workers (see the
+/// module).
 pub(crate) fn block_for_this_thread() {
     mask(libc::SIG_BLOCK);
+    BLOCKED_HERE.set(true);
+}
+
+/// Runs `run`, user code, with SIGPIPE as the program has it, on a thread
+/// that blocks it otherwise (see the module); elsewhere just runs it. A
+/// SIGPIPE pending here was raised by one of the pool's writes: it is
+/// discarded first, not delivered to the program.
+pub(crate) fn as_user_code<R>(run: impl FnOnce() -> R) -> R {
+    if !BLOCKED_HERE.get() {
+        return run();
+    }
+    /// Blocks SIGPIPE again, also if `run` unwinds.
+    struct Reblock;
+    impl Drop for Reblock {
+        fn drop(&mut self) {
+            mask(libc::SIG_BLOCK);
+            BLOCKED_HERE.set(true);
+        }
+    }
+    discard_pending();
+    BLOCKED_HERE.set(false);
+    mask(libc::SIG_UNBLOCK);
+    let _reblock = Reblock;
+    run()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
     use std::io::Write;
 
     /// Whether SIGPIPE is pending on this thread.
@@ -129,5 +174,49 @@ mod tests {
         .join()
         .unwrap();
         assert_eq!(outcome, (Err(io::ErrorKind::BrokenPipe), false, false));
+    }
+
+    /// Whether SIGPIPE is blocked on this thread.
+    fn blocked() -> bool {
+        let was = mask(libc::SIG_BLOCK);
+        if !was {
+            mask(libc::SIG_UNBLOCK);
+        }
+        was
+    }
+
+    /// A closed pipe's write end: a write to it fails with EPIPE.
+    fn broken_pipe() -> std::fs::File {
+        let (r, w) = io::pipe().unwrap();
+        drop(r);
+        std::fs::File::from(std::os::fd::OwnedFd::from(w))
+    }
+
+    /// On a pool thread: a write's SIGPIPE is taken off the pending set
+    /// even with SIGPIPE blocked for good, user code runs with it
+    /// unblocked and nothing pending, and the block is back after it, also
+    /// when user code panics.
+    #[test]
+    fn a_pool_thread_blocks_sigpipe_except_in_user_code() {
+        use std::io::Write;
+        std::thread::spawn(|| {
+            block_for_this_thread();
+            let w = broken_pipe();
+            let r = held_off(|| (&w).write(b"x"));
+            assert_eq!(r.map_err(|e| e.kind()), Err(io::ErrorKind::BrokenPipe));
+            assert!(!pending(), "held_off left a SIGPIPE pending");
+            // A write outside held_off leaves one pending: user code must
+            // not get it.
+            let _ = (&w).write(b"x");
+            assert!(pending());
+            let inside = as_user_code(|| (blocked(), pending()));
+            assert_eq!(inside, (false, false));
+            assert!(blocked(), "blocked again after user code");
+            let unwound = std::panic::catch_unwind(|| as_user_code(|| panic!("user code")));
+            assert!(unwound.is_err());
+            assert!(blocked(), "blocked again after user code that panicked");
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -153,11 +153,10 @@ fn start_worker(shared: &Arc<Shared>, id: u64) {
             shared.cond.notify_all();
             let s2 = shared.clone();
             let (to, from) = (spawned.to_worker, spawned.from_worker);
-            let to_reader = spawned.command_reader;
             let child2 = child.clone();
             let reader = std::thread::Builder::new()
                 .name(format!("cf-process-reader-{id}"))
-                .spawn(move || link::run(s2, id, child2, (to, to_reader), from));
+                .spawn(move || link::run(s2, id, child2, to, from));
             if let Err(e) = reader {
                 // Without its reader the worker can never be served or
                 // reaped: stop and reap it now, as a failed start.

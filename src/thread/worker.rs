@@ -218,6 +218,10 @@ fn as_innermost_task(local: &Worker<JobRef>, run: impl FnOnce()) {
 /// otherwise run those on top of itself, one of them perhaps waiting for
 /// what the callback sends once its wait is over (found by review).
 pub(crate) fn as_callbacks(run: impl FnOnce()) {
+    // On a process pool's thread, callbacks see SIGPIPE as the program
+    // set it (see `process::sigpipe`).
+    #[cfg(unix)]
+    let run = || crate::process::sigpipe::as_user_code(run);
     match current() {
         Some(w) => as_innermost_task(&w.local, run),
         None => run(),
