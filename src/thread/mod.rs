@@ -317,9 +317,8 @@ impl ThreadPoolExecutor {
         // of those may be waiting for this very thread's sweep.
         if !own {
             let handles = std::mem::take(&mut *lock(&self.registry.handles));
-            for h in handles.into_iter().filter(|h| !is_current_thread(h)) {
-                let _ = h.join();
-            }
+            let others = handles.into_iter().filter(|h| !is_current_thread(h));
+            join_by(others.collect(), deadline);
         }
         true
     }
@@ -401,4 +400,37 @@ impl Drop for ThreadPoolExecutor {
 /// thread-local destructors too.
 fn is_current_thread(h: &std::thread::JoinHandle<()>) -> bool {
     h.thread().id() == std::thread::current().id()
+}
+
+/// Joins the worker threads `handles`, which have retired, waiting at most
+/// until `deadline` (`None`: without limit). After it retires, a worker
+/// thread still runs its thread-locals' destructors, which take as long as
+/// user code makes them (`JoinHandle::is_finished` is true meanwhile), and
+/// `shutdown_within` promises its deadline (found by review: a slow
+/// destructor held it for as long). With a deadline the joins run on a
+/// thread of their own, which goes on alone past the deadline.
+fn join_by(handles: Vec<std::thread::JoinHandle<()>>, deadline: Option<Instant>) {
+    if handles.is_empty() {
+        return;
+    }
+    let Some(deadline) = deadline else {
+        for h in handles {
+            let _ = h.join();
+        }
+        return;
+    };
+    let (joined, all_joined) = std::sync::mpsc::channel();
+    let joiner = std::thread::Builder::new()
+        .name("cf-thread-joiner".into())
+        .spawn(move || {
+            for h in handles {
+                let _ = h.join();
+            }
+            let _ = joined.send(());
+        });
+    // Without a thread, the handles were dropped with its closure: the
+    // workers end on their own, detached.
+    if joiner.is_ok() {
+        let _ = all_joined.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
 }

@@ -212,7 +212,13 @@ impl Registry {
     }
 
     /// A submit pushed its task and then saw the pool shut down: make sure
-    /// someone ends the task.
+    /// someone ends the task before the submit returns. With no worker
+    /// left, it fails what is queued, as a sweeper (see `Live::sweepers`);
+    /// another raced submit's sweep may have taken its task meanwhile, so
+    /// it then waits until no sweep is left: a future `submit` returned
+    /// after `shutdown(wait = true)` returned was still pending (found by
+    /// review). One of the pool's own threads (a sweeper's callback) does
+    /// not wait, for itself.
     #[cold]
     fn settle_raced_submit(&self) {
         let live = lock(&self.live);
@@ -222,7 +228,15 @@ impl Registry {
             return;
         }
         drop(live);
-        self.fail_queued();
+        let own =
+            self.sweeping() || super::worker::current().is_some_and(|w| w.registry.id == self.id);
+        {
+            let _sweep = (!own).then(|| Sweep::enter(self));
+            self.fail_queued();
+        }
+        if !own {
+            self.wait_for_exit(false, None);
+        }
     }
 
     /// Fails every queued task with the refusal error (nothing will run
