@@ -83,10 +83,21 @@ fn settle_fds_to(want: usize, what: &str) {
 }
 
 /// Checks that worker `pid` holds exactly fds 0-4 (/dev/null, the parent's
-/// stdout and stderr, two pipes of its own).
+/// stdout and stderr, two pipes of its own), and the pidfd of its parent
+/// that its watcher thread waits on (`src/process/parent_death.rs`), one
+/// it opened itself.
 fn assert_worker_fds(pid: u32) {
-    let fds = fds_of(&pid.to_string());
+    let mut fds = fds_of(&pid.to_string());
     let all = fds.clone();
+    let watched: Vec<i32> = fds
+        .iter()
+        .filter(|(fd, target)| **fd > 4 && target.as_str() == "anon_inode:[pidfd]")
+        .map(|(fd, _)| *fd)
+        .collect();
+    assert!(watched.len() <= 1, "worker {pid} holds several pidfds: {all:#?}");
+    for fd in watched {
+        fds.remove(&fd);
+    }
     let numbers: Vec<i32> = fds.keys().copied().collect();
     assert_eq!(
         numbers,
