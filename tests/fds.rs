@@ -94,7 +94,10 @@ fn assert_worker_fds(pid: u32) {
         .filter(|(fd, target)| **fd > 4 && target.as_str() == "anon_inode:[pidfd]")
         .map(|(fd, _)| *fd)
         .collect();
-    assert!(watched.len() <= 1, "worker {pid} holds several pidfds: {all:#?}");
+    assert!(
+        watched.len() <= 1,
+        "worker {pid} holds several pidfds: {all:#?}"
+    );
     for fd in watched {
         fds.remove(&fd);
     }
