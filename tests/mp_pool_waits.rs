@@ -7,8 +7,8 @@
 //! one-thread pool deadlocked). Every wait has a hang guard; no test
 //! asserts a duration.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{AsyncResult, Callbacks, Error, ThreadPool, ThreadPoolExecutor};
@@ -323,5 +323,88 @@ fn t10_a_workers_async_result_wait_keeps_helping_the_thief_as_a_future_wait_does
         Ok(&1),
         "C, pushed by B while A waited on B's AsyncResult, did not run within 10 s: \
          A's wait no longer helps the worker running B"
+    );
+}
+
+static FEED_POOL: OnceLock<ThreadPool> = OnceLock::new();
+/// What the producer feeds its consumer (0: nothing yet).
+static FEED: AtomicU64 = AtomicU64::new(0);
+static FED_CONSUMER_THREAD: Mutex<Option<String>> = Mutex::new(None);
+static FEEDING_PRODUCER_THREAD: Mutex<Option<String>> = Mutex::new(None);
+
+fn thread_tag() -> String {
+    format!("{:?}", std::thread::current().id())
+}
+
+/// Consumer: waits (2 s at most) for the producer to feed it.
+fn fed_consumer(_: u64) -> u64 {
+    *FED_CONSUMER_THREAD.lock().unwrap() = Some(thread_tag());
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        let v = FEED.load(Ordering::SeqCst);
+        if v != 0 {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    0
+}
+
+fn square_it(x: u64) -> u64 {
+    x * x
+}
+
+/// Producer: starts its consumer, computes a value by a subtask it waits
+/// on through an `AsyncResult`, then feeds the consumer.
+fn feeding_producer(x: u64) -> u64 {
+    *FEEDING_PRODUCER_THREAD.lock().unwrap() = Some(thread_tag());
+    let pool = FEED_POOL.get().unwrap();
+    let consumer = pool.apply_async(fed_consumer, 0).unwrap();
+    // A callback that takes a moment (logs the value, say): the result is
+    // ready only once it returned (MP6). Without it the bug shows as well
+    // (10 runs of 10 alone; 2 of 3 among the other tests), unless the
+    // handler thread is quicker than the wait.
+    let logged = Callbacks::new().callback(|_: &u64| std::thread::sleep(Duration::from_millis(50)));
+    let v = *pool
+        .apply_async_with(square_it, x, logged)
+        .unwrap()
+        .get(Some(HANG))
+        .unwrap();
+    FEED.store(v, Ordering::SeqCst);
+    consumer.into_result().unwrap()
+}
+
+/// T10 through an `AsyncResult`: producer P starts consumer S, then
+/// waits on its subtask X's `AsyncResult`. The wait runs X in place; once
+/// X has ended it waits on the result (which the handler thread makes
+/// ready a moment later) without helping, so S stays queued and gets the
+/// value, as with the executor's own futures (the control). (A wait on
+/// the result that helped popped S and ran it on top of P, where it
+/// starved; found by review.)
+#[test]
+fn t10_a_consumer_is_not_run_on_top_of_its_producer_waiting_on_an_async_result() {
+    // Control: the same shape on the executor's own futures completes.
+    let ex = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let ex2 = ex.clone();
+    let control = ex.spawn(move || {
+        let (feed, fed) = mpsc::channel::<u64>();
+        let s = ex2.spawn(move || fed.recv_timeout(Duration::from_secs(2)).unwrap_or(0));
+        let v = *ex2.spawn(|| 9u64).result(Some(HANG)).unwrap();
+        let _ = feed.send(v);
+        s.into_result().unwrap()
+    });
+    assert_eq!(control.result(Some(HANG)).cloned(), Ok(9), "control");
+
+    let pool = FEED_POOL.get_or_init(|| ThreadPool::new(1).unwrap());
+    let r = pool.apply_async(feeding_producer, 3).unwrap();
+    let got = r.get(Some(HANG)).cloned();
+    let (c, p) = (
+        FED_CONSUMER_THREAD.lock().unwrap().clone(),
+        FEEDING_PRODUCER_THREAD.lock().unwrap().clone(),
+    );
+    assert_eq!(
+        got,
+        Ok(9),
+        "the consumer starved: it ran on top of its producer (consumer on {c:?}, producer on {p:?})"
     );
 }

@@ -536,3 +536,75 @@ fn pool_map_chunked_chunk_too_large_together_names_the_item_type_and_the_remedy(
     });
     assert_names_the_item_type(&got.map(|_| Vec::new()));
 }
+
+/// A result whose `Serialize` panics on 66.
+#[derive(Debug)]
+struct PanicsOn66(u32);
+
+impl serde::Serialize for PanicsOn66 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 66 {
+            panic!("66 panics");
+        }
+        s.serialize_u32(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PanicsOn66 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u32::deserialize(d).map(PanicsOn66)
+    }
+}
+
+fn plus_one(n: u32) -> PanicsOn66 {
+    PanicsOn66(n + 1)
+}
+
+/// D9, M10: in a chunked map, a result whose `Serialize` panics in the
+/// worker fails only its item, with the `Encode` error it gets unchunked
+/// (the control), not as the task's panic (found by review).
+#[test]
+fn d9_a_chunked_maps_result_whose_serialize_panics_is_an_encode_error_as_unchunked() {
+    let pool = Arc::new(common::pool(1));
+    let unchunked: Vec<Result<u32, concurrent_futures::Error>> = common::guarded("map", {
+        let pool = pool.clone();
+        move || {
+            concurrent_futures::ExecutorExt::map_with(
+                &pool,
+                plus_one,
+                64..67u32,
+                concurrent_futures::MapOptions::new().chunksize(1),
+            )
+            .map(|r| r.map(|v| v.0))
+            .collect()
+        }
+    });
+    let chunked: Vec<Result<u32, concurrent_futures::Error>> = common::guarded("map", {
+        let pool = pool.clone();
+        move || {
+            concurrent_futures::ExecutorExt::map_with(
+                &pool,
+                plus_one,
+                64..67u32,
+                concurrent_futures::MapOptions::new().chunksize(3),
+            )
+            .map(|r| r.map(|v| v.0))
+            .collect()
+        }
+    });
+    pool.shutdown(true, false);
+    let is_encode = |r: &Result<u32, concurrent_futures::Error>| {
+        matches!(r, Err(concurrent_futures::Error::Encode { type_name, message })
+            if type_name.ends_with("PanicsOn66") && message.contains("66 panics"))
+    };
+    assert!(
+        is_encode(&unchunked[1]),
+        "control, unchunked: {unchunked:?}"
+    );
+    assert_eq!((&chunked[0], &chunked[2]), (&Ok(65), &Ok(67)));
+    assert!(
+        is_encode(&chunked[1]),
+        "a chunked item whose result's Serialize panicked: {:?}",
+        chunked[1]
+    );
+}

@@ -69,8 +69,8 @@ fn take_entry(bytes: &[u8]) -> Option<(u8, usize, &[u8])> {
 }
 
 /// Writes `value` as the next body, catching a panic of its `Serialize`
-/// (whatever it wrote is dropped): a result that does not serialize fails
-/// only its item.
+/// (whatever it wrote is dropped): a result that does not serialize, or
+/// whose `Serialize` panics, fails only its item, with an encode error.
 fn write_value<R: Serialize>(w: &mut codec::SeqWriter, value: &R) -> Result<usize, ItemError> {
     let start = w.bytes().len();
     match catch_unwind(AssertUnwindSafe(|| w.push(value))) {
@@ -78,14 +78,13 @@ fn write_value<R: Serialize>(w: &mut codec::SeqWriter, value: &R) -> Result<usiz
         Ok(Err(e)) => Err(ItemError::Encode {
             message: codec_message(e),
         }),
+        // As for a task's own result (`Error::Encode` says so): not the
+        // task's panic (found by review).
         Err(payload) => {
             w.truncate(start);
-            Err(ItemError::Panicked {
-                message: format!(
-                    "serializing the result panicked: {}",
-                    take_panic_message(payload)
-                ),
-                backtrace: take_last_backtrace(),
+            let _ = take_last_backtrace();
+            Err(ItemError::Encode {
+                message: format!("its Serialize panicked: {}", take_panic_message(payload)),
             })
         }
     }

@@ -282,7 +282,7 @@ fn d12_a_deserialize_that_panics_fails_only_its_item() {
 }
 
 #[test]
-fn a_serialize_that_panics_fails_only_its_item() {
+fn a_serialize_that_panics_fails_only_its_item_with_an_encode_error() {
     struct Explodes(bool);
     impl Serialize for Explodes {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -295,7 +295,7 @@ fn a_serialize_that_panics_fails_only_its_item() {
     let back: ChunkResult<bool> = codec::decode(&bytes).expect("and decodes");
     let back = back.items();
     assert!(
-        matches!(&back[0], Err(ItemError::Panicked { message, .. }) if message.contains("serialize exploded")),
+        matches!(&back[0], Err(ItemError::Encode { message }) if message.contains("serialize exploded")),
         "{:?}",
         back[0]
     );

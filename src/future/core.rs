@@ -168,14 +168,6 @@ impl<T> Core<T> {
         Self::with_bits(pool_tag(pool) | TASK_RESULT)
     }
 
-    /// A pending future with no task of its own that a task's end will
-    /// complete (see [`TASK_RESULT`]).
-    /// `pool`: the id of the executor running the task (see
-    /// [`helps_in`](Self::helps_in)).
-    pub(crate) fn for_task_result(pool: u64) -> Self {
-        Self::with_bits(pool_tag(pool) | TASK_RESULT)
-    }
-
     fn with_bits(bits: usize) -> Self {
         #[cfg(not(cf_loom))]
         let hint = if SUBMIT_HINTS.with(|h| h.replace(h.get() & !JUST_WAITED)) != 0 {
@@ -534,7 +526,13 @@ impl<T> Core<T> {
 /// panics must not unwind out of the completing thread, which may be a pool
 /// worker, and must not keep the callbacks from running.
 pub(crate) fn wake_caught(waker: Waker) {
-    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake())) {
+    // A runtime's wake is user code: on a process pool's thread it sees
+    // SIGPIPE as the program set it (see `process::sigpipe`).
+    #[cfg(all(unix, not(cf_loom)))]
+    let wake = || crate::process::sigpipe::as_user_code(|| waker.wake());
+    #[cfg(not(all(unix, not(cf_loom))))]
+    let wake = || waker.wake();
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wake)) {
         let message = crate::error::take_panic_message(payload);
         crate::error::report!(error, "a Waker panicked when its future ended: {message}");
     }

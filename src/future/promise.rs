@@ -38,13 +38,6 @@ impl<T: Send + Sync + 'static> Promise<T> {
         Self::from_core(Core::new())
     }
 
-    /// A promise that a pool keeps for a task's result (`Pool`'s
-    /// `AsyncResult`): a pool worker waiting on its future may help with
-    /// the waiting task's subtasks, as on the task's own future.
-    pub(crate) fn for_task_result(pool: u64) -> (Promise<T>, Future<T>) {
-        Self::from_core(Core::for_task_result(pool))
-    }
-
     fn from_core(core: Core<T>) -> (Promise<T>, Future<T>) {
         let core = Arc::new(core);
         (Promise { core: core.clone() }, Future::from_shared(core))

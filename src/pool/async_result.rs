@@ -34,7 +34,12 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
     /// `pool`: the id of the executor that runs the task
     /// (`Executor::__thread_pool_id`).
     pub(crate) fn new(pool: u64) -> (Promise<T>, AsyncResult<T>) {
-        let (promise, fut) = Promise::for_task_result(pool);
+        // A plain promise, whose wait helps with nothing: the help a wait on
+        // the result owes (T10) is `help_with_tasks`', through the tasks;
+        // a wait on a task's result that helped after the task had ended
+        // ran the waiting task's other subtasks on top of it (a consumer
+        // on its producer; found by review).
+        let (promise, fut) = Promise::new();
         let result = AsyncResult {
             fut,
             pool,

@@ -305,7 +305,8 @@ impl ThreadPoolExecutor {
 
     /// Waits until `deadline` for the workers to exit (see
     /// [`Registry::wait_for_exit`]), then joins their threads if they all
-    /// did. Returns whether they did.
+    /// did, within the deadline too (see [`join_by`]). Returns whether all
+    /// of that ended in time.
     fn wait_for_workers(&self, deadline: Option<Instant>) -> bool {
         let me = worker::current().filter(|w| Arc::ptr_eq(&w.registry, &self.registry));
         let own = self.registry.is_own_thread(me.is_some());
@@ -318,7 +319,12 @@ impl ThreadPoolExecutor {
         if !own {
             let handles = std::mem::take(&mut *lock(&self.registry.handles));
             let others = handles.into_iter().filter(|h| !is_current_thread(h));
-            join_by(others.collect(), deadline);
+            if let Err(joiner) = join_by(others.collect(), deadline) {
+                // Joined later by a `shutdown(wait = true)`, which waits
+                // for the worker threads to end, as it promises.
+                lock(&self.registry.handles).push(joiner);
+                return false;
+            }
         }
         true
     }
@@ -408,16 +414,20 @@ fn is_current_thread(h: &std::thread::JoinHandle<()>) -> bool {
 /// user code makes them (`JoinHandle::is_finished` is true meanwhile), and
 /// `shutdown_within` promises its deadline (found by review: a slow
 /// destructor held it for as long). With a deadline the joins run on a
-/// thread of their own, which goes on alone past the deadline.
-fn join_by(handles: Vec<std::thread::JoinHandle<()>>, deadline: Option<Instant>) {
+/// thread of their own; if they are not done by the deadline, that
+/// thread's handle comes back, to be joined in turn.
+fn join_by(
+    handles: Vec<std::thread::JoinHandle<()>>,
+    deadline: Option<Instant>,
+) -> Result<(), std::thread::JoinHandle<()>> {
     if handles.is_empty() {
-        return;
+        return Ok(());
     }
     let Some(deadline) = deadline else {
         for h in handles {
             let _ = h.join();
         }
-        return;
+        return Ok(());
     };
     let (joined, all_joined) = std::sync::mpsc::channel();
     let joiner = std::thread::Builder::new()
@@ -430,7 +440,14 @@ fn join_by(handles: Vec<std::thread::JoinHandle<()>>, deadline: Option<Instant>)
         });
     // Without a thread, the handles were dropped with its closure: the
     // workers end on their own, detached.
-    if joiner.is_ok() {
-        let _ = all_joined.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    let Ok(joiner) = joiner else {
+        return Ok(());
+    };
+    match all_joined.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        Ok(()) => {
+            let _ = joiner.join();
+            Ok(())
+        }
+        Err(_) => Err(joiner),
     }
 }

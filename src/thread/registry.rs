@@ -139,6 +139,7 @@ impl Registry {
             live: Mutex::new(Live {
                 workers: n,
                 sweepers: Vec::new(),
+                raced_sweepers: Vec::new(),
             }),
             waiting_in_shutdown: std::sync::atomic::AtomicUsize::new(0),
             exited: Condvar::new(),
@@ -213,29 +214,37 @@ impl Registry {
 
     /// A submit pushed its task and then saw the pool shut down: make sure
     /// someone ends the task before the submit returns. With no worker
-    /// left, it fails what is queued, as a sweeper (see `Live::sweepers`);
-    /// another raced submit's sweep may have taken its task meanwhile, so
-    /// it then waits until no sweep is left: a future `submit` returned
+    /// left, it fails what is queued. Another raced submit doing the same
+    /// may have taken its task meanwhile, so it then waits until no such
+    /// sweep is left (`Live::raced_sweepers`): a future `submit` returned
     /// after `shutdown(wait = true)` returned was still pending (found by
-    /// review). One of the pool's own threads (a sweeper's callback) does
-    /// not wait, for itself.
+    /// review). Not for the sweeps of a `cancel_futures` shutdown, whose
+    /// callbacks may wait for this very submitter (a deadlock, found by
+    /// review of the first fix); their tasks are cancelled before that
+    /// shutdown returns. A thread whose own sweep runs this (a callback
+    /// submitting) does not wait for itself.
     #[cold]
     fn settle_raced_submit(&self) {
-        let live = lock(&self.live);
+        let me = crate::sync::current_thread_id();
+        let mut live = lock(&self.live);
         if live.workers > 0 {
             drop(live);
             self.sleep.wake_all();
             return;
         }
+        let nested = live.raced_sweepers.contains(&me);
+        live.raced_sweepers.push(me);
         drop(live);
-        let own =
-            self.sweeping() || super::worker::current().is_some_and(|w| w.registry.id == self.id);
         {
-            let _sweep = (!own).then(|| Sweep::enter(self));
+            let _done = RacedSweep(self);
             self.fail_queued();
         }
-        if !own {
-            self.wait_for_exit(false, None);
+        if nested {
+            return;
+        }
+        let mut live = lock(&self.live);
+        while !live.raced_sweepers.is_empty() {
+            live = crate::sync::wait(&self.exited, live);
         }
     }
 
@@ -451,6 +460,25 @@ struct Live {
     /// thread-local, so that one thread can sweep several pools nested in
     /// each other's callbacks.
     sweepers: Vec<crate::sync::ThreadId>,
+    /// The threads whose submit raced shutdown failing what is queued
+    /// (see `Registry::settle_raced_submit`), once per sweep.
+    raced_sweepers: Vec<crate::sync::ThreadId>,
+}
+
+/// Ends one raced submit's sweep (see `Live::raced_sweepers`) when dropped,
+/// even by an unwinding task drop.
+struct RacedSweep<'a>(&'a Registry);
+
+impl Drop for RacedSweep<'_> {
+    fn drop(&mut self) {
+        let me = crate::sync::current_thread_id();
+        let mut live = lock(&self.0.live);
+        if let Some(i) = live.raced_sweepers.iter().rposition(|&t| t == me) {
+            live.raced_sweepers.swap_remove(i);
+        }
+        drop(live);
+        self.0.exited.notify_all();
+    }
 }
 
 /// The calling thread counted among the sweepers (see `Live::sweepers`)
