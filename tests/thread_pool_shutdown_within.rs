@@ -248,3 +248,71 @@ fn s3_a_raced_submit_does_not_wait_for_a_cancelling_sweep_whose_callback_waits_f
          for the spawning thread"
     );
 }
+
+/// A thread-local whose destructor waits for `go`, then (optionally)
+/// shuts its own pool down with `wait = true`, then records it finished.
+struct Dtor {
+    go: mpsc::Receiver<()>,
+    pool: Option<Arc<ThreadPoolExecutor>>,
+    finished: Arc<AtomicBool>,
+}
+
+impl Drop for Dtor {
+    fn drop(&mut self) {
+        let _ = self.go.recv_timeout(Duration::from_secs(3));
+        if let Some(p) = self.pool.take() {
+            p.shutdown(true, false);
+        }
+        self.finished.store(true, Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    static D: std::cell::RefCell<Option<Dtor>> = const { std::cell::RefCell::new(None) };
+}
+
+fn pool_with_a_shutting_thread_local(
+    shut_self: bool,
+) -> (Arc<ThreadPoolExecutor>, mpsc::Sender<()>, Arc<AtomicBool>) {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let (go_tx, go) = mpsc::channel::<()>();
+    let finished = Arc::new(AtomicBool::new(false));
+    let f = finished.clone();
+    let me = shut_self.then(|| pool.clone());
+    pool.spawn(move || {
+        D.with(|d| {
+            *d.borrow_mut() = Some(Dtor {
+                go,
+                pool: me,
+                finished: f,
+            })
+        })
+    })
+    .result(Some(HANG))
+    .unwrap();
+    (pool, go_tx, finished)
+}
+
+/// S3: after a `shutdown_within` timed out (its joiner still joins the
+/// worker's thread), a worker whose thread-local destructor calls
+/// `shutdown(wait = true)` on its own pool returns: it does not join the
+/// joiner that joins itself (it did, a deadlock; found by review).
+#[test]
+fn s3_a_worker_dtor_shutdown_wait_after_a_timed_out_shutdown_within_does_not_deadlock() {
+    let (pool, go, finished) = pool_with_a_shutting_thread_local(true);
+    let _ = pool.shutdown_within(Duration::from_millis(100), false);
+    go.send(()).unwrap();
+    let mut ok = false;
+    for _ in 0..100 {
+        if finished.load(Ordering::SeqCst) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        ok,
+        "the worker's thread-local destructor never returned from shutdown(wait = true): \
+         it joins the cf-thread-joiner that joins it"
+    );
+}

@@ -317,12 +317,33 @@ impl ThreadPoolExecutor {
         // thread's wait ends with workers still blocked in theirs, and one
         // of those may be waiting for this very thread's sweep.
         if !own {
+            let me = std::thread::current().id();
             let handles = std::mem::take(&mut *lock(&self.registry.handles));
-            let others = handles.into_iter().filter(|h| !is_current_thread(h));
-            if let Err(joiner) = join_by(others.collect(), deadline) {
+            let mut to_join: Vec<_> = handles
+                .into_iter()
+                .filter(|h| !is_current_thread(h))
+                .collect();
+            let mut covers: Vec<_> = to_join.iter().map(|h| h.thread().id()).collect();
+            {
+                // A joiner of this very thread (a worker's thread-local
+                // destructor shutting its pool down after a timed-out
+                // `shutdown_within`) is left alone: joining it would wait
+                // for itself (found by review).
+                let mut joiners = lock(&self.registry.joiners);
+                let (theirs, mine): (Vec<_>, Vec<_>) = std::mem::take(&mut *joiners)
+                    .into_iter()
+                    .partition(|(_, ids)| !ids.contains(&me));
+                *joiners = mine;
+                for (joiner, ids) in theirs {
+                    covers.push(joiner.thread().id());
+                    covers.extend(ids);
+                    to_join.push(joiner);
+                }
+            }
+            if let Err(joiner) = join_by(to_join, deadline) {
                 // Joined later by a `shutdown(wait = true)`, which waits
                 // for the worker threads to end, as it promises.
-                lock(&self.registry.handles).push(joiner);
+                lock(&self.registry.joiners).push((joiner, covers));
                 return false;
             }
         }

@@ -113,6 +113,11 @@ pub(crate) struct Registry {
     waiting_in_shutdown: std::sync::atomic::AtomicUsize,
     exited: Condvar,
     pub(crate) handles: Mutex<Vec<JoinHandle<()>>>,
+    /// Threads joining worker threads past a `shutdown_within` deadline,
+    /// each with the threads it joins, directly or through another joiner
+    /// (see `thread::join_by`): a later `shutdown(wait = true)` joins them
+    /// in turn, but not one that joins the calling thread.
+    pub(crate) joiners: Mutex<Vec<(JoinHandle<()>, Vec<std::thread::ThreadId>)>>,
 }
 
 /// A new id for an executor whose tasks record it (see
@@ -144,6 +149,7 @@ impl Registry {
             waiting_in_shutdown: std::sync::atomic::AtomicUsize::new(0),
             exited: Condvar::new(),
             handles: Mutex::new(Vec::with_capacity(n)),
+            joiners: Mutex::new(Vec::new()),
         });
         (registry, locals)
     }
