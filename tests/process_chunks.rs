@@ -566,32 +566,21 @@ fn plus_one(n: u32) -> PanicsOn66 {
 #[test]
 fn d9_a_chunked_maps_result_whose_serialize_panics_is_an_encode_error_as_unchunked() {
     let pool = Arc::new(common::pool(1));
-    let unchunked: Vec<Result<u32, concurrent_futures::Error>> = common::guarded("map", {
+    let map_in_chunks_of = |n: usize| -> Vec<Result<u32, concurrent_futures::Error>> {
         let pool = pool.clone();
-        move || {
+        common::guarded("map", move || {
             concurrent_futures::ExecutorExt::map_with(
                 &pool,
                 plus_one,
                 64..67u32,
-                concurrent_futures::MapOptions::new().chunksize(1),
+                concurrent_futures::MapOptions::new().chunksize(n),
             )
             .map(|r| r.map(|v| v.0))
             .collect()
-        }
-    });
-    let chunked: Vec<Result<u32, concurrent_futures::Error>> = common::guarded("map", {
-        let pool = pool.clone();
-        move || {
-            concurrent_futures::ExecutorExt::map_with(
-                &pool,
-                plus_one,
-                64..67u32,
-                concurrent_futures::MapOptions::new().chunksize(3),
-            )
-            .map(|r| r.map(|v| v.0))
-            .collect()
-        }
-    });
+        })
+    };
+    let unchunked = map_in_chunks_of(1);
+    let chunked = map_in_chunks_of(3);
     pool.shutdown(true, false);
     let is_encode = |r: &Result<u32, concurrent_futures::Error>| {
         matches!(r, Err(concurrent_futures::Error::Encode { type_name, message })

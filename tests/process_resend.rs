@@ -459,24 +459,6 @@ fn pid_of_worker(_: ()) -> u32 {
     std::process::id()
 }
 
-/// Waits until every thread of process `pid` has exited (its pidfd says
-/// so), so that its descriptors are closed.
-fn wait_for_exit_of_every_thread(pid: u32) {
-    // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
-    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; the hang guard as the timeout.
-    let n = unsafe { libc::poll(&mut p, 1, HANG.as_millis() as i32) };
-    // SAFETY: `fd` is ours and closed once.
-    unsafe { libc::close(fd) };
-    assert_eq!(n, 1, "hang guard: worker {pid} never exited");
-}
-
 /// Decision 3 ("a dead process worker fails only the task it was
 /// running"): a task that the reader of a worker already dead dispatches
 /// to it (straight from the reader thread, once it handles the worker's
@@ -524,7 +506,7 @@ fn a_task_dispatched_by_the_reader_to_its_already_dead_worker_runs_on_the_replac
     // The worker dies idle, its reader still in the callback.
     // SAFETY: kill takes integers; `pid` is this pool's worker.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    wait_for_exit_of_every_thread(pid);
+    common::wait_for_exit_of_every_thread(pid);
     // The reader reads T1's result and dispatches Y to the dead worker.
     release.open();
     assert_eq!(

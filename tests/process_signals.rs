@@ -74,25 +74,6 @@ fn pid_of_worker(_: ()) -> u32 {
     std::process::id()
 }
 
-/// Waits until every thread of process `pid` has exited (its pidfd says
-/// so), so that its descriptors are closed. (Its main thread shows as a
-/// zombie in `/proc` before its other threads are gone.)
-fn wait_for_exit_of_every_thread(pid: u32) {
-    // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
-    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd; the hang guard as the timeout.
-    let n = unsafe { libc::poll(&mut p, 1, common::HANG.as_millis() as i32) };
-    // SAFETY: `fd` is ours and closed once.
-    unsafe { libc::close(fd) };
-    assert_eq!(n, 1, "hang guard: worker {pid} never exited");
-}
-
 #[test]
 #[ignore = "helper, run by a_shutdown_written_to_a_dead_worker_does_not_kill_a_parent_with_default_sigpipe"]
 fn helper_shutdown_to_a_dead_worker_with_default_sigpipe() {
@@ -117,7 +98,7 @@ fn helper_shutdown_to_a_dead_worker_with_default_sigpipe() {
     wait_until("the reader runs the callback", || in_callback.is_open());
     // SAFETY: kill takes integers; `pid` is this pool's worker.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-    wait_for_exit_of_every_thread(pid);
+    common::wait_for_exit_of_every_thread(pid);
     // `Shutdown` is written to the dead worker's pipe from this thread.
     pool.shutdown(false, false);
     release.open();

@@ -226,6 +226,15 @@ fn a_worker_whose_quick_task_dropped_privileges_dies_with_its_sigkilled_parent()
     workers_die_with_their_sigkilled_parent("helper_quick_privilege_drop_then_long_task");
 }
 
+/// One worker, told to exit, SIGKILLed half a second after it closed its
+/// pipes if it has not ended by then.
+fn one_worker_with_a_short_grace() -> concurrent_futures::ProcessPoolBuilder {
+    concurrent_futures::ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .terminate_grace(Duration::from_millis(500))
+        .test_harness()
+}
+
 static STUCK_AT_EXIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// An exit handler that does not end (for 60 s, so that a failing run
@@ -252,12 +261,7 @@ fn register_stuck_exit_handler(_: ()) -> u32 {
 /// stream open until the process died; found by review.)
 #[test]
 fn a_worker_stuck_in_its_exit_handlers_is_killed_after_terminate_grace() {
-    let pool = concurrent_futures::ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .terminate_grace(Duration::from_millis(500))
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker_with_a_short_grace().build().unwrap();
     let pid = pool
         .submit(register_stuck_exit_handler, ())
         .result(Some(common::HANG))
@@ -297,12 +301,7 @@ fn leave_a_thread_holding_stdout(secs: u64) -> u32 {
 /// as the lock was held: 90 s here; found by review).
 #[test]
 fn s3_shutdown_wait_returns_when_a_tasks_thread_holds_the_workers_stdout_lock() {
-    let pool = concurrent_futures::ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .terminate_grace(Duration::from_millis(500))
-        .test_harness()
-        .build()
-        .unwrap();
+    let pool = one_worker_with_a_short_grace().build().unwrap();
     let pid = wait(pool.submit(leave_a_thread_holding_stdout, 90)).expect("task runs");
     let _cleanup = common::KillOnDrop(vec![pid]);
     let returned = common::ended_within_hang_guard(move || pool.shutdown(true, false)).is_some();
@@ -317,11 +316,8 @@ fn s3_shutdown_wait_returns_when_a_tasks_thread_holds_the_workers_stdout_lock() 
 /// retired after its task is replaced, and the next task runs.
 #[test]
 fn p4_a_retired_worker_whose_stdout_lock_is_held_does_not_stall_the_pool() {
-    let pool = concurrent_futures::ProcessPoolExecutor::builder()
-        .max_workers(1)
+    let pool = one_worker_with_a_short_grace()
         .max_tasks_per_child(1)
-        .terminate_grace(Duration::from_millis(500))
-        .test_harness()
         .build()
         .unwrap();
     let pid = wait(pool.submit(leave_a_thread_holding_stdout, 90)).expect("task runs");

@@ -427,3 +427,22 @@ pub fn counting_waker() -> (Arc<CountingWaker>, Waker) {
     });
     (w.clone(), Waker::from(w))
 }
+
+/// Waits until every thread of process `pid` has exited (its pidfd says
+/// so), so that its descriptors are closed. (Its main thread shows as a
+/// zombie in `/proc` before its other threads are gone.)
+pub fn wait_for_exit_of_every_thread(pid: u32) {
+    // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as i32;
+    assert!(fd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; the hang guard as the timeout.
+    let n = unsafe { libc::poll(&mut p, 1, HANG.as_millis() as i32) };
+    // SAFETY: `fd` is ours and closed once.
+    unsafe { libc::close(fd) };
+    assert_eq!(n, 1, "hang guard: worker {pid} never exited");
+}
