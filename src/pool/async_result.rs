@@ -1,7 +1,6 @@
 //! [`AsyncResult`] and [`Callbacks`]: what `apply_async` and `map_async`
 //! hand back, and what they run when the result arrives.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -27,7 +26,7 @@ pub struct AsyncResult<T> {
     /// The ends of the tasks behind the result, not yet seen ended: a
     /// worker of their thread pool helps with these first, and so runs a
     /// task still queued there itself (T10; see [`TaskEnd`]).
-    tasks: Mutex<VecDeque<TaskEnd>>,
+    tasks: Mutex<Vec<TaskEnd>>,
 }
 
 impl<T: Send + Sync + 'static> AsyncResult<T> {
@@ -43,14 +42,14 @@ impl<T: Send + Sync + 'static> AsyncResult<T> {
         let result = AsyncResult {
             fut,
             pool,
-            tasks: Mutex::new(VecDeque::new()),
+            tasks: Mutex::new(Vec::new()),
         };
         (promise, result)
     }
 
     /// Adds a task whose end the result waits for.
     pub(crate) fn behind<R: Send + Sync + 'static>(&mut self, task: &Future<R>) {
-        lock(&self.tasks).push_back(task.task_end());
+        lock(&self.tasks).push(task.task_end());
     }
 
     /// Waits at most `timeout` (`None`: forever) and lends the value, or
