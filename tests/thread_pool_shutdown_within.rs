@@ -3,7 +3,8 @@
 //! still runs its thread-locals' destructors, and a later
 //! `shutdown(wait = true)` waits for that thread (PP8, S3); a submit that
 //! races a `cancel_futures` shutdown does not wait for that shutdown's
-//! sweep, whose callbacks may wait for it (S3, S5). No test asserts a
+//! sweep, whose callbacks may wait for it (S3, S5); concurrent callers of
+//! `shutdown(wait = true)` all wait for the worker threads. No test asserts a
 //! duration; every wait has a hang guard.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -315,4 +316,78 @@ fn s3_a_worker_dtor_shutdown_wait_after_a_timed_out_shutdown_within_does_not_dea
         "the worker's thread-local destructor never returned from shutdown(wait = true): \
          it joins the cf-thread-joiner that joins it"
     );
+}
+
+/// S3: of two threads calling `shutdown(wait = true)` at once, the second
+/// also returns only once the worker thread has exited: it waits for the
+/// first caller's join. It found the handles taken and returned while the
+/// worker's thread-local destructor still ran (found by review).
+#[test]
+fn s3_a_second_concurrent_shutdown_wait_waits_for_the_worker_threads_too() {
+    let (pool, release, finished) = pool_with_a_slow_thread_local();
+    let p = pool.clone();
+    let first = std::thread::spawn(move || p.shutdown(true, false));
+    // Ordering only: the first caller is joining the worker, whose
+    // destructor is held, before the second arrives.
+    assert!(wait_for(HANG, || pool.live_workers() == 0));
+    std::thread::sleep(Duration::from_millis(100));
+    let (p, f) = (pool.clone(), finished.clone());
+    let (tx, rx) = mpsc::channel();
+    let second = std::thread::spawn(move || {
+        p.shutdown(true, false);
+        let _ = tx.send(f.load(Ordering::SeqCst));
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    drop(release);
+    let at_return = rx.recv_timeout(HANG);
+    second.join().unwrap();
+    first.join().unwrap();
+    assert_eq!(
+        at_return,
+        Ok(true),
+        "the second shutdown(wait = true) returned while the worker thread still ran \
+         its thread-local destructor"
+    );
+}
+
+/// S3: a `shutdown_within` that arrives while another thread's
+/// `shutdown(wait = true)` joins a worker held in its destructor keeps its
+/// deadline and says `TimedOut`: the worker thread has not exited.
+#[test]
+fn pp8_shutdown_within_during_another_callers_join_times_out_while_the_worker_runs() {
+    let (pool, release, finished) = pool_with_a_slow_thread_local();
+    let p = pool.clone();
+    let first = std::thread::spawn(move || p.shutdown(true, false));
+    assert!(wait_for(HANG, || pool.live_workers() == 0));
+    std::thread::sleep(Duration::from_millis(100));
+    let outcome = pool.shutdown_within(Duration::from_millis(100), false);
+    let still_running = !finished.load(Ordering::SeqCst);
+    drop(release);
+    first.join().unwrap();
+    assert!(
+        still_running,
+        "ordering of the test: the destructor ended early"
+    );
+    assert_eq!(outcome, ShutdownOutcome::TimedOut);
+}
+
+/// S3: a worker whose thread-local destructor calls `shutdown(wait =
+/// true)` on its own pool while another thread's `shutdown(wait = true)`
+/// joins that very worker returns (it cannot wait for a join of itself),
+/// and so does the other caller.
+#[test]
+fn s3_a_worker_dtor_shutdown_wait_during_another_callers_join_of_it_returns() {
+    let (pool, go, finished) = pool_with_a_shutting_thread_local(true);
+    let p = pool.clone();
+    let outside = std::thread::spawn(move || p.shutdown(true, false));
+    assert!(wait_for(HANG, || pool.live_workers() == 0));
+    std::thread::sleep(Duration::from_millis(100));
+    go.send(()).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || finished.load(Ordering::SeqCst)),
+        "the worker's thread-local destructor never returned from shutdown(wait = true): \
+         it waits for the join of itself"
+    );
+    assert!(wait_for(HANG, || outside.is_finished()));
+    outside.join().unwrap();
 }

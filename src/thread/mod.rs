@@ -10,6 +10,7 @@
 //! `worker::help_while_waiting`).
 
 mod inbox;
+mod joins;
 mod registry;
 mod roots;
 mod sleep;
@@ -33,7 +34,7 @@ pub(crate) use self::registry::new_executor_id;
 pub(crate) use self::worker::help_while_waiting;
 pub(crate) use self::worker::{as_callbacks, is_worker_of};
 use crate::executor::{ClosureTask, Task};
-use crate::sync::{Arc, Ordering, lock};
+use crate::sync::{Arc, Ordering};
 use crate::{CancelToken, Error, Executor, Future, ShutdownOutcome};
 
 /// Numbers pools for their default thread names (T5).
@@ -214,7 +215,7 @@ fn spawn_worker(
             });
             worker.main_loop();
         })?;
-    lock(&registry.handles).push(handle);
+    registry.joins.add_worker(handle);
     Ok(())
 }
 
@@ -304,9 +305,8 @@ impl ThreadPoolExecutor {
     }
 
     /// Waits until `deadline` for the workers to exit (see
-    /// [`Registry::wait_for_exit`]), then joins their threads if they all
-    /// did, within the deadline too (see [`join_by`]). Returns whether all
-    /// of that ended in time.
+    /// [`Registry::wait_for_exit`]), then for their threads to end (see
+    /// [`joins`]). Returns whether all of that ended in time.
     fn wait_for_workers(&self, deadline: Option<Instant>) -> bool {
         let me = worker::current().filter(|w| Arc::ptr_eq(&w.registry, &self.registry));
         let own = self.registry.is_own_thread(me.is_some());
@@ -316,38 +316,7 @@ impl ThreadPoolExecutor {
         // Only a thread that waited for every worker joins them: an own
         // thread's wait ends with workers still blocked in theirs, and one
         // of those may be waiting for this very thread's sweep.
-        if !own {
-            let me = std::thread::current().id();
-            let handles = std::mem::take(&mut *lock(&self.registry.handles));
-            let mut to_join: Vec<_> = handles
-                .into_iter()
-                .filter(|h| !is_current_thread(h))
-                .collect();
-            let mut covers: Vec<_> = to_join.iter().map(|h| h.thread().id()).collect();
-            {
-                // A joiner of this very thread (a worker's thread-local
-                // destructor shutting its pool down after a timed-out
-                // `shutdown_within`) is left alone: joining it would wait
-                // for itself (found by review).
-                let mut joiners = lock(&self.registry.joiners);
-                let (theirs, mine): (Vec<_>, Vec<_>) = std::mem::take(&mut *joiners)
-                    .into_iter()
-                    .partition(|(_, ids)| !ids.contains(&me));
-                *joiners = mine;
-                for (joiner, ids) in theirs {
-                    covers.push(joiner.thread().id());
-                    covers.extend(ids);
-                    to_join.push(joiner);
-                }
-            }
-            if let Err(joiner) = join_by(to_join, deadline) {
-                // Joined later by a `shutdown(wait = true)`, which waits
-                // for the worker threads to end, as it promises.
-                lock(&self.registry.joiners).push((joiner, covers));
-                return false;
-            }
-        }
-        true
+        own || self.registry.joins.join_all(deadline)
     }
 
     /// The thread-name prefix.
@@ -417,58 +386,5 @@ impl Executor for ThreadPoolExecutor {
 impl Drop for ThreadPoolExecutor {
     fn drop(&mut self) {
         self.registry.shutdown(false);
-    }
-}
-
-/// Whether `h` is the calling thread's own handle: a worker that shuts its
-/// pool down from a thread-local destructor, after its loop, is no longer
-/// the pool's own thread, and joining itself panicked (EDEADLK) inside the
-/// destructor, which aborts (found by review). `thread::current` works in
-/// thread-local destructors too.
-fn is_current_thread(h: &std::thread::JoinHandle<()>) -> bool {
-    h.thread().id() == std::thread::current().id()
-}
-
-/// Joins the worker threads `handles`, which have retired, waiting at most
-/// until `deadline` (`None`: without limit). After it retires, a worker
-/// thread still runs its thread-locals' destructors, which take as long as
-/// user code makes them (`JoinHandle::is_finished` is true meanwhile), and
-/// `shutdown_within` promises its deadline (found by review: a slow
-/// destructor held it for as long). With a deadline the joins run on a
-/// thread of their own; if they are not done by the deadline, that
-/// thread's handle comes back, to be joined in turn.
-fn join_by(
-    handles: Vec<std::thread::JoinHandle<()>>,
-    deadline: Option<Instant>,
-) -> Result<(), std::thread::JoinHandle<()>> {
-    if handles.is_empty() {
-        return Ok(());
-    }
-    let Some(deadline) = deadline else {
-        for h in handles {
-            let _ = h.join();
-        }
-        return Ok(());
-    };
-    let (joined, all_joined) = std::sync::mpsc::channel();
-    let joiner = std::thread::Builder::new()
-        .name("cf-thread-joiner".into())
-        .spawn(move || {
-            for h in handles {
-                let _ = h.join();
-            }
-            let _ = joined.send(());
-        });
-    // Without a thread, the handles were dropped with its closure: the
-    // workers end on their own, detached.
-    let Ok(joiner) = joiner else {
-        return Ok(());
-    };
-    match all_joined.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(()) => {
-            let _ = joiner.join();
-            Ok(())
-        }
-        Err(_) => Err(joiner),
     }
 }

@@ -58,8 +58,6 @@
 //! takes from a queue once the pool cancels queued work ([`Fate`]), which
 //! also covers a task a worker took just before the sweeps looked.
 
-use std::thread::JoinHandle;
-
 use crossbeam_deque::{Steal, Stealer, Worker};
 use crossbeam_utils::CachePadded;
 
@@ -112,12 +110,8 @@ pub(crate) struct Registry {
     /// [`Registry::wait_for_exit`]). Changed only under the `live` lock.
     waiting_in_shutdown: std::sync::atomic::AtomicUsize,
     exited: Condvar,
-    pub(crate) handles: Mutex<Vec<JoinHandle<()>>>,
-    /// Threads joining worker threads past a `shutdown_within` deadline,
-    /// each with the threads it joins, directly or through another joiner
-    /// (see `thread::join_by`): a later `shutdown(wait = true)` joins them
-    /// in turn, but not one that joins the calling thread.
-    pub(crate) joiners: Mutex<Vec<(JoinHandle<()>, Vec<std::thread::ThreadId>)>>,
+    /// The worker threads, joined by `shutdown(wait = true)`.
+    pub(crate) joins: super::joins::Joins,
 }
 
 /// A new id for an executor whose tasks record it (see
@@ -148,8 +142,7 @@ impl Registry {
             }),
             waiting_in_shutdown: std::sync::atomic::AtomicUsize::new(0),
             exited: Condvar::new(),
-            handles: Mutex::new(Vec::with_capacity(n)),
-            joiners: Mutex::new(Vec::new()),
+            joins: Default::default(),
         });
         (registry, locals)
     }
