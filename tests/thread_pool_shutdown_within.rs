@@ -48,6 +48,21 @@ fn pool_with_a_slow_thread_local() -> (Arc<ThreadPoolExecutor>, mpsc::Sender<()>
     (pool, release, finished)
 }
 
+/// Calls `shutdown(wait = true)` on a thread of its own, which then says
+/// whether the worker thread's destructor had `finished` when it returned.
+fn shutdown_wait_on_a_thread(
+    pool: &Arc<ThreadPoolExecutor>,
+    finished: &Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<()>, mpsc::Receiver<bool>) {
+    let (p, f) = (pool.clone(), finished.clone());
+    let (tx, rx) = mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        p.shutdown(true, false);
+        let _ = tx.send(f.load(Ordering::SeqCst));
+    });
+    (waiter, rx)
+}
+
 /// S3: "`shutdown(wait=True)` blocks until ... the workers have exited".
 /// After a `shutdown_within` whose joins it left to the "cf-thread-joiner"
 /// thread (ce0bedc), the handles are gone from the registry, so a later
@@ -58,13 +73,7 @@ fn pool_with_a_slow_thread_local() -> (Arc<ThreadPoolExecutor>, mpsc::Sender<()>
 fn s3_shutdown_wait_after_a_shutdown_within_waits_for_the_worker_threads() {
     let (pool, release, finished) = pool_with_a_slow_thread_local();
     let _ = pool.shutdown_within(Duration::from_millis(100), false);
-    let (p, f) = (pool.clone(), finished.clone());
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        p.shutdown(true, false);
-        // Whether the worker thread's destructor had finished by then.
-        let _ = tx.send(f.load(Ordering::SeqCst));
-    });
+    let (waiter, rx) = shutdown_wait_on_a_thread(&pool, &finished);
     // The destructor is let go a moment later (ordering only).
     std::thread::sleep(Duration::from_millis(200));
     drop(release);
@@ -318,6 +327,17 @@ fn s3_a_worker_dtor_shutdown_wait_after_a_timed_out_shutdown_within_does_not_dea
     );
 }
 
+/// Starts a `shutdown(wait = true)` on a thread of its own and returns
+/// once it is joining the (retired) worker, as far as ordering by a pause
+/// can tell: the worker's destructor holds that join.
+fn a_caller_joining_the_worker(pool: &Arc<ThreadPoolExecutor>) -> std::thread::JoinHandle<()> {
+    let p = pool.clone();
+    let caller = std::thread::spawn(move || p.shutdown(true, false));
+    assert!(wait_for(HANG, || pool.live_workers() == 0));
+    std::thread::sleep(Duration::from_millis(100));
+    caller
+}
+
 /// S3: of two threads calling `shutdown(wait = true)` at once, the second
 /// also returns only once the worker thread has exited: it waits for the
 /// first caller's join. It found the handles taken and returned while the
@@ -325,18 +345,8 @@ fn s3_a_worker_dtor_shutdown_wait_after_a_timed_out_shutdown_within_does_not_dea
 #[test]
 fn s3_a_second_concurrent_shutdown_wait_waits_for_the_worker_threads_too() {
     let (pool, release, finished) = pool_with_a_slow_thread_local();
-    let p = pool.clone();
-    let first = std::thread::spawn(move || p.shutdown(true, false));
-    // Ordering only: the first caller is joining the worker, whose
-    // destructor is held, before the second arrives.
-    assert!(wait_for(HANG, || pool.live_workers() == 0));
-    std::thread::sleep(Duration::from_millis(100));
-    let (p, f) = (pool.clone(), finished.clone());
-    let (tx, rx) = mpsc::channel();
-    let second = std::thread::spawn(move || {
-        p.shutdown(true, false);
-        let _ = tx.send(f.load(Ordering::SeqCst));
-    });
+    let first = a_caller_joining_the_worker(&pool);
+    let (second, rx) = shutdown_wait_on_a_thread(&pool, &finished);
     std::thread::sleep(Duration::from_millis(200));
     drop(release);
     let at_return = rx.recv_timeout(HANG);
@@ -356,10 +366,7 @@ fn s3_a_second_concurrent_shutdown_wait_waits_for_the_worker_threads_too() {
 #[test]
 fn pp8_shutdown_within_during_another_callers_join_times_out_while_the_worker_runs() {
     let (pool, release, finished) = pool_with_a_slow_thread_local();
-    let p = pool.clone();
-    let first = std::thread::spawn(move || p.shutdown(true, false));
-    assert!(wait_for(HANG, || pool.live_workers() == 0));
-    std::thread::sleep(Duration::from_millis(100));
+    let first = a_caller_joining_the_worker(&pool);
     let outcome = pool.shutdown_within(Duration::from_millis(100), false);
     let still_running = !finished.load(Ordering::SeqCst);
     drop(release);
@@ -378,10 +385,7 @@ fn pp8_shutdown_within_during_another_callers_join_times_out_while_the_worker_ru
 #[test]
 fn s3_a_worker_dtor_shutdown_wait_during_another_callers_join_of_it_returns() {
     let (pool, go, finished) = pool_with_a_shutting_thread_local(true);
-    let p = pool.clone();
-    let outside = std::thread::spawn(move || p.shutdown(true, false));
-    assert!(wait_for(HANG, || pool.live_workers() == 0));
-    std::thread::sleep(Duration::from_millis(100));
+    let outside = a_caller_joining_the_worker(&pool);
     go.send(()).unwrap();
     assert!(
         wait_for(Duration::from_secs(5), || finished.load(Ordering::SeqCst)),
