@@ -95,10 +95,10 @@ pub trait Executor: Send + Sync + fmt::Debug {
     /// done-callback of a process pool, which runs on the reader thread of
     /// the worker that finished the task, waits for every worker but that
     /// one (it exits once the callback returns); a thread-pool worker's
-    /// thread-local destructor, which runs after the worker retired, waits
-    /// for every worker to retire but for no worker thread to end. Any
-    /// number of threads may wait at once: each returns only once all of
-    /// it has ended.
+    /// thread-local destructor, which runs after the worker retired, does
+    /// not wait at all, since the other workers' waits may be joining its
+    /// thread. Any number of threads may wait at once: each returns only
+    /// once all it waits for has ended.
     fn shutdown(&self, wait: bool, cancel_futures: bool);
 
     /// Shuts down, then waits at most `deadline` for every task to end and

@@ -3,146 +3,201 @@
 //! A worker that leaves its loop has retired, but its thread still runs its
 //! thread-locals' destructors, which take as long as user code makes them (a
 //! flush, a connection close). `shutdown(wait = true)` promises the workers
-//! have *exited*, so it joins their threads; this module decides who joins
-//! what, whatever the number of callers:
+//! have *exited*, so it joins their threads. Who joins what, whatever the
+//! number and kind of callers:
 //!
-//! * The first caller takes every handle and joins them. A caller that
-//!   arrives meanwhile finds the handles gone, and waits for the joins in
-//!   progress to end instead of returning at once (found by review: the
-//!   second of two concurrent `shutdown(wait = true)` returned while a
-//!   worker's destructor still ran).
-//! * A caller with a deadline (`shutdown_within`) joins on a thread of its
-//!   own (see [`join_by`]); past the deadline that joiner's handle is kept
-//!   here, and a later caller joins it in turn.
-//! * A worker thread of the pool itself never joins nor waits for a join:
-//!   it calls `shutdown(wait = true)` only from a thread-local destructor,
-//!   after its loop, and waiting for its siblings' threads there could wait
-//!   for a sibling's destructor that waits for it, or for a join of itself.
-//!   It returns once every worker has retired.
+//! * Only retired threads are joined: a worker marks itself retired
+//!   ([`Joins::retire`]) at the moment the registry counts it out. So a
+//!   caller that waits inside a task of the pool (an *own* thread, which
+//!   waits for every worker but those waiting the same way) joins the
+//!   workers that retired, never one still blocked in a task, which could
+//!   be waiting for it.
+//! * The first caller takes the retired threads' handles and joins them;
+//!   a caller that arrives meanwhile waits for those joins to end instead
+//!   of returning at once (found by review: the second of two concurrent
+//!   `shutdown(wait = true)` returned while a worker's destructor still
+//!   ran).
+//! * A caller with a deadline (`shutdown_within`) leaves the joins to a
+//!   joiner thread and waits for it until the deadline; the joiner goes on
+//!   past it, and later callers wait for that same thread. There is at
+//!   most one joiner per pool at a time (one per timed-out call piled up
+//!   while a destructor ran; found by review), and a joiner that cannot
+//!   start leaves the handles where they were.
+//! * A retired worker itself (its thread-local destructor shutting the
+//!   pool down) never joins nor waits: its siblings may be joining it.
 //!
 //! Joins involve only OS threads (no task runs here), so this module uses
 //! std's primitives even under the loom models.
 
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Instant;
 
 /// The worker threads of one pool, and who is joining them.
 #[derive(Default)]
-pub(crate) struct Joins {
+pub(crate) struct Joins(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
     state: Mutex<State>,
-    /// Notified when a join in progress ends.
-    ended: Condvar,
+    /// Notified when a worker retires and when a join ends.
+    changed: Condvar,
 }
 
 #[derive(Default)]
 struct State {
-    /// Every worker thread's id, for [`Joins::is_worker`].
-    workers: Vec<ThreadId>,
-    /// Threads nobody has started joining: workers, and joiners left
-    /// running past a deadline.
+    /// Worker threads nobody has started joining.
     unjoined: Vec<JoinHandle<()>>,
-    /// Callers joining now.
+    /// Workers that have left their loop (for good).
+    retired: Vec<ThreadId>,
+    /// Joins under way: callers joining on their own thread, and the
+    /// joiner thread while it runs.
     in_progress: usize,
+    /// The joiner thread, once one has started; at most one runs.
+    joiner: Option<JoinHandle<()>>,
+    joiner_running: bool,
+}
+
+impl State {
+    /// Takes the handles of the retired workers nobody joins yet.
+    fn take_retired(&mut self) -> Vec<JoinHandle<()>> {
+        let (retired, others) = std::mem::take(&mut self.unjoined)
+            .into_iter()
+            .partition(|h| self.retired.contains(&h.thread().id()));
+        self.unjoined = others;
+        retired
+    }
+
+    fn any_retired_unjoined(&self) -> bool {
+        self.unjoined
+            .iter()
+            .any(|h| self.retired.contains(&h.thread().id()))
+    }
 }
 
 impl Joins {
     /// Records a worker thread just started.
     pub(crate) fn add_worker(&self, handle: JoinHandle<()>) {
-        let mut state = self.lock();
-        state.workers.push(handle.thread().id());
-        state.unjoined.push(handle);
+        self.0.lock().unjoined.push(handle);
     }
 
-    /// Whether the calling thread is one of the pool's workers.
-    fn is_worker(&self) -> bool {
+    /// Marks the calling worker thread retired: it runs no more tasks, and
+    /// may be joined. Called when the registry counts it out, before that
+    /// count is visible, so a caller that saw the count sees the mark.
+    pub(crate) fn retire(&self) {
+        self.0.lock().retired.push(std::thread::current().id());
+        self.0.changed.notify_all();
+    }
+
+    /// Whether the calling thread is a worker that has retired (it runs its
+    /// thread-locals' destructors).
+    pub(crate) fn is_retired_worker(&self) -> bool {
         let me = std::thread::current().id();
-        self.lock().workers.contains(&me)
+        self.0.lock().retired.contains(&me)
     }
 
-    /// Joins every worker thread, or waits for the callers already joining
-    /// them, until `deadline` (`None`: without limit). Call it once every
-    /// worker has retired. Returns whether all of them had exited by then;
-    /// from a worker thread, at once and `true` (see the module docs).
-    pub(crate) fn join_all(&self, deadline: Option<Instant>) -> bool {
-        if self.is_worker() {
-            return true;
-        }
-        let mut state = self.lock();
+    /// Joins the threads of the workers that have retired, or waits for
+    /// the joins of them already under way, until `deadline` (`None`:
+    /// without limit). Returns whether they had all ended by then. Not for
+    /// a retired worker (see the module docs).
+    pub(crate) fn join_retired(&self, deadline: Option<Instant>) -> bool {
+        let shared = &self.0;
+        let mut state = shared.lock();
         loop {
-            if !state.unjoined.is_empty() {
-                let handles = std::mem::take(&mut state.unjoined);
-                state.in_progress += 1;
-                drop(state);
-                let joined = join_by(handles, deadline);
-                state = self.lock();
-                state.in_progress -= 1;
-                self.ended.notify_all();
-                match joined {
-                    Ok(()) => continue,
-                    Err(joiner) => {
-                        state.unjoined.push(joiner);
-                        return false;
+            if state.any_retired_unjoined() {
+                if deadline.is_none() {
+                    let handles = state.take_retired();
+                    state.in_progress += 1;
+                    drop(state);
+                    for h in handles {
+                        let _ = h.join();
                     }
+                    state = shared.lock();
+                    state.in_progress -= 1;
+                    shared.changed.notify_all();
+                    continue;
                 }
-            }
-            if state.in_progress == 0 {
+                if !state.joiner_running && !self.start_joiner(&mut state) {
+                    return false;
+                }
+            } else if state.in_progress == 0 {
+                // A joiner that has ended its joins is only returning.
+                if let Some(joiner) = state.joiner.take() {
+                    let _ = joiner.join();
+                }
                 return true;
             }
-            state = match deadline {
-                None => self.ended.wait(state).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return false;
-                    }
-                    self.ended
-                        .wait_timeout(state, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
+            state = match shared.wait(state, deadline) {
+                Some(state) => state,
+                None => return false,
             };
         }
     }
 
-    /// Locks the state, ignoring poisoning: nothing panics while holding
-    /// it, and it only moves handles and counts.
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// Starts the joiner thread, which joins retired workers until none is
+    /// left to join. Returns false if no thread could start: the handles
+    /// stay, for a later caller.
+    fn start_joiner(&self, state: &mut State) -> bool {
+        // The previous joiner has ended its joins; it is only returning.
+        if let Some(old) = state.joiner.take() {
+            let _ = old.join();
+        }
+        let shared = self.0.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cf-thread-joiner".into())
+            .spawn(move || {
+                loop {
+                    let handles = shared.lock().take_retired();
+                    if handles.is_empty() {
+                        break;
+                    }
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                }
+                // A worker that retires after that last look is left to
+                // the callers, which start another joiner if need be.
+                let mut state = shared.lock();
+                state.joiner_running = false;
+                state.in_progress -= 1;
+                shared.changed.notify_all();
+            });
+        match spawned {
+            Ok(joiner) => {
+                state.joiner = Some(joiner);
+                state.joiner_running = true;
+                state.in_progress += 1;
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 
-/// Joins `handles`, waiting at most until `deadline` (`None`: without
-/// limit). With a deadline the joins run on a thread of their own, so that
-/// a slow thread-local destructor cannot hold `shutdown_within` past it
-/// (found by review); if they are not done by then, that thread's handle
-/// comes back, to be joined in turn.
-fn join_by(handles: Vec<JoinHandle<()>>, deadline: Option<Instant>) -> Result<(), JoinHandle<()>> {
-    let Some(deadline) = deadline else {
-        for h in handles {
-            let _ = h.join();
+impl Shared {
+    /// Locks the state, ignoring poisoning: nothing panics while holding
+    /// it, and it only moves handles, ids and counts.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for a change until `deadline`; `None` once it has passed.
+    fn wait<'a>(
+        &self,
+        state: MutexGuard<'a, State>,
+        deadline: Option<Instant>,
+    ) -> Option<MutexGuard<'a, State>> {
+        let Some(deadline) = deadline else {
+            return Some(self.changed.wait(state).unwrap_or_else(|e| e.into_inner()));
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
         }
-        return Ok(());
-    };
-    let (joined, all_joined) = std::sync::mpsc::channel();
-    let joiner = std::thread::Builder::new()
-        .name("cf-thread-joiner".into())
-        .spawn(move || {
-            for h in handles {
-                let _ = h.join();
-            }
-            let _ = joined.send(());
-        });
-    // Without a thread, the handles were dropped with its closure: the
-    // workers end on their own, detached.
-    let Ok(joiner) = joiner else {
-        return Ok(());
-    };
-    match all_joined.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        Ok(()) => {
-            let _ = joiner.join();
-            Ok(())
-        }
-        Err(_) => Err(joiner),
+        let (state, _) = self
+            .changed
+            .wait_timeout(state, left)
+            .unwrap_or_else(|e| e.into_inner());
+        Some(state)
     }
 }

@@ -203,6 +203,7 @@ fn spawn_worker(
             impl Drop for Exited {
                 fn drop(&mut self) {
                     if std::thread::panicking() {
+                        self.0.joins.retire();
                         self.0.worker_exited();
                     }
                 }
@@ -308,15 +309,14 @@ impl ThreadPoolExecutor {
     /// [`Registry::wait_for_exit`]), then for their threads to end (see
     /// [`joins`]). Returns whether all of that ended in time.
     fn wait_for_workers(&self, deadline: Option<Instant>) -> bool {
+        if self.registry.joins.is_retired_worker() {
+            // A retired worker's thread-local destructor: its siblings may
+            // be joining it, so it waits for nothing (see `joins`).
+            return self.registry.wait_for_exit(false, Some(Instant::now()));
+        }
         let me = worker::current().filter(|w| Arc::ptr_eq(&w.registry, &self.registry));
         let own = self.registry.is_own_thread(me.is_some());
-        if !self.registry.wait_for_exit(own, deadline) {
-            return false;
-        }
-        // Only a thread that waited for every worker joins them: an own
-        // thread's wait ends with workers still blocked in theirs, and one
-        // of those may be waiting for this very thread's sweep.
-        own || self.registry.joins.join_all(deadline)
+        self.registry.wait_for_exit(own, deadline) && self.registry.joins.join_retired(deadline)
     }
 
     /// The thread-name prefix.

@@ -308,6 +308,9 @@ impl Registry {
         if self.has_work() {
             return false;
         }
+        // Marked before the count drops, under the lock: whoever sees the
+        // count sees the mark (see `joins`).
+        self.joins.retire();
         live.workers -= 1;
         drop(live);
         self.exited.notify_all();
