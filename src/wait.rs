@@ -272,7 +272,8 @@ fn ending_meets(ending: Ending, when: ReturnWhen) -> bool {
 /// one [`Error::AsCompletedTimeout`] naming how many, and ends. The
 /// unfinished futures keep running (A5). For async code,
 /// [`into_stream`](AsCompleted::into_stream) gives the same sequence as a
-/// [`futures::Stream`].
+/// [`futures::Stream`]; its deadline is checked when it is polled, and
+/// does not wake the task itself (pair it with your runtime's timer).
 ///
 /// ```
 /// use concurrent_futures::{as_completed, ExecutorExt, ThreadPoolExecutor};
@@ -384,6 +385,8 @@ impl<'a, W: Waitable + ?Sized> Iterator for AsCompleted<'a, W> {
 impl<'a, W: Waitable + ?Sized> AsCompleted<'a, W> {
     /// The same sequence as a [`futures::Stream`], for async code. (A
     /// separate type, so `StreamExt` and `Iterator` methods never clash.)
+    /// The deadline is checked when the stream is polled and does not wake
+    /// the task itself: with a timeout, poll it beside a runtime timer.
     pub fn into_stream(self) -> AsCompletedStream<'a, W> {
         AsCompletedStream { inner: self }
     }
