@@ -94,11 +94,13 @@ pub trait Executor: Send + Sync + fmt::Debug {
     /// waits: a thread-pool task waits for every worker but its own; a
     /// done-callback of a process pool, which runs on the reader thread of
     /// the worker that finished the task, waits for every worker but that
-    /// one (it exits once the callback returns); a thread-pool worker's
-    /// thread-local destructor, which runs after the worker retired, does
-    /// not wait at all, since the other workers' waits may be joining its
-    /// thread. Any number of threads may wait at once: each returns only
-    /// once all it waits for has ended.
+    /// one (it exits once the callback returns). Two such threads do not
+    /// wait for each other. A thread-pool worker's thread-local destructor,
+    /// which runs after the worker retired, waits for the other workers to
+    /// retire but not for their threads to end (it cannot join them: they
+    /// may be joining it), and not at all if its own thread is being
+    /// joined already. Any number of threads may wait at once: each
+    /// returns only once all it waits for has ended.
     fn shutdown(&self, wait: bool, cancel_futures: bool);
 
     /// Shuts down, then waits at most `deadline` for every task to end and

@@ -24,7 +24,12 @@
 //!   while a destructor ran; found by review), and a joiner that cannot
 //!   start leaves the handles where they were.
 //! * A retired worker itself (its thread-local destructor shutting the
-//!   pool down) never joins nor waits: its siblings may be joining it.
+//!   pool down) joins nothing: two destructors joining each other would
+//!   wait for ever. It may wait for the other workers to retire, but only
+//!   if nobody joins its thread yet, and while it waits nobody does
+//!   ([`Joins::enter_destructor_wait`]): a task of the pool joining it
+//!   would wait for it while it waits for that task. Outside callers wait
+//!   for such a destructor to stop waiting, then join it.
 //!
 //! Joins involve only OS threads (no task runs here), so this module uses
 //! std's primitives even under the loom models.
@@ -53,25 +58,33 @@ struct State {
     /// Joins under way: callers joining on their own thread, and the
     /// joiner thread while it runs.
     in_progress: usize,
+    /// Retired workers whose thread-local destructor waits for the other
+    /// workers to retire: not to be joined meanwhile (see the module docs).
+    waiting_in_destructor: Vec<ThreadId>,
     /// The joiner thread, once one has started; at most one runs.
     joiner: Option<JoinHandle<()>>,
     joiner_running: bool,
 }
 
 impl State {
-    /// Takes the handles of the retired workers nobody joins yet.
-    fn take_retired(&mut self) -> Vec<JoinHandle<()>> {
-        let (retired, others) = std::mem::take(&mut self.unjoined)
-            .into_iter()
-            .partition(|h| self.retired.contains(&h.thread().id()));
-        self.unjoined = others;
-        retired
+    /// Whether the thread of `h` can be joined now: its worker retired, and
+    /// its destructor does not wait for the other workers.
+    fn joinable(&self, h: &JoinHandle<()>) -> bool {
+        let id = h.thread().id();
+        self.retired.contains(&id) && !self.waiting_in_destructor.contains(&id)
     }
 
-    fn any_retired_unjoined(&self) -> bool {
-        self.unjoined
-            .iter()
-            .any(|h| self.retired.contains(&h.thread().id()))
+    /// Takes the handles that can be joined now.
+    fn take_joinable(&mut self) -> Vec<JoinHandle<()>> {
+        let (joinable, others) = std::mem::take(&mut self.unjoined)
+            .into_iter()
+            .partition(|h| self.joinable(h));
+        self.unjoined = others;
+        joinable
+    }
+
+    fn any_joinable(&self) -> bool {
+        self.unjoined.iter().any(|h| self.joinable(h))
     }
 }
 
@@ -96,17 +109,55 @@ impl Joins {
         self.0.lock().retired.contains(&me)
     }
 
+    /// Called by a retired worker's thread-local destructor before it
+    /// waits for the other workers to retire: returns false if its thread
+    /// is being joined already (it must not wait then), otherwise keeps it
+    /// from being joined until [`leave_destructor_wait`](Self::leave_destructor_wait).
+    pub(crate) fn enter_destructor_wait(&self) -> bool {
+        let me = std::thread::current().id();
+        let mut state = self.0.lock();
+        let mine_unjoined = state.unjoined.iter().any(|h| h.thread().id() == me);
+        if mine_unjoined {
+            state.waiting_in_destructor.push(me);
+        }
+        mine_unjoined
+    }
+
+    /// Ends what [`enter_destructor_wait`](Self::enter_destructor_wait)
+    /// began: the thread may be joined again.
+    pub(crate) fn leave_destructor_wait(&self) {
+        let me = std::thread::current().id();
+        let mut state = self.0.lock();
+        state.waiting_in_destructor.retain(|&id| id != me);
+        drop(state);
+        self.0.changed.notify_all();
+    }
+
+    /// Whether every worker thread but the caller's is known to have
+    /// ended, that is, has been joined: for a retired worker's destructor,
+    /// which cannot wait for them. (`JoinHandle::is_finished` cannot tell:
+    /// it is true while the thread still runs its thread-locals'
+    /// destructors.)
+    pub(crate) fn others_ended(&self) -> bool {
+        let me = std::thread::current().id();
+        let state = self.0.lock();
+        state.in_progress == 0 && state.unjoined.iter().all(|h| h.thread().id() == me)
+    }
+
     /// Joins the threads of the workers that have retired, or waits for
     /// the joins of them already under way, until `deadline` (`None`:
     /// without limit). Returns whether they had all ended by then. Not for
-    /// a retired worker (see the module docs).
-    pub(crate) fn join_retired(&self, deadline: Option<Instant>) -> bool {
+    /// a retired worker (see the module docs). An `own` caller (a task of
+    /// the pool, a sweeper's callback) does not wait for a destructor that
+    /// waits for the workers to retire: that may be waiting for the
+    /// caller.
+    pub(crate) fn join_retired(&self, own: bool, deadline: Option<Instant>) -> bool {
         let shared = &self.0;
         let mut state = shared.lock();
         loop {
-            if state.any_retired_unjoined() {
+            if state.any_joinable() {
                 if deadline.is_none() {
-                    let handles = state.take_retired();
+                    let handles = state.take_joinable();
                     state.in_progress += 1;
                     drop(state);
                     for h in handles {
@@ -120,7 +171,7 @@ impl Joins {
                 if !state.joiner_running && !self.start_joiner(&mut state) {
                     return false;
                 }
-            } else if state.in_progress == 0 {
+            } else if state.in_progress == 0 && (own || state.waiting_in_destructor.is_empty()) {
                 // A joiner that has ended its joins is only returning.
                 if let Some(joiner) = state.joiner.take() {
                     let _ = joiner.join();
@@ -147,7 +198,7 @@ impl Joins {
             .name("cf-thread-joiner".into())
             .spawn(move || {
                 loop {
-                    let handles = shared.lock().take_retired();
+                    let handles = shared.lock().take_joinable();
                     if handles.is_empty() {
                         break;
                     }

@@ -309,14 +309,23 @@ impl ThreadPoolExecutor {
     /// [`Registry::wait_for_exit`]), then for their threads to end (see
     /// [`joins`]). Returns whether all of that ended in time.
     fn wait_for_workers(&self, deadline: Option<Instant>) -> bool {
-        if self.registry.joins.is_retired_worker() {
-            // A retired worker's thread-local destructor: its siblings may
-            // be joining it, so it waits for nothing (see `joins`).
-            return self.registry.wait_for_exit(false, Some(Instant::now()));
+        let joins = &self.registry.joins;
+        if joins.is_retired_worker() {
+            // A retired worker's thread-local destructor: it waits for the
+            // other workers to retire unless its thread is being joined,
+            // and never for their threads (see `joins`).
+            let retired = if joins.enter_destructor_wait() {
+                let retired = self.registry.wait_for_exit(false, deadline);
+                joins.leave_destructor_wait();
+                retired
+            } else {
+                self.registry.wait_for_exit(false, Some(Instant::now()))
+            };
+            return retired && joins.others_ended();
         }
         let me = worker::current().filter(|w| Arc::ptr_eq(&w.registry, &self.registry));
         let own = self.registry.is_own_thread(me.is_some());
-        self.registry.wait_for_exit(own, deadline) && self.registry.joins.join_retired(deadline)
+        self.registry.wait_for_exit(own, deadline) && joins.join_retired(own, deadline)
     }
 
     /// The thread-name prefix.

@@ -389,7 +389,10 @@ impl Registry {
         lock(&self.broken).get_or_insert(reason);
         self.raise_fate(Fate::Fail);
         self.shut_down.store(true, Ordering::SeqCst);
-        self.fail_queued();
+        // The queued tasks are failed by the workers' loops, as the pool's
+        // own threads: failed here, on a worker not yet in its loop, a
+        // done-callback calling `shutdown(wait = true)` waited for its own
+        // thread (found by review).
         self.sleep.wake_all();
     }
 
