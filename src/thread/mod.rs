@@ -333,7 +333,8 @@ impl ThreadPoolExecutor {
         &self.name
     }
 
-    /// Worker threads that have not exited yet.
+    /// Workers that have not retired yet (a retired worker has left its
+    /// loop for good; its thread may still run thread-local destructors).
     pub fn live_workers(&self) -> usize {
         self.registry.live_workers()
     }
