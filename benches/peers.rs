@@ -18,7 +18,12 @@
 //! repetitions.
 //! The memory workload runs each library in a fresh child process (this
 //! binary re-executed with `--child-memory LIB`), so that each gets a clean
-//! peak RSS. The Python peers run afterwards, from benches/python_peers.py.
+//! peak RSS. The Python peers (benches/python_peers.py, one long-lived
+//! `python3` child taking commands) take their turns in the same
+//! rotation, one repetition per command, so that every row of a table
+//! comes from the same stretch of time. `BENCH_PY_TIMEOUT` (seconds,
+//! default 60) bounds each command: a hung script stops the Python peers,
+//! not the run.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -50,7 +55,7 @@ use libs::{
 };
 use pipe_floor::PipeWorkers;
 use processes::{process_pool, process_workloads, speedups};
-use python::python_peers;
+use python::PyPeers;
 use shm_floor::ShmWorkers;
 use summary::summarize;
 use table::{Better, Runner, SEQUENTIAL, Workload, busy_every_cpu, interleave, median};
@@ -202,6 +207,8 @@ fn main() {
     let n = cfg.workers;
     let reps = cfg.reps;
     let mut ws: Vec<Workload> = Vec::new();
+    // Started before the first workload, so that its start-up is in none.
+    let py = PyPeers::start(&cfg);
 
     if cfg.wants("tiny") {
         let tasks = cfg.pick(200_000, 20_000);
@@ -212,7 +219,10 @@ fn main() {
             ),
             vec![("tasks/s", Better::Higher), ("ms", Better::Lower)],
         );
-        w.rows = interleave(reps, for_each_lib!(n, |lib| run_tiny(&lib, tasks)));
+        let mut runners = for_each_lib!(n, |lib| run_tiny(&lib, tasks));
+        runners.extend(py.runners("tiny"));
+        w.rows = interleave(reps, runners);
+        py.finish("tiny", &mut w);
         let w = w.done();
         w.print();
         ws.push(w);
@@ -224,7 +234,10 @@ fn main() {
             format!("{k} sequential submit-then-wait round trips"),
             vec![("median µs", Better::Lower), ("p99 µs", Better::Lower)],
         );
-        w.rows = interleave(reps, for_each_lib!(n, |lib| run_latency(&lib, k)));
+        let mut runners = for_each_lib!(n, |lib| run_latency(&lib, k));
+        runners.extend(py.runners("latency"));
+        w.rows = interleave(reps, runners);
+        py.finish("latency", &mut w);
         let w = w.done();
         w.print();
         ws.push(w);
@@ -239,7 +252,9 @@ fn main() {
         let mut runners = for_each_lib!(n, |lib| run_lowrate(&lib, ms));
         runners.insert(0, (PACING_ONLY, Box::new(move || run_pacing_only(ms))));
         runners.insert(1, (WAKEUP_FLOOR, Box::new(move || run_wakeup_floor(ms))));
+        runners.extend(py.runners("low-rate-cpu"));
         w.rows = interleave(reps, runners);
+        py.finish("low-rate-cpu", &mut w);
         w.notes.push(format!(
             "{PACING_ONLY}: the same loop of 1 ms sleeps with no pool; every row includes its cost"
         ));
@@ -263,8 +278,10 @@ fn main() {
             0,
             (SEQUENTIAL, Box::new(move || run_fib_sequential(tasks, k))),
         );
+        runners.extend(py.runners("fib"));
         // Each repetition is short (tens of ms): more of them for a stable median.
         w.rows = speedups(interleave(reps.max(15), runners));
+        py.finish("fib", &mut w);
         let w = w.done();
         w.print();
         ws.push(w);
@@ -307,7 +324,7 @@ fn main() {
         // sequential time is measured apart, before them: a one-CPU burn
         // right before a sample starts that pool's second worker late (see
         // `interleave`), and for a few-ms run that decides it.
-        let mut sequential: Vec<f64> = (0..reps.max(5))
+        let sequential: Vec<f64> = (0..reps.max(5))
             .map(|_| {
                 let t = Instant::now();
                 assert_eq!(fib(black_box(k)), expected);
@@ -319,8 +336,7 @@ fn main() {
         // late can double one: 25 repetitions keep the median off such
         // outliers.
         w.rows = interleave(reps.max(25), runners);
-        w.rows
-            .push((SEQUENTIAL.into(), vec![median(&mut sequential)]));
+        w.rows.push((SEQUENTIAL.into(), vec![median(&sequential)]));
         w.notes.push(format!(
             "{SEQUENTIAL}: measured before the libraries, not between them (it is not compared)"
         ));
@@ -335,19 +351,13 @@ fn main() {
         ws.push(w);
     }
     let first_process = ws.len();
-    process_workloads(&cfg, &mut ws);
+    process_workloads(&cfg, &mut ws, &py);
     for w in &ws[first_process..] {
         w.print();
     }
-
-    let python_note = python_peers(&cfg, &mut ws);
-    if let Some(note) = &python_note {
-        println!("\n{note}");
-    }
-    println!("\n# All workloads with the Python peers\n");
-    for w in &ws {
-        w.print();
-    }
+    println!("\n{}", py.summary());
+    // The script quits (its pools shut down) before the summary.
+    drop(py);
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -373,9 +383,10 @@ fn main() {
         );
     }
     println!(
-        "\n\"other load\": CPU that other processes on the machine used while our \
-         and the Rust peers' runs of that workload went on (not during the Python \
-         peers' runs). Above ~0.3 of a core the parallel workloads (fib above all) \
-         are unreliable on a 2-core machine."
+        "\n\"other load\": CPU that other processes on the machine used while that \
+         workload's runs went on (ours, the Rust peers' and the Python peers', whose \
+         processes and pool workers count as this run's, not as other load). Above \
+         ~0.3 of a core the parallel workloads (fib above all) are unreliable on a \
+         2-core machine."
     );
 }

@@ -88,19 +88,32 @@ struct Pipes {
 
 impl Pipes {
     fn send(&mut self, task: usize) {
-        self.to
-            .write_all(&(task as u64).to_le_bytes())
-            .expect("a floor worker takes its task");
+        send(&self.to, task);
     }
 
     /// The next result (task number, value), or `None` if the worker is
     /// gone.
     fn receive(&mut self) -> Option<(usize, u64)> {
-        let mut reply = [0u8; 16];
-        self.from.read_exact(&mut reply).ok()?;
-        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
-        Some((word(&reply[..8]) as usize, word(&reply[8..])))
+        receive(&mut self.from)
     }
+}
+
+/// Writes task number `task` to a worker. Through a shared reference: in
+/// [`PipeWorkers::run_with_readers`] the caller and the worker's reader
+/// both send to it. Each write is 8 bytes, under `PIPE_BUF`, so two never
+/// interleave.
+fn send(mut to: &ChildStdin, task: usize) {
+    to.write_all(&(task as u64).to_le_bytes())
+        .expect("a floor worker takes its task");
+}
+
+/// The next result (task number, value) from a worker, or `None` if the
+/// worker is gone.
+fn receive(from: &mut ChildStdout) -> Option<(usize, u64)> {
+    let mut reply = [0u8; 16];
+    from.read_exact(&mut reply).ok()?;
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap());
+    Some((word(&reply[..8]) as usize, word(&reply[8..])))
 }
 
 /// A set of floor workers, started once and used for every repetition.
@@ -136,31 +149,34 @@ impl PipeWorkers {
     /// does with its futures); returns them and the time from the start of
     /// the first send to the last result taken. The reader threads are
     /// started and waiting before the clock starts, as a pool's readers
-    /// are; each sends its worker's first tasks.
+    /// are. The caller sends every worker's first tasks itself, right after
+    /// the clock starts, as our pool's `submit` does and as the other two
+    /// floors do: had the readers sent them, the clock would also count
+    /// their wake-up from the start barrier, which no pool pays. Each
+    /// reader then sends its worker's next task when a result comes back.
     pub fn run_with_readers(&mut self, tasks: usize) -> (Vec<u64>, Duration) {
-        let go = Barrier::new(self.pipes.len() + 1);
-        let next = AtomicUsize::new(0);
+        let workers = self.pipes.len();
+        // The first tasks, numbered in advance (task `t` to worker
+        // `t % workers`), so that each reader knows how many its worker
+        // holds before any result comes back; the readers number the rest.
+        let first = tasks.min(PREFETCH * workers);
+        let go = Barrier::new(workers + 1);
+        let next = AtomicUsize::new(first);
         let slots = Mutex::new(vec![None; tasks]);
         let filled = Condvar::new();
         let failed = AtomicBool::new(false);
         std::thread::scope(|s| {
-            for w in &mut self.pipes {
+            let mut senders: Vec<&ChildStdin> = Vec::with_capacity(workers);
+            for (w, pipes) in self.pipes.iter_mut().enumerate() {
+                let Pipes { to, from } = pipes;
+                let to: &ChildStdin = to;
+                senders.push(to);
+                let mut held = (w..first).step_by(workers).count();
                 let (go, next, slots, filled, failed) = (&go, &next, &slots, &filled, &failed);
                 s.spawn(move || {
                     go.wait();
-                    let mut held = 0;
-                    let send_next = |w: &mut Pipes, held: &mut usize| {
-                        let t = next.fetch_add(1, Ordering::Relaxed);
-                        if t < tasks {
-                            w.send(t);
-                            *held += 1;
-                        }
-                    };
-                    for _ in 0..PREFETCH {
-                        send_next(w, &mut held);
-                    }
                     while held > 0 {
-                        let Some((task, value)) = w.receive() else {
+                        let Some((task, value)) = receive(from) else {
                             // Set under the lock, so that the caller cannot
                             // miss it between its look and its wait.
                             let _g = slots.lock().unwrap();
@@ -169,7 +185,11 @@ impl PipeWorkers {
                             return;
                         };
                         held -= 1;
-                        send_next(w, &mut held);
+                        let t = next.fetch_add(1, Ordering::Relaxed);
+                        if t < tasks {
+                            send(to, t);
+                            held += 1;
+                        }
                         slots.lock().unwrap()[task] = Some(value);
                         filled.notify_all();
                     }
@@ -177,6 +197,9 @@ impl PipeWorkers {
             }
             go.wait();
             let t = Instant::now();
+            for task in 0..first {
+                send(senders[task % workers], task);
+            }
             let mut values = Vec::with_capacity(tasks);
             for task in 0..tasks {
                 let mut g = slots.lock().unwrap();

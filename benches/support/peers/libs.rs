@@ -6,17 +6,39 @@
 //! is favoured by its stand-in. [`for_each_lib!`] builds every wanted pool
 //! once, in a fixed order, as one table runner per library.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::Backoff;
 
 use concurrent_futures::{ExecutorExt, ThreadPoolExecutor};
 
 // ---------------------------------------------------------------------------
 // A oneshot for the peers that have no handle of their own: one allocation,
 // no syscall unless the receiver is actually asleep. The same for every peer.
+//
+// Its receiver waits as our `Future::result()` does (src/spin.rs,
+// `WAIT_SPIN_LIMIT`): it watches the slot for up to 60 µs, busy at first
+// and then yielding the core on each look (`crossbeam_utils::Backoff`, as
+// ours), and only then sleeps on the condvar. A receiver that slept at once
+// would pay a park and a wake-up (20-50 µs on this VM when its vCPU halts)
+// on every short round trip, and the latency workload would compare wait
+// policies instead of pools. The watch is bounded, so a long wait (fib)
+// costs the receiver at most 60 µs of looking per handle, as ours; a
+// handle that is already filled (the low-rate workload collects its
+// handles only at the end) returns at the first look.
+
+/// How long a receiver watches its slot before it sleeps: our
+/// `Future`'s `WAIT_SPIN_LIMIT` (src/spin.rs), which is not public.
+const WAIT_SPIN_LIMIT: Duration = Duration::from_micros(60);
 
 struct Oneshot<T> {
+    /// The value, and whether the receiver sleeps on `cv`.
     slot: Mutex<(Option<T>, bool)>,
+    /// Set (after the value is stored) so that the receiver's watch looks
+    /// at one atomic instead of taking the lock the sender needs.
+    full: AtomicBool,
     cv: Condvar,
 }
 
@@ -26,6 +48,7 @@ pub(crate) struct Rx<T>(Arc<Oneshot<T>>);
 fn oneshot<T>() -> (Tx<T>, Rx<T>) {
     let s = Arc::new(Oneshot {
         slot: Mutex::new((None, false)),
+        full: AtomicBool::new(false),
         cv: Condvar::new(),
     });
     (Tx(s.clone()), Rx(s))
@@ -35,6 +58,7 @@ impl<T> Tx<T> {
     fn send(self, v: T) {
         let mut g = self.0.slot.lock().unwrap();
         g.0 = Some(v);
+        self.0.full.store(true, Ordering::Release);
         let waiting = g.1;
         drop(g);
         if waiting {
@@ -45,6 +69,11 @@ impl<T> Tx<T> {
 
 impl<T> Rx<T> {
     fn recv(self) -> T {
+        let until = Instant::now() + WAIT_SPIN_LIMIT;
+        let backoff = Backoff::new();
+        while !self.0.full.load(Ordering::Acquire) && Instant::now() < until {
+            backoff.snooze();
+        }
         let mut g = self.0.slot.lock().unwrap();
         loop {
             if let Some(v) = g.0.take() {

@@ -1,6 +1,7 @@
-//! The process-pool workloads. Only ours runs here: Python's pools are
-//! the peers, and their rows come later from benches/python_peers.py (see
-//! [`crate::python`]). The process-fib workload also runs rows that are not
+//! The process-pool workloads. Ours is the only Rust process pool: the
+//! peers are Python's pools, whose runs (benches/python_peers.py, see
+//! [`crate::python`]) are interleaved with ours, one repetition each in
+//! turn. The process-fib workload also runs rows that are not
 //! pools (the sequential baseline, the same tasks on our thread pool, and
 //! the bare floors of benches/support/pipe_floor.rs and shm_floor.rs), so that its
 //! speedup reads against what the host allows in the same run.
@@ -13,8 +14,11 @@ use concurrent_futures::{
 };
 
 use crate::pipe_floor::{self, PipeWorkers};
+use crate::python::{PY, PyPeers};
 use crate::shm_floor::{self, ShmWorkers};
-use crate::table::{Better, Runner, SEQUENTIAL, Workload, interleave, proc_status_kb};
+use crate::table::{
+    Better, PY_SEQUENTIAL, Runner, SEQUENTIAL, Workload, interleave, proc_status_kb,
+};
 use crate::threads::run_fib_sequential;
 use crate::{Cfg, fib, fib_task, noop};
 
@@ -23,7 +27,7 @@ use crate::{Cfg, fib, fib_task, noop};
 pub(crate) const THREADS_REFERENCE: &str = "ours on threads";
 
 // ---------------------------------------------------------------------------
-// Process workloads (ours only; Python's pools come from python_peers.py)
+// Process workloads (ours and, interleaved, Python's pools)
 
 pub(crate) fn process_pool(workers: usize) -> ProcessPoolExecutor {
     ProcessPoolExecutor::builder()
@@ -32,7 +36,7 @@ pub(crate) fn process_pool(workers: usize) -> ProcessPoolExecutor {
         .expect("process pool")
 }
 
-pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
+pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>, py: &PyPeers) {
     let reps = cfg.reps;
     let any = [
         "process-tiny",
@@ -57,7 +61,7 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                 format!("{n} no-op submits to a process pool, one handle each"),
                 vec![("tasks/s", Better::Higher), ("ms", Better::Lower)],
             );
-            let runners: Vec<Runner<'_>> = vec![(
+            let mut runners: Vec<Runner<'_>> = vec![(
                 "ours",
                 Box::new(|| {
                     let t = Instant::now();
@@ -69,7 +73,9 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                     vec![n as f64 / s, s * 1e3]
                 }),
             )];
+            runners.extend(py.runners("process-tiny"));
             w.rows = interleave(reps, runners);
+            py.finish("process-tiny", &mut w);
             out.push(w.done());
         }
 
@@ -80,7 +86,7 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                 format!("map over {n} items, chunksize 1000"),
                 vec![("items/s", Better::Higher), ("ms", Better::Lower)],
             );
-            let runners: Vec<Runner<'_>> = vec![(
+            let mut runners: Vec<Runner<'_>> = vec![(
                 "ours",
                 Box::new(|| {
                     let t = Instant::now();
@@ -93,7 +99,9 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                     vec![n as f64 / s, s * 1e3]
                 }),
             )];
+            runners.extend(py.runners("process-map"));
             w.rows = interleave(reps, runners);
+            py.finish("process-map", &mut w);
             out.push(w.done());
         }
 
@@ -104,7 +112,7 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                 format!("{n} sequential submit-then-wait round trips to a process pool"),
                 vec![("median µs", Better::Lower), ("p99 µs", Better::Lower)],
             );
-            let runners: Vec<Runner<'_>> = vec![(
+            let mut runners: Vec<Runner<'_>> = vec![(
                 "ours",
                 Box::new(|| {
                     let mut lat = Vec::with_capacity(n as usize);
@@ -118,7 +126,9 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                     vec![p(0.5), p(0.99)]
                 }),
             )];
+            runners.extend(py.runners("process-latency"));
             w.rows = interleave(reps, runners);
+            py.finish("process-latency", &mut w);
             out.push(w.done());
         }
 
@@ -146,7 +156,7 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
             let floor = std::cell::RefCell::new(PipeWorkers::start(cfg.workers, k));
             let shm = std::cell::RefCell::new(ShmWorkers::start(cfg.workers, k));
             let expected = fib(k);
-            let runners: Vec<Runner<'_>> = vec![
+            let mut runners: Vec<Runner<'_>> = vec![
                 (SEQUENTIAL, Box::new(move || run_fib_sequential(tasks, k))),
                 ("ours", Box::new(|| fib_on(&pool))),
                 (THREADS_REFERENCE, Box::new(|| fib_on(&threads))),
@@ -182,6 +192,7 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                     Box::new(|| pipe_floor::timed(shm.borrow_mut().run(tasks as usize), expected)),
                 ),
             ];
+            runners.extend(py.runners("process-fib"));
             let rows = interleave(reps.max(15), runners);
             w.rows = speedups(rows);
             w.notes.push(format!(
@@ -205,6 +216,7 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                  pool can cost. See benches/support/shm_floor.rs",
                 shm_floor::SHARED_MEMORY
             ));
+            py.finish("process-fib", &mut w);
             out.push(w.done());
         }
         Executor::shutdown(&pool, true, false);
@@ -216,7 +228,7 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
             "build a 2-worker process pool → first result of a no-op".into(),
             vec![("ms", Better::Lower)],
         );
-        let runners: Vec<Runner<'_>> = vec![(
+        let mut runners: Vec<Runner<'_>> = vec![(
             "ours",
             Box::new(|| {
                 let t = Instant::now();
@@ -227,25 +239,34 @@ pub(crate) fn process_workloads(cfg: &Cfg, out: &mut Vec<Workload>) {
                 vec![ms]
             }),
         )];
+        runners.extend(py.runners("process-startup"));
         w.rows = interleave(reps, runners);
         w.notes.push(format!(
             "this process: {} MiB resident, {} threads (ours starts workers with posix_spawn: no page-table copy; Python's fork copies them)",
             proc_status_kb("VmRSS:") / 1024,
             proc_status_kb("Threads:")
         ));
+        py.finish("process-startup", &mut w);
         out.push(w.done());
     }
 }
 
 /// Turns `[("sequential", [ms]), (lib, [ms]) ...]` into
-/// `(lib, [speedup, ms])` rows (sequential gets speedup 1).
+/// `(lib, [speedup, ms])` rows (sequential gets speedup 1). The Python
+/// rows (`py:`) are over the script's own baseline, [`PY_SEQUENTIAL`]:
+/// they run a smaller fib in Python.
 pub(crate) fn speedups(rows: Vec<(String, Vec<f64>)>) -> Vec<(String, Vec<f64>)> {
-    let seq = rows
-        .iter()
-        .find(|(l, _)| l == SEQUENTIAL)
-        .map(|(_, v)| v[0])
-        .unwrap_or(f64::NAN);
+    let baseline = |name: &str| {
+        rows.iter()
+            .find(|(l, _)| l == name)
+            .map(|(_, v)| v[0])
+            .unwrap_or(f64::NAN)
+    };
+    let (seq, py_seq) = (baseline(SEQUENTIAL), baseline(PY_SEQUENTIAL));
     rows.into_iter()
-        .map(|(l, v)| (l, vec![seq / v[0], v[0]]))
+        .map(|(l, v)| {
+            let base = if l.starts_with(PY) { py_seq } else { seq };
+            (l, vec![base / v[0], v[0]])
+        })
         .collect()
 }

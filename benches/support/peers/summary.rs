@@ -1,13 +1,15 @@
 //! The closing summary: one [`Verdict`] per workload, ours against the
 //! best peer and against that workload's target (issue 4's, listed in
 //! BENCHMARKS.md). Rows that are baselines or floors rather than libraries
-//! (the sequential run, the pacing loop, the wake-up floor, ours on
-//! threads, the bare pipes) never count as the best peer.
+//! (the sequential runs, Rust's and Python's, the pacing loop, the wake-up
+//! floor, ours on threads, the bare pipes) never count as the best peer. A
+//! target that compares ours with a peer that did not run (`BENCH_LIBS`)
+//! says so rather than "yes".
 
 use crate::pipe_floor;
 use crate::processes::THREADS_REFERENCE;
 use crate::shm_floor;
-use crate::table::{Better, SEQUENTIAL, Workload, fmt_num};
+use crate::table::{Better, PY_SEQUENTIAL, SEQUENTIAL, Workload, fmt_num};
 use crate::threads::{PACING_ONLY, WAKEUP_FLOOR};
 
 // ---------------------------------------------------------------------------
@@ -31,6 +33,7 @@ fn best_peer(w: &Workload, metric: usize, filter: impl Fn(&str) -> bool) -> Opti
             ![
                 "ours",
                 SEQUENTIAL,
+                PY_SEQUENTIAL,
                 PACING_ONLY,
                 WAKEUP_FLOOR,
                 THREADS_REFERENCE,
@@ -57,6 +60,20 @@ fn yes(b: bool) -> String {
     if b { "yes".into() } else { "NO".into() }
 }
 
+/// What the "met?" column says of a target that compares ours with a peer
+/// that did not run (`BENCH_LIBS` left it out): nothing was compared, so
+/// neither "yes" nor "NO".
+const NO_PEER: &str = "no peer ran";
+
+/// `yes(met())`, or [`NO_PEER`] when the peer's figure is missing.
+fn yes_against(peer: f64, met: impl FnOnce() -> bool) -> String {
+    if peer.is_nan() {
+        NO_PEER.into()
+    } else {
+        yes(met())
+    }
+}
+
 /// The Rust peers: Python's pools are compared in the process workloads.
 fn rust_peer(library: &str) -> bool {
     !library.starts_with("py:")
@@ -71,7 +88,17 @@ fn against_best_rust_peer(
     met: impl Fn(f64, f64) -> bool,
 ) -> Verdict {
     let o = w.get("ours").map(|v| v[0]).unwrap_or(f64::NAN);
-    let (bn, bv) = best_peer(w, 0, rust_peer).unwrap_or_default();
+    let Some((bn, bv)) = best_peer(w, 0, rust_peer) else {
+        return Verdict {
+            load: w.other_load,
+            workload: workload.into(),
+            ours: fmt_num(o),
+            best: "-".into(),
+            ratio: "-".into(),
+            target,
+            met: NO_PEER.into(),
+        };
+    };
     Verdict {
         load: w.other_load,
         workload: workload.into(),
@@ -81,6 +108,13 @@ fn against_best_rust_peer(
         target,
         met: yes(met(o, bv)),
     }
+}
+
+/// The best Rust peer's figure and name, as the summary shows it, or "-".
+fn best_rust_peer(w: &Workload) -> String {
+    best_peer(w, 0, rust_peer)
+        .map(|(n, v)| format!("{} ({n})", fmt_num(v)))
+        .unwrap_or("-".into())
 }
 
 /// The verdict of a workload whose target bounds ours alone (its first
@@ -125,15 +159,18 @@ pub(crate) fn summarize(ws: &[Workload]) -> Vec<Verdict> {
     if let Some(w) = find("latency") {
         let (om, op) = (ours(w, 0), ours(w, 1));
         let r = w.get("rayon").map(|v| v[0]).unwrap_or(f64::NAN);
-        let (bn, bv) = best_peer(w, 0, rust_peer).unwrap_or_default();
         out.push(Verdict {
             load: w.other_load,
             workload: "latency (median µs / p99 µs)".into(),
             ours: format!("{} / {}", fmt_num(om), fmt_num(op)),
-            best: format!("{} ({bn}); rayon {}", fmt_num(bv), fmt_num(r)),
-            ratio: format!("{:.2} vs rayon", om / r),
+            best: format!("{}; rayon {}", best_rust_peer(w), fmt_num(r)),
+            ratio: if r.is_nan() {
+                "-".into()
+            } else {
+                format!("{:.2} vs rayon", om / r)
+            },
             target: "median ≤ rayon's, p99 ≤ 20 µs",
-            met: yes(om <= r && op <= 20.0),
+            met: yes_against(r, || om <= r && op <= 20.0),
         });
     }
     if let Some(w) = find("low-rate-cpu") {
@@ -141,21 +178,25 @@ pub(crate) fn summarize(ws: &[Workload]) -> Vec<Verdict> {
         let r = w.get("rayon").map(|v| v[0]).unwrap_or(f64::NAN);
         let pacing = w.get(PACING_ONLY).map(|v| v[0]).unwrap_or(f64::NAN);
         let floor = w.get(WAKEUP_FLOOR).map(|v| v[0]).unwrap_or(f64::NAN);
-        let (bn, bv) = best_peer(w, 0, rust_peer).unwrap_or_default();
         out.push(Verdict {
             load: w.other_load,
             workload: "low-rate CPU (ms CPU)".into(),
             ours: fmt_num(o),
-            best: format!("{} ({bn}); rayon {}", fmt_num(bv), fmt_num(r)),
-            ratio: format!(
-                "{:.2} vs rayon ({:.2} net of the loop's own {} ms; the bare wake-up floor is {:.2})",
-                o / r,
-                (o - pacing) / (r - pacing),
-                fmt_num(pacing),
-                floor / r
-            ),
+            best: format!("{}; rayon {}", best_rust_peer(w), fmt_num(r)),
+            ratio: if r.is_nan() {
+                "-".into()
+            } else {
+                format!(
+                    "{:.2} vs rayon ({:.2} net of the loop's own {} ms; the bare wake-up floor \
+                     is {:.2})",
+                    o / r,
+                    (o - pacing) / (r - pacing),
+                    fmt_num(pacing),
+                    floor / r
+                )
+            },
             target: "≤ ¼ of rayon's",
-            met: yes(o <= 0.25 * r),
+            met: yes_against(r, || o <= 0.25 * r),
         });
     }
     if let Some(w) = find("fib") {
@@ -181,11 +222,12 @@ pub(crate) fn summarize(ws: &[Workload]) -> Vec<Verdict> {
     }
     if let Some(w) = find("memory") {
         // The closure captures one u64 (8 bytes).
-        out.push(against_best_rust_peer(
+        // The target bounds ours alone: it holds or not without a peer.
+        out.push(against_bound(
             w,
             "memory (B/task)",
             "≤ 128 B/task + closure",
-            |o, _| o <= 128.0 + 8.0,
+            |o| o <= 128.0 + 8.0,
         ));
     }
     if let Some(w) = find("process-tiny") {

@@ -122,8 +122,11 @@ pub(crate) fn fmt_num(v: f64) -> String {
     }
 }
 
-pub(crate) fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+/// The median of the values that are numbers (`NaN` if none is): a sample
+/// that could not be taken is no sample, not a reason to fail the run.
+pub(crate) fn median(v: &[f64]) -> f64 {
+    let mut v: Vec<f64> = v.iter().copied().filter(|x| !x.is_nan()).collect();
+    v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {
         f64::NAN
@@ -152,7 +155,7 @@ pub(crate) fn interleave(reps: usize, mut runners: Vec<Runner<'_>>) -> Vec<(Stri
     // One warm-up round, not recorded.
     for (name, r) in runners.iter_mut() {
         r();
-        if *name == SEQUENTIAL {
+        if is_baseline(name) {
             busy_every_cpu();
         }
     }
@@ -173,28 +176,37 @@ pub(crate) fn interleave(reps: usize, mut runners: Vec<Runner<'_>>) -> Vec<(Stri
     // baseline at a fixed place would precede the same library in every
     // other repetition).
     let (baselines, pools): (Vec<usize>, Vec<usize>) =
-        (0..runners.len()).partition(|&k| runners[k].0 == SEQUENTIAL);
+        (0..runners.len()).partition(|&k| is_baseline(runners[k].0));
     let n = pools.len();
+    // A runner that could not take its sample (a Python command that
+    // failed) returns no values: that sample is left out.
+    let mut take = |k: usize| {
+        let v = (runners[k].1)();
+        if !v.is_empty() {
+            samples[k].push(v);
+        }
+    };
     for rep in 0..reps {
         for &k in &baselines {
-            samples[k].push((runners[k].1)());
+            take(k);
             busy_every_cpu();
         }
         // Starting from a different library each time, forwards, then
         // backwards (A B C, B A C, C A B, A C B, ...).
         for j in 0..n {
             let step = if rep % 2 == 1 { n - j } else { j };
-            let k = pools[(rep + step) % n];
-            samples[k].push((runners[k].1)());
+            take(pools[(rep + step) % n]);
         }
     }
+    // A runner with no sample at all has no row.
     runners
         .iter()
         .zip(samples)
+        .filter(|(_, s)| !s.is_empty())
         .map(|((name, _), s)| {
-            let m = s[0].len();
+            let m = s.iter().map(Vec::len).min().unwrap_or(0);
             let meds = (0..m)
-                .map(|j| median(&mut s.iter().map(|x| x[j]).collect::<Vec<_>>()))
+                .map(|j| median(&s.iter().map(|x| x[j]).collect::<Vec<_>>()))
                 .collect();
             (name.to_string(), meds)
         })
@@ -232,7 +244,11 @@ fn clock_ticks() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// CPU time of reaped children plus live direct children.
+/// CPU time of this process's descendants: the reaped children (with
+/// whatever they reaped), plus every live descendant's own time and what
+/// it reaped. Descendants, not just children: the Python peers' pool
+/// workers are the Python script's children, and their CPU is Python's,
+/// not other load.
 fn children_cpu() -> Duration {
     // SAFETY: getrusage writes into the zeroed struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -240,24 +256,40 @@ fn children_cpu() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     let reaped = tv(ru.ru_utime) + tv(ru.ru_stime);
-    let me = std::process::id().to_string();
-    let mut ticks = 0u64;
+    // Every process: (pid, parent, ticks of its own and of its reaped
+    // children).
+    let mut procs: Vec<(u32, u32, u64)> = Vec::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|p| p.parse().ok()) else {
+                continue;
+            };
             let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
                 continue;
             };
-            // pid (comm) state ppid ... utime(14) stime(15)
+            // pid (comm) state ppid ... utime(14) stime(15) cutime(16)
+            // cstime(17)
             let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
                 continue;
             };
             let f: Vec<&str> = rest.split_whitespace().collect();
-            if f.get(1) == Some(&me.as_str()) {
-                let u: u64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0);
-                let s: u64 = f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0);
-                ticks += u + s;
+            let field = |i: usize| -> u64 { f.get(i).and_then(|x| x.parse().ok()).unwrap_or(0) };
+            let ppid = field(1) as u32;
+            procs.push((pid, ppid, field(11) + field(12) + field(13) + field(14)));
+        }
+    }
+    let mut family = vec![std::process::id()];
+    let mut ticks = 0u64;
+    let mut i = 0;
+    while i < family.len() {
+        let parent = family[i];
+        for &(pid, ppid, t) in &procs {
+            if ppid == parent {
+                family.push(pid);
+                ticks += t;
             }
         }
+        i += 1;
     }
     reaped + Duration::from_secs_f64(ticks as f64 / clock_ticks())
 }
@@ -285,3 +317,12 @@ pub(crate) use crate::busy::busy_every_cpu;
 /// The row of the fib, fork-join and process-fib workloads that runs the
 /// same work on the calling thread: the baseline, not a library.
 pub(crate) const SEQUENTIAL: &str = "sequential";
+
+/// The Python script's own baseline in the fib workloads (Python's fib
+/// is far slower than Rust's: its pools' speedups are over this row).
+pub(crate) const PY_SEQUENTIAL: &str = "py:sequential";
+
+/// Whether a row is a sequential baseline rather than a pool.
+pub(crate) fn is_baseline(name: &str) -> bool {
+    name == SEQUENTIAL || name == PY_SEQUENTIAL
+}

@@ -219,8 +219,10 @@ fn memory_in<L: Lib>(lib: &L, n: u64, workers: usize) -> f64 {
     for slot in handles.spare_capacity_mut() {
         *slot = MaybeUninit::zeroed();
     }
-    // Reset the peak (VmHWM) to the current RSS.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    // Reset the peak (VmHWM) to the current RSS. Without the reset the
+    // peak would be the warm-up's, and the figure silently wrong: fail.
+    std::fs::write("/proc/self/clear_refs", "5")
+        .expect("reset the peak RSS through /proc/self/clear_refs");
     let base = proc_status_kb("VmRSS:");
     for i in 0..n {
         handles.push(lib.submit(noop, i));
@@ -242,28 +244,43 @@ pub(crate) fn workload_memory(cfg: &Cfg) -> Workload {
         vec![("B/task", Better::Lower)],
     );
     let exe = std::env::current_exe().expect("current exe");
-    // Three children per library, interleaved; the median.
-    let reps = if cfg.quick { 1 } else { 3 };
+    // `BENCH_REPS` children per library, the libraries in turn; the
+    // median. A child that fails (its stderr is shown) counts as no sample.
+    let libs: Vec<&str> = LIBS.iter().copied().filter(|l| lib_wanted(l)).collect();
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for _ in 0..reps {
-        for lib in LIBS.iter().filter(|l| lib_wanted(l)) {
+    let mut failures: BTreeMap<&str, usize> = BTreeMap::new();
+    for _ in 0..cfg.reps {
+        for &lib in &libs {
             let out = Command::new(&exe)
                 .args(["--child-memory", lib, &n.to_string()])
                 .env("BENCH_WORKERS", cfg.workers.to_string())
                 .output()
                 .expect("run memory child");
             let text = String::from_utf8_lossy(&out.stdout);
-            let v: f64 = text
+            let v: Option<f64> = text
                 .lines()
                 .find_map(|l| l.strip_prefix("BYTES_PER_TASK "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(f64::NAN);
-            samples.entry(lib).or_default().push(v);
+                .and_then(|v| v.trim().parse().ok());
+            match v {
+                Some(v) if out.status.success() => samples.entry(lib).or_default().push(v),
+                _ => {
+                    eprintln!(
+                        "memory: the child for {lib} failed ({}):\n{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                    *failures.entry(lib).or_default() += 1;
+                }
+            }
         }
     }
-    for lib in LIBS.iter().filter(|l| lib_wanted(l)) {
-        let v = median(samples.get_mut(lib).unwrap());
+    for &lib in &libs {
+        let v = median(samples.get(lib).map_or(&[][..], Vec::as_slice));
         w.rows.push((lib.to_string(), vec![v]));
+        if let Some(f) = failures.get(lib) {
+            w.notes
+                .push(format!("{lib}: {f} of {} children failed", cfg.reps));
+        }
     }
     w.notes.push(
         "each library in a fresh child process; includes the handle kept per task \
