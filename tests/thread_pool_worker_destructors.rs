@@ -5,7 +5,9 @@
 //! joined already, and never for their threads; a task of the pool does
 //! not join a destructor that waits that way (each would wait for the
 //! other); an outside caller waits for it, then joins it. Also the
-//! callbacks of tasks failed by an initializer panic (T8). Every wait has
+//! callbacks of tasks failed by an initializer panic (T8). A task or a
+//! sweep's callback that passes over a waiting destructor says `TimedOut`
+//! from `shutdown_within`. Every wait has
 //! a hang guard; no test asserts a duration.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -301,5 +303,129 @@ fn s3_a_callback_failed_by_an_initializer_panic_shutting_down_and_waiting_return
         done_rx.recv_timeout(Duration::from_secs(10)).is_ok(),
         "the done-callback's shutdown(wait = true), run on the worker whose initializer \
          panicked, never returned: it waits for its own thread"
+    );
+}
+
+/// PP8 (`ShutdownOutcome::Finished`: "every worker exited"): a task
+/// calling `shutdown_within` while the other worker's destructor waits in
+/// `shutdown(wait = true)` (for this task's worker) passes over that
+/// destructor, rightly, and says `TimedOut`: that thread still runs. It
+/// said `Finished` (found by review).
+#[test]
+fn pp8_shutdown_within_from_a_task_says_timed_out_while_a_waiting_dtor_thread_runs() {
+    let (in_dtor, dtor_entered) = mpsc::channel::<()>();
+    let (release, held) = mpsc::channel::<()>();
+    let held = Mutex::new(held);
+    let dtor_done = Arc::new(AtomicBool::new(false));
+    let (report, reported) = mpsc::channel();
+    let done = dtor_done.clone();
+    let (pool, a, b) = two_workers_running(
+        move |p| {
+            let _ = dtor_entered.recv_timeout(HANG);
+            // The destructor is in its wait by then (ordering only).
+            std::thread::sleep(Duration::from_millis(200));
+            let outcome = p.shutdown_within(Duration::from_millis(300), false);
+            let _ = report.send((outcome, done.load(Ordering::SeqCst)));
+        },
+        move |p| {
+            let p = p.clone();
+            on_exit(move || {
+                let _ = in_dtor.send(());
+                p.shutdown(true, false);
+                // A flush after the wait, held by the test.
+                let _ = held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .recv_timeout(HANG);
+                dtor_done.store(true, Ordering::SeqCst);
+            });
+        },
+    );
+    b.result(Some(HANG)).unwrap();
+    pool.shutdown(false, false);
+    let got = reported.recv_timeout(HANG);
+    a.result(Some(HANG)).unwrap();
+    drop(release);
+    pool.shutdown(true, false);
+    let (outcome, dtor_done_then) = got.expect("the task never reported");
+    assert!(
+        outcome != ShutdownOutcome::Finished || dtor_done_then,
+        "shutdown_within from a task said Finished while the other worker's thread was \
+         still alive in its thread-local destructor (waiting in shutdown for this task's \
+         worker, then held)"
+    );
+}
+
+/// PP8, the other kind of own caller: a done-callback run by an outside
+/// thread's `shutdown(cancel_futures = true)` sweep calls `shutdown_within`
+/// while a retired worker's destructor waits in `shutdown(wait = true)`
+/// (for the sweep, among others): it passes over that destructor and says
+/// `TimedOut`. It said `Finished` (found by review).
+#[test]
+fn pp8_shutdown_within_from_a_sweepers_callback_says_timed_out_while_a_waiting_dtor_thread_runs() {
+    let (in_dtor, dtor_entered) = mpsc::channel::<()>();
+    let dtor_entered = Mutex::new(dtor_entered);
+    let (release_dtor, dtor_held) = mpsc::channel::<()>();
+    let dtor_held = Mutex::new(dtor_held);
+    let (release_a, a_held) = mpsc::channel::<()>();
+    let (release_b, b_held) = mpsc::channel::<()>();
+    let dtor_done = Arc::new(AtomicBool::new(false));
+    let done = dtor_done.clone();
+    let (pool, a, b) = two_workers_running(
+        move |_| {
+            let _ = a_held.recv_timeout(HANG);
+        },
+        move |p| {
+            let p = p.clone();
+            on_exit(move || {
+                let _ = in_dtor.send(());
+                p.shutdown(true, false);
+                let _ = dtor_held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .recv_timeout(HANG);
+                done.store(true, Ordering::SeqCst);
+            });
+            let _ = b_held.recv_timeout(HANG);
+        },
+    );
+    // Both workers busy: this one stays queued, for the sweep.
+    assert!(wait_for(HANG, || a.running() && b.running()));
+    let queued = pool.spawn(|| ());
+    let (report, reported) = mpsc::channel();
+    {
+        let p = pool.clone();
+        let done = dtor_done.clone();
+        queued.add_done_callback(move |_| {
+            // On the sweeping thread: once the destructor waits.
+            let _ = dtor_entered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recv_timeout(HANG);
+            std::thread::sleep(Duration::from_millis(100));
+            let outcome = p.shutdown_within(Duration::from_secs(5), false);
+            let _ = report.send((outcome, done.load(Ordering::SeqCst)));
+        });
+    }
+    let p = pool.clone();
+    let sweeper = std::thread::spawn(move || p.shutdown(false, true));
+    // The sweep has taken the queued task (its callback waits for the
+    // destructor); worker b retires, its destructor waits.
+    assert!(wait_for(HANG, || queued.done()));
+    release_b.send(()).unwrap();
+    b.result(Some(HANG)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    release_a.send(()).unwrap();
+    a.result(Some(HANG)).unwrap();
+    let got = reported.recv_timeout(HANG);
+    drop(release_dtor);
+    assert!(wait_for(HANG, || sweeper.is_finished()));
+    sweeper.join().unwrap();
+    pool.shutdown(true, false);
+    let (outcome, dtor_done_then) = got.expect("the callback never reported");
+    assert!(
+        outcome != ShutdownOutcome::Finished || dtor_done_then,
+        "shutdown_within from a sweeper's callback said Finished while a retired worker's \
+         thread was still alive in its thread-local destructor"
     );
 }

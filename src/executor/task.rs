@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use super::thin::{Header, Thin, ThinJob};
 use crate::Error;
 use crate::future::core::{Core, Start};
-use crate::future::{Completion, Future};
+use crate::future::{Completion, Future, InPlace};
 use crate::sync::{Arc, Mutex, lock};
 
 /// The executor's side of a task.
@@ -196,8 +196,11 @@ where
     fn release(&self) -> bool {
         release_slot(&self.work)
     }
-    fn run_here(self: Arc<Self>) {
-        Job::run(self)
+    fn run_here(self: Arc<Self>, how: InPlace) {
+        match how {
+            InPlace::Run => Job::run(self),
+            InPlace::Fail(error) => fail_task(self, error),
+        }
     }
 }
 
@@ -347,8 +350,11 @@ where
     fn release(&self) -> bool {
         release_slot(&self.arg)
     }
-    fn run_here(self: Arc<Self>) {
-        Job::run(self)
+    fn run_here(self: Arc<Self>, how: InPlace) {
+        match how {
+            InPlace::Run => Job::run(self),
+            InPlace::Fail(error) => fail_task(self, error),
+        }
     }
 }
 

@@ -21,14 +21,15 @@ const LOOK_AGAIN_MAX: std::time::Duration = std::time::Duration::from_millis(10)
 impl<T> Core<T> {
     /// Blocks until the future ends (and, with `settled`, until its
     /// callbacks have run too) or the deadline passes. Returns whether it
-    /// ended. A pool worker helps while it waits (T10): `run_here` runs the
-    /// task on this thread if nobody has started it yet (see
+    /// ended. A pool worker helps while it waits (T10): `run_here` runs (or,
+    /// in a broken pool, fails) the task on this thread if nobody has
+    /// started it yet (see
     /// `thread::help_while_waiting`).
     pub(crate) fn wait_until(
         &self,
         deadline: Option<Instant>,
         settled: bool,
-        run_here: &dyn Fn(),
+        run_here: &dyn Fn(crate::future::InPlace),
     ) -> bool {
         let ready = || {
             if settled {

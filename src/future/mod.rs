@@ -42,10 +42,24 @@ pub(crate) trait Completion<T>: Send + Sync {
     fn release(&self) -> bool {
         true
     }
-    /// Runs the task on this thread and completes the future, unless a
-    /// worker already took it (a thread-pool worker waiting for this
-    /// future does this while the task is still queued in its pool, T10).
-    fn run_here(self: Arc<Self>) {}
+    /// Runs the task on this thread and completes the future (or, for
+    /// [`InPlace::Fail`], fails it without running it), unless a worker
+    /// already took it: a thread-pool worker waiting for this future does
+    /// this while the task is still queued in its pool (T10).
+    fn run_here(self: Arc<Self>, how: InPlace) {
+        let _ = how;
+    }
+}
+
+/// What a pool worker waiting for a task still queued in its pool does
+/// with it (see [`Completion::run_here`]).
+pub(crate) enum InPlace {
+    /// Runs it: the pool is healthy.
+    Run,
+    /// Fails it with this error: the pool is broken, and its queued tasks
+    /// fail (T8) — also this one, which a worker waiting for it would
+    /// otherwise wait for while no other worker may be left to take it.
+    Fail(Error),
 }
 
 impl<T: Send + Sync> Completion<T> for Core<T> {
@@ -189,7 +203,8 @@ impl<T> Future<T> {
         if self.core().runs_callbacks_here() {
             return Err(moved_out_in_own_callback());
         }
-        self.core().wait_until(None, true, &|| self.run_here());
+        self.core()
+            .wait_until(None, true, &|how| self.run_here(how));
         self.core().take_outcome()
     }
 
@@ -215,7 +230,7 @@ impl<T> Future<T> {
         let deadline = crate::sync::deadline(timeout);
         if self
             .core()
-            .wait_until(deadline, settled, &|| self.run_here())
+            .wait_until(deadline, settled, &|how| self.run_here(how))
         {
             Ok(())
         } else {
@@ -225,9 +240,10 @@ impl<T> Future<T> {
         }
     }
 
-    /// Runs the task here if nobody has started it (see `Completion`).
-    fn run_here(&self) {
-        Arc::clone(&self.shared).run_here()
+    /// Runs (or fails) the task here if nobody has started it (see
+    /// `Completion`).
+    fn run_here(&self, how: InPlace) {
+        Arc::clone(&self.shared).run_here(how)
     }
 
     /// The address identifying this future (F9).

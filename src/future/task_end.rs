@@ -60,7 +60,7 @@ impl<T: Send + Sync + 'static> EndOf for Shared<T> {
     }
 
     fn help(&self, deadline: Option<Instant>) -> bool {
-        let run_here = || Arc::clone(&self.0).run_here();
+        let run_here = |how| Arc::clone(&self.0).run_here(how);
         #[cfg(not(cf_loom))]
         return crate::thread::help_while_waiting(self.0.core(), deadline, &run_here);
         // Under loom there is no pool to help.

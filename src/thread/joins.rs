@@ -146,7 +146,8 @@ impl Joins {
 
     /// Joins the threads of the workers that have retired, or waits for
     /// the joins of them already under way, until `deadline` (`None`:
-    /// without limit). Returns whether they had all ended by then. Not for
+    /// without limit). Returns whether they had all ended by then (never,
+    /// for an own caller that passed over a waiting destructor). Not for
     /// a retired worker (see the module docs). An `own` caller (a task of
     /// the pool, a sweeper's callback) does not wait for a destructor that
     /// waits for the workers to retire: that may be waiting for the
@@ -176,7 +177,9 @@ impl Joins {
                 if let Some(joiner) = state.joiner.take() {
                     let _ = joiner.join();
                 }
-                return true;
+                // An own caller passed over the waiting destructors: their
+                // threads still run (found by review).
+                return state.waiting_in_destructor.is_empty();
             }
             state = match shared.wait(state, deadline) {
                 Some(state) => state,

@@ -314,12 +314,16 @@ impl ThreadPoolExecutor {
             // A retired worker's thread-local destructor: it waits for the
             // other workers to retire unless its thread is being joined,
             // and never for their threads (see `joins`).
+            // Sweeping the queue itself (a `cancel_futures` shutdown from
+            // the destructor, whose callback shuts down and waits), it must
+            // not wait for its own sweep.
+            let own = self.registry.is_own_thread(false);
             let retired = if joins.enter_destructor_wait() {
-                let retired = self.registry.wait_for_exit(false, deadline);
+                let retired = self.registry.wait_for_exit(own, deadline);
                 joins.leave_destructor_wait();
                 retired
             } else {
-                self.registry.wait_for_exit(false, Some(Instant::now()))
+                self.registry.wait_for_exit(own, Some(Instant::now()))
             };
             return retired && joins.others_ended();
         }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crossbeam_deque::{Steal, Worker};
 
 use super::registry::{Fate, JobRef, Registry};
+use crate::future::InPlace;
 use crate::future::core::Core;
 use crate::spin::IdleSpin;
 use crate::sync::Arc;
@@ -289,7 +290,7 @@ impl Drop for Restore {
 pub(crate) fn help_while_waiting<T>(
     core: &Core<T>,
     deadline: Option<Instant>,
-    run_here: &dyn Fn(),
+    run_here: &dyn Fn(InPlace),
 ) -> bool {
     let Some(w) = current() else { return false };
     let here = stack_position();
@@ -310,11 +311,20 @@ fn help<T>(
     w: &WorkerThread,
     core: &Core<T>,
     deadline: Option<Instant>,
-    run_here: &dyn Fn(),
+    run_here: &dyn Fn(InPlace),
 ) -> bool {
     let in_time = || deadline.is_none_or(|d| Instant::now() < d);
-    if core.is_queued_in(w.registry.id) && w.registry.fate() == Fate::Run && in_time() {
-        as_innermost_task(&w.local, run_here);
+    if core.is_queued_in(w.registry.id) && in_time() {
+        match w.registry.fate() {
+            Fate::Run => as_innermost_task(&w.local, || run_here(InPlace::Run)),
+            // Its queue entry fails it too, if a worker is left to take it:
+            // one that waits for it, as here, does not take it (found by
+            // review: a submit racing the break left its task to a worker
+            // waiting for that very task).
+            Fate::Fail => run_here(InPlace::Fail(w.registry.refusal())),
+            // A cancelling shutdown's sweep cancels it.
+            Fate::Cancel => {}
+        }
     }
     if !core.helps_in(w.registry.id) {
         return false;
