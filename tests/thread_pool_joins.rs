@@ -9,12 +9,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use concurrent_futures::{ShutdownOutcome, ThreadPoolExecutor};
 
 mod common;
-use common::HANG;
+use common::{HANG, wait_for};
 
 /// A gate that thread-local destructors wait on (never panics: a panic in
 /// a thread-local destructor aborts). Gives up after 5 s.
@@ -53,17 +53,6 @@ impl Drop for SlowDtor {
 
 thread_local! {
     static SLOW: std::cell::RefCell<Option<SlowDtor>> = const { std::cell::RefCell::new(None) };
-}
-
-fn wait_for(limit: Duration, cond: impl Fn() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
 }
 
 /// A pool of `n` workers, each holding a [`SlowDtor`] (the tasks setting

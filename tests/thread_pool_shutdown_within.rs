@@ -14,7 +14,7 @@ use std::time::Duration;
 use concurrent_futures::{ShutdownOutcome, ThreadPoolExecutor};
 
 mod common;
-use common::HANG;
+use common::{HANG, wait_for};
 
 /// A thread-local value whose destructor takes a while (a flush, a
 /// connection close) and records that it finished.
@@ -130,18 +130,6 @@ fn install_stall_handler() {
         sa.sa_flags = libc::SA_RESTART;
         assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
     }
-}
-
-/// Polls `cond` until it holds (true) or `limit` passes (false).
-fn wait_for(limit: Duration, cond: impl Fn() -> bool) -> bool {
-    let until = std::time::Instant::now() + limit;
-    while !cond() {
-        if std::time::Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    true
 }
 
 /// One round: S submits in a loop to a one-worker pool whose worker is

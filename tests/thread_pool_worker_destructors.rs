@@ -12,12 +12,12 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use concurrent_futures::{ShutdownOutcome, ThreadPoolExecutor};
 
 mod common;
-use common::HANG;
+use common::{HANG, wait_for};
 
 /// What a worker's thread runs in a thread-local destructor (set by one of
 /// its tasks).
@@ -35,19 +35,6 @@ impl Drop for RunsOnExit {
 
 thread_local! {
     static ON_EXIT: std::cell::RefCell<Option<RunsOnExit>> = const { std::cell::RefCell::new(None) };
-}
-
-/// Polls `cond` until it holds (true) or `limit` passes (false). Never
-/// panics: it runs in thread-local destructors too.
-fn wait_for(limit: Duration, cond: impl Fn() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while !cond() {
-        if Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    true
 }
 
 /// A two-worker pool whose workers run `first` and `second` as tasks, one

@@ -51,7 +51,7 @@ fn a_future_made_right_after_a_wait_starts_awaited_and_only_that_one() {
     on_fresh_thread(|| {
         let done = Core::<u8>::new();
         done.complete(Ok(1), || unreachable!("no callbacks"));
-        assert!(done.wait_until(None, false, &|| {}));
+        assert!(done.wait_until(None, false, &|_| {}));
         let next = Core::<u8>::new();
         assert!(hint(&next), "a submit right after a wait");
         let after = Core::<u8>::new();

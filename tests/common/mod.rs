@@ -446,3 +446,17 @@ pub fn wait_for_exit_of_every_thread(pid: u32) {
     unsafe { libc::close(fd) };
     assert_eq!(n, 1, "hang guard: worker {pid} never exited");
 }
+
+/// Polls `cond` until it holds (true) or `limit` passes (false). Never
+/// panics, so thread-local destructors may use it too; waits for a state,
+/// never measures time.
+pub fn wait_for(limit: Duration, cond: impl Fn() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() > until {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    true
+}
