@@ -200,6 +200,9 @@ where
         match how {
             InPlace::Run => Job::run(self),
             InPlace::Fail(error) => fail_task(self, error),
+            InPlace::Cancel => {
+                crate::future::cancel_shared(self);
+            }
         }
     }
 }
@@ -354,6 +357,9 @@ where
         match how {
             InPlace::Run => Job::run(self),
             InPlace::Fail(error) => fail_task(self, error),
+            InPlace::Cancel => {
+                crate::future::cancel_shared(self);
+            }
         }
     }
 }

@@ -43,7 +43,8 @@ pub(crate) trait Completion<T>: Send + Sync {
         true
     }
     /// Runs the task on this thread and completes the future (or, for
-    /// [`InPlace::Fail`], fails it without running it), unless a worker
+    /// [`InPlace::Fail`] and [`InPlace::Cancel`], ends it without running
+    /// it), unless a worker
     /// already took it: a thread-pool worker waiting for this future does
     /// this while the task is still queued in its pool (T10).
     fn run_here(self: Arc<Self>, how: InPlace) {
@@ -60,6 +61,10 @@ pub(crate) enum InPlace {
     /// fail (T8) — also this one, which a worker waiting for it would
     /// otherwise wait for while no other worker may be left to take it.
     Fail(Error),
+    /// Cancels it: a `cancel_futures` shutdown cancels the queued tasks,
+    /// but its sweep may be held up by a done-callback that waits for this
+    /// very worker (found by review).
+    Cancel,
 }
 
 impl<T: Send + Sync> Completion<T> for Core<T> {

@@ -322,8 +322,9 @@ fn help<T>(
             // review: a submit racing the break left its task to a worker
             // waiting for that very task).
             Fate::Fail => run_here(InPlace::Fail(w.registry.refusal())),
-            // A cancelling shutdown's sweep cancels it.
-            Fate::Cancel => {}
+            // A cancelling shutdown's sweep would cancel it, but may be held
+            // up by a callback waiting for this worker (found by review).
+            Fate::Cancel => run_here(InPlace::Cancel),
         }
     }
     if !core.helps_in(w.registry.id) {

@@ -1,0 +1,227 @@
+//! A pool worker waiting for a task still queued in its pool when the pool
+//! no longer runs queued tasks (T10): it fails it in place in a pool
+//! broken by an initializer's panic, even one a submit racing the break
+//! queued (T8), and cancels it in place during a `cancel_futures`
+//! shutdown whose sweep a done-callback holds up (S3, S5). Every wait has
+//! a hang guard; no test asserts a duration.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{Error, ThreadPoolExecutor};
+
+mod common;
+use common::HANG;
+
+fn pin_to_cpu0() {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; the call only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// One round: returns Some(description) if a task accepted by an outside
+/// submit as the pool broke stayed queued while a task of the pool waited
+/// for it.
+fn one_round_of_an_outside_submit_racing_a_break() -> Option<String> {
+    use concurrent_futures::Error;
+    let gate = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    let pool = Arc::new(
+        ThreadPoolExecutor::builder()
+            .max_workers(2)
+            .thread_name_prefix("rbx")
+            .initializer(move || {
+                if std::thread::current().name() == Some("rbx_1") {
+                    pin_to_cpu0();
+                    let until = Instant::now() + HANG;
+                    while !g.load(Ordering::SeqCst) && Instant::now() < until {
+                        std::thread::yield_now();
+                    }
+                    panic!("worker 1's initializer breaks the pool (on purpose)");
+                }
+            })
+            .build()
+            .unwrap(),
+    );
+    let (tx, rx) = mpsc::channel::<concurrent_futures::Future<u8>>();
+    let pw = pool.clone();
+    let (started_tx, started) = mpsc::channel::<()>();
+    let waiter = pool.spawn(move || -> Result<usize, String> {
+        let _ = started_tx.send(());
+        let mut n = 0;
+        while let Ok(b) = rx.recv_timeout(HANG) {
+            n += 1;
+            let t0 = Instant::now();
+            if let Err(Error::Timeout { .. }) = b.result(Some(Duration::from_secs(5))) {
+                return Err(format!(
+                    "task {n} accepted by an outside submit never ended (waited {:?}, done {}; \
+                     live workers {}, {:?})",
+                    t0.elapsed(),
+                    b.done(),
+                    pw.live_workers(),
+                    pw
+                ));
+            }
+        }
+        Ok(n)
+    });
+    let p = pool.clone();
+    // The waiting task runs on worker 0 before the pool can break.
+    started
+        .recv_timeout(HANG)
+        .expect("the waiting task never started");
+    let submitter = std::thread::spawn(move || {
+        pin_to_cpu0();
+        for i in 0..2_000_000usize {
+            let b = p.spawn(|| 0u8);
+            if i == 0 {
+                gate.store(true, Ordering::SeqCst);
+            }
+            let refused = b.done() && p.live_workers() < 2;
+            if tx.send(b).is_err() || refused {
+                break;
+            }
+        }
+    });
+    submitter.join().unwrap();
+    let out = match waiter.result(Some(HANG)) {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.clone()),
+        Err(e) => Some(format!("waiter: {e:?}")),
+    };
+    pool.shutdown(true, false);
+    out
+}
+
+/// T8 ("every queued future fails with Broken"), with T10: an outside
+/// submit whose push lands after the worker whose initializer broke the
+/// pool has retired, while the pool's other worker is in a task waiting
+/// for that very task, fails the task itself. It left it to the live
+/// worker, which waits for it and, the pool being broken, does not run
+/// it: the task stayed queued while its waiter waited (for ever with
+/// `result(None)`; found by review). Racy by nature: both the submitter
+/// and the breaking worker are pinned to CPU 0 to widen the window;
+/// rounds run for 10 s or until one fails.
+#[test]
+fn t8_an_outside_submit_racing_a_break_is_failed_not_left_to_a_waiter_that_cannot_run_it() {
+    let start = Instant::now();
+    let mut rounds = 0;
+    let mut failures = Vec::new();
+    while start.elapsed() < Duration::from_secs(10) && rounds < 1000 && failures.is_empty() {
+        rounds += 1;
+        if let Some(f) = one_round_of_an_outside_submit_racing_a_break() {
+            failures.push(format!("round {rounds}: {f}"));
+        }
+    }
+    println!("{rounds} rounds");
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+/// How long the waits that a hang would turn into timeouts are given:
+/// far more than ending a queued task takes.
+const GUARD: Duration = Duration::from_secs(10);
+
+/// T10 with S5: a task of a one-worker pool shuts it down with
+/// `cancel_futures`; the sweep (on the worker) cancels queued task A, whose
+/// done-callback (on the worker) waits for queued task B: the wait cancels
+/// B in place. It did nothing, trusting the sweep to cancel B, but the
+/// sweep was the very thread waiting: B stayed queued until the wait gave
+/// up (for ever with `result(None)`; found by review).
+#[test]
+fn s5_a_sweeps_callback_waiting_on_another_queued_task_of_the_pool_gets_it_cancelled() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (go_tx, go) = mpsc::channel::<()>();
+    let p = pool.clone();
+    let sweeper = pool.spawn(move || {
+        let _ = started_tx.send(());
+        let _ = go.recv_timeout(HANG);
+        p.shutdown(false, true);
+    });
+    started.recv_timeout(HANG).expect("the task never started");
+    // Both queued in the inbox behind the busy worker, A first.
+    let a = pool.spawn(|| 1u8);
+    let b = Arc::new(pool.spawn(|| 2u8));
+    let (seen_tx, seen) = mpsc::channel();
+    {
+        let b = b.clone();
+        let seen_tx = Mutex::new(seen_tx);
+        a.add_done_callback(move |_| {
+            let got = b.result(Some(GUARD)).copied();
+            let _ = seen_tx.lock().unwrap().send(got);
+        });
+    }
+    go_tx.send(()).unwrap();
+    let got = seen.recv_timeout(HANG).expect("A's callback never ran");
+    sweeper.result(Some(HANG)).unwrap();
+    pool.shutdown(true, false);
+    assert!(a.cancelled());
+    assert_eq!(
+        got,
+        Err(Error::Cancelled),
+        "a worker waiting (in a sweep's callback) on a task still queued in its pool being \
+         shut down with cancel_futures neither ran nor cancelled it: it stayed queued behind \
+         the stalled sweep (Timeout = waited the whole {GUARD:?})"
+    );
+    assert!(b.cancelled());
+}
+
+/// S3/S5 with T10: a task of a one-worker pool waits on task B, queued
+/// behind task A in the inbox, after an outside
+/// `shutdown(cancel_futures = true)` has begun. The sweep cancelled A
+/// first, and A's callback, on the sweeping thread, calls
+/// `shutdown(wait = true)`, which waits for the worker to retire. The
+/// worker cancels B in place and goes on. It did nothing with B, which
+/// waited for the sweep: a deadlock (found by review).
+#[test]
+fn s3_a_sweeps_callback_shutting_down_and_waiting_does_not_deadlock_with_a_task_awaiting_a_queued_task()
+ {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (b_tx, b_rx) = mpsc::channel::<concurrent_futures::Future<u8>>();
+    let waiter = pool.spawn(move || {
+        let _ = started_tx.send(());
+        let b = b_rx.recv_timeout(HANG).expect("B never came");
+        b.result(Some(GUARD)).copied()
+    });
+    started.recv_timeout(HANG).expect("the task never started");
+    // Both in the inbox behind the busy worker, A first: the sweep takes
+    // A first.
+    let a = pool.spawn(|| 1u8);
+    let b = pool.spawn(|| 2u8);
+    let (in_cb_tx, in_cb) = mpsc::channel::<()>();
+    let (cb_done_tx, cb_done) = mpsc::channel::<()>();
+    {
+        let p = pool.clone();
+        let in_cb_tx = Mutex::new(in_cb_tx);
+        let cb_done_tx = Mutex::new(cb_done_tx);
+        a.add_done_callback(move |_| {
+            let _ = in_cb_tx.lock().unwrap().send(());
+            p.shutdown(true, false);
+            let _ = cb_done_tx.lock().unwrap().send(());
+        });
+    }
+    let p = pool.clone();
+    let sweeper = std::thread::spawn(move || p.shutdown(false, true));
+    in_cb.recv_timeout(HANG).expect("A's callback never ran");
+    // The callback is in its shutdown wait by then (ordering only).
+    std::thread::sleep(Duration::from_millis(200));
+    b_tx.send(b).unwrap();
+    let got = waiter.result(Some(HANG)).cloned();
+    cb_done
+        .recv_timeout(HANG)
+        .expect("the callback's shutdown(wait = true) never returned");
+    sweeper.join().unwrap();
+    pool.shutdown(true, false);
+    assert_eq!(
+        got,
+        Ok(Err(Error::Cancelled)),
+        "a task waiting on a queued task during a cancel_futures shutdown whose sweep is held \
+         by a callback in shutdown(wait = true) deadlocked (Timeout = waited the whole \
+         {GUARD:?})"
+    );
+}
