@@ -2,8 +2,9 @@
 //! no longer runs queued tasks (T10): it fails it in place in a pool
 //! broken by an initializer's panic, even one a submit racing the break
 //! queued (T8), and cancels it in place during a `cancel_futures`
-//! shutdown whose sweep a done-callback holds up (S3, S5). Every wait has
-//! a hang guard; no test asserts a duration.
+//! shutdown whose sweep a done-callback holds up (S3, S5), also past the
+//! limits on tasks run in place (nesting depth, stack). Every wait has a
+//! hang guard; no test asserts a duration.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -224,4 +225,171 @@ fn s3_a_sweeps_callback_shutting_down_and_waiting_does_not_deadlock_with_a_task_
          by a callback in shutdown(wait = true) deadlocked (Timeout = waited the whole \
          {GUARD:?})"
     );
+}
+
+/// The depth at which a waiting worker stops helping
+/// (`thread::worker::MAX_NESTED_RUNS`).
+const NESTED: usize = 128;
+
+/// Spawns the next level and waits for it (the wait runs it in place,
+/// one nested run deeper), `left` levels down; the last level runs
+/// `bottom`.
+fn level(
+    pool: Arc<ThreadPoolExecutor>,
+    left: usize,
+    bottom: Arc<dyn Fn() + Send + Sync>,
+) -> Result<(), String> {
+    if left == 0 {
+        bottom();
+        return Ok(());
+    }
+    let p = pool.clone();
+    let b = bottom.clone();
+    let next = pool.spawn(move || level(p, left - 1, b));
+    match next.result(Some(HANG)) {
+        Ok(r) => r.clone(),
+        Err(e) => Err(format!("{left} levels from the bottom: {e:?}")),
+    }
+}
+
+/// S5 with T10, at fork-join depth: the sweeping task is 128 nested runs
+/// deep (a recursion of tasks each waiting on the next, run in place: the
+/// limit on tasks run in place). The sweep cancels queued task A, whose
+/// done-callback waits on queued task B: the wait still cancels B in
+/// place, which runs no task on top of it. Past the limit, the wait just
+/// blocked, with B queued behind the sweep this very thread held up
+/// (found by review).
+#[test]
+fn s5_a_deeply_nested_sweeps_callback_waiting_on_a_queued_task_gets_it_cancelled() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (go_tx, go) = mpsc::channel::<()>();
+    let go = Mutex::new(go);
+    let p = pool.clone();
+    let bottom: Arc<dyn Fn() + Send + Sync> = Arc::new(move || p.shutdown(false, true));
+    let p = pool.clone();
+    let root = pool.spawn(move || {
+        let _ = started_tx.send(());
+        let _ = go.lock().unwrap().recv_timeout(HANG);
+        level(p, NESTED, bottom)
+    });
+    started
+        .recv_timeout(HANG)
+        .expect("the root task never started");
+    // Both queued in the inbox behind the busy worker, A first: the sweep
+    // takes A first.
+    let a = pool.spawn(|| 1u8);
+    let b = Arc::new(pool.spawn(|| 2u8));
+    let (seen_tx, seen) = mpsc::channel();
+    {
+        let b = b.clone();
+        let seen_tx = Mutex::new(seen_tx);
+        a.add_done_callback(move |_| {
+            let got = b.result(Some(GUARD)).copied();
+            let _ = seen_tx.lock().unwrap().send(got);
+        });
+    }
+    go_tx.send(()).unwrap();
+    let got = seen.recv_timeout(HANG).expect("A's callback never ran");
+    let chain = root.result(Some(HANG)).cloned();
+    pool.shutdown(true, false);
+    assert_eq!(
+        chain,
+        Ok(Ok(())),
+        "the chain of nested tasks did not complete"
+    );
+    assert!(a.cancelled());
+    assert_eq!(
+        got,
+        Err(Error::Cancelled),
+        "a worker {NESTED} nested runs deep, waiting (in its own sweep's callback) on a task \
+         still queued in its pool being shut down with cancel_futures, did not cancel it in \
+         place: it stayed queued behind the stalled sweep (Timeout = waited the whole {GUARD:?})"
+    );
+    assert!(b.cancelled());
+}
+
+/// The lowest address of the calling thread's stack (Linux).
+fn stack_low_end() -> usize {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: `attr` is initialized by pthread_getattr_np on success, and
+    // only then read and destroyed.
+    unsafe {
+        assert_eq!(
+            libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()),
+            0
+        );
+        let mut addr = std::ptr::null_mut();
+        let mut size = 0;
+        assert_eq!(
+            libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size),
+            0
+        );
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        addr as usize
+    }
+}
+
+/// Recurses, 8 KiB a frame, until fewer than `left` bytes of the stack
+/// remain, then runs `f` there.
+#[inline(never)]
+fn dig(low: usize, left: usize, f: &dyn Fn()) {
+    let frame = [0u8; 8 << 10];
+    let here = std::hint::black_box(&frame) as *const _ as usize;
+    if here.saturating_sub(low) > left {
+        dig(low, left, f);
+    } else {
+        f();
+    }
+    std::hint::black_box(&frame);
+}
+
+/// The same without nested tasks: a task deep in its own recursion (past
+/// the 256 KiB of stack a waiting worker keeps for a task it runs in
+/// place) shuts its one-worker pool down with `cancel_futures`; the
+/// sweep's callback of queued A waits on queued B, and cancels B in place,
+/// which needs stack only for B's callbacks. The stack check came first:
+/// B was left queued behind the sweep this thread held up (found by
+/// review).
+#[test]
+fn s5_a_sweeps_callback_deep_in_a_tasks_stack_waiting_on_a_queued_task_gets_it_cancelled() {
+    let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (go_tx, go) = mpsc::channel::<()>();
+    let go = Mutex::new(go);
+    let p = pool.clone();
+    let root = pool.spawn(move || {
+        let _ = started_tx.send(());
+        let _ = go.lock().unwrap().recv_timeout(HANG);
+        // 192 KiB left: below the 256 KiB reserve, ample for the sweep.
+        dig(stack_low_end(), 192 << 10, &|| p.shutdown(false, true));
+    });
+    started
+        .recv_timeout(HANG)
+        .expect("the root task never started");
+    let a = pool.spawn(|| 1u8);
+    let b = Arc::new(pool.spawn(|| 2u8));
+    let (seen_tx, seen) = mpsc::channel();
+    {
+        let b = b.clone();
+        let seen_tx = Mutex::new(seen_tx);
+        a.add_done_callback(move |_| {
+            let got = b.result(Some(GUARD)).copied();
+            let _ = seen_tx.lock().unwrap().send(got);
+        });
+    }
+    go_tx.send(()).unwrap();
+    let got = seen.recv_timeout(HANG).expect("A's callback never ran");
+    root.result(Some(HANG))
+        .expect("the root task did not complete");
+    pool.shutdown(true, false);
+    assert!(a.cancelled());
+    assert_eq!(
+        got,
+        Err(Error::Cancelled),
+        "a worker deep in a task's stack, waiting (in its own sweep's callback) on a task \
+         still queued in its pool being shut down with cancel_futures, did not cancel it in \
+         place (Timeout = waited the whole {GUARD:?})"
+    );
+    assert!(b.cancelled());
 }

@@ -294,16 +294,54 @@ pub(crate) fn help_while_waiting<T>(
 ) -> bool {
     let Some(w) = current() else { return false };
     let here = stack_position();
+    if core.is_terminal() {
+        return false;
+    }
+    let floor = STACK_FLOOR.with(Cell::get);
+    // Ending a task in place runs its done-callbacks, not the task: they
+    // get a quarter of the reserve a task run in place gets (found by
+    // review: a wait deep in a task's recursion left the task queued,
+    // behind a sweep this very thread held up).
+    if here >= floor.saturating_sub(STACK_RESERVE / 4 * 3) {
+        end_unrunnable(&w, core, deadline, run_here);
+    }
     let stack_used = STACK_BASE.with(Cell::get).saturating_sub(here);
     if core.is_terminal()
         || NESTED_RUNS.with(Cell::get) >= MAX_NESTED_RUNS
         || stack_used > *NESTING_STACK_BUDGET
-        || here < STACK_FLOOR.with(Cell::get)
+        || here < floor
     {
         return false;
     }
     let _nested = Restore(&NESTED_RUNS, NESTED_RUNS.with(|n| n.replace(n.get() + 1)));
     help(&w, core, deadline, run_here)
+}
+
+/// Ends the awaited task in place, without running it, if it is still
+/// queued in a pool that no longer runs queued tasks. Only its callbacks
+/// run here, so the nesting limits of tasks run in place do not apply
+/// (found by review: a wait past those limits left the task queued,
+/// behind a sweep this very thread held up).
+fn end_unrunnable<T>(
+    w: &WorkerThread,
+    core: &Core<T>,
+    deadline: Option<Instant>,
+    run_here: &dyn Fn(InPlace),
+) {
+    if !core.is_queued_in(w.registry.id) || deadline.is_some_and(|d| Instant::now() >= d) {
+        return;
+    }
+    match w.registry.fate() {
+        Fate::Run => {}
+        // Its queue entry fails it too, if a worker is left to take it: one
+        // that waits for it, as here, does not take it (found by review: a
+        // submit racing the break left its task to a worker waiting for
+        // that very task).
+        Fate::Fail => run_here(InPlace::Fail(w.registry.refusal())),
+        // A cancelling shutdown's sweep would cancel it, but may be held up
+        // by a callback waiting for this worker (found by review).
+        Fate::Cancel => run_here(InPlace::Cancel),
+    }
 }
 
 /// [`help_while_waiting`] once it knows it is on a worker.
@@ -314,18 +352,8 @@ fn help<T>(
     run_here: &dyn Fn(InPlace),
 ) -> bool {
     let in_time = || deadline.is_none_or(|d| Instant::now() < d);
-    if core.is_queued_in(w.registry.id) && in_time() {
-        match w.registry.fate() {
-            Fate::Run => as_innermost_task(&w.local, || run_here(InPlace::Run)),
-            // Its queue entry fails it too, if a worker is left to take it:
-            // one that waits for it, as here, does not take it (found by
-            // review: a submit racing the break left its task to a worker
-            // waiting for that very task).
-            Fate::Fail => run_here(InPlace::Fail(w.registry.refusal())),
-            // A cancelling shutdown's sweep would cancel it, but may be held
-            // up by a callback waiting for this worker (found by review).
-            Fate::Cancel => run_here(InPlace::Cancel),
-        }
+    if core.is_queued_in(w.registry.id) && w.registry.fate() == Fate::Run && in_time() {
+        as_innermost_task(&w.local, || run_here(InPlace::Run));
     }
     if !core.helps_in(w.registry.id) {
         return false;
