@@ -145,17 +145,7 @@ fn s5_a_sweeps_callback_waiting_on_another_queued_task_of_the_pool_gets_it_cance
     });
     started.recv_timeout(HANG).expect("the task never started");
     // Both queued in the inbox behind the busy worker, A first.
-    let a = pool.spawn(|| 1u8);
-    let b = Arc::new(pool.spawn(|| 2u8));
-    let (seen_tx, seen) = mpsc::channel();
-    {
-        let b = b.clone();
-        let seen_tx = Mutex::new(seen_tx);
-        a.add_done_callback(move |_| {
-            let got = b.result(Some(GUARD)).copied();
-            let _ = seen_tx.lock().unwrap().send(got);
-        });
-    }
+    let (a, b, seen) = a_waiting_on_b_in_its_callback(&pool);
     go_tx.send(()).unwrap();
     let got = seen.recv_timeout(HANG).expect("A's callback never ran");
     sweeper.result(Some(HANG)).unwrap();
@@ -278,17 +268,7 @@ fn s5_a_deeply_nested_sweeps_callback_waiting_on_a_queued_task_gets_it_cancelled
         .expect("the root task never started");
     // Both queued in the inbox behind the busy worker, A first: the sweep
     // takes A first.
-    let a = pool.spawn(|| 1u8);
-    let b = Arc::new(pool.spawn(|| 2u8));
-    let (seen_tx, seen) = mpsc::channel();
-    {
-        let b = b.clone();
-        let seen_tx = Mutex::new(seen_tx);
-        a.add_done_callback(move |_| {
-            let got = b.result(Some(GUARD)).copied();
-            let _ = seen_tx.lock().unwrap().send(got);
-        });
-    }
+    let (a, b, seen) = a_waiting_on_b_in_its_callback(&pool);
     go_tx.send(()).unwrap();
     let got = seen.recv_timeout(HANG).expect("A's callback never ran");
     let chain = root.result(Some(HANG)).cloned();
@@ -367,17 +347,7 @@ fn s5_a_sweeps_callback_deep_in_a_tasks_stack_waiting_on_a_queued_task_gets_it_c
     started
         .recv_timeout(HANG)
         .expect("the root task never started");
-    let a = pool.spawn(|| 1u8);
-    let b = Arc::new(pool.spawn(|| 2u8));
-    let (seen_tx, seen) = mpsc::channel();
-    {
-        let b = b.clone();
-        let seen_tx = Mutex::new(seen_tx);
-        a.add_done_callback(move |_| {
-            let got = b.result(Some(GUARD)).copied();
-            let _ = seen_tx.lock().unwrap().send(got);
-        });
-    }
+    let (a, b, seen) = a_waiting_on_b_in_its_callback(&pool);
     go_tx.send(()).unwrap();
     let got = seen.recv_timeout(HANG).expect("A's callback never ran");
     root.result(Some(HANG))
@@ -392,4 +362,24 @@ fn s5_a_sweeps_callback_deep_in_a_tasks_stack_waiting_on_a_queued_task_gets_it_c
          place (Timeout = waited the whole {GUARD:?})"
     );
     assert!(b.cancelled());
+}
+
+type Task = concurrent_futures::Future<u8>;
+/// What A's done-callback got from B.
+type Seen = mpsc::Receiver<Result<u8, Error>>;
+
+/// Queues task A, then task B (both in the inbox behind a busy worker),
+/// and gives A a done-callback that waits on B (at most [`GUARD`]) and
+/// sends what it got.
+fn a_waiting_on_b_in_its_callback(pool: &ThreadPoolExecutor) -> (Task, Arc<Task>, Seen) {
+    let a = pool.spawn(|| 1u8);
+    let b = Arc::new(pool.spawn(|| 2u8));
+    let (seen_tx, seen) = mpsc::channel();
+    let seen_tx = Mutex::new(seen_tx);
+    let awaited = b.clone();
+    a.add_done_callback(move |_| {
+        let got = awaited.result(Some(GUARD)).copied();
+        let _ = seen_tx.lock().unwrap().send(got);
+    });
+    (a, b, seen)
 }

@@ -154,6 +154,18 @@ fn fail_task<R, S: Completion<R> + 'static>(this: Arc<S>, error: Error) {
         .complete(Err(error), move || Future::from_shared(handle));
 }
 
+/// [`Completion::run_here`] of a task: runs, fails or cancels it on this
+/// thread (each does nothing if a worker took the work already).
+fn run_in_place<R, S: Completion<R> + Job + 'static>(this: Arc<S>, how: InPlace) {
+    match how {
+        InPlace::Run => Job::run(this),
+        InPlace::Fail(error) => fail_task(this, error),
+        InPlace::Cancel => {
+            crate::future::cancel_shared(this);
+        }
+    }
+}
+
 /// A thread-only task: any `FnOnce() -> R + Send` closure.
 pub(crate) struct ClosureTask<F, R> {
     header: Header,
@@ -197,13 +209,7 @@ where
         release_slot(&self.work)
     }
     fn run_here(self: Arc<Self>, how: InPlace) {
-        match how {
-            InPlace::Run => Job::run(self),
-            InPlace::Fail(error) => fail_task(self, error),
-            InPlace::Cancel => {
-                crate::future::cancel_shared(self);
-            }
-        }
+        run_in_place(self, how)
     }
 }
 
@@ -354,13 +360,7 @@ where
         release_slot(&self.arg)
     }
     fn run_here(self: Arc<Self>, how: InPlace) {
-        match how {
-            InPlace::Run => Job::run(self),
-            InPlace::Fail(error) => fail_task(self, error),
-            InPlace::Cancel => {
-                crate::future::cancel_shared(self);
-            }
-        }
+        run_in_place(self, how)
     }
 }
 
