@@ -311,25 +311,31 @@ impl ThreadPoolExecutor {
     fn wait_for_workers(&self, deadline: Option<Instant>) -> bool {
         let joins = &self.registry.joins;
         if joins.is_retired_worker() {
-            // A retired worker's thread-local destructor: it waits for the
-            // other workers to retire unless its thread is being joined,
-            // and never for their threads (see `joins`).
-            // Sweeping the queue itself (a `cancel_futures` shutdown from
-            // the destructor, whose callback shuts down and waits), it must
-            // not wait for its own sweep.
-            let own = self.registry.is_own_thread(false);
-            let retired = if joins.enter_destructor_wait() {
-                let retired = self.registry.wait_for_exit(own, deadline);
-                joins.leave_destructor_wait();
-                retired
-            } else {
-                self.registry.wait_for_exit(own, Some(Instant::now()))
-            };
-            return retired && joins.others_ended();
+            return self.wait_in_a_retired_workers_destructor(deadline);
         }
         let me = worker::current().filter(|w| Arc::ptr_eq(&w.registry, &self.registry));
         let own = self.registry.is_own_thread(me.is_some());
         self.registry.wait_for_exit(own, deadline) && joins.join_retired(own, deadline)
+    }
+
+    /// [`wait_for_workers`](Self::wait_for_workers) from a retired worker's
+    /// thread-local destructor: it waits for the other workers to retire
+    /// unless its own thread is being joined, and never for their threads
+    /// (see [`joins`]).
+    fn wait_in_a_retired_workers_destructor(&self, deadline: Option<Instant>) -> bool {
+        let joins = &self.registry.joins;
+        // Sweeping the queue itself (a `cancel_futures` shutdown from the
+        // destructor, whose callback shuts down and waits), it must not
+        // wait for its own sweep.
+        let own = self.registry.is_own_thread(false);
+        let retired = if joins.enter_destructor_wait() {
+            let retired = self.registry.wait_for_exit(own, deadline);
+            joins.leave_destructor_wait();
+            retired
+        } else {
+            self.registry.wait_for_exit(own, Some(Instant::now()))
+        };
+        retired && joins.others_ended()
     }
 
     /// The thread-name prefix.
