@@ -328,10 +328,16 @@ fn end_unrunnable<T>(
     deadline: Option<Instant>,
     run_here: &dyn Fn(InPlace),
 ) {
-    if !core.is_queued_in(w.registry.id) || deadline.is_some_and(|d| Instant::now() >= d) {
+    // The fate first: one load, and a healthy pool (fork-join's every
+    // wait) goes no further.
+    let fate = w.registry.fate();
+    if fate == Fate::Run
+        || !core.is_queued_in(w.registry.id)
+        || deadline.is_some_and(|d| Instant::now() >= d)
+    {
         return;
     }
-    match w.registry.fate() {
+    match fate {
         Fate::Run => {}
         // Its queue entry fails it too, if a worker is left to take it: one
         // that waits for it, as here, does not take it (found by review: a
