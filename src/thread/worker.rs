@@ -297,7 +297,15 @@ pub(crate) fn help_while_waiting<T>(
     if core.is_terminal() {
         return false;
     }
-    let floor = STACK_FLOOR.with(Cell::get);
+    let floor = match STACK_FLOOR.with(Cell::get) {
+        // Where the thread library does not say where the stack ends: as
+        // far below where the loop began as tasks run in place may go
+        // (found by review: ending tasks in place had no limit there).
+        0 => STACK_BASE
+            .with(Cell::get)
+            .saturating_sub(*NESTING_STACK_BUDGET),
+        known => known,
+    };
     // Ending a task in place runs its done-callbacks, not the task: they
     // get a quarter of the reserve a task run in place gets (found by
     // review: a wait deep in a task's recursion left the task queued,
