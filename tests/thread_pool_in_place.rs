@@ -135,19 +135,8 @@ const GUARD: Duration = Duration::from_secs(10);
 #[test]
 fn s5_a_sweeps_callback_waiting_on_another_queued_task_of_the_pool_gets_it_cancelled() {
     let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
-    let (started_tx, started) = mpsc::channel::<()>();
-    let (go_tx, go) = mpsc::channel::<()>();
-    let p = pool.clone();
-    let sweeper = pool.spawn(move || {
-        let _ = started_tx.send(());
-        let _ = go.recv_timeout(HANG);
-        p.shutdown(false, true);
-    });
-    started.recv_timeout(HANG).expect("the task never started");
-    // Both queued in the inbox behind the busy worker, A first.
-    let (a, b, seen) = a_waiting_on_b_in_its_callback(&pool);
-    go_tx.send(()).unwrap();
-    let got = seen.recv_timeout(HANG).expect("A's callback never ran");
+    let (sweeper, a, b, got) =
+        a_task_sweeping_while_a_waits_on_b(&pool, |p| p.shutdown(false, true));
     sweeper.result(Some(HANG)).unwrap();
     pool.shutdown(true, false);
     assert!(a.cancelled());
@@ -252,25 +241,11 @@ fn level(
 #[test]
 fn s5_a_deeply_nested_sweeps_callback_waiting_on_a_queued_task_gets_it_cancelled() {
     let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
-    let (started_tx, started) = mpsc::channel::<()>();
-    let (go_tx, go) = mpsc::channel::<()>();
-    let go = Mutex::new(go);
-    let p = pool.clone();
-    let bottom: Arc<dyn Fn() + Send + Sync> = Arc::new(move || p.shutdown(false, true));
-    let p = pool.clone();
-    let root = pool.spawn(move || {
-        let _ = started_tx.send(());
-        let _ = go.lock().unwrap().recv_timeout(HANG);
+    let (root, a, b, got) = a_task_sweeping_while_a_waits_on_b(&pool, |p| {
+        let sweep = p.clone();
+        let bottom: Arc<dyn Fn() + Send + Sync> = Arc::new(move || sweep.shutdown(false, true));
         level(p, NESTED, bottom)
     });
-    started
-        .recv_timeout(HANG)
-        .expect("the root task never started");
-    // Both queued in the inbox behind the busy worker, A first: the sweep
-    // takes A first.
-    let (a, b, seen) = a_waiting_on_b_in_its_callback(&pool);
-    go_tx.send(()).unwrap();
-    let got = seen.recv_timeout(HANG).expect("A's callback never ran");
     let chain = root.result(Some(HANG)).cloned();
     pool.shutdown(true, false);
     assert_eq!(
@@ -334,22 +309,10 @@ fn dig(low: usize, left: usize, f: &dyn Fn()) {
 #[test]
 fn s5_a_sweeps_callback_deep_in_a_tasks_stack_waiting_on_a_queued_task_gets_it_cancelled() {
     let pool = Arc::new(ThreadPoolExecutor::new(1).unwrap());
-    let (started_tx, started) = mpsc::channel::<()>();
-    let (go_tx, go) = mpsc::channel::<()>();
-    let go = Mutex::new(go);
-    let p = pool.clone();
-    let root = pool.spawn(move || {
-        let _ = started_tx.send(());
-        let _ = go.lock().unwrap().recv_timeout(HANG);
+    let (root, a, b, got) = a_task_sweeping_while_a_waits_on_b(&pool, |p| {
         // 192 KiB left: below the 256 KiB reserve, ample for the sweep.
         dig(stack_low_end(), 192 << 10, &|| p.shutdown(false, true));
     });
-    started
-        .recv_timeout(HANG)
-        .expect("the root task never started");
-    let (a, b, seen) = a_waiting_on_b_in_its_callback(&pool);
-    go_tx.send(()).unwrap();
-    let got = seen.recv_timeout(HANG).expect("A's callback never ran");
     root.result(Some(HANG))
         .expect("the root task did not complete");
     pool.shutdown(true, false);
@@ -382,4 +345,37 @@ fn a_waiting_on_b_in_its_callback(pool: &ThreadPoolExecutor) -> (Task, Arc<Task>
         let _ = seen_tx.lock().unwrap().send(got);
     });
     (a, b, seen)
+}
+
+/// Runs `sweeping_task` as a task of `pool` (one worker), held until A
+/// and B are queued behind it (see [`a_waiting_on_b_in_its_callback`]):
+/// the task shuts the pool down with `cancel_futures` somehow, and the
+/// sweep, on the worker, reaches A's callback. Returns the task's future,
+/// A, B and what A's callback got from B.
+fn a_task_sweeping_while_a_waits_on_b<R: Send + Sync + 'static>(
+    pool: &Arc<ThreadPoolExecutor>,
+    sweeping_task: impl FnOnce(Arc<ThreadPoolExecutor>) -> R + Send + 'static,
+) -> (
+    concurrent_futures::Future<R>,
+    Task,
+    Arc<Task>,
+    Result<u8, Error>,
+) {
+    let (started_tx, started) = mpsc::channel::<()>();
+    let (go_tx, go) = mpsc::channel::<()>();
+    let p = pool.clone();
+    let root = pool.spawn(move || {
+        let _ = started_tx.send(());
+        let _ = go.recv_timeout(HANG);
+        sweeping_task(p)
+    });
+    started
+        .recv_timeout(HANG)
+        .expect("the sweeping task never started");
+    // Both queued in the inbox behind the busy worker, A first: the sweep
+    // takes A first.
+    let (a, b, seen) = a_waiting_on_b_in_its_callback(pool);
+    go_tx.send(()).unwrap();
+    let got = seen.recv_timeout(HANG).expect("A's callback never ran");
+    (root, a, b, got)
 }
